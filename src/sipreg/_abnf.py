@@ -1,0 +1,88 @@
+"""RFC 3261 section 25 grammar pieces as named regular expressions.
+
+Each piece quotes the ABNF it implements.  Header values are matched after
+unfolding, so ``LWS`` here is plain white space.
+"""
+
+from __future__ import annotations
+
+import re
+
+# alphanum / "-" / "." / "!" / "%" / "*" / "_" / "+" / "`" / "'" / "~"
+TOKEN = r"[A-Za-z0-9\-.!%*_+`'~]+"
+# word = 1*(alphanum / "-" / "." / "!" / "%" / "*" / "_" / "+" / "`" / "'" / "~" /
+#        "(" / ")" / "<" / ">" / ":" / "\" / DQUOTE / "/" / "[" / "]" / "?" / "{" / "}" )
+WORD = r"[A-Za-z0-9\-.!%*_+`'~()<>:\\\"/\[\]?{}]+"
+# callid = word [ "@" word ]
+CALLID = rf"{WORD}(?:@{WORD})?"
+# LWS = [*WSP CRLF] 1*WSP ; SWS = [LWS]   (after unfolding: white space)
+SWS = r"[ \t]*"
+LWS = r"[ \t]+"
+# quoted-string = SWS DQUOTE *(qdtext / quoted-pair ) DQUOTE
+# qdtext = LWS / %x21 / %x23-5B / %x5D-7E / UTF8-NONASCII
+# quoted-pair = "\" (%x00-09 / %x0B-0C / %x0E-7F)
+QUOTED_STRING = r'"(?:[^"\\\r\n]|\\[\x00-\x09\x0b\x0c\x0e-\x7f])*"'
+ESCAPED = r"%[0-9A-Fa-f]{2}"
+# unreserved = alphanum / mark ; mark = "-" / "_" / "." / "!" / "~" / "*" / "'" / "(" / ")"
+UNRESERVED = r"A-Za-z0-9\-_.!~*'()"
+# user = 1*( unreserved / escaped / user-unreserved )
+# user-unreserved = "&" / "=" / "+" / "$" / "," / ";" / "?" / "/"
+USER = rf"(?:[{UNRESERVED}&=+$,;?/]|{ESCAPED})+"
+# password = *( unreserved / escaped / "&" / "=" / "+" / "$" / "," )
+PASSWORD = rf"(?:[{UNRESERVED}&=+$,]|{ESCAPED})*"
+# hostname = *( domainlabel "." ) toplabel [ "." ]
+# domainlabel = alphanum / alphanum *( alphanum / "-" ) alphanum
+# toplabel = ALPHA / ALPHA *( alphanum / "-" ) alphanum
+_DOMAINLABEL = r"[A-Za-z0-9](?:[A-Za-z0-9\-]*[A-Za-z0-9])?"
+_TOPLABEL = r"[A-Za-z](?:[A-Za-z0-9\-]*[A-Za-z0-9])?"
+HOSTNAME = rf"(?:{_DOMAINLABEL}\.)*{_TOPLABEL}\.?"
+# IPv4address = 1*3DIGIT "." 1*3DIGIT "." 1*3DIGIT "." 1*3DIGIT
+IPV4 = r"\d{1,3}\.\d{1,3}\.\d{1,3}\.\d{1,3}"
+# IPv6reference = "[" IPv6address "]"  (the address itself is checked with ipaddress)
+IPV6_REFERENCE = r"\[[0-9A-Fa-f:.]+\]"
+HOST = rf"(?:{IPV6_REFERENCE}|{IPV4}|{HOSTNAME})"
+PORT = r"\d{1,5}"
+# paramchar = param-unreserved / unreserved / escaped
+# param-unreserved = "[" / "]" / "/" / ":" / "&" / "+" / "$"
+PARAMCHARS = rf"(?:[{UNRESERVED}\[\]/:&+$]|{ESCAPED})+"
+# hname/hvalue = 1*( hnv-unreserved / unreserved / escaped ); hvalue may be empty
+# hnv-unreserved = "[" / "]" / "/" / "?" / ":" / "+" / "$"
+HNVCHARS = rf"(?:[{UNRESERVED}\[\]/?:+$]|{ESCAPED})"
+# Method = INVITEm / ... / extension-method ; extension-method = token
+METHOD = TOKEN
+# SIP-Version = "SIP" "/" 1*DIGIT "." 1*DIGIT
+SIP_VERSION = r"[Ss][Ii][Pp]/\d+\.\d+"
+# Status-Code = 3DIGIT
+STATUS_CODE = r"\d{3}"
+# delta-seconds = 1*DIGIT
+DELTA_SECONDS = r"\d+"
+# qvalue = ( "0" [ "." 0*3DIGIT ] ) / ( "1" [ "." 0*3("0") ] )
+QVALUE = r"(?:0(?:\.\d{0,3})?|1(?:\.0{0,3})?)"
+# scheme = ALPHA *( ALPHA / DIGIT / "+" / "-" / "." )
+SCHEME = r"[A-Za-z][A-Za-z0-9+\-.]*"
+# absoluteURI opaque or hierarchical part: uric characters (RFC 2396)
+URIC = rf"(?:[{UNRESERVED};/?:@&=+$,\[\]]|{ESCAPED})"
+
+
+def full(pattern: str) -> re.Pattern[str]:
+    """Compile ``pattern`` to match a whole string."""
+    return re.compile(rf"(?:{pattern})\Z")
+
+
+TOKEN_RE = full(TOKEN)
+CALLID_RE = full(CALLID)
+USER_RE = full(USER)
+PASSWORD_RE = full(PASSWORD)
+HOST_RE = full(HOST)
+PORT_RE = full(PORT)
+PARAMCHARS_RE = full(PARAMCHARS)
+HNAME_RE = full(rf"{HNVCHARS}+")
+HVALUE_RE = full(rf"{HNVCHARS}*")
+METHOD_RE = full(METHOD)
+SIP_VERSION_RE = full(SIP_VERSION)
+QVALUE_RE = full(QVALUE)
+DELTA_SECONDS_RE = full(DELTA_SECONDS)
+SCHEME_RE = full(SCHEME)
+URIC_RE = full(rf"{URIC}+")
+QUOTED_STRING_RE = re.compile(QUOTED_STRING)
+TOKEN_PREFIX_RE = re.compile(TOKEN)

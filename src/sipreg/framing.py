@@ -1,0 +1,79 @@
+"""Stream framing (RFC 3261 section 18.3): cut whole messages out of a TCP/TLS byte stream.
+
+Messages are delimited by the empty line and Content-Length.  A CRLF CRLF
+between messages is a keep-alive ping (RFC 5626 section 3.5.1) and is reported
+so the transport can answer it with a single CRLF.
+"""
+
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass
+
+from .errors import MessageTooLarge, ParseError
+
+_CONTENT_LENGTH = re.compile(rb"^(?:content-length|l)[ \t]*:[ \t]*(\S*)[ \t]*$", re.I | re.M)
+
+
+@dataclass(frozen=True)
+class KeepAlive:
+    """A CRLF CRLF ping between messages."""
+
+
+class StreamFramer:
+    """Feed it bytes as they arrive; it returns each whole message once complete.
+
+    ``max_size`` bounds one message (head and body).  A stream that breaks the
+    framing raises :class:`ParseError` or :class:`MessageTooLarge`; the stream
+    cannot be resynchronised after that and should be closed.
+    """
+
+    def __init__(self, max_size: int = 65535) -> None:
+        self.max_size = max_size
+        self._buffer = bytearray()
+
+    def feed(self, data: bytes) -> list[bytes | KeepAlive]:
+        """Add ``data``; return the messages and keep-alives now complete, in order."""
+        self._buffer += data
+        out: list[bytes | KeepAlive] = []
+        while True:
+            item = self._next()
+            if item is None:
+                return out
+            out.append(item)
+
+    @property
+    def pending(self) -> int:
+        """Bytes received but not yet part of a whole message."""
+        return len(self._buffer)
+
+    def _next(self) -> bytes | KeepAlive | None:
+        buf = self._buffer
+        if buf.startswith(b"\r\n\r\n"):
+            del buf[:4]
+            return KeepAlive()
+        # A lone CRLF (a pong, or padding before a start line) is skipped.
+        while buf.startswith(b"\r\n") and (len(buf) > 2 and buf[2:4] != b"\r\n"):
+            del buf[:2]
+        if bytes(buf) in (b"\r\n", b"\r\n\r"):
+            return None
+        end = buf.find(b"\r\n\r\n")
+        if end < 0:
+            if len(buf) > self.max_size:
+                raise MessageTooLarge("Message header too large")
+            return None
+        head = bytes(buf[:end])
+        lengths = _CONTENT_LENGTH.findall(head)
+        if len(lengths) > 1:
+            raise ParseError("Multiple Content-Length header fields")
+        if lengths and not (lengths[0].isdigit() and len(lengths[0]) <= 10):
+            raise ParseError("Malformed Content-Length")
+        length = int(lengths[0]) if lengths else 0
+        total = end + 4 + length
+        if total > self.max_size:
+            raise MessageTooLarge("Message too large")
+        if len(buf) < total:
+            return None
+        message = bytes(buf[:total])
+        del buf[:total]
+        return message

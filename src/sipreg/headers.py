@@ -1,0 +1,246 @@
+"""Ordered header fields with compact forms, and typed parsers for the ones a registrar reads."""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Iterator
+from dataclasses import dataclass
+
+from . import _abnf
+from ._scan import Scanner, split_commas
+from .errors import ParseError
+from .uri import NameAddr, Params, parse_name_addr
+
+COMPACT_FORMS: dict[str, str] = {
+    "a": "accept-contact",
+    "b": "referred-by",
+    "c": "content-type",
+    "d": "request-disposition",
+    "e": "content-encoding",
+    "f": "from",
+    "i": "call-id",
+    "j": "reject-contact",
+    "k": "supported",
+    "l": "content-length",
+    "m": "contact",
+    "n": "identity-info",
+    "o": "event",
+    "r": "refer-to",
+    "s": "subject",
+    "t": "to",
+    "u": "allow-events",
+    "v": "via",
+    "x": "session-expires",
+    "y": "identity",
+}
+
+
+def canonical_name(name: str) -> str:
+    """The lower-case long form of a header name."""
+    low = name.lower()
+    return COMPACT_FORMS.get(low, low)
+
+
+class Headers:
+    """Header fields in arrival order, each keeping the name as written.
+
+    Look-ups take any spelling or compact form.  ``values(name)`` joins repeated
+    fields and splits comma-separated lists, as RFC 3261 section 7.3.1 allows.
+    """
+
+    __slots__ = ("_fields",)
+
+    def __init__(self, fields: list[tuple[str, str]] | None = None) -> None:
+        self._fields: list[tuple[str, str, str]] = [
+            (name, canonical_name(name), value) for name, value in fields or []
+        ]
+
+    def __iter__(self) -> Iterator[tuple[str, str]]:
+        return ((name, value) for name, _, value in self._fields)
+
+    def __len__(self) -> int:
+        return len(self._fields)
+
+    def __contains__(self, name: object) -> bool:
+        return isinstance(name, str) and self.get(name) is not None
+
+    def get(self, name: str) -> str | None:
+        """The first field value of ``name``, or None."""
+        key = canonical_name(name)
+        for _, canon, value in self._fields:
+            if canon == key:
+                return value
+        return None
+
+    def get_all(self, name: str) -> list[str]:
+        """Every field value of ``name``, one per header line, in order."""
+        key = canonical_name(name)
+        return [value for _, canon, value in self._fields if canon == key]
+
+    def values(self, name: str) -> list[str]:
+        """Every list element of ``name`` across all its lines, comma lists split."""
+        out: list[str] = []
+        for value in self.get_all(name):
+            out.extend(split_commas(value, name))
+        return out
+
+    def single(self, name: str) -> str | None:
+        """The value of a header that may appear at most once; two different ones are a 400."""
+        found = self.get_all(name)
+        if len(found) > 1:
+            raise ParseError(f"Multiple {display_name(name)} header fields")
+        return found[0] if found else None
+
+    def add(self, name: str, value: str) -> None:
+        """Append a field."""
+        self._fields.append((name, canonical_name(name), value))
+
+    def set(self, name: str, value: str) -> None:
+        """Replace every field of ``name`` by one, at the first one's place (or appended)."""
+        key = canonical_name(name)
+        for i, (written, canon, _) in enumerate(self._fields):
+            if canon == key:
+                self._fields[i] = (written, canon, value)
+                self._fields = [f for j, f in enumerate(self._fields) if j <= i or f[1] != key]
+                return
+        self.add(name, value)
+
+    def remove(self, name: str) -> None:
+        """Drop every field of ``name``."""
+        key = canonical_name(name)
+        self._fields = [f for f in self._fields if f[1] != key]
+
+    def copy(self) -> Headers:
+        """An independent copy."""
+        new = Headers()
+        new._fields = list(self._fields)
+        return new
+
+
+_DISPLAY = {
+    "call-id": "Call-ID",
+    "cseq": "CSeq",
+    "www-authenticate": "WWW-Authenticate",
+    "mime-version": "MIME-Version",
+}
+
+
+def display_name(name: str) -> str:
+    """The conventional spelling of a header name, e.g. ``Call-ID``."""
+    canon = canonical_name(name)
+    return _DISPLAY.get(canon) or "-".join(p.capitalize() for p in canon.split("-"))
+
+
+# --- typed values ------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class Via:
+    """One Via value: ``SIP/2.0/UDP host:port;params``."""
+
+    transport: str
+    host: str
+    port: int | None
+    params: Params
+
+    def param(self, name: str) -> str | None:
+        """The value of a Via parameter; '' for a flag, None if absent."""
+        for n, v in self.params:
+            if n.lower() == name:
+                return "" if v is None else v
+        return None
+
+    @property
+    def branch(self) -> str | None:
+        """The ``branch`` parameter."""
+        return self.param("branch")
+
+
+_SENT_PROTOCOL = re.compile(
+    rf"({_abnf.TOKEN}){_abnf.SWS}/{_abnf.SWS}({_abnf.TOKEN}){_abnf.SWS}/{_abnf.SWS}({_abnf.TOKEN})"
+)
+_SENT_BY = re.compile(rf"({_abnf.HOST})(?:{_abnf.SWS}:{_abnf.SWS}({_abnf.PORT}))?")
+
+
+def parse_via(value: str) -> Via:
+    """Parse one Via element (after comma splitting)."""
+    s = Scanner(value, "Via")
+    s.skip_ws()
+    m = _SENT_PROTOCOL.match(value, s.pos)
+    if not m or m.group(1).upper() != "SIP":
+        raise s.fail("bad sent-protocol")
+    if m.group(2) != "2.0":
+        raise ParseError(f"Via names SIP version {m.group(2)}", status=505)
+    s.pos = m.end()
+    if s.peek() not in (" ", "\t"):
+        raise s.fail("no white space after sent-protocol")
+    s.skip_ws()
+    sb = _SENT_BY.match(value, s.pos)
+    if not sb:
+        raise s.fail("bad sent-by")
+    s.pos = sb.end()
+    port = int(sb.group(2)) if sb.group(2) else None
+    if port is not None and port > 65535:
+        raise s.fail("port out of range")
+    params = s.params()
+    s.skip_ws()
+    if s.peek() == "(":  # a trailing comment is allowed
+        s.until("\x00")
+    if not s.at_end():
+        raise s.fail(f"unexpected text {value[s.pos :]!r}")
+    return Via(m.group(3).upper(), sb.group(1), port, tuple(params))
+
+
+@dataclass(frozen=True)
+class CSeq:
+    """``CSeq: number METHOD``."""
+
+    number: int
+    method: str
+
+
+_CSEQ = re.compile(rf"{_abnf.SWS}(\d{{1,10}}){_abnf.LWS}({_abnf.TOKEN}){_abnf.SWS}\Z")
+
+
+def parse_cseq(value: str) -> CSeq:
+    """Parse a CSeq value; the number must be below 2**31 (RFC 3261 section 8.1.1.5)."""
+    m = _CSEQ.match(value)
+    if not m or int(m.group(1)) >= 2**31:
+        raise ParseError("Malformed CSeq")
+    return CSeq(int(m.group(1)), m.group(2))
+
+
+def parse_delta_seconds(value: str, what: str) -> int:
+    """A ``delta-seconds`` value, clamped to 2**32-1 as RFC 3261 section 10.2.1.1 allows."""
+    text = value.strip(" \t")
+    if not _abnf.DELTA_SECONDS_RE.match(text):
+        raise ParseError(f"Malformed {what}: {value!r} is not a number of seconds")
+    return min(int(text), 2**32 - 1)
+
+
+def parse_contacts(values: list[str]) -> list[NameAddr] | None:
+    """The Contact list; None for ``Contact: *``.  ``*`` mixed with addresses is a 400."""
+    if any(v.strip(" \t") == "*" for v in values):
+        if len(values) != 1:
+            raise ParseError("Contact: * must be the only Contact")
+        return None
+    contacts = [parse_name_addr(v, "Contact") for v in values]
+    for c in contacts:
+        q = c.param("q")
+        if q is not None and not _abnf.QVALUE_RE.match(q):
+            raise ParseError(f"Malformed Contact: bad q value {q!r}")
+        exp = c.param("expires")
+        if exp is not None:
+            parse_delta_seconds(exp, "Contact expires parameter")
+    return contacts
+
+
+def parse_option_tags(values: list[str], what: str) -> list[str]:
+    """A list of option tags (Require, Supported, Proxy-Require)."""
+    tags = []
+    for v in values:
+        tag = v.strip(" \t")
+        if not _abnf.TOKEN_RE.match(tag):
+            raise ParseError(f"Malformed {what}: {v!r}")
+        tags.append(tag)
+    return tags

@@ -1,0 +1,259 @@
+"""SIP requests and responses: parse from bytes, serialise to bytes (RFC 3261 sections 7, 20, 25).
+
+:func:`parse_message` reads one whole message (a datagram, or what the stream
+framer cut out).  It checks the start line, header syntax and Content-Length.
+:meth:`Request.check` then reads the header fields every request must carry.
+Every failure is a :class:`ParseError`; one raised after the start line was read
+as a request carries ``headers`` so that a 400 can still be addressed.
+"""
+
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass, field
+from functools import cached_property
+
+from . import _abnf
+from .errors import ParseError
+from .headers import CSeq, Headers, Via, canonical_name, parse_cseq, parse_via
+from .status import reason_phrase
+from .uri import NameAddr, SipUri, Uri, parse_name_addr, parse_uri
+
+_HEADER_LINE = re.compile(rf"({_abnf.TOKEN})[ \t]*:[ \t]*(.*)\Z", re.DOTALL)
+_REQUEST_LINE = re.compile(rf"({_abnf.METHOD}) (\S+) ({_abnf.SIP_VERSION})\Z")
+_STATUS_LINE = re.compile(rf"({_abnf.SIP_VERSION}) (\d+) ([^\r\n]*)\Z")
+_LOOKS_LIKE_REQUEST = re.compile(rf"{_abnf.TOKEN}[ \t]+\S.*[ \t]+[Ss][Ii][Pp]/\S+[ \t]*\Z")
+
+
+def _decode(raw: bytes) -> str:
+    return raw.decode("utf-8", "surrogateescape")
+
+
+def _encode(text: str) -> bytes:
+    return text.encode("utf-8", "surrogateescape")
+
+
+@dataclass(eq=False)
+class Request:
+    """A SIP request.  ``uri`` may be replaced (a proxy step rewrites it)."""
+
+    method: str
+    uri: Uri
+    headers: Headers
+    body: bytes = b""
+    version: str = "SIP/2.0"
+
+    def to_bytes(self) -> bytes:
+        """The wire form, with Content-Length set to the body's length."""
+        return _serialise(f"{self.method} {self.uri} {self.version}", self.headers, self.body)
+
+    # Typed views of the fields :meth:`check` guarantees.
+    @cached_property
+    def vias(self) -> list[Via]:
+        """Every Via, topmost first."""
+        vias = [parse_via(v) for v in self.headers.values("via")]
+        if not vias:
+            raise ParseError("Missing Via header field")
+        return vias
+
+    @cached_property
+    def to(self) -> NameAddr:
+        """The To header field."""
+        return _required_name_addr(self.headers, "To")
+
+    @cached_property
+    def from_(self) -> NameAddr:
+        """The From header field."""
+        return _required_name_addr(self.headers, "From")
+
+    @cached_property
+    def call_id(self) -> str:
+        """The Call-ID."""
+        value = self.headers.single("call-id")
+        if value is None:
+            raise ParseError("Missing Call-ID header field")
+        value = value.strip(" \t")
+        if not _abnf.CALLID_RE.match(value):
+            raise ParseError("Malformed Call-ID")
+        return value
+
+    @cached_property
+    def cseq(self) -> CSeq:
+        """The CSeq."""
+        value = self.headers.single("cseq")
+        if value is None:
+            raise ParseError("Missing CSeq header field")
+        return parse_cseq(value)
+
+    @cached_property
+    def max_forwards(self) -> int | None:
+        """Max-Forwards, or None when absent (RFC 2543 clients omit it)."""
+        value = self.headers.single("max-forwards")
+        if value is None:
+            return None
+        text = value.strip(" \t")
+        if not text.isdigit() or not text.isascii() or int(text) > 255:
+            raise ParseError("Malformed Max-Forwards")
+        return int(text)
+
+    def check(self) -> None:
+        """Read the fields every request needs; raise ParseError on the first bad one."""
+        _ = self.vias, self.to, self.from_, self.call_id, self.cseq, self.max_forwards
+        if self.cseq.method != self.method:
+            raise ParseError("CSeq method does not match the request method")
+
+
+@dataclass(eq=False)
+class Response:
+    """A SIP response."""
+
+    status: int
+    reason: str = ""
+    headers: Headers = field(default_factory=Headers)
+    body: bytes = b""
+    version: str = "SIP/2.0"
+
+    def __post_init__(self) -> None:
+        if not self.reason:
+            self.reason = reason_phrase(self.status)
+
+    def to_bytes(self) -> bytes:
+        """The wire form, with Content-Length set to the body's length."""
+        return _serialise(f"{self.version} {self.status} {self.reason}", self.headers, self.body)
+
+
+Message = Request | Response
+
+
+def _required_name_addr(headers: Headers, name: str) -> NameAddr:
+    value = headers.single(name)
+    if value is None:
+        raise ParseError(f"Missing {name} header field")
+    return parse_name_addr(value, name)
+
+
+def _serialise(start: str, headers: Headers, body: bytes) -> bytes:
+    lines = [start]
+    lines.extend(f"{n}: {v}" for n, v in headers if canonical_name(n) != "content-length")
+    lines.append(f"Content-Length: {len(body)}")
+    return _encode("\r\n".join(lines) + "\r\n\r\n") + body
+
+
+def split_head(data: bytes) -> tuple[bytes, bytes]:
+    """Split a message into head (start line and headers) and the rest, after leading CRLFs."""
+    data = data.lstrip(b"\r\n")
+    end = data.find(b"\r\n\r\n")
+    if end >= 0:
+        return data[:end], data[end + 4 :]
+    end = data.find(b"\n\n")
+    if end >= 0:
+        return data[:end], data[end + 2 :]
+    return data.rstrip(b"\r\n"), b""
+
+
+def parse_message(data: bytes, *, datagram: bool = True) -> Message:
+    """Parse one whole message.
+
+    With ``datagram`` a Content-Length longer than the bytes left is an error
+    (RFC 3261 section 18.3) and extra bytes after the body are dropped.
+    """
+    head_bytes, rest = split_head(data)
+    lines = re.split(r"\r?\n", _decode(head_bytes))
+    start = lines[0]
+    request_line = _REQUEST_LINE.match(start)
+    status_line = None if request_line else _STATUS_LINE.match(start)
+    if not request_line and not status_line:
+        if _LOOKS_LIKE_REQUEST.match(start):
+            raise ParseError("Malformed Request-Line", request_headers=_lenient_headers(lines[1:]))
+        raise ParseError("Malformed start line", answerable=False)
+    try:
+        headers = _parse_headers(lines[1:])
+    except ParseError as err:
+        if request_line:
+            err.request_headers = _lenient_headers(lines[1:])
+        else:
+            err.answerable = False
+        raise
+    try:
+        body = _body(headers, rest, datagram)
+        if request_line:
+            return _request(request_line, headers, body)
+        assert status_line is not None
+        return _response(status_line, headers, body)
+    except ParseError as err:
+        if request_line:
+            err.request_headers = headers
+        else:
+            err.answerable = False
+        raise
+
+
+def _request(m: re.Match[str], headers: Headers, body: bytes) -> Request:
+    method, uri_text, version = m.groups()
+    if version.upper() != "SIP/2.0":
+        raise ParseError(f"SIP version {version} is not supported", status=505)
+    uri = parse_uri(uri_text)
+    if isinstance(uri, SipUri) and uri.headers:
+        raise ParseError("Request-URI must not carry headers")
+    return Request(method, uri, headers, body, "SIP/2.0")
+
+
+def _response(m: re.Match[str], headers: Headers, body: bytes) -> Response:
+    version, code, reason = m.groups()
+    if version.upper() != "SIP/2.0" or len(code) != 3 or not 100 <= int(code) <= 699:
+        raise ParseError(f"Bad status line {m.group(0)!r}", answerable=False)
+    return Response(int(code), reason or " ", headers, body, "SIP/2.0")
+
+
+def _unfold(lines: list[str]) -> list[str]:
+    out: list[str] = []
+    for line in lines:
+        if line[:1] in (" ", "\t"):
+            if not out:
+                raise ParseError("Header continuation line before any header")
+            out[-1] = out[-1].rstrip(" \t") + " " + line.strip(" \t")
+        else:
+            out.append(line)
+    return out
+
+
+def _parse_headers(lines: list[str]) -> Headers:
+    headers = Headers()
+    for line in _unfold(lines):
+        m = _HEADER_LINE.match(line)
+        if not m:
+            raise ParseError(f"Malformed header line {line[:40]!r}")
+        headers.add(m.group(1), m.group(2).strip(" \t"))
+    return headers
+
+
+def _lenient_headers(lines: list[str]) -> Headers | None:
+    """Whatever header lines can be read, for addressing a 400."""
+    headers = Headers()
+    for line in lines:
+        m = _HEADER_LINE.match(line)
+        if m:
+            headers.add(m.group(1), m.group(2).strip(" \t"))
+    return headers
+
+
+def content_length(headers: Headers) -> int | None:
+    """The Content-Length value, None if absent; several or malformed ones are a 400."""
+    values = headers.get_all("content-length")
+    if len(values) > 1:
+        raise ParseError("Multiple Content-Length header fields")
+    if not values:
+        return None
+    text = values[0].strip(" \t")
+    if not re.fullmatch(r"\d{1,10}", text):
+        raise ParseError("Malformed Content-Length")
+    return int(text)
+
+
+def _body(headers: Headers, rest: bytes, datagram: bool) -> bytes:
+    length = content_length(headers)
+    if length is None:
+        return rest if datagram else b""
+    if length > len(rest):
+        raise ParseError("Content-Length is larger than the message body")
+    return rest[:length]

@@ -1,0 +1,42 @@
+"""The binding model: one Contact registered for one address of record."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+
+@dataclass(frozen=True, kw_only=True)
+class Binding:
+    """A contact address bound to an AOR until ``expires_at`` (seconds since the epoch).
+
+    ``contact`` is the contact URI as the client sent it; two bindings of one AOR
+    never hold URIs that are equal by RFC 3261 section 19.1.4.  ``params`` are the
+    Contact header parameters other than ``expires`` and ``q``, in order, so the
+    200 OK can list them back.  ``source``, ``transport`` and ``local`` say where
+    the REGISTER came from and on which socket, for a later outbound/proxy step.
+    """
+
+    aor: str
+    contact: str
+    expires_at: float
+    call_id: str
+    cseq: int
+    q: float | None = None
+    params: tuple[tuple[str, str | None], ...] = ()
+    registered_at: float = 0.0
+    source: tuple[str, int] = ("", 0)
+    transport: str = "udp"
+    local: tuple[str, int] = ("", 0)
+    user_agent: str | None = None
+    instance: str | None = None
+    reg_id: int | None = None
+    path: tuple[str, ...] = field(default=())
+
+    def remaining(self, now: float) -> int:
+        """Whole seconds left before expiry, never below zero."""
+        left = self.expires_at - now
+        return max(0, int(left + 0.999)) if left > 0 else 0
+
+    def is_expired(self, now: float) -> bool:
+        """True once ``now`` has reached the expiry time."""
+        return self.expires_at <= now

@@ -1,0 +1,89 @@
+"""An in-process store: bindings in dicts, expiry from a heap.
+
+Each AOR's version lives in a map of its own that outlives the AOR's last
+binding, so an AOR that empties and fills again never reuses a version a slow
+planner may still hold.  The price is one int per AOR ever written.
+"""
+
+from __future__ import annotations
+
+import heapq
+
+from ..errors import StoreConflict
+from ..registrar.binding import Binding
+from .base import AorState, BindingStore, Change
+
+# Rebuild the heap once it holds more than twice the live bindings plus this.
+_HEAP_SLACK = 64
+
+
+class MemoryStore(BindingStore):
+    """Bindings in process memory: fast, shared with nothing, lost on exit.
+
+    ``apply`` never awaits, so each change is atomic on the event loop.  Expiry
+    pops a heap of ``(expires_at, aor, contact)`` with lazy deletion: an entry
+    whose binding was since removed or given another expiry is skipped, and the
+    heap is rebuilt once such stale entries outnumber the live bindings, so
+    ``expire`` costs O(expired) amortised and the heap stays O(bindings).
+    """
+
+    def __init__(self) -> None:
+        self._bindings: dict[str, dict[str, Binding]] = {}
+        self._versions: dict[str, int] = {}
+        self._heap: list[tuple[float, str, str]] = []
+        self._count = 0
+
+    async def load(self, aor: str) -> AorState:
+        bindings = self._bindings.get(aor, {})
+        ordered = tuple(bindings[contact] for contact in sorted(bindings))
+        return AorState(aor, ordered, self._versions.get(aor, 0))
+
+    async def apply(self, change: Change) -> None:
+        version = self._versions.get(change.aor, 0)
+        if change.version != version:
+            raise StoreConflict(f"{change.aor}: planned on version {change.version}, now {version}")
+        bindings = self._bindings.setdefault(change.aor, {})
+        for contact in change.remove:
+            if bindings.pop(contact, None) is not None:
+                self._count -= 1
+        for binding in change.upsert:
+            old = bindings.get(binding.contact)
+            bindings[binding.contact] = binding
+            if old is None:
+                self._count += 1
+            if old is None or old.expires_at != binding.expires_at:
+                heapq.heappush(self._heap, (binding.expires_at, change.aor, binding.contact))
+        if not bindings:
+            del self._bindings[change.aor]
+        self._versions[change.aor] = version + 1
+        if len(self._heap) > 2 * self._count + _HEAP_SLACK:
+            self._rebuild_heap()
+
+    async def expire(self, now: float) -> list[Binding]:
+        expired: list[Binding] = []
+        heap = self._heap
+        while heap and heap[0][0] <= now:
+            expires_at, aor, contact = heapq.heappop(heap)
+            bindings = self._bindings.get(aor)
+            binding = bindings.get(contact) if bindings else None
+            if bindings is None or binding is None or binding.expires_at != expires_at:
+                continue  # stale: removed or refreshed since this entry was pushed
+            del bindings[contact]
+            if not bindings:
+                del self._bindings[aor]
+            expired.append(binding)
+        for aor in {binding.aor for binding in expired}:
+            self._versions[aor] += 1
+        self._count -= len(expired)
+        return expired
+
+    async def aors(self) -> list[str]:
+        return sorted(self._bindings)
+
+    def _rebuild_heap(self) -> None:
+        self._heap = [
+            (binding.expires_at, aor, contact)
+            for aor, bindings in self._bindings.items()
+            for contact, binding in bindings.items()
+        ]
+        heapq.heapify(self._heap)
