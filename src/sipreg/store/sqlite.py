@@ -1,0 +1,331 @@
+"""A durable store in one SQLite file, with group commit.
+
+The file runs in WAL mode with ``synchronous=FULL``: once ``apply`` returns,
+the change survives a crash of the process or the machine.  All SQLite work
+happens on one dedicated thread with one connection.  Writes are grouped: every
+change queued while the previous transaction committed goes into the next one,
+each inside its own savepoint, so one fsync serves many REGISTERs and a version
+conflict fails only its own change.
+
+The schema carries its version in ``schema_version``; :func:`migrate` brings an
+older file up to :data:`SCHEMA_VERSION` and refuses a newer one.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import os
+import sqlite3
+from collections.abc import Callable, Iterator, Sequence
+from concurrent.futures import ThreadPoolExecutor
+from contextlib import contextmanager
+from typing import Any, TypeVar, TypeVarTuple
+
+from ..errors import StoreConflict
+from ..registrar.binding import Binding
+from .base import AorState, BindingStore, Change
+
+_T = TypeVar("_T")
+_Ts = TypeVarTuple("_Ts")
+
+# _MIGRATIONS[n] takes a database from schema version n to n + 1.
+_MIGRATIONS: tuple[tuple[str, ...], ...] = (
+    (
+        """CREATE TABLE aors (
+            aor TEXT PRIMARY KEY,
+            version INTEGER NOT NULL
+        ) WITHOUT ROWID""",
+        """CREATE TABLE bindings (
+            aor TEXT NOT NULL,
+            contact TEXT NOT NULL,
+            expires_at REAL NOT NULL,
+            call_id TEXT NOT NULL,
+            cseq INTEGER NOT NULL,
+            q REAL,
+            params TEXT NOT NULL,
+            registered_at REAL NOT NULL,
+            source_host TEXT NOT NULL,
+            source_port INTEGER NOT NULL,
+            transport TEXT NOT NULL,
+            local_host TEXT NOT NULL,
+            local_port INTEGER NOT NULL,
+            user_agent TEXT,
+            instance TEXT,
+            reg_id INTEGER,
+            path TEXT NOT NULL,
+            PRIMARY KEY (aor, contact)
+        )""",
+        "CREATE INDEX bindings_expires_at ON bindings (expires_at)",
+    ),
+)
+SCHEMA_VERSION = len(_MIGRATIONS)
+
+_COLUMNS = (
+    "aor, contact, expires_at, call_id, cseq, q, params, registered_at, source_host,"
+    " source_port, transport, local_host, local_port, user_agent, instance, reg_id, path"
+)
+_UPSERT = f"INSERT OR REPLACE INTO bindings ({_COLUMNS}) VALUES ({', '.join('?' * 17)})"
+_SELECT_AOR = f"SELECT {_COLUMNS} FROM bindings WHERE aor = ? ORDER BY contact"
+_SELECT_EXPIRED = (
+    f"SELECT {_COLUMNS} FROM bindings WHERE expires_at <= ? ORDER BY expires_at, aor, contact"
+)
+
+
+class SqliteStore(BindingStore):
+    """Bindings in the SQLite file at ``path``, written with group commit.
+
+    ``commits`` counts the write transactions committed so far: one per group
+    of concurrent ``apply`` calls, one per ``expire`` that removed something.
+    A cancelled ``apply`` may still commit if its group was already running.
+    """
+
+    def __init__(self, path: str | os.PathLike[str] = "sipreg.db") -> None:
+        self.path = os.fspath(path)
+        self.commits = 0
+        self._executor: ThreadPoolExecutor | None = None
+        self._con: sqlite3.Connection | None = None
+        self._pending: list[tuple[Change, asyncio.Future[None]]] = []
+        self._committer: asyncio.Task[None] | None = None
+        self._closer: asyncio.Task[None] | None = None
+
+    async def open(self) -> None:
+        """Open the file, creating or migrating the schema.
+
+        Raises ``RuntimeError`` for a file written by a newer sipreg.
+        """
+        if self._executor is not None or self._closer is not None:
+            raise RuntimeError("SqliteStore.open() called twice")
+        executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix="sipreg-sqlite")
+        try:
+            con = await asyncio.get_running_loop().run_in_executor(executor, _connect, self.path)
+        except BaseException:
+            executor.shutdown(wait=False)
+            raise
+        self._executor, self._con = executor, con
+
+    async def close(self) -> None:
+        """Commit the changes still queued and close the file; safe to call again."""
+        if self._closer is None:
+            self._closer = asyncio.ensure_future(self._shutdown())
+        await self._closer
+
+    async def load(self, aor: str) -> AorState:
+        return await self._call(_load, aor)
+
+    async def apply(self, change: Change) -> None:
+        if self._con is None or self._closer is not None:
+            raise RuntimeError("SqliteStore is not open")
+        future = asyncio.get_running_loop().create_future()
+        self._pending.append((change, future))
+        if self._committer is None or self._committer.done():
+            self._committer = asyncio.create_task(self._commit_pending())
+        await future
+
+    async def expire(self, now: float) -> list[Binding]:
+        expired = await self._call(_expire, now)
+        if expired:
+            self.commits += 1
+        return expired
+
+    async def aors(self) -> list[str]:
+        return await self._call(_aors)
+
+    async def _call(self, fn: Callable[[sqlite3.Connection, *_Ts], _T], *args: *_Ts) -> _T:
+        """Run ``fn(connection, *args)`` on the SQLite thread."""
+        if self._con is None or self._executor is None:
+            raise RuntimeError("SqliteStore is not open")
+        loop = asyncio.get_running_loop()
+        return await loop.run_in_executor(self._executor, fn, self._con, *args)
+
+    async def _commit_pending(self) -> None:
+        """Commit the queue group by group until it stays empty."""
+        while self._pending:
+            group = [(change, future) for change, future in self._pending if not future.done()]
+            self._pending = []
+            if not group:
+                continue
+            try:
+                outcomes = await self._call(_commit, [change for change, _ in group])
+            except Exception as exc:  # the transaction failed: every change in it did
+                outcomes = [exc] * len(group)
+            else:
+                self.commits += 1
+            for (_, future), outcome in zip(group, outcomes, strict=True):
+                if future.done():
+                    continue
+                if outcome is None:
+                    future.set_result(None)
+                else:
+                    future.set_exception(outcome)
+
+    async def _shutdown(self) -> None:
+        if self._committer is not None:
+            await asyncio.wait([self._committer])
+        con, executor = self._con, self._executor
+        self._con = self._executor = None
+        if con is not None and executor is not None:
+            await asyncio.get_running_loop().run_in_executor(executor, con.close)
+            executor.shutdown()
+
+
+def migrate(con: sqlite3.Connection) -> int:
+    """Bring the schema to :data:`SCHEMA_VERSION` in one transaction; the version found.
+
+    Raises ``RuntimeError`` if the file's schema is newer than this code knows.
+    """
+    with _transaction(con):
+        con.execute("CREATE TABLE IF NOT EXISTS schema_version (version INTEGER NOT NULL)")
+        row = con.execute("SELECT version FROM schema_version").fetchone()
+        found: int = row[0] if row else 0
+        if found > SCHEMA_VERSION:
+            raise RuntimeError(
+                f"database schema version {found} is newer than this sipreg supports"
+                f" ({SCHEMA_VERSION}); upgrade sipreg or use another file"
+            )
+        for statements in _MIGRATIONS[found:]:
+            for statement in statements:
+                con.execute(statement)
+        if row is None:
+            con.execute("INSERT INTO schema_version (version) VALUES (?)", (SCHEMA_VERSION,))
+        else:
+            con.execute("UPDATE schema_version SET version = ?", (SCHEMA_VERSION,))
+    return found
+
+
+def _connect(path: str) -> sqlite3.Connection:
+    con = sqlite3.connect(path, isolation_level=None, check_same_thread=False)
+    try:
+        con.execute("PRAGMA journal_mode = WAL")
+        con.execute("PRAGMA synchronous = FULL")
+        migrate(con)
+    except BaseException:
+        con.close()
+        raise
+    return con
+
+
+@contextmanager
+def _transaction(con: sqlite3.Connection, mode: str = "IMMEDIATE") -> Iterator[None]:
+    con.execute(f"BEGIN {mode}")
+    try:
+        yield
+    except BaseException:
+        if con.in_transaction:
+            con.execute("ROLLBACK")
+        raise
+    con.execute("COMMIT")
+
+
+def _commit(con: sqlite3.Connection, changes: Sequence[Change]) -> list[Exception | None]:
+    """Apply ``changes`` in one transaction, each in a savepoint; each one's error or None."""
+    outcomes: list[Exception | None] = []
+    with _transaction(con):
+        for change in changes:
+            con.execute("SAVEPOINT change")
+            try:
+                _apply(con, change)
+            except Exception as exc:
+                con.execute("ROLLBACK TO change")
+                outcomes.append(exc)
+            else:
+                outcomes.append(None)
+            con.execute("RELEASE change")
+    return outcomes
+
+
+def _apply(con: sqlite3.Connection, change: Change) -> None:
+    row = con.execute("SELECT version FROM aors WHERE aor = ?", (change.aor,)).fetchone()
+    version: int = row[0] if row else 0
+    if change.version != version:
+        raise StoreConflict(f"{change.aor}: planned on version {change.version}, now {version}")
+    con.executemany(
+        "DELETE FROM bindings WHERE aor = ? AND contact = ?",
+        [(change.aor, contact) for contact in change.remove],
+    )
+    con.executemany(_UPSERT, [_to_row(binding) for binding in change.upsert])
+    con.execute(
+        "INSERT OR REPLACE INTO aors (aor, version) VALUES (?, ?)", (change.aor, version + 1)
+    )
+
+
+def _load(con: sqlite3.Connection, aor: str) -> AorState:
+    with _transaction(con, "DEFERRED"):
+        row = con.execute("SELECT version FROM aors WHERE aor = ?", (aor,)).fetchone()
+        rows = con.execute(_SELECT_AOR, (aor,)).fetchall()
+    return AorState(aor, tuple(_from_row(r) for r in rows), row[0] if row else 0)
+
+
+def _expire(con: sqlite3.Connection, now: float) -> list[Binding]:
+    with _transaction(con):
+        rows = con.execute(_SELECT_EXPIRED, (now,)).fetchall()
+        if rows:
+            con.execute("DELETE FROM bindings WHERE expires_at <= ?", (now,))
+            con.executemany(
+                "UPDATE aors SET version = version + 1 WHERE aor = ?",
+                [(aor,) for aor in sorted({r[0] for r in rows})],
+            )
+    return [_from_row(r) for r in rows]
+
+
+def _aors(con: sqlite3.Connection) -> list[str]:
+    return [r[0] for r in con.execute("SELECT DISTINCT aor FROM bindings ORDER BY aor")]
+
+
+def _to_row(b: Binding) -> tuple[object, ...]:
+    return (
+        b.aor,
+        b.contact,
+        b.expires_at,
+        b.call_id,
+        b.cseq,
+        b.q,
+        json.dumps(b.params),
+        b.registered_at,
+        *b.source,
+        b.transport,
+        *b.local,
+        b.user_agent,
+        b.instance,
+        b.reg_id,
+        json.dumps(b.path),
+    )
+
+
+def _from_row(row: Sequence[Any]) -> Binding:
+    (
+        aor,
+        contact,
+        expires_at,
+        call_id,
+        cseq,
+        q,
+        params,
+        registered_at,
+        source_host,
+        source_port,
+        transport,
+        local_host,
+        local_port,
+        user_agent,
+        instance,
+        reg_id,
+        path,
+    ) = row
+    return Binding(
+        aor=aor,
+        contact=contact,
+        expires_at=expires_at,
+        call_id=call_id,
+        cseq=cseq,
+        q=q,
+        params=tuple((name, value) for name, value in json.loads(params)),
+        registered_at=registered_at,
+        source=(source_host, source_port),
+        transport=transport,
+        local=(local_host, local_port),
+        user_agent=user_agent,
+        instance=instance,
+        reg_id=reg_id,
+        path=tuple(json.loads(path)),
+    )

@@ -1,0 +1,237 @@
+"""The contract every BindingStore keeps; the ``store`` fixture runs it per backend."""
+
+from __future__ import annotations
+
+import asyncio
+
+import pytest
+
+from sipreg.errors import StoreConflict
+from sipreg.registrar.binding import Binding
+from sipreg.store.base import AorState, BindingStore, Change
+
+from .helpers import ALICE, BOB, binding
+
+
+async def put(store: BindingStore, *bindings: Binding, remove: tuple[str, ...] = ()) -> int:
+    """Upsert ``bindings`` into their AOR at its current version; the new version."""
+    aor = bindings[0].aor
+    version = (await store.load(aor)).version
+    await store.apply(Change(aor, version, remove=remove, upsert=bindings))
+    return version + 1
+
+
+def by_contact(bindings: tuple[Binding, ...] | list[Binding]) -> dict[str, Binding]:
+    return {b.contact: b for b in bindings}
+
+
+def test_change_refuses_bindings_of_another_aor() -> None:
+    with pytest.raises(ValueError, match="other AORs"):
+        Change(ALICE, 0, upsert=(binding(aor=BOB),))
+
+
+async def test_unknown_aor_loads_empty_at_version_zero(store: BindingStore) -> None:
+    state = await store.load("sip:nobody@example.com")
+    assert state.aor == "sip:nobody@example.com"
+    assert state.bindings == ()
+    assert state.version == 0
+    assert await store.aors() == []
+
+
+async def test_upsert_then_load(store: BindingStore) -> None:
+    first = binding(contact="sip:alice@192.0.2.1")
+    second = binding(contact="sip:alice@192.0.2.2", expires_at=2000.0)
+    await store.apply(Change(ALICE, 0, upsert=(second, first)))
+    state = await store.load(ALICE)
+    assert state.bindings == (first, second)  # sorted by contact
+    assert state.version == 1
+
+
+async def test_each_apply_increments_the_version(store: BindingStore) -> None:
+    for version in range(4):
+        await store.apply(Change(ALICE, version, upsert=(binding(cseq=version + 1),)))
+        assert (await store.load(ALICE)).version == version + 1
+    await store.apply(Change(ALICE, 4))  # an empty change still counts
+    state = await store.load(ALICE)
+    assert state.version == 5
+    assert state.bindings == (binding(cseq=4),)
+
+
+async def test_upsert_replaces_the_binding_with_the_same_contact(store: BindingStore) -> None:
+    await put(store, binding(expires_at=100.0, cseq=1))
+    refreshed = binding(expires_at=500.0, cseq=2, call_id="call-2")
+    await put(store, refreshed)
+    assert (await store.load(ALICE)).bindings == (refreshed,)
+
+
+@pytest.mark.parametrize("planned", [0, 2, 7])
+async def test_stale_version_conflicts_and_changes_nothing(
+    store: BindingStore, planned: int
+) -> None:
+    kept = binding(contact="sip:alice@192.0.2.1")
+    await store.apply(Change(ALICE, 0, upsert=(kept,)))
+    before = await store.load(ALICE)
+    stale = Change(
+        ALICE, planned, remove=(kept.contact,), upsert=(binding(contact="sip:alice@192.0.2.9"),)
+    )
+    with pytest.raises(StoreConflict):
+        await store.apply(stale)
+    assert await store.load(ALICE) == before
+    assert await store.expire(10_000.0) == [kept]  # nothing of the stale change is stored
+
+
+async def test_remove_and_upsert_apply_together(store: BindingStore) -> None:
+    gone = binding(contact="sip:alice@192.0.2.1")
+    kept = binding(contact="sip:alice@192.0.2.2")
+    replaced = binding(contact="sip:alice@192.0.2.3", cseq=1)
+    await put(store, gone, kept, replaced)
+    added = binding(contact="sip:alice@192.0.2.4")
+    readded = binding(contact="sip:alice@192.0.2.3", cseq=2)  # removed then upserted: stays
+    await put(store, added, readded, remove=(gone.contact, replaced.contact, "sip:unknown@x"))
+    state = await store.load(ALICE)
+    assert state.bindings == (kept, readded, added)
+    assert state.version == 2
+
+
+async def test_version_survives_the_last_binding(store: BindingStore) -> None:
+    await put(store, binding())
+    await store.apply(Change(ALICE, 1, remove=(binding().contact,)))
+    assert await store.aors() == []
+    state = await store.load(ALICE)
+    assert (state.bindings, state.version) == ((), 2)
+    with pytest.raises(StoreConflict):  # a planner still holding version 1
+        await store.apply(Change(ALICE, 1, upsert=(binding(),)))
+    with pytest.raises(StoreConflict):  # nor does the AOR start over at 0
+        await store.apply(Change(ALICE, 0, upsert=(binding(),)))
+    await store.apply(Change(ALICE, 2, upsert=(binding(),)))
+    assert (await store.load(ALICE)).version == 3
+
+
+async def test_expire_returns_exactly_the_expired_bindings(store: BindingStore) -> None:
+    a10 = binding(ALICE, "sip:a1@h", 10.0)
+    a20 = binding(ALICE, "sip:a2@h", 20.0)
+    a30 = binding(ALICE, "sip:a3@h", 30.0)
+    b10 = binding(BOB, "sip:b1@h", 10.0)
+    b25 = binding(BOB, "sip:b2@h", 25.0)
+    await put(store, a30, a20, a10)
+    await put(store, b25, b10)
+    assert await store.expire(9.999) == []
+    assert await store.expire(20.0) == [a10, b10, a20]  # expires_at <= now, in order
+    assert (await store.load(ALICE)).bindings == (a30,)
+    assert (await store.load(BOB)).bindings == (b25,)
+    assert await store.expire(20.0) == []
+    assert await store.expire(1e12) == [b25, a30]
+    assert await store.aors() == []
+
+
+async def test_expire_bumps_only_the_versions_it_touches(store: BindingStore) -> None:
+    await put(store, binding(ALICE, "sip:a1@h", 10.0), binding(ALICE, "sip:a2@h", 10.0))
+    await put(store, binding(BOB, "sip:b1@h", 99.0))
+    planned_alice = Change(ALICE, 1, upsert=(binding(ALICE, "sip:a1@h", 500.0),))
+    planned_bob = Change(BOB, 1, upsert=(binding(BOB, "sip:b2@h", 500.0),))
+    assert len(await store.expire(10.0)) == 2
+    assert (await store.load(ALICE)).version > 1
+    with pytest.raises(StoreConflict):
+        await store.apply(planned_alice)
+    await store.apply(planned_bob)
+    assert (await store.load(BOB)).version == 2
+
+
+async def test_expire_follows_refreshes_and_removals(store: BindingStore) -> None:
+    later = binding(contact="sip:later@h", expires_at=10.0)
+    sooner = binding(contact="sip:sooner@h", expires_at=50.0)
+    removed = binding(contact="sip:removed@h", expires_at=10.0)
+    same = binding(contact="sip:same@h", expires_at=10.0, cseq=1)
+    await put(store, later, sooner, removed, same)
+    later = binding(contact="sip:later@h", expires_at=40.0)
+    sooner = binding(contact="sip:sooner@h", expires_at=5.0)
+    same = binding(contact="sip:same@h", expires_at=10.0, cseq=2)
+    await put(store, later, sooner, same, remove=(removed.contact,))
+    assert await store.expire(5.0) == [sooner]
+    assert await store.expire(30.0) == [same]
+    assert await store.expire(45.0) == [later]
+    assert await store.expire(1e12) == []
+
+
+async def test_aors_lists_aors_with_bindings_sorted(store: BindingStore) -> None:
+    carol = "sip:carol@example.com"
+    await put(store, binding(BOB, "sip:b@h"))
+    await put(store, binding(ALICE, "sip:a1@h"), binding(ALICE, "sip:a2@h"))
+    await put(store, binding(carol, "sip:c@h"))
+    assert await store.aors() == [ALICE, BOB, carol]
+    await store.apply(Change(carol, 1, remove=("sip:c@h",)))
+    assert await store.aors() == [ALICE, BOB]
+
+
+async def test_remove_helper(store: BindingStore) -> None:
+    one, two, three = (binding(contact=f"sip:{n}@h") for n in (1, 2, 3))
+    await put(store, one, two, three)
+    assert await store.remove(ALICE, ["sip:2@h", "sip:nobody@h"]) == 1
+    assert (await store.load(ALICE)).bindings == (one, three)
+    assert await store.remove(ALICE, ["sip:nobody@h"]) == 0
+    assert await store.remove(ALICE) == 2
+    assert (await store.load(ALICE)).bindings == ()
+    assert await store.remove(ALICE) == 0
+    assert await store.remove("sip:nobody@example.com") == 0
+
+
+FULL = binding(
+    contact="sip:alice@[2001:db8::1]:5061;transport=tls",
+    expires_at=1_700_000_123.456789,
+    call_id="a84b4c76e66710@pc33.atlanta.com",
+    cseq=4_294_967_295,
+    q=0.7,
+    params=(("+sip.instance", '"<urn:uuid:00000000-0000-1000-8000-000a95a0e128>"'), ("lr", None)),
+    registered_at=1_700_000_000.1,
+    source=("2001:db8::1", 50_123),
+    transport="tls",
+    local=("2001:db8::ff", 5061),
+    user_agent="Ünïcode phone/1.0 ☎",
+    instance="<urn:uuid:00000000-0000-1000-8000-000a95a0e128>",
+    reg_id=1,
+    path=("<sip:edge1.example.com;lr>", "<sip:edge2.example.com;lr;ob>"),
+)
+
+
+@pytest.mark.parametrize(
+    "stored",
+    [
+        FULL,
+        binding(),  # every optional field at its default
+        binding(q=0.0, reg_id=0, user_agent="", instance="", params=(("a", ""), ("b", None))),
+        binding(q=1.0, expires_at=0.1 + 0.2, registered_at=1e-300),
+    ],
+    ids=["full", "defaults", "falsy", "floats"],
+)
+async def test_every_field_round_trips(store: BindingStore, stored: Binding) -> None:
+    await put(store, stored)
+    (loaded,) = (await store.load(ALICE)).bindings
+    assert loaded == stored
+    for name in ("q", "reg_id", "user_agent", "instance", "expires_at", "registered_at"):
+        assert type(getattr(loaded, name)) is type(getattr(stored, name)), name
+    assert await store.expire(stored.expires_at) == [stored]
+
+
+async def test_concurrent_applies_to_different_aors_all_succeed(store: BindingStore) -> None:
+    aors = [f"sip:user{n}@example.com" for n in range(20)]
+    changes = [Change(aor, 0, upsert=(binding(aor, f"sip:{n}@h"),)) for n, aor in enumerate(aors)]
+    results = await asyncio.gather(*(store.apply(c) for c in changes), return_exceptions=True)
+    assert results == [None] * len(aors)
+    assert await store.aors() == sorted(aors)
+    for change in changes:
+        assert await store.load(change.aor) == AorState(change.aor, change.upsert, 1)
+
+
+async def test_concurrent_applies_on_one_version_exactly_one_wins(store: BindingStore) -> None:
+    await put(store, binding(contact="sip:old@h"))
+    rivals = [
+        Change(ALICE, 1, remove=("sip:old@h",), upsert=(binding(contact=f"sip:new{n}@h"),))
+        for n in range(3)
+    ]
+    results = await asyncio.gather(*(store.apply(c) for c in rivals), return_exceptions=True)
+    winners = [c for c, r in zip(rivals, results, strict=True) if r is None]
+    assert len(winners) == 1
+    assert all(isinstance(r, StoreConflict) for r in results if r is not None)
+    state = await store.load(ALICE)
+    assert state.bindings == winners[0].upsert
+    assert state.version == 2

@@ -1,0 +1,189 @@
+"""What only the SQLite store promises: durability, group commit, schema versions."""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import signal
+import sqlite3
+import subprocess
+import sys
+from collections.abc import AsyncIterator
+from pathlib import Path
+
+import pytest
+
+from sipreg.errors import StoreConflict
+from sipreg.store.base import Change, open_store
+from sipreg.store.sqlite import SCHEMA_VERSION, SqliteStore
+
+from .helpers import ALICE, BOB, binding
+
+
+@pytest.fixture
+def path(tmp_path: Path) -> Path:
+    return tmp_path / "bindings.db"
+
+
+@pytest.fixture
+async def store(path: Path) -> AsyncIterator[SqliteStore]:
+    opened = SqliteStore(path)
+    await opened.open()
+    yield opened
+    await opened.close()
+
+
+def test_open_store_url(path: Path) -> None:
+    store = open_store(f"sqlite:{path}")
+    assert isinstance(store, SqliteStore)
+    assert store.path == str(path)
+
+
+async def test_bindings_survive_close_and_reopen(store: SqliteStore, path: Path) -> None:
+    kept = binding(ALICE, "sip:a@h", expires_at=1_700_000_000.123456, q=0.5, path=("<sip:p>",))
+    soon = binding(BOB, "sip:b@h", expires_at=1_699_999_999.000001)
+    await store.apply(Change(ALICE, 0, upsert=(kept,)))
+    await store.apply(Change(BOB, 0, upsert=(soon,)))
+    await store.apply(Change(ALICE, 1, upsert=(kept,)))
+    await store.close()
+
+    reopened = SqliteStore(path)
+    await reopened.open()
+    try:
+        alice = await reopened.load(ALICE)
+        assert alice.bindings == (kept,)
+        assert alice.bindings[0].expires_at == 1_700_000_000.123456
+        assert alice.version == 2
+        assert await reopened.aors() == [ALICE, BOB]
+        assert await reopened.expire(1_699_999_999.000001) == [soon]
+        assert await reopened.expire(1_700_000_000.123456) == [kept]
+    finally:
+        await reopened.close()
+
+
+async def test_concurrent_applies_share_transactions(store: SqliteStore) -> None:
+    before = store.commits
+    changes = [Change(f"sip:u{n}@h", 0, upsert=(binding(f"sip:u{n}@h"),)) for n in range(50)]
+    results = await asyncio.gather(*(store.apply(c) for c in changes))
+    assert results == [None] * 50
+    assert 1 <= store.commits - before < 50
+    assert len(await store.aors()) == 50
+
+
+async def test_a_conflict_fails_only_its_own_change(store: SqliteStore) -> None:
+    await store.apply(Change(BOB, 0, upsert=(binding(BOB, "sip:old@h"),)))
+    before = store.commits
+    good = Change(ALICE, 0, upsert=(binding(ALICE, "sip:a@h"),))
+    stale = Change(BOB, 0, upsert=(binding(BOB, "sip:new@h"),))
+    also_good = Change(BOB, 1, remove=("sip:old@h",), upsert=(binding(BOB, "sip:b@h"),))
+    results = await asyncio.gather(
+        store.apply(good), store.apply(stale), store.apply(also_good), return_exceptions=True
+    )
+    assert results[0] is None and results[2] is None
+    assert isinstance(results[1], StoreConflict)
+    assert store.commits - before == 1
+    assert (await store.load(ALICE)).bindings == good.upsert
+    assert (await store.load(BOB)).bindings == also_good.upsert
+
+
+async def test_a_failing_change_fails_alone(store: SqliteStore) -> None:
+    too_big = Change(BOB, 0, upsert=(binding(BOB, cseq=2**70),))
+    good = Change(ALICE, 0, upsert=(binding(),))
+    results = await asyncio.gather(store.apply(too_big), store.apply(good), return_exceptions=True)
+    assert isinstance(results[0], OverflowError)
+    assert results[1] is None
+    assert (await store.load(BOB)).version == 0
+    assert (await store.load(ALICE)).bindings == good.upsert
+
+
+async def test_close_commits_queued_changes_and_is_idempotent(path: Path) -> None:
+    store = SqliteStore(path)
+    await store.open()
+    tasks = [
+        asyncio.create_task(store.apply(Change(f"sip:u{n}@h", 0, upsert=(binding(f"sip:u{n}@h"),))))
+        for n in range(5)
+    ]
+    await asyncio.sleep(0)  # the applies are queued, not yet committed
+    await store.close()
+    await store.close()
+    assert [t.result() for t in tasks] == [None] * 5
+    with pytest.raises(RuntimeError, match="not open"):
+        await store.apply(Change(ALICE, 0))
+    with pytest.raises(RuntimeError, match="not open"):
+        await store.load(ALICE)
+
+    reopened = SqliteStore(path)
+    await reopened.open()
+    assert len(await reopened.aors()) == 5
+    await reopened.close()
+
+
+async def test_schema_is_versioned_and_uses_wal(store: SqliteStore, path: Path) -> None:
+    with sqlite3.connect(path) as con:
+        assert con.execute("SELECT version FROM schema_version").fetchall() == [(SCHEMA_VERSION,)]
+        assert con.execute("PRAGMA journal_mode").fetchone() == ("wal",)
+        plan = con.execute(
+            "EXPLAIN QUERY PLAN SELECT * FROM bindings WHERE expires_at <= ?", (0.0,)
+        ).fetchall()
+    con.close()
+    assert "USING INDEX bindings_expires_at" in " ".join(str(step[-1]) for step in plan)
+
+
+async def test_newer_schema_is_refused(path: Path) -> None:
+    store = SqliteStore(path)
+    await store.open()
+    await store.close()
+    with sqlite3.connect(path) as con:
+        con.execute("UPDATE schema_version SET version = ?", (SCHEMA_VERSION + 1,))
+    con.close()
+    newer = SqliteStore(path)
+    with pytest.raises(RuntimeError, match=f"schema version {SCHEMA_VERSION + 1} is newer"):
+        await newer.open()
+    with pytest.raises(RuntimeError, match="not open"):
+        await newer.load(ALICE)
+
+
+CHILD = """
+import asyncio, sys
+from sipreg.registrar.binding import Binding
+from sipreg.store.base import Change
+from sipreg.store.sqlite import SqliteStore
+
+async def main() -> None:
+    store = SqliteStore(sys.argv[1])
+    await store.open()
+    bound = Binding(aor=sys.argv[2], contact="sip:alice@192.0.2.1", expires_at=2e9,
+                    call_id="kill-9", cseq=7)
+    await store.apply(Change(sys.argv[2], 0, upsert=(bound,)))
+    print("applied", flush=True)
+    await asyncio.sleep(60)
+
+asyncio.run(main())
+"""
+
+
+async def test_an_applied_change_survives_kill_9(path: Path) -> None:
+    child = subprocess.Popen(
+        [sys.executable, "-c", CHILD, str(path), ALICE], stdout=subprocess.PIPE, text=True
+    )
+    try:
+        assert child.stdout is not None
+        assert child.stdout.readline() == "applied\n"
+    finally:
+        os.kill(child.pid, signal.SIGKILL)
+        child.wait(timeout=10)
+        if child.stdout is not None:
+            child.stdout.close()
+    assert child.returncode == -signal.SIGKILL
+    assert Path(f"{path}-wal").exists()  # never checkpointed: recovery reads the WAL
+
+    store = SqliteStore(path)
+    await store.open()
+    try:
+        state = await store.load(ALICE)
+    finally:
+        await store.close()
+    assert state.version == 1
+    assert state.bindings == (
+        binding(contact="sip:alice@192.0.2.1", expires_at=2e9, call_id="kill-9", cseq=7),
+    )
