@@ -105,6 +105,15 @@ class Headers:
                 return
         self.add(name, value)
 
+    def replace_first(self, name: str, value: str) -> None:
+        """Replace the value of the first field of ``name``, keeping its place and spelling."""
+        key = canonical_name(name)
+        for i, (written, canon, _) in enumerate(self._fields):
+            if canon == key:
+                self._fields[i] = (written, canon, value)
+                return
+        raise KeyError(name)
+
     def remove(self, name: str) -> None:
         """Drop every field of ``name``."""
         key = canonical_name(name)

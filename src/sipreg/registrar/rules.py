@@ -1,0 +1,215 @@
+"""RFC 3261 section 10.3 as pure functions: a REGISTER plus the current bindings in, a plan out.
+
+Nothing here reads a clock, a socket or a store: ``now`` and the AOR's
+stored state are arguments.  Every refusal is a :class:`~sipreg.errors.SipError`.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from email.utils import formatdate
+from functools import lru_cache
+
+from ..errors import (
+    BadExtension,
+    BadRequest,
+    Forbidden,
+    IntervalTooBrief,
+    NotFound,
+    UnsupportedUriScheme,
+)
+from ..headers import parse_contacts, parse_delta_seconds, parse_option_tags
+from ..message import Request, Response
+from ..responses import make_response
+from ..store.base import AorState, Change
+from ..uri import NameAddr, SipUri, Uri, parse_uri, uri_equal
+from .binding import Binding
+from .policy import Policy
+
+
+@dataclass(frozen=True)
+class Source:
+    """Where a request came from and on which local socket."""
+
+    transport: str
+    address: tuple[str, int]
+    local: tuple[str, int]
+
+
+@dataclass(frozen=True)
+class RegisterPlan:
+    """The outcome of a REGISTER: the change to store (None for a query) and the 200 to send."""
+
+    aor: str
+    change: Change | None
+    bindings: tuple[Binding, ...]
+    response: Response
+
+
+@lru_cache(maxsize=8192)
+def parsed_contact(text: str) -> Uri:
+    """A stored contact string parsed back to a URI (cached: bindings are compared often)."""
+    return parse_uri(text)
+
+
+def check_required(request: Request, policy: Policy) -> None:
+    """RFC 3261 8.2.2.3 / 10.3 step 2: every ``Require`` tag must be supported, else 420."""
+    tags = parse_option_tags(request.headers.values("require"), "Require")
+    unsupported = [t for t in tags if t.lower() not in policy.supported]
+    if unsupported:
+        raise BadExtension(unsupported)
+
+
+def address_of_record(request: Request, policy: Policy) -> str:
+    """Steps 1 and 5: check the Request-URI domain and return the canonical AOR from To."""
+    ruri = request.uri
+    if not isinstance(ruri, SipUri):
+        raise UnsupportedUriScheme(f"Unsupported Request-URI scheme {ruri.scheme}")
+    if not policy.accepts_request_uri(ruri.host):
+        raise Forbidden(f"Domain {ruri.host} is not served here")
+    to = request.to.uri
+    if not isinstance(to, SipUri):
+        raise NotFound("The To URI is not a SIP or SIPS address of record")
+    if not policy.serves(to.host) and not (policy.is_self(to.host) and policy.serves(ruri.host)):
+        raise NotFound(f"Address of record {to.host} is not in a served domain")
+    return to.address_of_record()
+
+
+def _requested_expires(contact: NameAddr | None, header: int | None, policy: Policy) -> int:
+    param = None if contact is None else contact.param("expires")
+    if param is not None:
+        return parse_delta_seconds(param, "Contact expires parameter")
+    if header is not None:
+        return header
+    return policy.default_expires
+
+
+def _expires_header(request: Request) -> int | None:
+    value = request.headers.single("expires")
+    return None if value is None else parse_delta_seconds(value, "Expires")
+
+
+def _check_order(binding: Binding, request: Request) -> None:
+    """Step 7: the same Call-ID must come with a higher CSeq, or the whole request fails."""
+    if binding.call_id == request.call_id and request.cseq.number <= binding.cseq:
+        raise BadRequest("CSeq out of order for an existing binding")
+
+
+def plan_register(
+    request: Request, state: AorState, now: float, policy: Policy, source: Source
+) -> RegisterPlan:
+    """Apply RFC 3261 section 10.3 steps 6 to 8 to the AOR's stored ``state``.
+
+    The request must have passed :meth:`Request.check`, :func:`check_required`
+    and :func:`address_of_record`.  Raises a SipError when it must fail whole.
+    """
+    aor = state.aor
+    live = [b for b in state.bindings if not b.is_expired(now)]
+    dead = [b.contact for b in state.bindings if b.is_expired(now)]
+    contacts = parse_contacts(request.headers.values("contact"))
+    header_expires = _expires_header(request)
+
+    if contacts is None:  # step 6: Contact: *
+        if header_expires != 0:
+            raise BadRequest("Contact: * requires Expires: 0")
+        for b in live:
+            _check_order(b, request)
+        return _plan(request, state, now, (*dead, *(b.contact for b in live)), (), ())
+
+    if not contacts:  # a query
+        change = Change(aor, state.version, remove=tuple(dead)) if dead else None
+        return RegisterPlan(aor, change, tuple(live), _ok(request, live, now))
+
+    # Later duplicates of the same URI in one request win over earlier ones.
+    wanted: list[tuple[Uri, NameAddr, int]] = []
+    for c in contacts:
+        expires = _requested_expires(c, header_expires, policy)
+        if 0 < expires < policy.min_expires:
+            raise IntervalTooBrief(policy.min_expires)
+        wanted = [w for w in wanted if not uri_equal(w[0], c.uri)]
+        wanted.append((c.uri, c, expires))
+
+    remove: list[str] = list(dead)
+    upsert: list[Binding] = []
+    kept = {b.contact: b for b in live}
+    for uri, contact, expires in wanted:
+        existing = next((b for b in live if uri_equal(parsed_contact(b.contact), uri)), None)
+        if existing is not None:
+            _check_order(existing, request)
+            kept.pop(existing.contact)
+            if existing.contact != str(uri) or expires == 0:
+                remove.append(existing.contact)
+        if expires:
+            upsert.append(_binding(aor, uri, contact, expires, request, now, policy, source))
+    if len(kept) + len(upsert) > policy.max_contacts:
+        raise Forbidden(f"Too many contacts for {aor} (at most {policy.max_contacts})")
+    return _plan(request, state, now, tuple(remove), tuple(upsert), tuple(kept.values()))
+
+
+def _plan(
+    request: Request,
+    state: AorState,
+    now: float,
+    remove: tuple[str, ...],
+    upsert: tuple[Binding, ...],
+    kept: tuple[Binding, ...],
+) -> RegisterPlan:
+    current = sorted(kept + upsert, key=lambda b: (-(b.q or 0.0), -b.registered_at))
+    change = Change(state.aor, state.version, remove=remove, upsert=upsert)
+    return RegisterPlan(state.aor, change, tuple(current), _ok(request, current, now))
+
+
+def _binding(
+    aor: str,
+    uri: Uri,
+    contact: NameAddr,
+    expires: int,
+    request: Request,
+    now: float,
+    policy: Policy,
+    source: Source,
+) -> Binding:
+    q = contact.param("q")
+    reg_id = contact.param("reg-id")
+    params = tuple((n, v) for n, v in contact.params if n.lower() not in ("expires", "q"))
+    return Binding(
+        aor=aor,
+        contact=str(uri),
+        expires_at=now + policy.clamp_expires(expires),
+        call_id=request.call_id,
+        cseq=request.cseq.number,
+        q=None if q is None else float(q),
+        params=params,
+        registered_at=now,
+        source=source.address,
+        transport=source.transport,
+        local=source.local,
+        user_agent=request.headers.get("user-agent"),
+        instance=contact.param("+sip.instance"),
+        reg_id=int(reg_id) if reg_id and reg_id.isdigit() else None,
+        path=tuple(request.headers.values("path")),
+    )
+
+
+def contact_value(binding: Binding, now: float) -> str:
+    """A Contact header value listing ``binding`` with its remaining ``expires`` and ``q``."""
+    params = "".join(f";{n}" if v is None else f";{n}={v}" for n, v in binding.params)
+    q = "" if binding.q is None else f";q={binding.q:.3g}"
+    return f"<{binding.contact}>{params}{q};expires={binding.remaining(now)}"
+
+
+def _ok(request: Request, bindings: list[Binding] | tuple[Binding, ...], now: float) -> Response:
+    """Step 8: 200 listing every current binding, with Date and a To tag."""
+    extra = [("Contact", contact_value(b, now)) for b in bindings]
+    supported = parse_option_tags(request.headers.values("supported"), "Supported")
+    if "path" in (t.lower() for t in supported):  # RFC 3327 section 5.3
+        extra += [("Path", p) for p in request.headers.values("path")]
+    extra.append(("Date", formatdate(now, usegmt=True)))
+    return make_response(request.headers, 200, "OK", extra)
+
+
+def validate_register(request: Request, policy: Policy) -> str:
+    """Everything that can be checked before the store is read; returns the AOR."""
+    request.check()
+    check_required(request, policy)
+    return address_of_record(request, policy)

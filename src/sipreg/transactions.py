@@ -1,0 +1,92 @@
+"""Server transactions, reduced to what a registrar and redirect server need (RFC 3261 17.2).
+
+A retransmitted request must not be processed twice: while the first copy is
+in progress a retransmission is dropped, afterwards it gets the same response
+again.  Entries live for Timer J (64*T1 = 32 s) and cost O(1) to expire.
+"""
+
+from __future__ import annotations
+
+from collections import OrderedDict
+from dataclasses import dataclass
+
+from .errors import ParseError
+from .message import Request
+
+MAGIC_COOKIE = "z9hG4bK"
+TIMER_J = 32.0
+
+TransactionKey = tuple[str, ...]
+
+
+@dataclass
+class _Entry:
+    expires_at: float
+    response: bytes | None = None
+    destination: tuple[str, int] | None = None
+
+
+def transaction_key(request: Request) -> TransactionKey | None:
+    """The key a retransmission of ``request`` shares (section 17.2.3); None if unreadable."""
+    try:
+        via = request.vias[0]
+        method = "INVITE" if request.method == "ACK" else request.method
+        branch = via.branch or ""
+        if branch.startswith(MAGIC_COOKIE):
+            # Call-ID and CSeq are not part of the RFC key, but a retransmission always
+            # repeats them, and they keep clients that reuse branches from colliding.
+            ids = (request.call_id, str(request.cseq.number))
+            return (branch, via.host.lower(), str(via.port or ""), method, *ids)
+        return (
+            str(request.uri),
+            request.to.param("tag") or "",
+            request.from_.param("tag") or "",
+            request.call_id,
+            str(request.cseq.number),
+            method,
+            f"{via.host}:{via.port}",
+        )
+    except ParseError:
+        return None
+
+
+class TransactionCache:
+    """Which requests are in progress or answered; bounded by ``max_entries``."""
+
+    def __init__(self, lifetime: float = TIMER_J, max_entries: int = 100_000) -> None:
+        self.lifetime = lifetime
+        self.max_entries = max_entries
+        self._entries: OrderedDict[TransactionKey, _Entry] = OrderedDict()
+
+    def __len__(self) -> int:
+        return len(self._entries)
+
+    def begin(self, key: TransactionKey, now: float) -> tuple[bool, _Entry | None]:
+        """Start a transaction.  Returns (True, None) for a new one, else (False, its entry)."""
+        self.sweep(now)
+        entry = self._entries.get(key)
+        if entry is not None:
+            return False, entry
+        while len(self._entries) >= self.max_entries:
+            self._entries.popitem(last=False)
+        self._entries[key] = _Entry(now + self.lifetime)
+        return True, None
+
+    def complete(self, key: TransactionKey, response: bytes, destination: tuple[str, int]) -> None:
+        """Record the final response sent for ``key``."""
+        entry = self._entries.get(key)
+        if entry is not None:
+            entry.response = response
+            entry.destination = destination
+
+    def forget(self, key: TransactionKey) -> None:
+        """Drop ``key`` (its request was not answered, so a retransmission may be)."""
+        self._entries.pop(key, None)
+
+    def sweep(self, now: float) -> None:
+        """Remove entries whose lifetime has ended (oldest first, so O(removed))."""
+        while self._entries:
+            key, entry = next(iter(self._entries.items()))
+            if entry.expires_at > now:
+                return
+            del self._entries[key]
