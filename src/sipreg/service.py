@@ -15,7 +15,14 @@ import time
 from collections.abc import AsyncIterator, Callable, Sequence
 from typing import Any, Literal, Protocol
 
-from .errors import NotFound, ParseError, ServiceUnavailable, SipError, StoreConflict
+from .errors import (
+    NotFound,
+    ParseError,
+    ServerInternalError,
+    ServiceUnavailable,
+    SipError,
+    StoreConflict,
+)
 from .message import Request, Response, parse_message
 from .registrar.binding import Binding
 from .registrar.policy import Policy
@@ -225,6 +232,9 @@ class Registrar:
                     request.headers.get("to"), *from_addr, err.status, err.reason,
                 )  # fmt: skip
             return error_response(err, request)
+        except Exception:  # a store failure or a bug: answer 500, keep serving
+            log.exception("%s from %s:%s failed", request.method, *from_addr)
+            return error_response(ServerInternalError("Internal error; try again"), request)
 
     async def _register(
         self, request: Request, leg: Leg, from_addr: tuple[str, int], now: float
