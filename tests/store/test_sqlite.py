@@ -187,3 +187,11 @@ async def test_an_applied_change_survives_kill_9(path: Path) -> None:
     assert state.bindings == (
         binding(contact="sip:alice@192.0.2.1", expires_at=2e9, call_id="kill-9", cseq=7),
     )
+
+
+async def test_header_text_that_was_not_utf8_is_stored(store: SqliteStore) -> None:
+    """A User-Agent with bytes that are not UTF-8 (kept as surrogates) still commits."""
+    ua = b"Phone \xe9dition".decode("utf-8", "surrogateescape")
+    await store.apply(Change(aor=ALICE, version=0, upsert=(binding(user_agent=ua),)))
+    (stored,) = (await store.load(ALICE)).bindings
+    assert stored.user_agent == "Phone \ufffddition"

@@ -285,11 +285,18 @@ def _to_row(b: Binding) -> tuple[object, ...]:
         *b.source,
         b.transport,
         *b.local,
-        b.user_agent,
-        b.instance,
+        _text(b.user_agent),
+        _text(b.instance),
         b.reg_id,
         json.dumps(b.path),
     )
+
+
+def _text(value: str | None) -> str | None:
+    """A header text SQLite can store: bytes that were not UTF-8 become U+FFFD."""
+    if value is None or value.isascii():
+        return value
+    return value.encode("utf-8", "surrogateescape").decode("utf-8", "replace")
 
 
 def _from_row(row: Sequence[Any]) -> Binding:
