@@ -23,7 +23,7 @@ from .errors import (
     SipError,
     StoreConflict,
 )
-from .message import Request, Response, parse_message
+from .message import Request, Response, parse_message, split_head
 from .registrar.binding import Binding
 from .registrar.policy import Policy
 from .registrar.routing import (
@@ -174,6 +174,23 @@ class Registrar:
     async def expire(self) -> int:
         """Remove expired bindings; the number removed."""
         return len(await self.store.expire(self.clock()))
+
+    def reject(
+        self, error: SipError, data: bytes, leg: Leg, from_addr: tuple[str, int]
+    ) -> int | None:
+        """Answer ``error`` for a message a transport refused (too large, unframeable).
+
+        ``data`` is the start of that message; the answer is addressed from the header
+        fields it yields.  Returns the status sent, or None (logged) when none are readable.
+        """
+        try:
+            message = parse_message(split_head(data)[0] + b"\r\n\r\n")
+        except ParseError as err:
+            headers = err.request_headers
+        else:
+            headers = message.headers if isinstance(message, Request) else None
+        refusal = ParseError(error.reason, status=error.status, request_headers=headers)
+        return self._reject_unparsed(refusal, leg, from_addr)
 
     # --- internals ------------------------------------------------------------------------
 
