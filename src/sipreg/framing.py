@@ -12,7 +12,9 @@ from dataclasses import dataclass
 
 from .errors import MessageTooLarge, ParseError
 
-_CONTENT_LENGTH = re.compile(rb"^(?:content-length|l)[ \t]*:[ \t]*(\S*)[ \t]*$", re.I | re.M)
+# A Content-Length line of the unfolded head; the value is checked separately.
+_CONTENT_LENGTH = re.compile(rb"^(?:content-length|l)[ \t]*:(.*?)\r?$", re.I | re.M)
+_FOLD = re.compile(rb"\r?\n[ \t]+")
 
 
 @dataclass(frozen=True)
@@ -62,11 +64,11 @@ class StreamFramer:
             if len(buf) > self.max_size:
                 raise MessageTooLarge("Message header too large")
             return None
-        head = bytes(buf[:end])
-        lengths = _CONTENT_LENGTH.findall(head)
+        head = _FOLD.sub(b" ", bytes(buf[:end]))
+        lengths = [v.strip(b" \t") for v in _CONTENT_LENGTH.findall(head)]
         if len(lengths) > 1:
             raise ParseError("Multiple Content-Length header fields")
-        if lengths and not (lengths[0].isdigit() and len(lengths[0]) <= 10):
+        if lengths and not re.fullmatch(rb"\d{1,10}", lengths[0]):
             raise ParseError("Malformed Content-Length")
         length = int(lengths[0]) if lengths else 0
         total = end + 4 + length

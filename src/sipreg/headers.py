@@ -224,7 +224,8 @@ def parse_delta_seconds(value: str, what: str) -> int:
     text = value.strip(" \t")
     if not _abnf.DELTA_SECONDS_RE.match(text):
         raise ParseError(f"Malformed {what}: {value!r} is not a number of seconds")
-    return min(int(text), 2**32 - 1)
+    digits = text.lstrip("0") or "0"
+    return 2**32 - 1 if len(digits) > 10 else min(int(digits), 2**32 - 1)
 
 
 def parse_contacts(values: list[str]) -> list[NameAddr] | None:

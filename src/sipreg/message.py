@@ -22,7 +22,8 @@ from .uri import NameAddr, SipUri, Uri, parse_name_addr, parse_uri
 _HEADER_LINE = re.compile(rf"({_abnf.TOKEN})[ \t]*:[ \t]*(.*)\Z", re.DOTALL)
 _REQUEST_LINE = re.compile(rf"({_abnf.METHOD}) (\S+) ({_abnf.SIP_VERSION})\Z")
 _STATUS_LINE = re.compile(rf"({_abnf.SIP_VERSION}) (\d+) ([^\r\n]*)\Z")
-_LOOKS_LIKE_REQUEST = re.compile(rf"{_abnf.TOKEN}[ \t]+\S.*[ \t]+[Ss][Ii][Pp]/\S+[ \t]*\Z")
+# One white space character before "SIP/" (not ``[ \t]+``) keeps the match linear in time.
+_LOOKS_LIKE_REQUEST = re.compile(rf"{_abnf.TOKEN}[ \t]+\S.*[ \t][Ss][Ii][Pp]/\S+[ \t]*\Z")
 
 
 def _decode(raw: bytes) -> str:
@@ -92,9 +93,10 @@ class Request:
         if value is None:
             return None
         text = value.strip(" \t")
-        if not text.isdigit() or not text.isascii() or int(text) > 255:
+        digits = text.lstrip("0") or "0"
+        if not _abnf.DELTA_SECONDS_RE.match(text) or len(digits) > 3 or int(digits) > 255:
             raise ParseError("Malformed Max-Forwards")
-        return int(text)
+        return int(digits)
 
     def check(self) -> None:
         """Read the fields every request needs; raise ParseError on the first bad one."""
@@ -202,6 +204,8 @@ def _response(m: re.Match[str], headers: Headers, body: bytes) -> Response:
     version, code, reason = m.groups()
     if version.upper() != "SIP/2.0" or len(code) != 3 or not 100 <= int(code) <= 699:
         raise ParseError(f"Bad status line {m.group(0)!r}", answerable=False)
+    # A response whose CSeq cannot be read matches no transaction (RFC 4475 3.1.2.5).
+    parse_cseq(headers.single("cseq") or "")
     return Response(int(code), reason or " ", headers, body, "SIP/2.0")
 
 

@@ -93,7 +93,8 @@ class AbsoluteUri:
 Uri = SipUri | TelUri | AbsoluteUri
 
 _SIP_HOSTPORT = re.compile(rf"({_abnf.HOST})(?::(\d*))?")
-_TEL_NUMBER = re.compile(r"(\+[0-9\-.()]*[0-9][0-9\-.()]*|[0-9A-Fa-f*#\-.()pw]+)")
+# global-number-digits = "+" *phonedigit DIGIT *phonedigit, written so it matches in linear time.
+_TEL_NUMBER = re.compile(r"(\+[\-.()]*[0-9][0-9\-.()]*|[0-9A-Fa-f*#\-.()pw]+)")
 # Characters that may stand unescaped in a user part; the rest are re-escaped.
 _USER_SAFE = set("ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789-_.!~*'()&=+$,;?/")
 
@@ -159,9 +160,10 @@ def _parse_sip(scheme: str, rest: str, text: str) -> SipUri:
             raise ParseError(f"Malformed URI {text!r}: bad IPv6 reference") from None
     port = None
     if port_text is not None:
-        if not port_text or int(port_text) > 65535:
+        digits = port_text.lstrip("0") or "0"
+        if not port_text or len(digits) > 5 or int(digits) > 65535:
             raise ParseError(f"Malformed URI {text!r}: bad port")
-        port = int(port_text)
+        port = int(digits)
     params: list[tuple[str, str | None]] = []
     for p in param_texts:
         name, eq, value = p.partition("=")
@@ -291,14 +293,13 @@ def parse_name_addr(value: str, what: str) -> NameAddr:
         s.skip_ws()
         if s.peek() != "<":
             raise s.fail("display name without <URI>")
-    elif "<" in value:
+    else:
+        # Tokens are a display name only when "<" follows; otherwise this is an addr-spec.
         m = _DISPLAY_TOKENS.match(value, s.pos)
-        if m and m.end() > s.pos:
+        if m and value[m.end() :].lstrip(" \t").startswith("<"):
             display = m.group(0)
             s.pos = m.end()
-        s.skip_ws()
-        if s.peek() != "<":
-            raise s.fail("display name must be tokens or a quoted string")
+            s.skip_ws()
     if s.peek() == "<":
         s.pos += 1
         end = value.find(">", s.pos)
