@@ -1,0 +1,222 @@
+"""Server configuration: a checked frozen dataclass, loaded from TOML and overridden by flags.
+
+The TOML keys are the :class:`Config` field names (``listen``, ``domains``,
+``min_expires``...).  Unknown keys and values of the wrong type or range raise
+:class:`ConfigError` with a message that names the key.
+"""
+
+from __future__ import annotations
+
+import ipaddress
+import os
+import re
+import tomllib
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass
+from typing import Any, Literal
+
+TransportName = Literal["udp", "tcp"]
+
+LOG_LEVELS = ("debug", "info", "warning", "error", "critical")
+
+_LISTEN = re.compile(
+    r"(?P<transport>[a-z]+):(?:\[(?P<v6>[^\]]*)\]|(?P<host>[^:\[\]]*)):(?P<port>\d+)"
+)
+
+
+class ConfigError(ValueError):
+    """A configuration value or file that cannot be used."""
+
+
+@dataclass(frozen=True)
+class ListenSpec:
+    """One socket to listen on: ``udp:HOST:PORT`` or ``tcp:HOST:PORT`` (IPv6 in brackets)."""
+
+    transport: TransportName
+    host: str
+    port: int
+
+    def __str__(self) -> str:
+        return format_address(self.transport, self.host, self.port)
+
+    @property
+    def wildcard(self) -> bool:
+        """True for ``0.0.0.0`` and ``::``, which listen on every address."""
+        return self.host in ("0.0.0.0", "::")
+
+
+def format_address(transport: str, host: str, port: int) -> str:
+    """``udp:127.0.0.1:5060`` or ``udp:[::1]:5060``."""
+    return f"{transport}:[{host}]:{port}" if ":" in host else f"{transport}:{host}:{port}"
+
+
+def parse_listen(spec: str) -> ListenSpec:
+    """Parse ``udp:HOST:PORT``, ``tcp:HOST:PORT`` or ``udp:[IPV6]:PORT``."""
+    m = _LISTEN.fullmatch(spec.strip())
+    if not m:
+        raise ConfigError(
+            f"bad listen spec {spec!r}: use udp:HOST:PORT, tcp:HOST:PORT or udp:[::1]:PORT"
+        )
+    transport = m["transport"]
+    if transport not in ("udp", "tcp"):
+        raise ConfigError(f"bad listen spec {spec!r}: transport must be udp or tcp")
+    port = int(m["port"])
+    if port > 65535:
+        raise ConfigError(f"bad listen spec {spec!r}: port above 65535")
+    if m["v6"] is not None:
+        try:
+            host = str(ipaddress.IPv6Address(m["v6"]))
+        except ValueError:
+            raise ConfigError(
+                f"bad listen spec {spec!r}: {m['v6']!r} is not an IPv6 address"
+            ) from None
+    else:
+        host = m["host"]
+        if not host:
+            raise ConfigError(f"bad listen spec {spec!r}: no host")
+    return ListenSpec("udp" if transport == "udp" else "tcp", host, port)
+
+
+DEFAULT_LISTEN = (ListenSpec("udp", "0.0.0.0", 5060), ListenSpec("tcp", "0.0.0.0", 5060))
+
+
+@dataclass(frozen=True, kw_only=True)
+class Config:
+    """Everything ``sipreg serve`` needs; checked when built (raises :class:`ConfigError`).
+
+    ``store`` None means ``sqlite:sipreg.db`` in ``data_dir`` (or the working
+    directory); :attr:`store_url` resolves it.  Times are in seconds.
+    """
+
+    listen: tuple[ListenSpec, ...] = DEFAULT_LISTEN
+    domains: tuple[str, ...] = ()
+    aliases: tuple[str, ...] = ()
+    min_expires: int = 30
+    max_expires: int = 300
+    default_expires: int = 3600
+    max_contacts: int = 32
+    store: str | None = None
+    data_dir: str | None = None
+    log_level: str = "info"
+    max_message_size: int = 65535
+    tcp_idle_timeout: float = 300.0
+    max_connections: int = 1024
+    max_in_flight: int = 1024
+    expire_interval: float = 10.0
+    shutdown_timeout: float = 10.0
+
+    def __post_init__(self) -> None:
+        if not self.listen:
+            raise ConfigError("listen: at least one listen spec is needed")
+        for name in ("min_expires", "max_expires", "default_expires"):
+            if getattr(self, name) < (0 if name == "min_expires" else 1):
+                raise ConfigError(
+                    f"{name}: must be {'0 or more' if name == 'min_expires' else 'positive'}"
+                )
+        if self.min_expires > self.max_expires:
+            raise ConfigError(
+                f"min_expires ({self.min_expires}) is above max_expires ({self.max_expires})"
+            )
+        for name in ("max_contacts", "max_connections", "max_in_flight"):
+            if getattr(self, name) < 1:
+                raise ConfigError(f"{name}: must be at least 1")
+        if not 1024 <= self.max_message_size <= 16 * 1024 * 1024:
+            raise ConfigError("max_message_size: must be between 1024 and 16777216")
+        for name in ("tcp_idle_timeout", "expire_interval", "shutdown_timeout"):
+            if not getattr(self, name) > 0:
+                raise ConfigError(f"{name}: must be positive")
+        level = self.log_level.lower()
+        if level not in LOG_LEVELS:
+            raise ConfigError(
+                f"log_level: {self.log_level!r} is not one of {', '.join(LOG_LEVELS)}"
+            )
+        object.__setattr__(self, "log_level", level)
+        if self.store is not None and not self.store.startswith(("sqlite:", "memory:")):
+            raise ConfigError(f"store: {self.store!r} is not sqlite:PATH or memory:")
+
+    @property
+    def store_url(self) -> str:
+        """The store URL, with the ``sqlite:sipreg.db`` default placed in ``data_dir``."""
+        if self.store is not None:
+            return self.store
+        return "sqlite:" + os.path.join(self.data_dir or "", "sipreg.db")
+
+
+def _integer(key: str, value: object) -> int:
+    if isinstance(value, bool) or not isinstance(value, int):
+        raise ConfigError(f"{key}: expected an integer, got {value!r}")
+    return value
+
+
+def _number(key: str, value: object) -> float:
+    if isinstance(value, bool) or not isinstance(value, int | float):
+        raise ConfigError(f"{key}: expected a number, got {value!r}")
+    return float(value)
+
+
+def _string(key: str, value: object) -> str:
+    if not isinstance(value, str):
+        raise ConfigError(f"{key}: expected a string, got {value!r}")
+    return value
+
+
+def _strings(key: str, value: object) -> tuple[str, ...]:
+    if isinstance(value, str) or not isinstance(value, list | tuple):
+        raise ConfigError(f"{key}: expected a list of strings, got {value!r}")
+    return tuple(_string(key, item) for item in value)
+
+
+def _listen(key: str, value: object) -> tuple[ListenSpec, ...]:
+    if isinstance(value, list | tuple) and all(isinstance(v, ListenSpec) for v in value):
+        return tuple(value)
+    try:
+        return tuple(parse_listen(spec) for spec in _strings(key, value))
+    except ConfigError as err:
+        raise ConfigError(f"{key}: {err}") from None
+
+
+_CHECKS: dict[str, Callable[[str, object], object]] = {
+    "listen": _listen,
+    "domains": _strings,
+    "aliases": _strings,
+    "min_expires": _integer,
+    "max_expires": _integer,
+    "default_expires": _integer,
+    "max_contacts": _integer,
+    "store": _string,
+    "data_dir": _string,
+    "log_level": _string,
+    "max_message_size": _integer,
+    "tcp_idle_timeout": _number,
+    "max_connections": _integer,
+    "max_in_flight": _integer,
+    "expire_interval": _number,
+    "shutdown_timeout": _number,
+}
+
+
+def _checked(values: Mapping[str, object]) -> dict[str, Any]:
+    unknown = sorted(set(values) - set(_CHECKS))
+    if unknown:
+        raise ConfigError(f"unknown setting(s): {', '.join(unknown)}")
+    return {key: _CHECKS[key](key, value) for key, value in values.items()}
+
+
+def load_config(path: str | None = None, overrides: Mapping[str, object] | None = None) -> Config:
+    """Read the TOML file at ``path`` (if any), then apply ``overrides`` (flag values) on top.
+
+    ``overrides`` maps field names to values; None values are ignored.
+    """
+    values: dict[str, Any] = {}
+    if path is not None:
+        try:
+            with open(path, "rb") as f:
+                values.update(_checked(tomllib.load(f)))
+        except OSError as err:
+            raise ConfigError(f"cannot read config file {path}: {err.strerror}") from None
+        except tomllib.TOMLDecodeError as err:
+            raise ConfigError(f"config file {path} is not valid TOML: {err}") from None
+        except ConfigError as err:
+            raise ConfigError(f"config file {path}: {err}") from None
+    values.update(_checked({k: v for k, v in (overrides or {}).items() if v is not None}))
+    return Config(**values)

@@ -1,0 +1,204 @@
+"""The standalone server: the store, a redirect-mode Registrar, listeners, the expiry sweep.
+
+:meth:`Server.start` opens the store and binds every listen spec, logging
+``listening on udp:127.0.0.1:5060`` for each bound socket (with the real port
+when the spec said 0).  :meth:`Server.stop` stops reading, waits a bounded time
+for requests in progress, closes the sockets and then the store, which commits
+what is pending.  :func:`run` does both around SIGTERM/SIGINT, on uvloop when
+it is installed.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import ipaddress
+import logging
+import os
+import signal
+import socket
+from collections.abc import Iterable
+
+from .config import Config, format_address
+from .service import Registrar
+from .store import BindingStore, open_store
+from .transport import InFlight
+from .transport.tcp import TcpListener
+from .transport.udp import UdpLeg, listen_udp
+
+log = logging.getLogger("sipreg.server")
+
+# Where the outbound-address probe "connects" (documentation addresses; nothing is sent).
+_PROBES = (("192.0.2.1", socket.AF_INET), ("2001:db8::1", socket.AF_INET6))
+
+
+class Server:
+    """A running sipreg: create, ``await start()``, later ``await stop()``."""
+
+    def __init__(self, config: Config) -> None:
+        self.config = config
+        self.store: BindingStore = open_store(config.store_url)
+        self.registrar: Registrar | None = None
+        self.in_flight = InFlight(config.max_in_flight)
+        self.udp: list[UdpLeg] = []
+        self.tcp: list[TcpListener] = []
+        self._bound: list[str] = []
+        self._sweeper: asyncio.Task[None] | None = None
+
+    @property
+    def addresses(self) -> list[str]:
+        """The bound sockets, in listen spec order, as ``udp:HOST:PORT`` / ``tcp:HOST:PORT``."""
+        return list(self._bound)
+
+    async def start(self) -> None:
+        """Open the store, bind every listener and start the expiry sweep."""
+        config = self.config
+        if config.data_dir:
+            os.makedirs(config.data_dir, exist_ok=True)
+        await self.store.open()
+        try:
+            registrar = self.registrar = Registrar(
+                min_expires=config.min_expires,
+                max_expires=config.max_expires,
+                default_expires=config.default_expires,
+                domains=config.domains,
+                identities=await self._identities(),
+                max_contacts=config.max_contacts,
+                store=self.store,
+                mode="redirect",
+            )
+            for spec in config.listen:
+                if spec.transport == "udp":
+                    leg = await listen_udp(
+                        spec.host, spec.port, registrar, self.in_flight, config.max_message_size
+                    )
+                    self.udp.append(leg)
+                    self._bound.append(format_address("udp", *leg.local))
+                else:
+                    listener = TcpListener(
+                        registrar,
+                        self.in_flight,
+                        max_size=config.max_message_size,
+                        idle_timeout=config.tcp_idle_timeout,
+                        max_connections=config.max_connections,
+                    )
+                    self.tcp.append(listener)
+                    await listener.listen(spec.host, spec.port)
+                    self._bound.append(format_address("tcp", *listener.local))
+        except BaseException:
+            await self._close_sockets()
+            await self.store.close()
+            raise
+        log.debug("identities: %s", ", ".join(registrar.policy.identities))
+        for address in self._bound:
+            log.info("listening on %s", address)
+        self._sweeper = asyncio.create_task(self._sweep())
+
+    async def stop(self) -> None:
+        """Stop reading, finish requests in progress (bounded), close sockets and store."""
+        for leg in self.udp:
+            leg.stop_reading()
+        for listener in self.tcp:
+            listener.stop_reading()
+        if self._sweeper is not None:
+            self._sweeper.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._sweeper
+        cancelled = await self.in_flight.drain(self.config.shutdown_timeout)
+        if cancelled:
+            log.warning("shutdown: gave up on %d request(s) in progress", cancelled)
+        await self._close_sockets()
+        await self.store.close()
+        log.info("stopped")
+
+    async def _close_sockets(self) -> None:
+        for leg in self.udp:
+            leg.close()
+        for listener in self.tcp:
+            listener.stop_reading()
+            listener.close()
+        await asyncio.sleep(0)  # let the transports flush and close
+
+    async def _sweep(self) -> None:
+        assert self.registrar is not None
+        while True:
+            await asyncio.sleep(self.config.expire_interval)
+            try:
+                removed = await self.registrar.expire()
+            except Exception:
+                log.exception("expiry sweep failed")
+            else:
+                if removed:
+                    log.info("expired %d binding(s)", removed)
+
+    async def _identities(self) -> list[str]:
+        """Hosts naming this server: listen addresses, host names, aliases, local addresses."""
+        found = [spec.host for spec in self.config.listen if not spec.wildcard]
+        found += self.config.aliases
+        hostname = socket.gethostname()
+        loop = asyncio.get_running_loop()
+        try:
+            fqdn = await asyncio.wait_for(loop.run_in_executor(None, socket.getfqdn), 2.0)
+        except TimeoutError:
+            fqdn = hostname
+        found += [hostname, fqdn]
+        if any(spec.wildcard for spec in self.config.listen):
+            found += ["127.0.0.1", "::1"]
+            try:
+                infos = await asyncio.wait_for(
+                    loop.run_in_executor(None, _resolve, {hostname, fqdn}), 2.0
+                )
+            except TimeoutError:
+                infos = []
+            found += infos
+            found += [_outbound(address, family) for address, family in _PROBES]
+        return list(dict.fromkeys(host for host in found if host))
+
+
+def _resolve(names: Iterable[str]) -> list[str]:
+    """The addresses ``names`` resolve to; none for a name that does not resolve."""
+    out: list[str] = []
+    for name in names:
+        with contextlib.suppress(OSError):
+            out += [str(info[4][0]) for info in socket.getaddrinfo(name, None)]
+    return out
+
+
+def _outbound(address: str, family: socket.AddressFamily) -> str:
+    """The local address the kernel would send from to ``address``, or ``""``; sends nothing."""
+    try:
+        with socket.socket(family, socket.SOCK_DGRAM) as sock:
+            sock.connect((address, 9))
+            local = str(sock.getsockname()[0])
+    except OSError:
+        return ""
+    return "" if ipaddress.ip_address(local).is_unspecified else local
+
+
+async def serve(config: Config) -> None:
+    """Run a server until SIGTERM or SIGINT, then stop it gracefully."""
+    server = Server(config)
+    await server.start()
+    stopping = asyncio.Event()
+    loop = asyncio.get_running_loop()
+    for signum in (signal.SIGTERM, signal.SIGINT):
+        loop.add_signal_handler(signum, stopping.set)
+    log.info("ready")
+    try:
+        await stopping.wait()
+        log.info("shutting down")
+    finally:
+        for signum in (signal.SIGTERM, signal.SIGINT):
+            loop.remove_signal_handler(signum)
+        await server.stop()
+
+
+def run(config: Config) -> None:
+    """Run :func:`serve` on a new event loop, uvloop's when installed."""
+    try:
+        import uvloop
+    except ImportError:
+        asyncio.run(serve(config))
+    else:
+        with asyncio.Runner(loop_factory=uvloop.new_event_loop) as runner:
+            runner.run(serve(config))

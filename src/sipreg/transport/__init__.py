@@ -1,0 +1,74 @@
+"""asyncio transports: they move bytes and addresses between sockets and the Registrar.
+
+Each listener hands every message to a :class:`Handler` (the ``Registrar``'s
+``receive`` and ``reject``) as a task tracked by :class:`InFlight`, so the
+server can wait for work in progress when it shuts down.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from collections.abc import Coroutine
+from typing import Any, Protocol
+
+from ..errors import SipError
+from ..service import Leg
+
+log = logging.getLogger("sipreg.transport")
+
+
+class Handler(Protocol):
+    """What a transport feeds: the ``Registrar`` in the server."""
+
+    async def receive(self, packet: bytes, leg: Leg, from_addr: tuple[str, int]) -> int | None:
+        """Handle one whole message."""
+
+    def reject(
+        self, error: SipError, data: bytes, leg: Leg, from_addr: tuple[str, int]
+    ) -> int | None:
+        """Answer a message the transport refused, starting with ``data``."""
+
+
+class InFlight:
+    """The handler tasks now running, at most ``limit`` of them for the callers that check."""
+
+    def __init__(self, limit: int = 1024) -> None:
+        self.limit = limit
+        self._tasks: set[asyncio.Task[None]] = set()
+
+    def __len__(self) -> int:
+        return len(self._tasks)
+
+    @property
+    def full(self) -> bool:
+        """True when ``limit`` tasks are running."""
+        return len(self._tasks) >= self.limit
+
+    def start(self, work: Coroutine[Any, Any, object]) -> asyncio.Task[None]:
+        """Run ``work`` as a task; an exception it raises is logged, not propagated."""
+        task = asyncio.get_running_loop().create_task(_guarded(work))
+        self._tasks.add(task)
+        task.add_done_callback(self._tasks.discard)
+        return task
+
+    async def drain(self, timeout: float) -> int:
+        """Wait up to ``timeout`` seconds for the running tasks, then cancel the rest.
+
+        Returns the number cancelled.
+        """
+        if not self._tasks:
+            return 0
+        _, pending = await asyncio.wait(set(self._tasks), timeout=timeout)
+        for task in pending:
+            task.cancel()
+        if pending:
+            await asyncio.wait(pending)
+        return len(pending)
+
+
+async def _guarded(work: Coroutine[Any, Any, object]) -> None:
+    try:
+        await work
+    except Exception:
+        log.exception("handling a message failed")

@@ -1,0 +1,183 @@
+"""The TCP legs: one per connection, framed by :class:`~sipreg.framing.StreamFramer`.
+
+Each connection is the leg its requests came in on, so answers go back on it.
+A CRLF CRLF keep-alive gets a CRLF.  A framing error is answered (400 or 513)
+when the message head can be read, then the connection is closed.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from typing import cast
+
+from ..config import format_address
+from ..errors import SipError
+from ..framing import KeepAlive, StreamFramer
+from . import Handler, InFlight
+
+log = logging.getLogger("sipreg.transport")
+
+#: Messages of one connection handled at once; reading pauses beyond this.
+MAX_PER_CONNECTION = 32
+
+
+class TcpConnection(asyncio.Protocol):
+    """One accepted connection, and the leg that answers on it."""
+
+    transport = "tcp"
+
+    def __init__(self, listener: TcpListener) -> None:
+        self.listener = listener
+        self.local: tuple[str, int] = ("", 0)
+        self.peer: tuple[str, int] = ("", 0)
+        self._stream: asyncio.Transport | None = None
+        self._framer = StreamFramer(listener.max_size)
+        self._unframed = bytearray()  # the bytes the framer holds, to answer its errors
+        self._tasks = 0
+        self._paused = False
+        self._closing = False
+        self._last_read = 0.0
+        self._idle_timer: asyncio.TimerHandle | None = None
+
+    def connection_made(self, transport: asyncio.BaseTransport) -> None:
+        self._stream = stream = cast(asyncio.Transport, transport)  # uvloop's is no subclass
+        self.local = _address(transport.get_extra_info("sockname"))
+        self.peer = _address(transport.get_extra_info("peername"))
+        if len(self.listener.connections) >= self.listener.max_connections:
+            log.warning("too many connections: refusing %s:%s", *self.peer)
+            stream.abort()
+            return
+        self.listener.connections.add(self)
+        if not self.listener.reading:
+            stream.pause_reading()
+        loop = asyncio.get_running_loop()
+        self._last_read = loop.time()
+        self._idle_timer = loop.call_later(self.listener.idle_timeout, self._check_idle)
+
+    def connection_lost(self, exc: Exception | None) -> None:
+        self.listener.connections.discard(self)
+        if self._idle_timer is not None:
+            self._idle_timer.cancel()
+        self._stream = None
+
+    def data_received(self, data: bytes) -> None:
+        self._last_read = asyncio.get_running_loop().time()
+        self._unframed += data
+        try:
+            items = self._framer.feed(data)
+        except SipError as err:
+            self._broken(err)
+            return
+        del self._unframed[: len(self._unframed) - self._framer.pending]
+        self._dispatch(items)
+
+    def deliver(self, data: bytes, addr: tuple[str, int]) -> None:
+        """Write ``data`` on this connection (``addr`` is its peer); dropped once closed."""
+        if self._stream is not None and not self._stream.is_closing():
+            self._stream.write(data)
+
+    def pause(self) -> None:
+        """Stop reading (shutdown)."""
+        if self._stream is not None and not self._stream.is_closing():
+            self._stream.pause_reading()
+
+    def close(self) -> None:
+        """Close after the pending writes are flushed."""
+        if self._stream is not None:
+            self._stream.close()
+
+    def _dispatch(self, items: list[bytes | KeepAlive]) -> None:
+        for item in items:
+            if isinstance(item, KeepAlive):
+                self.deliver(b"\r\n", self.peer)
+            else:
+                self._start(item)
+
+    def _broken(self, error: SipError) -> None:
+        """The stream cannot be framed: handle what came before, answer the error, close."""
+        if self._stream is not None:
+            self._stream.pause_reading()
+        cut = len(self._unframed) - self._framer.pending
+        self._dispatch(StreamFramer(self.listener.max_size).feed(bytes(self._unframed[:cut])))
+        self.listener.handler.reject(error, bytes(self._unframed[cut:]), self, self.peer)
+        self._unframed.clear()
+        self._closing = True
+        if not self._tasks:
+            self.close()
+
+    def _start(self, message: bytes) -> None:
+        self._tasks += 1
+        task = self.listener.in_flight.start(
+            self.listener.handler.receive(message, self, self.peer)
+        )
+        task.add_done_callback(self._done)
+        if self._tasks >= MAX_PER_CONNECTION and self._stream is not None:
+            self._stream.pause_reading()
+            self._paused = True
+
+    def _done(self, _: object) -> None:
+        self._tasks -= 1
+        if self._closing:
+            if not self._tasks:
+                self.close()
+        elif self._paused and self._tasks < MAX_PER_CONNECTION and self.listener.reading:
+            self._paused = False
+            if self._stream is not None and not self._stream.is_closing():
+                self._stream.resume_reading()
+
+    def _check_idle(self) -> None:
+        loop = asyncio.get_running_loop()
+        left = self._last_read + self.listener.idle_timeout - loop.time()
+        if left <= 0 and not self._tasks:
+            log.debug("closing idle connection from %s", format_address("tcp", *self.peer))
+            self.close()
+            return
+        delay = left if left > 0 else min(1.0, self.listener.idle_timeout)
+        self._idle_timer = loop.call_later(delay, self._check_idle)
+
+
+class TcpListener:
+    """A listening TCP socket and its connections."""
+
+    def __init__(
+        self,
+        handler: Handler,
+        in_flight: InFlight,
+        *,
+        max_size: int = 65535,
+        idle_timeout: float = 300.0,
+        max_connections: int = 1024,
+    ) -> None:
+        self.handler = handler
+        self.in_flight = in_flight
+        self.max_size = max_size
+        self.idle_timeout = idle_timeout
+        self.max_connections = max_connections
+        self.connections: set[TcpConnection] = set()
+        self.reading = True
+        self.local: tuple[str, int] = ("", 0)
+        self._server: asyncio.Server | None = None
+
+    async def listen(self, host: str, port: int) -> None:
+        """Bind ``host``:``port`` (0 picks a free port) and accept connections."""
+        loop = asyncio.get_running_loop()
+        self._server = await loop.create_server(lambda: TcpConnection(self), host, port)
+        self.local = _address(self._server.sockets[0].getsockname())
+
+    def stop_reading(self) -> None:
+        """Accept no more connections and read nothing more on the open ones."""
+        self.reading = False
+        if self._server is not None:
+            self._server.close()
+        for connection in self.connections:
+            connection.pause()
+
+    def close(self) -> None:
+        """Close every connection (their pending answers are flushed first)."""
+        for connection in list(self.connections):
+            connection.close()
+
+
+def _address(sockname: tuple[str, int] | tuple[str, int, int, int]) -> tuple[str, int]:
+    return sockname[0], sockname[1]
