@@ -37,6 +37,10 @@ class Binding:
         left = self.expires_at - now
         return max(0, int(left + 0.999)) if left > 0 else 0
 
+    def preference(self) -> tuple[float, float]:
+        """Sort key, best first: highest q (no q counts as 1.0), then most recently registered."""
+        return (-(1.0 if self.q is None else self.q), -self.registered_at)
+
     def is_expired(self, now: float) -> bool:
         """True once ``now`` has reached the expiry time."""
         return self.expires_at <= now

@@ -24,7 +24,7 @@ KNOWN_METHODS = frozenset(
 def ordered(bindings: Sequence[Binding], now: float) -> list[Binding]:
     """Live bindings, best first: highest q (no q counts as 1.0), then most recently registered."""
     live = [b for b in bindings if not b.is_expired(now)]
-    return sorted(live, key=lambda b: (-(1.0 if b.q is None else b.q), -b.registered_at))
+    return sorted(live, key=Binding.preference)
 
 
 def best_contact(bindings: Sequence[Binding], now: float) -> SipUri | None:

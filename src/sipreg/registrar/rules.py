@@ -26,6 +26,9 @@ from ..uri import NameAddr, SipUri, Uri, parse_uri, uri_equal
 from .binding import Binding
 from .policy import Policy
 
+#: Section 10.3 step 7 allows a 423 only for intervals below one hour.
+_ONE_HOUR = 3600
+
 
 @dataclass(frozen=True)
 class Source:
@@ -60,16 +63,23 @@ def check_required(request: Request, policy: Policy) -> None:
         raise BadExtension(unsupported)
 
 
-def address_of_record(request: Request, policy: Policy) -> str:
-    """Steps 1 and 5: check the Request-URI domain and return the canonical AOR from To."""
+def check_request_uri(request: Request, policy: Policy) -> SipUri:
+    """Step 1: the Request-URI must name a served domain or this server (else 416/403)."""
     ruri = request.uri
     if not isinstance(ruri, SipUri):
         raise UnsupportedUriScheme(f"Unsupported Request-URI scheme {ruri.scheme}")
     if not policy.accepts_request_uri(ruri.host):
         raise Forbidden(f"Domain {ruri.host} is not served here")
+    return ruri
+
+
+def address_of_record(request: Request, policy: Policy) -> str:
+    """Steps 1 and 5: check the Request-URI domain and return the canonical AOR from To."""
+    ruri = check_request_uri(request, policy)
     to = request.to.uri
     if not isinstance(to, SipUri):
-        raise NotFound("The To URI is not a SIP or SIPS address of record")
+        # Section 10.2: the AOR "MUST be a SIP URI or SIPS URI"; RFC 4475 3.3.4 (unksm2).
+        raise BadRequest("The To URI is not a SIP or SIPS address of record")
     if not policy.serves(to.host) and not (policy.is_self(to.host) and policy.serves(ruri.host)):
         raise NotFound(f"Address of record {to.host} is not in a served domain")
     return to.address_of_record()
@@ -124,7 +134,7 @@ def plan_register(
     wanted: list[tuple[Uri, NameAddr, int]] = []
     for c in contacts:
         expires = _requested_expires(c, header_expires, policy)
-        if 0 < expires < policy.min_expires:
+        if 0 < expires < min(policy.min_expires, _ONE_HOUR):  # step 7: "if and only if"
             raise IntervalTooBrief(policy.min_expires)
         wanted = [w for w in wanted if not uri_equal(w[0], c.uri)]
         wanted.append((c.uri, c, expires))
@@ -133,10 +143,10 @@ def plan_register(
     upsert: list[Binding] = []
     kept = {b.contact: b for b in live}
     for uri, contact, expires in wanted:
-        existing = next((b for b in live if uri_equal(parsed_contact(b.contact), uri)), None)
-        if existing is not None:
+        # 19.1.4 equality is not transitive, so one URI can match several bindings.
+        for existing in (b for b in live if uri_equal(parsed_contact(b.contact), uri)):
             _check_order(existing, request)
-            kept.pop(existing.contact)
+            kept.pop(existing.contact, None)
             if existing.contact != str(uri) or expires == 0:
                 remove.append(existing.contact)
         if expires:
@@ -154,7 +164,7 @@ def _plan(
     upsert: tuple[Binding, ...],
     kept: tuple[Binding, ...],
 ) -> RegisterPlan:
-    current = sorted(kept + upsert, key=lambda b: (-(b.q or 0.0), -b.registered_at))
+    current = sorted(kept + upsert, key=Binding.preference)
     change = Change(state.aor, state.version, remove=remove, upsert=upsert)
     return RegisterPlan(state.aor, change, tuple(current), _ok(request, current, now))
 
@@ -211,5 +221,6 @@ def _ok(request: Request, bindings: list[Binding] | tuple[Binding, ...], now: fl
 def validate_register(request: Request, policy: Policy) -> str:
     """Everything that can be checked before the store is read; returns the AOR."""
     request.check()
+    check_request_uri(request, policy)  # step 1 comes before step 2
     check_required(request, policy)
     return address_of_record(request, policy)
