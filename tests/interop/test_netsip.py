@@ -1,0 +1,146 @@
+"""The Perl Net::SIP user agent (Debian ``libnet-sip-perl``) against ``sipreg serve``.
+
+``netsip_register.pl`` registers with ``Net::SIP::Simple->register`` over a UDP
+or TCP leg and exits 0 only on a 2xx that lists its contact with an expiry.
+The tests then stop the server and read the binding it committed.
+"""
+
+from __future__ import annotations
+
+import re
+import shlex
+import subprocess
+from dataclasses import dataclass
+
+import pytest
+
+from .conftest import DOMAIN, HERE, HOST, Server, StartServer
+
+pytestmark = pytest.mark.interop
+
+SCRIPT = HERE / "netsip_register.pl"
+#: The script's own alarm; the subprocess bound is a little longer.
+ALARM = 20
+
+
+@dataclass
+class NetSipRun:
+    """The outcome of one ``netsip_register.pl`` run."""
+
+    returncode: int
+    stdout: str
+    stderr: str
+    command: str
+
+    @property
+    def contact(self) -> str:
+        """The Contact URI the script registered."""
+        found = re.search(r"^contact (\S+)$", self.stdout, re.M)
+        assert found, self.explain()
+        return found[1]
+
+    @property
+    def expires(self) -> int:
+        """The expiry Net::SIP read from the 200 for its own contact."""
+        found = re.search(r"^ok expires=(\d+) code=2\d\d$", self.stdout, re.M)
+        assert found, self.explain()
+        return int(found[1])
+
+    @property
+    def listed(self) -> list[str]:
+        """The Contact header values of the 200."""
+        return re.findall(r"^binding (.+)$", self.stdout, re.M)
+
+    def explain(self, server: Server | None = None) -> str:
+        """The script's output and Net::SIP's packet dump, for failure messages."""
+        text = (
+            f"netsip_register.pl exited {self.returncode}: {self.command}\n"
+            f"--- stdout ---\n{self.stdout}\n--- stderr (Net::SIP debug) ---\n{self.stderr}"
+        )
+        if server is not None:
+            text += f"\n--- server log ---\n{server.log_text()}"
+        return text
+
+
+def register(perl: str, server: Server, proto: str, user: str, *, expires: int = 120) -> NetSipRun:
+    """Register ``user@example.com`` with Net::SIP over ``proto`` (``udp`` or ``tcp``)."""
+    target = server.udp if proto == "udp" else server.tcp
+    args = [
+        perl,
+        str(SCRIPT),
+        "--proto",
+        proto,
+        "--registrar",
+        target,
+        "--user",
+        user,
+        "--domain",
+        DOMAIN,
+        "--expires",
+        str(expires),
+        "--timeout",
+        str(ALARM),
+        "--debug",
+        "3",
+    ]
+    proc = subprocess.run(
+        args,
+        stdin=subprocess.DEVNULL,
+        capture_output=True,
+        text=True,
+        errors="replace",
+        timeout=ALARM + 10,
+        check=False,
+    )
+    return NetSipRun(proc.returncode, proc.stdout, proc.stderr, shlex.join(args))
+
+
+@pytest.mark.parametrize("proto", ["udp", "tcp"])
+def test_netsip_registers(netsip_perl: str, server: Server, proto: str) -> None:
+    user = f"netsip-{proto}"
+    run = register(netsip_perl, server, proto, user)
+    assert run.returncode == 0, run.explain(server)
+    assert 111 <= run.expires <= 120, run.explain(server)
+    assert any(run.contact in listed for listed in run.listed), run.explain(server)
+    if proto == "tcp":
+        assert run.contact.endswith(";transport=tcp")
+
+    bindings = server.bindings()
+    assert [(b.aor, b.contact) for b in bindings] == [(f"sip:{user}@{DOMAIN}", run.contact)]
+    binding = bindings[0]
+    assert binding.transport == proto
+    assert binding.source[0] == HOST
+    local_port = server.udp_port if proto == "udp" else server.tcp_port
+    assert binding.local[1] == local_port
+    if proto == "udp":  # Net::SIP sends from its leg's socket, the Contact's port
+        assert f"{HOST}:{binding.source[1]}" in run.contact
+
+
+def test_netsip_udp_and_tcp_contacts_of_one_user_are_both_kept(
+    netsip_perl: str, server: Server
+) -> None:
+    udp = register(netsip_perl, server, "udp", "carol")
+    assert udp.returncode == 0, udp.explain(server)
+    tcp = register(netsip_perl, server, "tcp", "carol")
+    assert tcp.returncode == 0, tcp.explain(server)
+    # A REGISTER adds to the AOR's bindings (Net::SIP::Registrar replaced them):
+    # the second 200 lists both contacts.
+    assert len(tcp.listed) == 2, tcp.explain(server)
+    assert any(udp.contact in listed for listed in tcp.listed), tcp.explain(server)
+
+    bindings = server.bindings()
+    assert sorted((b.contact, b.transport) for b in bindings) == sorted(
+        [(udp.contact, "udp"), (tcp.contact, "tcp")]
+    )
+    assert {b.aor for b in bindings} == {f"sip:carol@{DOMAIN}"}
+
+
+def test_netsip_interval_too_brief_fails_with_423(
+    netsip_perl: str, start_server: StartServer
+) -> None:
+    server = start_server(min_expires=60)
+    run = register(netsip_perl, server, "udp", "dave", expires=10)
+    assert run.returncode == 1, run.explain(server)
+    assert "fail code=423" in run.stdout, run.explain(server)
+    assert re.search(r"^Min-Expires:\s*60\s*$", run.stdout, re.M | re.I), run.explain(server)
+    assert server.bindings() == []
