@@ -179,6 +179,25 @@ class Server:
         self.stop()
         return read_bindings(self.db)
 
+    def listed(self, aor: str | None = None) -> list[str]:
+        """Stop the server (asserting exit 0); the lines ``sipreg bindings list`` prints."""
+        self.stop()
+        args = [*server_command(), "bindings", "list", "--store", f"sqlite:{self.db}"]
+        if aor is not None:
+            args.append(aor)
+        proc = subprocess.run(
+            args,
+            stdin=subprocess.DEVNULL,
+            capture_output=True,
+            text=True,
+            timeout=60,
+            check=False,
+        )
+        assert proc.returncode == 0, (
+            f"{shlex.join(args)} exited {proc.returncode}\n{proc.stdout}\n{proc.stderr}"
+        )
+        return [line for line in proc.stdout.splitlines() if line.strip()]
+
 
 StartServer = Callable[..., Server]
 

@@ -114,6 +114,11 @@ def test_netsip_registers(netsip_perl: str, server: Server, proto: str) -> None:
     assert binding.local[1] == local_port
     if proto == "udp":  # Net::SIP sends from its leg's socket, the Contact's port
         assert f"{HOST}:{binding.source[1]}" in run.contact
+    # `sipreg bindings list AOR` shows the contact and the transport it came over.
+    [line] = server.listed(f"sip:{user}@{DOMAIN}")
+    fields = line.split()
+    assert fields[:2] == [f"sip:{user}@{DOMAIN}", run.contact]
+    assert f"source={proto}:{HOST}:{binding.source[1]}" in fields
 
 
 def test_netsip_udp_and_tcp_contacts_of_one_user_are_both_kept(

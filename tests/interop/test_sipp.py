@@ -173,6 +173,11 @@ def test_sipp_registers_1000_distinct_users(sipp: str, server: Server, tmp_path:
         assert b.transport == "udp"
         assert b.source == (HOST, run.local_port)
         assert b.user_agent == "SIPp"
+    # And as the operator sees it: one line per binding, AOR first.
+    lines = server.listed()
+    assert len(lines) == USERS
+    assert sorted(line.split()[0] for line in lines) == sorted(by_aor)
+    assert all(f"source=udp:{HOST}:{run.local_port}" in line.split() for line in lines)
 
 
 def test_sipp_200_lists_contact_with_expires(sipp: str, server: Server, tmp_path: Path) -> None:
