@@ -1,0 +1,171 @@
+"""The ``sipreg`` command in process: flag errors, ``bindings list`` and ``bindings remove``."""
+
+from __future__ import annotations
+
+import asyncio
+import re
+import time
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from sipreg import __version__
+from sipreg.cli import main
+from sipreg.registrar.binding import Binding
+from sipreg.store.base import Change
+from sipreg.store.sqlite import SqliteStore
+
+ALICE = "sip:alice@example.com"
+BOB = "sip:bob@example.com"
+
+
+def usage_error(capsys: pytest.CaptureFixture[str], *argv: str) -> str:
+    """Run ``sipreg argv`` expecting exit status 2; its stderr."""
+    with pytest.raises(SystemExit) as exited:
+        main(list(argv))
+    assert exited.value.code == 2
+    err = capsys.readouterr().err
+    assert "Traceback" not in err
+    return err
+
+
+@pytest.mark.parametrize(
+    ("argv", "complaint"),
+    [
+        (["serve", "--min-expires", "500", "--max-expires", "100"], "min_expires (500) is above"),
+        (["serve", "--min-expires", "soon"], "invalid int value: 'soon'"),
+        (["serve", "--listen", "udp:127.0.0.1"], "bad listen spec 'udp:127.0.0.1'"),
+        (["serve", "--log-level", "loud"], "invalid choice: 'loud'"),
+        (["serve", "--store", "redis://x"], "is not sqlite:PATH or memory:"),
+        (["serve", "--config", "/nonexistent/sipreg.toml"], "cannot read config file"),
+        (["serve", "--colour"], "unrecognized arguments: --colour"),
+        (["bindings", "list", "--store", "memory:", "sip:alice@[bad"], "bad AOR"),
+        ([], "required: COMMAND"),
+    ],
+)
+def test_bad_flags_exit_2_with_a_message(
+    capsys: pytest.CaptureFixture[str], argv: list[str], complaint: str
+) -> None:
+    err = usage_error(capsys, *argv)
+    assert complaint in err
+    assert "sipreg" in err
+
+
+def test_bad_config_file_exits_2_naming_the_key(
+    capsys: pytest.CaptureFixture[str], tmp_path: Path
+) -> None:
+    path = tmp_path / "sipreg.toml"
+    path.write_text('domains = ["example.com"]\nport = 5060\n')
+    err = usage_error(capsys, "serve", "--config", str(path))
+    assert f"config file {path}: unknown setting(s): port" in err
+
+
+def test_version(capsys: pytest.CaptureFixture[str]) -> None:
+    with pytest.raises(SystemExit) as exited:
+        main(["--version"])
+    assert exited.value.code == 0
+    assert capsys.readouterr().out == f"sipreg {__version__}\n"
+
+
+def _binding(aor: str, contact: str, **fields: Any) -> Binding:
+    now = time.time()
+    values: dict[str, Any] = {
+        "expires_at": now + 300,
+        "call_id": "c1",
+        "cseq": 1,
+        "registered_at": now,
+        "source": ("192.0.2.7", 5062),
+        "transport": "udp",
+        "local": ("192.0.2.1", 5060),
+    }
+    values.update(fields)
+    return Binding(aor=aor, contact=contact, **values)
+
+
+@pytest.fixture
+def db(tmp_path: Path) -> Path:
+    """A SQLite store holding two bindings of alice (one expired) and one of bob."""
+    path = tmp_path / "bindings.db"
+
+    async def fill() -> None:
+        store = SqliteStore(path)
+        await store.open()
+        for binding in [
+            _binding(ALICE, "sip:alice@192.0.2.7:5062", q=0.5, user_agent='Phone "X"/1.0'),
+            _binding(ALICE, "sip:alice@192.0.2.8", expires_at=time.time() - 1),
+            _binding(
+                BOB, "sip:bob@[2001:db8::9]:5060", transport="tcp", source=("2001:db8::9", 40000)
+            ),
+        ]:
+            state = await store.load(binding.aor)
+            await store.apply(Change(aor=binding.aor, version=state.version, upsert=(binding,)))
+        await store.close()
+
+    asyncio.run(fill())
+    return path
+
+
+LINE = re.compile(r"(\S+) (\S+) expires=(\d+) q=(\S+) source=(\S+) ua=(.*)")
+
+
+def test_bindings_list_prints_one_line_per_live_binding(
+    capsys: pytest.CaptureFixture[str], db: Path
+) -> None:
+    assert main(["bindings", "list", "--store", f"sqlite:{db}"]) == 0
+    lines = capsys.readouterr().out.splitlines()
+    parsed = [LINE.fullmatch(line) for line in lines]
+    assert all(parsed), lines
+    fields = [m.groups() for m in parsed if m]
+    assert [(f[0], f[1], f[3], f[4], f[5]) for f in fields] == [
+        (ALICE, "sip:alice@192.0.2.7:5062", "0.5", "udp:192.0.2.7:5062", '"Phone \\"X\\"/1.0"'),
+        (BOB, "sip:bob@[2001:db8::9]:5060", "-", "tcp:[2001:db8::9]:40000", "-"),
+    ]
+    assert all(295 <= int(f[2]) <= 300 for f in fields)
+
+
+def test_bindings_list_of_one_aor(capsys: pytest.CaptureFixture[str], db: Path) -> None:
+    assert main(["bindings", "list", "sip:bob@Example.COM", "--store", f"sqlite:{db}"]) == 0
+    lines = capsys.readouterr().out.splitlines()
+    assert len(lines) == 1
+    assert lines[0].startswith(f"{BOB} sip:bob@[2001:db8::9]:5060 expires=")
+
+
+def test_bindings_list_uses_the_config_file(
+    capsys: pytest.CaptureFixture[str], db: Path, tmp_path: Path
+) -> None:
+    config = tmp_path / "sipreg.toml"
+    config.write_text(f'store = "sqlite:{db}"\n')
+    assert main(["bindings", "list", "--config", str(config)]) == 0
+    assert len(capsys.readouterr().out.splitlines()) == 2
+
+
+def test_bindings_list_needs_an_existing_store(
+    capsys: pytest.CaptureFixture[str], tmp_path: Path
+) -> None:
+    assert main(["bindings", "list", "--data-dir", str(tmp_path)]) == 1
+    assert f"no store at {tmp_path}/sipreg.db" in capsys.readouterr().err
+    assert not (tmp_path / "sipreg.db").exists()
+
+
+def test_bindings_remove_one_contact(capsys: pytest.CaptureFixture[str], db: Path) -> None:
+    store = f"sqlite:{db}"
+    # The contact matches by RFC 3261 19.1.4 comparison: %61 is "a".
+    assert (
+        main(["bindings", "remove", ALICE, "<sip:%61lice@192.0.2.7:5062>", "--store", store]) == 0
+    )
+    assert capsys.readouterr().out == f"removed 1 binding(s) of {ALICE}\n"
+    assert main(["bindings", "remove", ALICE, "sip:alice@192.0.2.7:5062", "--store", store]) == 1
+    assert f"no matching binding of {ALICE}" in capsys.readouterr().err
+    assert main(["bindings", "list", "--store", store]) == 0
+    assert [line.split()[0] for line in capsys.readouterr().out.splitlines()] == [BOB]
+
+
+def test_bindings_remove_every_contact_of_an_aor(
+    capsys: pytest.CaptureFixture[str], db: Path
+) -> None:
+    store = f"sqlite:{db}"
+    assert main(["bindings", "remove", "sip:bob@EXAMPLE.com", "--store", store]) == 0
+    assert capsys.readouterr().out == f"removed 1 binding(s) of {BOB}\n"
+    assert main(["bindings", "list", BOB, "--store", store]) == 0
+    assert capsys.readouterr().out == ""

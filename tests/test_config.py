@@ -1,0 +1,185 @@
+"""Config: listen specs, defaults, TOML loading, flag overrides and checked values."""
+
+from __future__ import annotations
+
+import re
+from pathlib import Path
+
+import pytest
+
+from sipreg.config import (
+    DEFAULT_LISTEN,
+    Config,
+    ConfigError,
+    ListenSpec,
+    load_config,
+    parse_listen,
+)
+
+
+@pytest.mark.parametrize(
+    ("spec", "parsed"),
+    [
+        ("udp:127.0.0.1:5060", ListenSpec("udp", "127.0.0.1", 5060)),
+        ("tcp:0.0.0.0:0", ListenSpec("tcp", "0.0.0.0", 0)),
+        ("udp:[::1]:5070", ListenSpec("udp", "::1", 5070)),
+        ("tcp:[::]:5060", ListenSpec("tcp", "::", 5060)),
+        ("udp:[0:0::1]:5060", ListenSpec("udp", "::1", 5060)),
+        ("tcp:sip.example.com:5061", ListenSpec("tcp", "sip.example.com", 5061)),
+    ],
+)
+def test_listen_specs_parse(spec: str, parsed: ListenSpec) -> None:
+    assert parse_listen(spec) == parsed
+    assert parse_listen(str(parsed)) == parsed
+
+
+def test_listen_spec_prints_ipv6_in_brackets() -> None:
+    assert str(ListenSpec("udp", "::1", 5060)) == "udp:[::1]:5060"
+    assert str(ListenSpec("tcp", "127.0.0.1", 0)) == "tcp:127.0.0.1:0"
+
+
+@pytest.mark.parametrize(
+    ("spec", "complaint"),
+    [
+        ("udp:127.0.0.1", "use udp:HOST:PORT"),
+        ("sctp:127.0.0.1:5060", "transport must be udp or tcp"),
+        ("udp:[::1:5060", "use udp:HOST:PORT"),
+        ("udp:::1:5060", "use udp:HOST:PORT"),
+        ("udp:[nope]:5060", "not an IPv6 address"),
+        ("udp::5060", "no host"),
+        ("tcp:127.0.0.1:65536", "port above 65535"),
+        ("tcp:127.0.0.1:-1", "use udp:HOST:PORT"),
+    ],
+)
+def test_bad_listen_specs_are_refused(spec: str, complaint: str) -> None:
+    with pytest.raises(ConfigError, match=complaint):
+        parse_listen(spec)
+
+
+def test_defaults() -> None:
+    config = Config()
+    assert config.listen == DEFAULT_LISTEN
+    assert [str(s) for s in config.listen] == ["udp:0.0.0.0:5060", "tcp:0.0.0.0:5060"]
+    assert (config.min_expires, config.max_expires, config.default_expires) == (30, 300, 3600)
+    assert config.max_message_size == 65535
+    assert config.store_url == "sqlite:sipreg.db"
+    assert all(spec.wildcard for spec in config.listen)
+
+
+def test_default_store_lives_in_the_data_dir(tmp_path: Path) -> None:
+    assert Config(data_dir=str(tmp_path)).store_url == f"sqlite:{tmp_path}/sipreg.db"
+    assert Config(data_dir=str(tmp_path), store="memory:").store_url == "memory:"
+
+
+FULL = """
+listen = ["udp:127.0.0.1:5070", "tcp:[::1]:5071"]
+domains = ["example.com", "example.org"]
+aliases = ["sip.example.com"]
+min_expires = 60
+max_expires = 7200
+default_expires = 600
+max_contacts = 5
+store = "sqlite:/var/lib/sipreg/bindings.db"
+data_dir = "/var/lib/sipreg"
+log_level = "DEBUG"
+max_message_size = 4096
+tcp_idle_timeout = 30
+max_connections = 10
+max_in_flight = 20
+expire_interval = 2.5
+shutdown_timeout = 3
+"""
+
+
+def test_every_setting_loads_from_toml(tmp_path: Path) -> None:
+    path = tmp_path / "sipreg.toml"
+    path.write_text(FULL)
+    assert load_config(str(path)) == Config(
+        listen=(ListenSpec("udp", "127.0.0.1", 5070), ListenSpec("tcp", "::1", 5071)),
+        domains=("example.com", "example.org"),
+        aliases=("sip.example.com",),
+        min_expires=60,
+        max_expires=7200,
+        default_expires=600,
+        max_contacts=5,
+        store="sqlite:/var/lib/sipreg/bindings.db",
+        data_dir="/var/lib/sipreg",
+        log_level="debug",
+        max_message_size=4096,
+        tcp_idle_timeout=30.0,
+        max_connections=10,
+        max_in_flight=20,
+        expire_interval=2.5,
+        shutdown_timeout=3.0,
+    )
+
+
+def test_flags_override_the_file(tmp_path: Path) -> None:
+    path = tmp_path / "sipreg.toml"
+    path.write_text(FULL)
+    config = load_config(
+        str(path),
+        {"listen": ["udp:127.0.0.1:0"], "min_expires": 120, "store": None, "domains": None},
+    )
+    assert config.listen == (ListenSpec("udp", "127.0.0.1", 0),)
+    assert config.min_expires == 120
+    assert config.store == "sqlite:/var/lib/sipreg/bindings.db"  # None means "not given"
+    assert config.domains == ("example.com", "example.org")
+    assert config.max_expires == 7200
+
+
+def test_no_file_means_defaults_and_flags() -> None:
+    assert load_config(None, {"domains": ["example.com"]}) == Config(domains=("example.com",))
+
+
+@pytest.mark.parametrize(
+    ("toml", "complaint"),
+    [
+        ("colour = 'blue'", "unknown setting\\(s\\): colour"),
+        ("min_expires = '30'", "min_expires: expected an integer"),
+        ("min_expires = true", "min_expires: expected an integer"),
+        ("min_expires = 1.5", "min_expires: expected an integer"),
+        ("expire_interval = 'soon'", "expire_interval: expected a number"),
+        ("domains = 'example.com'", "domains: expected a list of strings"),
+        ("domains = [1]", "domains: expected a string"),
+        ("listen = ['udp:localhost']", "listen: bad listen spec 'udp:localhost'"),
+        ("store = 5", "store: expected a string"),
+        ("[server]\nport = 5060", "unknown setting\\(s\\): server"),
+    ],
+)
+def test_bad_file_settings_name_the_file_and_key(tmp_path: Path, toml: str, complaint: str) -> None:
+    path = tmp_path / "bad.toml"
+    path.write_text(toml)
+    with pytest.raises(ConfigError, match=f"config file {re.escape(str(path))}: {complaint}"):
+        load_config(str(path))
+
+
+@pytest.mark.parametrize(
+    ("values", "complaint"),
+    [
+        ({"min_expires": 500, "max_expires": 100}, "min_expires \\(500\\) is above max_expires"),
+        ({"min_expires": -1}, "min_expires: must be 0 or more"),
+        ({"max_expires": 0}, "max_expires: must be positive"),
+        ({"default_expires": 0}, "default_expires: must be positive"),
+        ({"max_contacts": 0}, "max_contacts: must be at least 1"),
+        ({"max_connections": 0}, "max_connections: must be at least 1"),
+        ({"max_message_size": 100}, "max_message_size: must be between"),
+        ({"tcp_idle_timeout": 0}, "tcp_idle_timeout: must be positive"),
+        ({"expire_interval": -1}, "expire_interval: must be positive"),
+        ({"log_level": "loud"}, "log_level: 'loud' is not one of"),
+        ({"store": "redis://x"}, "store: 'redis://x' is not sqlite:PATH or memory:"),
+        ({"listen": []}, "at least one listen spec"),
+    ],
+)
+def test_bad_values_are_refused(values: dict[str, object], complaint: str) -> None:
+    with pytest.raises(ConfigError, match=complaint):
+        load_config(None, values)
+
+
+def test_unreadable_or_invalid_files_are_config_errors(tmp_path: Path) -> None:
+    with pytest.raises(ConfigError, match=r"cannot read config file .*missing\.toml"):
+        load_config(str(tmp_path / "missing.toml"))
+    path = tmp_path / "broken.toml"
+    path.write_text("listen = [")
+    with pytest.raises(ConfigError, match="is not valid TOML"):
+        load_config(str(path))
