@@ -1,13 +1,25 @@
 # Two commands a new user needs: `make run` and `make test`.
+#
+#   make test       ruff check, ruff format --check, mypy --strict, then pytest: every
+#                   test, the interop group (SIPp, Net::SIP) included.  As root it first
+#                   apt-installs the Debian packages those need (scripts/install-system-deps.sh).
+#   make interop    only the interop tests
+#   PYTEST_ARGS=... extra pytest arguments, e.g. PYTEST_ARGS="-x -k sipp"
+#
+# pytest's exit code is make's: a failure, an error or "no tests collected" (5) fails.
 PYTHON ?= python3
 VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 ARGS ?=
+PYTEST_ARGS ?=
+# What ruff and mypy check.
+CODE := src tests $(wildcard bench)
 
-.PHONY: run test lint typecheck pytest system-deps bench clean
+.PHONY: run test lint typecheck pytest interop system-deps bench clean
 
 $(STAMP): pyproject.toml
+	PYTHON=$(PYTHON) sh scripts/install-system-deps.sh python
 	$(PYTHON) -m venv $(VENV)
 	$(BIN)/pip install -q --upgrade pip
 	$(BIN)/pip install -q -e '.[dev,uvloop]'
@@ -17,17 +29,20 @@ run: $(STAMP)
 	$(BIN)/sipreg serve $(ARGS)
 
 system-deps:
-	sh scripts/install-system-deps.sh
+	sh scripts/install-system-deps.sh interop
 
 lint: $(STAMP)
-	$(BIN)/ruff check src tests bench
-	$(BIN)/ruff format --check src tests bench
+	$(BIN)/ruff check $(CODE)
+	$(BIN)/ruff format --check $(CODE)
 
 typecheck: $(STAMP)
-	$(BIN)/mypy --strict src tests bench
+	$(BIN)/mypy --strict $(CODE)
 
 pytest: $(STAMP) system-deps
-	$(BIN)/pytest
+	$(BIN)/pytest $(PYTEST_ARGS)
+
+interop: $(STAMP) system-deps
+	$(BIN)/pytest -m interop $(PYTEST_ARGS)
 
 test: lint typecheck pytest
 

@@ -1,15 +1,60 @@
 #!/bin/sh
-# Installs the Debian packages the interop tests drive (SIPp, Net::SIP, sipsak).
-# Runs only as root and only for what is missing; elsewhere it says what to install.
+# Installs the Debian packages `make` needs, and only those that are missing.
+#
+#   sh scripts/install-system-deps.sh [python] [interop]     (no argument: both)
+#
+#   python   python3-venv, when `$PYTHON -m venv` cannot work (no venv/ensurepip)
+#   interop  sip-tester (SIPp) and libnet-sip-perl (Net::SIP): the real SIP peers
+#            the interop tests drive
+#
+# As root, or with password-less sudo, it runs apt-get.  Otherwise it says what
+# to install and exits 0: the interop tests then skip, or fail when CI=true.
+# A failed install of the python group is fatal (no venv without it); a failed
+# install of the interop group is left for the tests to report.
 set -eu
+PYTHON=${PYTHON:-python3}
+groups=${*:-python interop}
+
 missing=""
-command -v sipp >/dev/null 2>&1 || missing="$missing sip-tester"
-perl -MNet::SIP -e 1 >/dev/null 2>&1 || missing="$missing libnet-sip-perl"
+fatal=0
+for group in $groups; do
+    case $group in
+    python)
+        if ! "$PYTHON" -c 'import ensurepip, venv' >/dev/null 2>&1; then
+            missing="$missing python3-venv"
+            fatal=1
+        fi
+        ;;
+    interop)
+        command -v sipp >/dev/null 2>&1 || missing="$missing sip-tester"
+        perl -MNet::SIP -e 1 >/dev/null 2>&1 || missing="$missing libnet-sip-perl"
+        ;;
+    *)
+        echo "install-system-deps: unknown group '$group' (python, interop)" >&2
+        exit 2
+        ;;
+    esac
+done
 [ -z "$missing" ] && exit 0
-if [ "$(id -u)" = "0" ] && command -v apt-get >/dev/null 2>&1; then
-    export DEBIAN_FRONTEND=noninteractive
-    apt-get update -qq
-    apt-get install -y -qq --no-install-recommends $missing >/dev/null
+
+give_up() {
+    echo "install-system-deps: $1; install by hand:$missing" >&2
+    exit "$fatal"
+}
+
+if [ "$(id -u)" = "0" ]; then
+    sudo=""
+elif command -v sudo >/dev/null 2>&1 && sudo -n true >/dev/null 2>&1; then
+    sudo="sudo"
 else
-    echo "install-system-deps: not root; interop tests need:$missing" >&2
+    give_up "not root"
+fi
+command -v apt-get >/dev/null 2>&1 || give_up "no apt-get"
+
+echo "install-system-deps: apt-get install$missing" >&2
+# shellcheck disable=SC2086 # $missing is a list of package names
+if ! { $sudo env DEBIAN_FRONTEND=noninteractive apt-get update -qq &&
+    $sudo env DEBIAN_FRONTEND=noninteractive \
+        apt-get install -y -qq --no-install-recommends $missing >/dev/null; }; then
+    give_up "apt-get failed"
 fi
