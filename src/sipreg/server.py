@@ -19,7 +19,7 @@ import signal
 import socket
 from collections.abc import Iterable
 
-from .config import Config, format_address
+from .config import Config, ListenSpec, format_address
 from .service import Registrar
 from .store import BindingStore, open_store
 from .transport import InFlight
@@ -68,23 +68,10 @@ class Server:
                 mode="redirect",
             )
             for spec in config.listen:
-                if spec.transport == "udp":
-                    leg = await listen_udp(
-                        spec.host, spec.port, registrar, self.in_flight, config.max_message_size
-                    )
-                    self.udp.append(leg)
-                    self._bound.append(format_address("udp", *leg.local))
-                else:
-                    listener = TcpListener(
-                        registrar,
-                        self.in_flight,
-                        max_size=config.max_message_size,
-                        idle_timeout=config.tcp_idle_timeout,
-                        max_connections=config.max_connections,
-                    )
-                    self.tcp.append(listener)
-                    await listener.listen(spec.host, spec.port)
-                    self._bound.append(format_address("tcp", *listener.local))
+                try:
+                    await self._listen(spec, registrar)
+                except OSError as err:
+                    raise OSError(f"cannot listen on {spec}: {_reason(err)}") from err
         except BaseException:
             await self._close_sockets()
             await self.store.close()
@@ -93,6 +80,26 @@ class Server:
         for address in self._bound:
             log.info("listening on %s", address)
         self._sweeper = asyncio.create_task(self._sweep())
+
+    async def _listen(self, spec: ListenSpec, registrar: Registrar) -> None:
+        config = self.config
+        if spec.transport == "udp":
+            leg = await listen_udp(
+                spec.host, spec.port, registrar, self.in_flight, config.max_message_size
+            )
+            self.udp.append(leg)
+            self._bound.append(format_address("udp", *leg.local))
+            return
+        listener = TcpListener(
+            registrar,
+            self.in_flight,
+            max_size=config.max_message_size,
+            idle_timeout=config.tcp_idle_timeout,
+            max_connections=config.max_connections,
+        )
+        await listener.listen(spec.host, spec.port)
+        self.tcp.append(listener)
+        self._bound.append(format_address("tcp", *listener.local))
 
     async def stop(self) -> None:
         """Stop reading, finish requests in progress (bounded), close sockets and store."""
@@ -153,6 +160,16 @@ class Server:
             found += infos
             found += [_outbound(address, family) for address, family in _PROBES]
         return list(dict.fromkeys(host for host in found if host))
+
+
+def _reason(err: OSError) -> str:
+    """The errno text of ``err`` or of the error it wraps (uvloop wraps bind errors)."""
+    cause: BaseException | None = err
+    while cause is not None:
+        if isinstance(cause, OSError) and cause.errno:
+            return os.strerror(cause.errno)
+        cause = cause.__cause__ or cause.__context__
+    return str(err)
 
 
 def _resolve(names: Iterable[str]) -> list[str]:

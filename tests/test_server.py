@@ -1,0 +1,373 @@
+"""End to end: ``python -m sipreg serve`` as a subprocess, driven with hand-written bytes."""
+
+from __future__ import annotations
+
+import itertools
+import queue
+import re
+import signal
+import socket
+import sqlite3
+import subprocess
+import sys
+import threading
+import time
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+from sipreg.config import Config, ListenSpec
+from sipreg.server import Server
+from sipreg.service import Registrar
+from sipreg.store.memory import MemoryStore
+
+TIMEOUT = 10.0
+_ids = itertools.count(1)
+
+
+class Sipreg:
+    """A ``sipreg serve`` subprocess; ``ports`` are read from its ``listening on`` log lines."""
+
+    def __init__(self, store: str, cwd: Path) -> None:
+        self.proc = subprocess.Popen(
+            [sys.executable, "-m", "sipreg", "serve", "--listen", "udp:127.0.0.1:0",
+             "--listen", "tcp:127.0.0.1:0", "--store", store, "--domain", "example.com"],
+            cwd=cwd, stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL,
+            stderr=subprocess.PIPE, text=True,
+        )  # fmt: skip
+        self.log: list[str] = []
+        self._lines: queue.Queue[str | None] = queue.Queue()
+        threading.Thread(target=self._read, daemon=True).start()
+        self.ports: dict[str, int] = {}
+        while "ready" not in self.next_line():
+            pass
+        assert set(self.ports) == {"udp", "tcp"}, self.log
+
+    def _read(self) -> None:
+        assert self.proc.stderr is not None
+        for line in self.proc.stderr:
+            self._lines.put(line)
+        self._lines.put(None)
+
+    def next_line(self) -> str:
+        """The next line of the server's log; fails if it exits or stays silent."""
+        line = self._lines.get(timeout=TIMEOUT)
+        assert line is not None, "the server exited:\n" + "".join(self.log)
+        self.log.append(line)
+        m = re.search(r"listening on (udp|tcp):127\.0\.0\.1:(\d+)$", line.rstrip())
+        if m:
+            self.ports[m.group(1)] = int(m.group(2))
+        return line
+
+    def wait_for(self, pattern: str) -> str:
+        """The next log line matching ``pattern``."""
+        while True:
+            line = self.next_line()
+            if re.search(pattern, line):
+                return line
+
+    def stop(self, signum: int = signal.SIGTERM) -> int:
+        """Send ``signum``; the exit status."""
+        self.proc.send_signal(signum)
+        return self.proc.wait(TIMEOUT)
+
+    def rest_of_log(self) -> str:
+        """Everything the server logged, up to its exit."""
+        while True:
+            line = self._lines.get(timeout=TIMEOUT)
+            if line is None:
+                return "".join(self.log)
+            self.log.append(line)
+
+
+@pytest.fixture
+def db(tmp_path: Path) -> str:
+    """A store URL in a scratch directory."""
+    return f"sqlite:{tmp_path / 'x.db'}"
+
+
+@pytest.fixture
+def server(db: str, tmp_path: Path) -> Iterator[Sipreg]:
+    """A running server on that store, stopped (SIGTERM, exit 0) after the test."""
+    proc = Sipreg(db, tmp_path)
+    yield proc
+    if proc.proc.poll() is None:
+        assert proc.stop() == 0
+
+
+def request(
+    method: str,
+    uri: str,
+    *,
+    to: str,
+    port: int,
+    transport: str = "UDP",
+    extra: tuple[str, ...] = (),
+) -> tuple[bytes, str]:
+    """A request from 127.0.0.1:``port`` with a fresh Call-ID; the bytes and the Call-ID."""
+    n = next(_ids)
+    call_id = f"call-{n}@test"
+    lines = [
+        f"{method} {uri} SIP/2.0",
+        f"Via: SIP/2.0/{transport} 127.0.0.1:{port};branch=z9hG4bK-{n};rport",
+        "Max-Forwards: 70",
+        f"To: <{to}>",
+        f"From: <sip:tester@example.com>;tag=f{n}",
+        f"Call-ID: {call_id}",
+        f"CSeq: 1 {method}",
+        *extra,
+        "Content-Length: 0",
+    ]
+    return ("\r\n".join(lines) + "\r\n\r\n").encode(), call_id
+
+
+def register(user: str, contact: str, port: int, transport: str = "UDP") -> bytes:
+    """A REGISTER of ``contact`` for ``user@example.com`` asking for 300 s."""
+    data, _ = request(
+        "REGISTER", "sip:example.com", to=f"sip:{user}@example.com", port=port,
+        transport=transport, extra=(f"Contact: <{contact}>", "Expires: 300"),
+    )  # fmt: skip
+    return data
+
+
+class Udp:
+    """A UDP socket on 127.0.0.1 that talks to one server."""
+
+    def __init__(self, server_port: int) -> None:
+        self.sock = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+        self.sock.bind(("127.0.0.1", 0))
+        self.sock.settimeout(TIMEOUT)
+        self.server = ("127.0.0.1", server_port)
+        self.port: int = self.sock.getsockname()[1]
+
+    def ask(self, data: bytes) -> bytes:
+        """Send ``data``; the answer."""
+        self.sock.sendto(data, self.server)
+        return self.sock.recv(65536)
+
+    def silent(self, data: bytes, wait: float = 0.3) -> bool:
+        """Send ``data``; True if nothing comes back within ``wait`` seconds."""
+        self.sock.sendto(data, self.server)
+        self.sock.settimeout(wait)
+        try:
+            self.sock.recv(65536)
+        except TimeoutError:
+            return True
+        finally:
+            self.sock.settimeout(TIMEOUT)
+        return False
+
+    def close(self) -> None:
+        """Close the socket."""
+        self.sock.close()
+
+
+@pytest.fixture
+def udp(server: Sipreg) -> Iterator[Udp]:
+    """A UDP client of ``server``."""
+    client = Udp(server.ports["udp"])
+    yield client
+    client.close()
+
+
+def status(answer: bytes) -> int:
+    """The status code of a response."""
+    assert answer.startswith(b"SIP/2.0 "), answer[:60]
+    return int(answer[8:11])
+
+
+def header(answer: bytes, name: str) -> list[str]:
+    """Every value of header ``name`` in ``answer``."""
+    return re.findall(rf"^{name}: ?(.*?)\r$", answer.decode(), re.M | re.I)
+
+
+def tcp_ask(port: int, data: bytes) -> bytes:
+    """Send ``data`` on a new TCP connection; the first whole response."""
+    with socket.create_connection(("127.0.0.1", port), timeout=TIMEOUT) as sock:
+        sock.sendall(data)
+        answer = b""
+        while b"\r\n\r\n" not in answer:
+            chunk = sock.recv(65536)
+            assert chunk, "connection closed before an answer"
+            answer += chunk
+        return answer
+
+
+def sipreg(*argv: str) -> subprocess.CompletedProcess[str]:
+    """Run ``python -m sipreg argv`` to completion."""
+    return subprocess.run(
+        [sys.executable, "-m", "sipreg", *argv], capture_output=True, text=True, timeout=TIMEOUT
+    )
+
+
+def test_register_over_udp_and_tcp(server: Sipreg, udp: Udp) -> None:
+    answer = udp.ask(register("alice", "sip:alice@192.0.2.7:5062", udp.port))
+    assert status(answer) == 200
+    assert header(answer, "Contact") == ["<sip:alice@192.0.2.7:5062>;expires=300"]
+    assert header(answer, "Date")
+    answer = tcp_ask(
+        server.ports["tcp"], register("alice", "sip:alice@192.0.2.8;transport=tcp", 9, "TCP")
+    )
+    assert status(answer) == 200
+    assert sorted(header(answer, "Contact")) == [
+        "<sip:alice@192.0.2.7:5062>;expires=300",
+        "<sip:alice@192.0.2.8;transport=tcp>;expires=300",
+    ]
+    server.wait_for(
+        r"INFO sipreg.register: REGISTER sip:alice@example.com"
+        r" from 127.0.0.1:\d+/tcp -> 200, 2 contact"
+    )
+
+
+def test_options_invite_unknown_method_and_ack(server: Sipreg, udp: Udp) -> None:
+    port = server.ports["udp"]
+    options, _ = request("OPTIONS", f"sip:127.0.0.1:{port}", to="sip:127.0.0.1", port=udp.port)
+    answer = udp.ask(options)
+    assert status(answer) == 200
+    assert header(answer, "Allow") and header(answer, "Accept") and header(answer, "Supported")
+    assert "REGISTER" in header(answer, "Allow")[0]
+
+    assert status(udp.ask(register("bob", "sip:bob@192.0.2.9:5060", udp.port))) == 200
+    invite, _ = request("INVITE", "sip:bob@example.com", to="sip:bob@example.com", port=udp.port)
+    answer = udp.ask(invite)
+    assert status(answer) == 302
+    assert header(answer, "Contact") == ["<sip:bob@192.0.2.9:5060>;expires=300"]
+
+    invite, _ = request(
+        "INVITE", "sip:carol@example.com", to="sip:carol@example.com", port=udp.port
+    )
+    assert status(udp.ask(invite)) == 404
+
+    unknown, _ = request("FROB", "sip:bob@example.com", to="sip:bob@example.com", port=udp.port)
+    assert status(udp.ask(unknown)) == 501
+
+    ack, _ = request("ACK", "sip:bob@example.com", to="sip:bob@example.com", port=udp.port)
+    assert udp.silent(ack)
+
+
+def test_bindings_remove_while_serving(server: Sipreg, udp: Udp, db: str) -> None:
+    assert status(udp.ask(register("dave", "sip:dave@192.0.2.10", udp.port))) == 200
+    assert status(udp.ask(register("dave", "sip:dave@192.0.2.11", udp.port))) == 200
+    done = sipreg(
+        "bindings", "remove", "sip:dave@example.com", "sip:dave@192.0.2.10", "--store", db
+    )
+    assert done.returncode == 0, done.stderr
+    assert done.stdout == "removed 1 binding(s) of sip:dave@example.com\n"
+    invite, _ = request("INVITE", "sip:dave@example.com", to="sip:dave@example.com", port=udp.port)
+    answer = udp.ask(invite)
+    assert header(answer, "Contact") == ["<sip:dave@192.0.2.11>;expires=300"]
+    done = sipreg("bindings", "remove", "sip:dave@example.com", "--store", db)
+    assert done.returncode == 0, done.stderr
+    invite, _ = request("INVITE", "sip:dave@example.com", to="sip:dave@example.com", port=udp.port)
+    assert status(udp.ask(invite)) == 404
+
+
+def test_binding_survives_kill_9_and_keeps_its_expiry(db: str, tmp_path: Path) -> None:
+    first = Sipreg(db, tmp_path)
+    client = Udp(first.ports["udp"])
+    try:
+        answer = client.ask(register("erin", "sip:erin@192.0.2.12", client.port))
+        granted_at = time.time()
+        assert status(answer) == 200
+    finally:
+        client.close()
+        first.proc.kill()
+        first.proc.wait(TIMEOUT)
+    assert first.proc.returncode == -signal.SIGKILL
+    time.sleep(1.2)  # so that an expiry reset at restart would show
+    second = Sipreg(db, tmp_path)
+    try:
+        before_list = time.time() - granted_at
+        done = sipreg("bindings", "list", "--store", db)
+        elapsed = time.time() - granted_at
+    finally:
+        assert second.stop() == 0
+    assert done.returncode == 0, done.stderr
+    m = re.fullmatch(
+        r"sip:erin@example.com sip:erin@192.0.2.12 expires=(\d+) q=- "
+        r"source=udp:127\.0\.0\.1:\d+ ua=-\n",
+        done.stdout,
+    )
+    assert m, done.stdout
+    remaining = int(m.group(1))
+    # Counted from the first 200, not from the restart (which was over a second later).
+    assert 300 - elapsed - 1 <= remaining <= 300 - int(before_list)
+    assert remaining < 300
+
+
+def test_sigterm_finishes_in_flight_work_and_exits_0(db: str, tmp_path: Path) -> None:
+    proc = Sipreg(db, tmp_path)
+    client = Udp(proc.ports["udp"])
+    users = [f"user{i}" for i in range(40)]
+    try:
+        for user in users:
+            client.sock.sendto(register(user, f"sip:{user}@192.0.2.20", client.port), client.server)
+        answers = [client.sock.recv(65536)]  # work is under way: now stop
+        assert proc.stop(signal.SIGTERM) == 0
+        client.sock.settimeout(0.5)
+        while True:
+            try:
+                answers.append(client.sock.recv(65536))
+            except TimeoutError:
+                break
+    finally:
+        client.close()
+    assert {status(a) for a in answers} == {200}
+    answered = {header(a, "To")[0].split("@")[0].removeprefix("<sip:") for a in answers}
+    log = proc.rest_of_log()
+    assert "shutting down" in log and "stopped" in log, log
+    assert "Traceback" not in log
+    with sqlite3.connect(db.removeprefix("sqlite:")) as con:
+        assert con.execute("PRAGMA integrity_check").fetchone() == ("ok",)
+        stored = {row[0] for row in con.execute("SELECT aor FROM bindings")}
+    # Every REGISTER that got its 200 was committed before the exit.
+    assert {f"sip:{user}@example.com" for user in answered} <= stored
+    assert "gave up" not in log
+
+
+def test_sigint_also_stops_cleanly(db: str, tmp_path: Path) -> None:
+    proc = Sipreg(db, tmp_path)
+    assert proc.stop(signal.SIGINT) == 0
+    assert "stopped" in proc.rest_of_log()
+
+
+def test_bad_flags_exit_2_without_traceback() -> None:
+    done = sipreg("serve", "--listen", "udp:localhost", "--store", "memory:")
+    assert done.returncode == 2
+    assert "bad listen spec" in done.stderr
+    assert "Traceback" not in done.stderr
+
+
+def test_port_in_use_exits_1_with_a_message(tmp_path: Path) -> None:
+    with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as taken:
+        taken.bind(("127.0.0.1", 0))
+        port = taken.getsockname()[1]
+        done = sipreg("serve", "--listen", f"udp:127.0.0.1:{port}", "--store", "memory:")
+    assert done.returncode == 1
+    assert (
+        done.stderr
+        == f"sipreg: error: cannot listen on udp:127.0.0.1:{port}: Address already in use\n"
+    )
+    assert "Traceback" not in done.stderr
+
+
+async def test_server_in_process_identities_and_stop() -> None:
+    config = Config(
+        listen=(ListenSpec("udp", "127.0.0.1", 0), ListenSpec("tcp", "0.0.0.0", 0)),
+        aliases=("sip.example.net",),
+        store="memory:",
+    )
+    server = Server(config)
+    await server.start()
+    try:
+        assert re.fullmatch(r"udp:127\.0\.0\.1:\d+", server.addresses[0])
+        assert re.fullmatch(r"tcp:0\.0\.0\.0:\d+", server.addresses[1])
+        registrar = server.registrar
+        assert isinstance(registrar, Registrar)
+        assert isinstance(registrar.store, MemoryStore)
+        for host in ("127.0.0.1", "::1", "sip.example.net", socket.gethostname()):
+            assert registrar.policy.is_self(host), host
+        assert not registrar.policy.is_self("0.0.0.0")
+    finally:
+        await server.stop()
