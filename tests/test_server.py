@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import itertools
 import queue
 import re
@@ -18,11 +19,14 @@ from pathlib import Path
 import pytest
 
 from sipreg.config import Config, ListenSpec
+from sipreg.registrar.binding import Binding
 from sipreg.server import Server
 from sipreg.service import Registrar
+from sipreg.store.base import Change
 from sipreg.store.memory import MemoryStore
 
 TIMEOUT = 10.0
+ALICE = "sip:alice@example.com"
 _ids = itertools.count(1)
 
 
@@ -369,5 +373,23 @@ async def test_server_in_process_identities_and_stop() -> None:
         for host in ("127.0.0.1", "::1", "sip.example.net", socket.gethostname()):
             assert registrar.policy.is_self(host), host
         assert not registrar.policy.is_self("0.0.0.0")
+    finally:
+        await server.stop()
+
+
+async def test_server_sweeps_expired_bindings() -> None:
+    config = Config(
+        listen=(ListenSpec("udp", "127.0.0.1", 0),), store="memory:", expire_interval=0.05
+    )
+    server = Server(config)
+    await server.start()
+    try:
+        stale = Binding(aor=ALICE, contact="sip:alice@192.0.2.7", expires_at=time.time() - 1,
+                        call_id="c1", cseq=1)  # fmt: skip
+        await server.store.apply(Change(aor=ALICE, version=0, upsert=(stale,)))
+        assert await server.store.aors() == [ALICE]
+        async with asyncio.timeout(TIMEOUT):
+            while await server.store.aors():
+                await asyncio.sleep(0.02)
     finally:
         await server.stop()
