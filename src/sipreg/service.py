@@ -28,6 +28,7 @@ from .registrar.binding import Binding
 from .registrar.policy import Policy
 from .registrar.routing import (
     KNOWN_METHODS,
+    answer_cancel,
     answer_self,
     best_contact,
     ordered,
@@ -131,8 +132,7 @@ class Registrar:
             if not isinstance(message, Request):
                 return None  # a response: a registrar sends no requests, so it has none to match
             request = message
-        if leg.transport == "udp":
-            stamp_received(request.headers, from_addr)
+        stamp_received(request.headers, from_addr)  # section 18.2.1: whatever the transport
         key = transaction_key(request)
         if key is not None:
             is_new, entry = self.transactions.begin(key, now)
@@ -226,11 +226,8 @@ class Registrar:
             log.info("dropped unparseable message from %s:%s: %s", *from_addr, err.reason)
             return None
         headers = err.request_headers
-        if leg.transport == "udp":
-            stamp_received(headers, from_addr)
-            dest = response_destination(headers, from_addr)
-        else:
-            dest = from_addr
+        stamp_received(headers, from_addr)
+        dest = response_destination(headers, from_addr) if leg.transport == "udp" else from_addr
         log.info("rejected message from %s:%s: %s %s", *from_addr, err.status, err.reason)
         self._deliver(error_response(err, headers).to_bytes(), leg, dest)
         return err.status
@@ -287,9 +284,13 @@ class Registrar:
         if request.method not in KNOWN_METHODS:
             return answer_self(request)
         if request.method == "CANCEL":
-            return error_response(SipError(status=481), request)
-        check_required(request, self.policy)
+            cancelled = transaction_key(request, method="INVITE")
+            return answer_cancel(request, cancelled is not None and cancelled in self.transactions)
+        # Section 8.2 order: method (405), Request-URI (416), then Require (420).
         aor = target_aor(request, self.policy)
+        if aor is None and request.method != "OPTIONS":
+            return answer_self(request)
+        check_required(request, self.policy)
         if aor is None:
             return answer_self(request)
         uri = request.uri

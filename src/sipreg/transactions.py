@@ -26,11 +26,16 @@ class _Entry:
     destination: tuple[str, int] | None = None
 
 
-def transaction_key(request: Request) -> TransactionKey | None:
-    """The key a retransmission of ``request`` shares (section 17.2.3); None if unreadable."""
+def transaction_key(request: Request, method: str | None = None) -> TransactionKey | None:
+    """The key a retransmission of ``request`` shares (section 17.2.3); None if unreadable.
+
+    ``method`` stands in for the request's own: a CANCEL's key computed with
+    ``method="INVITE"`` is the key of the INVITE it cancels (section 9.2).
+    """
     try:
         via = request.vias[0]
-        method = "INVITE" if request.method == "ACK" else request.method
+        if method is None:
+            method = "INVITE" if request.method == "ACK" else request.method
         branch = via.branch or ""
         if branch.startswith(MAGIC_COOKIE):
             # Call-ID and CSeq are not part of the RFC key, but a retransmission always
@@ -60,6 +65,9 @@ class TransactionCache:
 
     def __len__(self) -> int:
         return len(self._entries)
+
+    def __contains__(self, key: object) -> bool:
+        return key in self._entries
 
     def begin(self, key: TransactionKey, now: float) -> tuple[bool, _Entry | None]:
         """Start a transaction.  Returns (True, None) for a new one, else (False, its entry)."""

@@ -18,10 +18,13 @@ def _same_address(host: str, ip: str) -> bool:
 
 
 def stamp_received(headers: Headers, source: tuple[str, int]) -> None:
-    """Add ``received`` (and fill an empty ``rport``) to the top Via, as a server must.
+    """Add ``received`` (and fill in ``rport``) on the top Via, as a server must.
 
     ``received`` is added when the sent-by host is not the source address, or
-    when the client asked for ``rport``.  Nothing changes if the Via is unreadable.
+    when the client asked for ``rport`` (RFC 3581 section 4).  A ``received``
+    or ``rport`` value the client wrote itself is replaced: only the address the
+    request came from may steer the response.  Nothing changes if the Via is
+    unreadable.
     """
     lines = headers.get_all("via")
     if not lines:
@@ -34,10 +37,14 @@ def stamp_received(headers: Headers, source: tuple[str, int]) -> None:
     ip, port = source
     value = first_line[0]
     rport = via.param("rport")
-    if rport == "":
+    if via.param("received") is not None:
+        value = _drop_param(value, "received")
+    if rport is not None:
         value = _drop_param(value, "rport") + f";rport={port}"
-    if (rport is not None or not _same_address(via.host, ip)) and via.param("received") is None:
-        value += f";received={ip}"
+    if rport is not None or not _same_address(via.host, ip):
+        # An IPv6 address goes in brackets: RFC 5118 section 4.5 has receivers accept
+        # both forms, and the bare form does not parse as a generic parameter value.
+        value += f";received={f'[{ip}]' if ':' in ip else ip}"
     if value == first_line[0]:
         return
     first_line[0] = value
@@ -46,7 +53,9 @@ def stamp_received(headers: Headers, source: tuple[str, int]) -> None:
 
 def _drop_param(value: str, name: str) -> str:
     parts = value.split(";")
-    return ";".join(p for i, p in enumerate(parts) if i == 0 or p.strip().lower() != name)
+    return ";".join(
+        p for i, p in enumerate(parts) if i == 0 or p.split("=")[0].strip().lower() != name
+    )
 
 
 def response_destination(headers: Headers, source: tuple[str, int]) -> tuple[str, int]:
@@ -60,12 +69,10 @@ def response_destination(headers: Headers, source: tuple[str, int]) -> tuple[str
         via = parse_via(split_commas(headers.get_all("via")[0], "Via")[0])
     except (ParseError, IndexError):
         return source
-    received = via.param("received") or source[0]
+    received = canonical_host(via.param("received") or source[0]).strip("[]")
     rport = via.param("rport")
-    if rport:
-        return received, int(rport)
-    if rport == "":
-        return source
-    port = via.port or 5060
-    host = canonical_host(received).strip("[]")
-    return host, port
+    if rport is not None:
+        if rport.isdigit() and rport.isascii() and 0 < int(rport) < 65536:
+            return received, int(rport)
+        return source  # not filled in (or nonsense): the source is all we know
+    return received, via.port or 5060

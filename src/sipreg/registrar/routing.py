@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 
-from ..errors import MethodNotAllowed, NotImplementedMethod, UnsupportedUriScheme
+from ..errors import MethodNotAllowed, NotImplementedMethod, SipError, UnsupportedUriScheme
 from ..message import Request, Response
 from ..responses import make_response
 from ..uri import SipUri, parse_uri
@@ -61,6 +61,13 @@ def answer_self(request: Request) -> Response:
     if request.method not in KNOWN_METHODS:
         raise NotImplementedMethod(ALLOWED)
     raise MethodNotAllowed(ALLOWED)
+
+
+def answer_cancel(request: Request, matched: bool) -> Response:
+    """Section 9.2: 200 for a CANCEL that matches a transaction, else 481."""
+    if not matched:
+        raise SipError(status=481)
+    return make_response(request.headers, 200, "OK")
 
 
 def redirect(request: Request, bindings: Sequence[Binding], now: float) -> Response:

@@ -1,0 +1,695 @@
+"""The Registrar end to end: bytes in through receive(), responses out through a fake leg."""
+
+from __future__ import annotations
+
+import logging
+from email.utils import formatdate
+from typing import Any
+
+import pytest
+
+from sipreg.message import Request, parse_message
+from sipreg.service import Registrar
+from sipreg.uri import parse_name_addr
+
+from .helpers import (
+    ALICE,
+    BOB,
+    CLIENT,
+    SERVER_IP,
+    START,
+    Clock,
+    FakeLeg,
+    build,
+    contacts_of,
+    listed,
+    make_registrar,
+    register,
+)
+
+C1 = "sip:alice@198.51.100.7:5062"
+C2 = "sip:alice@203.0.113.5"
+C3 = "sip:alice@192.0.2.77:5090"
+
+
+@pytest.fixture
+def clock() -> Clock:
+    return Clock()
+
+
+@pytest.fixture
+def leg() -> FakeLeg:
+    return FakeLeg()
+
+
+@pytest.fixture
+def reg(clock: Clock) -> Registrar:
+    return make_registrar(clock)
+
+
+async def send(
+    registrar: Registrar, data: bytes, leg: FakeLeg, source: tuple[str, int] = CLIENT
+) -> int | None:
+    """Feed ``data``; check the returned status is the one delivered."""
+    before = len(leg.sent)
+    status = await registrar.receive(data, leg, source)
+    if status is None:
+        assert len(leg.sent) == before
+    else:
+        assert len(leg.sent) == before + 1
+        assert leg.sent[-1][0].startswith(f"SIP/2.0 {status} ".encode())
+    return status
+
+
+async def contacts(registrar: Registrar, aor: str = ALICE) -> dict[str, float]:
+    return {b.contact: b.expires_at for b in await registrar.bindings(aor)}
+
+
+# --- expiry ---------------------------------------------------------------------------------
+
+
+async def test_interval_too_brief_is_423_with_min_expires(reg: Registrar, leg: FakeLeg) -> None:
+    assert await send(reg, register(C1, expires=10), leg) == 423
+    response = leg.last()
+    assert response.reason == "Interval Too Brief"
+    assert response.headers.get("min-expires") == "30"
+    assert await reg.bindings(ALICE) == []
+
+
+async def test_expires_zero_is_allowed(reg: Registrar, leg: FakeLeg) -> None:
+    assert await send(reg, register(C1, expires=60), leg) == 200
+    assert await send(reg, register(C1, expires=0, cseq=2), leg) == 200
+    assert contacts_of(leg.last()) == []
+    assert await reg.query(ALICE) == []
+
+
+async def test_expires_above_max_is_capped(reg: Registrar, leg: FakeLeg) -> None:
+    assert await send(reg, register(C1, expires=86400), leg) == 200
+    assert listed(leg.last()) == {C1: 300}
+    assert await contacts(reg) == {C1: START + 300}
+
+
+async def test_expires_precedence(clock: Clock, leg: FakeLeg) -> None:
+    reg = make_registrar(clock, default_expires=120, max_expires=3600)
+    data = register(f"<{C1}>;expires=45", f"<{C2}>", expires=90)
+    assert await send(reg, data, leg) == 200
+    assert await send(reg, register(C3, aor=BOB), leg) == 200
+    assert await contacts(reg) == {C1: START + 45, C2: START + 90}
+    assert await contacts(reg, BOB) == {C3: START + 120}
+
+
+@pytest.mark.parametrize("value", ["never", "-5", "3600.0", "0x10"])
+async def test_malformed_expires_is_400(reg: Registrar, leg: FakeLeg, value: str) -> None:
+    assert await send(reg, register(C1, expires=value), leg) == 400
+    assert await reg.bindings(ALICE) == []
+
+
+# --- the AOR and the domain -----------------------------------------------------------------
+
+
+async def test_aor_is_taken_from_to_not_from(reg: Registrar, leg: FakeLeg) -> None:
+    data = register(C1, aor=ALICE, from_="sip:secretary@example.com")
+    assert await send(reg, data, leg) == 200
+    assert await reg.query(ALICE) == [C1]
+    assert await reg.query("sip:secretary@example.com") == []
+    assert str(parse_name_addr(leg.last().headers.get("to") or "", "To").uri) == ALICE
+
+
+async def test_to_in_an_unserved_domain_is_404(reg: Registrar, leg: FakeLeg) -> None:
+    assert await send(reg, register(C1, aor="sip:alice@example.org"), leg) == 404
+    assert await reg.store.aors() == []
+
+
+async def test_request_uri_in_an_unserved_domain_is_403(reg: Registrar, leg: FakeLeg) -> None:
+    assert await send(reg, register(C1, ruri="sip:example.org"), leg) == 403
+    assert await reg.store.aors() == []
+
+
+@pytest.mark.parametrize(
+    "ruri", [f"sip:{SERVER_IP}", f"sip:{SERVER_IP}:5060", "sip:Registrar.Example.NET"]
+)
+async def test_request_uri_naming_the_server_is_accepted(
+    reg: Registrar, leg: FakeLeg, ruri: str
+) -> None:
+    assert await send(reg, register(C1, ruri=ruri), leg) == 200
+    assert await reg.query(ALICE) == [C1]
+
+
+async def test_subdomains_and_case(reg: Registrar, leg: FakeLeg) -> None:
+    aor = "sip:carol@Pbx.EXAMPLE.com"
+    assert await send(reg, register(C1, aor=aor, ruri="sip:PBX.example.COM"), leg) == 200
+    assert await reg.query("sip:carol@pbx.example.com") == [C1]
+    assert await send(reg, register(C1, aor="sip:dave@notexample.com"), leg) == 404
+
+
+@pytest.mark.parametrize("domains", [None, "*", ["*"], ["example.org", "*"]])
+async def test_every_domain_is_served_without_a_list_or_with_star(
+    clock: Clock, leg: FakeLeg, domains: str | list[str] | None
+) -> None:
+    reg = Registrar(domains=domains, clock=clock)
+    data = register(C1, aor="sip:zed@anywhere.example.org", ruri="sip:anywhere.example.org")
+    assert await send(reg, data, leg) == 200
+    assert await reg.query("sip:zed@anywhere.example.org") == [C1]
+
+
+@pytest.mark.parametrize(
+    "kw", [{"domain": "example.net"}, {"domains": "example.net"}, {"domains": ["example.net"]}]
+)
+async def test_domain_and_domains_arguments(clock: Clock, leg: FakeLeg, kw: dict[str, Any]) -> None:
+    reg = Registrar(clock=clock, **kw)
+    ok = register(C1, aor="sip:a@sub.example.net", ruri="sip:example.net")
+    assert await send(reg, ok, leg) == 200
+    assert (
+        await send(reg, register(C1, aor="sip:a@example.com", ruri="sip:example.com"), leg) == 403
+    )
+
+
+# --- header checks --------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    "change",
+    [
+        (b"Call-ID: call-1@client.example.net\r\n", b""),
+        (b"Call-ID: call-1@client.example.net", b"Call-ID: two words"),
+        (b"CSeq: 1 REGISTER\r\n", b""),
+        (b"CSeq: 1 REGISTER", b"CSeq: one REGISTER"),
+        (b"CSeq: 1 REGISTER", b"CSeq: 1 INVITE"),
+        (b"From: <sip:alice@example.com>;tag=from-tag-1\r\n", b""),
+        (b"From: <sip:alice@example.com>;tag=from-tag-1", b"From: sip:alice@example.com>"),
+        (b"To: <sip:alice@example.com>\r\n", b""),
+        (b"To: <sip:alice@example.com>", b"To: <sip:alice@example.com"),
+        (b"Via: SIP/2.0/UDP 198.51.100.7:5062;", b"Via: SIP/2.0/UDP 198.51.100.7:99999;"),
+    ],
+)
+async def test_missing_or_malformed_required_fields_are_400(
+    reg: Registrar, leg: FakeLeg, change: tuple[bytes, bytes]
+) -> None:
+    data = register(C1)
+    assert change[0] in data
+    assert await send(reg, data.replace(*change), leg) == 400
+    assert await reg.store.aors() == []
+
+
+async def test_missing_via_is_400_sent_to_the_source(reg: Registrar, leg: FakeLeg) -> None:
+    data = b"\r\n".join(line for line in register(C1).split(b"\r\n") if not line.startswith(b"Via"))
+    assert await send(reg, data, leg) == 400
+    assert leg.sent[-1][1] == CLIENT
+
+
+async def test_unknown_require_is_420_with_unsupported(reg: Registrar, leg: FakeLeg) -> None:
+    data = register(C1, extra=[("Require", "gruu, path"), ("Require", "sec-agree")])
+    assert await send(reg, data, leg) == 420
+    assert leg.last().headers.values("unsupported") == ["gruu", "sec-agree"]
+    assert await reg.store.aors() == []
+
+
+async def test_require_path_is_accepted(reg: Registrar, leg: FakeLeg) -> None:
+    data = register(C1, extra=[("Require", "path"), ("Supported", "path"), ("Path", "<sip:p1;lr>")])
+    assert await send(reg, data, leg) == 200
+    assert leg.last().headers.get_all("path") == ["<sip:p1;lr>"]
+    [b] = await reg.bindings(ALICE)
+    assert b.path == ("<sip:p1;lr>",)
+
+
+# --- Contact: * -----------------------------------------------------------------------------
+
+
+async def test_star_removes_every_binding(reg: Registrar, leg: FakeLeg) -> None:
+    await send(reg, register(C1, C2, expires=100), leg)
+    await send(reg, register(C3, call_id="other-phone"), leg)
+    assert len(await reg.bindings(ALICE)) == 3
+    assert await send(reg, register("*", expires=0, cseq=2), leg) == 200
+    assert contacts_of(leg.last()) == []
+    assert await reg.bindings(ALICE) == []
+
+
+@pytest.mark.parametrize(
+    ("contacts", "expires"), [(["*"], None), (["*"], 60), (["*", f"<{C2}>"], 0), (["*, *"], 0)]
+)
+async def test_star_needs_expires_zero_and_to_be_alone(
+    reg: Registrar, leg: FakeLeg, contacts: list[str], expires: int | None
+) -> None:
+    await send(reg, register(C1), leg)
+    assert await send(reg, register(*contacts, expires=expires, cseq=2), leg) == 400
+    assert await reg.query(ALICE) == [C1]
+
+
+@pytest.mark.parametrize("cseq", [3, 5])
+async def test_star_with_an_old_cseq_removes_nothing(
+    reg: Registrar, leg: FakeLeg, cseq: int
+) -> None:
+    await send(reg, register(C1, cseq=5), leg)
+    await send(reg, register(C2, call_id="other", cseq=1), leg)
+    before = await reg.store.load(ALICE)
+    assert await send(reg, register("*", expires=0, cseq=cseq), leg) == 400
+    assert await reg.store.load(ALICE) == before
+
+
+# --- merging --------------------------------------------------------------------------------
+
+
+async def test_equal_contacts_merge(reg: Registrar, leg: FakeLeg, clock: Clock) -> None:
+    await send(reg, register("<sip:alice@PC.example.net;transport=tcp;lr>", expires=100), leg)
+    clock.advance(10)
+    data = register("<sip:alice@pc.example.NET;lr;Transport=TCP;unknown=1>", expires=200, cseq=2)
+    assert await send(reg, data, leg) == 200
+    [b] = await reg.bindings(ALICE)
+    assert b.contact == "sip:alice@pc.example.NET;lr;Transport=TCP;unknown=1"
+    assert b.expires_at == clock.now + 200
+    assert len(contacts_of(leg.last())) == 1
+
+
+async def test_several_contacts_and_a_second_client(
+    reg: Registrar, leg: FakeLeg, clock: Clock
+) -> None:
+    assert await send(reg, register(C1, C2, expires=100), leg) == 200
+    assert listed(leg.last()) == {C1: 100, C2: 100}
+    clock.advance(20)
+    # Another phone (another Call-ID, a lower CSeq) adds C3 and refreshes C2.
+    assert await send(reg, register(C3, C2, expires=60, call_id="phone-2", cseq=1), leg) == 200
+    assert listed(leg.last()) == {C1: 80, C2: 60, C3: 60}
+    b2 = next(b for b in await reg.bindings(ALICE) if b.contact == C2)
+    assert (b2.call_id, b2.cseq) == ("phone-2", 1)
+
+
+@pytest.mark.parametrize("cseq", [1, 2])
+async def test_same_call_id_with_cseq_not_higher_changes_nothing(
+    reg: Registrar, leg: FakeLeg, cseq: int
+) -> None:
+    await send(reg, register(C1, cseq=2), leg)
+    before = await reg.store.load(ALICE)
+    # Adding C2 would be fine; refreshing C1 with the old CSeq aborts the whole request.
+    assert await send(reg, register(C2, C1, cseq=cseq, expires=100), leg) in (400, 500)
+    assert await reg.store.load(ALICE) == before
+
+
+async def test_expires_zero_removes_one_binding(reg: Registrar, leg: FakeLeg) -> None:
+    await send(reg, register(C1, C2), leg)
+    assert await send(reg, register(f"<{C1}>;expires=0", cseq=2), leg) == 200
+    assert set(listed(leg.last())) == {C2}
+    assert await reg.query(ALICE) == [C2]
+
+
+async def test_q_is_kept_and_listed(reg: Registrar, leg: FakeLeg) -> None:
+    await send(reg, register(f"<{C1}>;q=0.3", f"<{C2}>;q=0.9"), leg)
+    assert [c.param("q") for c in contacts_of(leg.last())] == ["0.9", "0.3"]
+    assert [b.q for b in await reg.bindings(ALICE)] == [0.9, 0.3]
+    assert await reg.query(ALICE) == [C2, C1]
+
+
+async def test_200_lists_every_binding_with_decreasing_expires(
+    reg: Registrar, leg: FakeLeg, clock: Clock
+) -> None:
+    await send(reg, register(C1, expires=100), leg)
+    clock.advance(30)
+    await send(reg, register(C2, expires=200, call_id="two"), leg)
+    assert listed(leg.last()) == {C1: 70, C2: 200}
+    clock.advance(50)
+    assert await send(reg, register(call_id="query"), leg) == 200
+    response = leg.last()
+    assert listed(response) == {C1: 20, C2: 150}
+    assert response.headers.get("date") == formatdate(clock.now, usegmt=True)
+    to = parse_name_addr(response.headers.get("to") or "", "To")
+    assert to.param("tag")
+
+
+async def test_query_changes_nothing(reg: Registrar, leg: FakeLeg) -> None:
+    await send(reg, register(C1), leg)
+    before = await reg.store.load(ALICE)
+    assert await send(reg, register(cseq=1, call_id="q"), leg) == 200
+    assert await send(reg, register(cseq=1), leg) == 200  # even with an old CSeq
+    assert await reg.store.load(ALICE) == before
+    assert await send(reg, register(aor=BOB), leg) == 200
+    assert contacts_of(leg.last()) == []
+    assert await reg.store.aors() == [ALICE]
+
+
+async def test_binding_records_the_request(reg: Registrar, clock: Clock) -> None:
+    tcp = FakeLeg(transport="tcp", local=(SERVER_IP, 5070))
+    instance = '"<urn:uuid:f81d4fae-7dec-11d0-a765-00a0c91e6bf6>"'
+    data = register(
+        f"<{C3}>;+sip.instance={instance};reg-id=1",
+        call_id="abc@phone",
+        cseq=77,
+        via="SIP/2.0/TCP 192.0.2.77:5090;branch=z9hG4bK-tcp-1",
+        extra=[("User-Agent", "Phone/2.1 (test)")],
+    )
+    assert await reg.receive(data, tcp, ("192.0.2.77", 40000)) == 200
+    [b] = await reg.bindings(ALICE)
+    assert b.contact == C3
+    assert b.instance == instance and b.reg_id == 1
+    assert b.source == ("192.0.2.77", 40000)
+    assert b.transport == "tcp"
+    assert b.local == (SERVER_IP, 5070)
+    assert b.user_agent == "Phone/2.1 (test)"
+    assert (b.call_id, b.cseq) == ("abc@phone", 77)
+    assert b.registered_at == clock.now
+    assert tcp.sent[-1][1] == ("192.0.2.77", 40000)  # a stream answers on its connection
+    [c] = contacts_of(tcp.last())
+    assert c.param("+sip.instance") == instance and c.param("reg-id") == "1"
+
+
+async def test_max_contacts(clock: Clock, leg: FakeLeg) -> None:
+    reg = make_registrar(clock, max_contacts=2)
+    assert await send(reg, register(C1, C2), leg) == 200
+    assert await send(reg, register(C3, call_id="x"), leg) == 403
+    assert await reg.query(ALICE) == [C1, C2] or set(await reg.query(ALICE)) == {C1, C2}
+    assert await send(reg, register(C1, C2, C3, cseq=2), leg) == 403
+    assert await send(reg, register(f"<{C1}>;expires=0", C3, cseq=3), leg) == 200
+    assert set(await reg.query(ALICE)) == {C2, C3}
+
+
+async def test_expired_bindings_vanish(reg: Registrar, leg: FakeLeg, clock: Clock) -> None:
+    await send(reg, register(C1, expires=40), leg)
+    await send(reg, register(C2, expires=100, call_id="b"), leg)
+    clock.advance(40)
+    assert await reg.query(ALICE) == [C2]
+    assert [b.contact for b in await reg.bindings(ALICE)] == [C2]
+    assert await send(reg, register(call_id="q"), leg) == 200
+    assert listed(leg.last()) == {C2: 60}
+    # The expired binding was not order-checked: the same Call-ID and CSeq may add it again.
+    assert await send(reg, register(C1, expires=40), leg) == 200
+    assert set(listed(leg.last())) == {C1, C2}
+
+
+async def test_expire_removes_expired_bindings(reg: Registrar, leg: FakeLeg, clock: Clock) -> None:
+    await send(reg, register(C1, expires=40), leg)
+    await send(reg, register(C2, expires=100, call_id="b"), leg)
+    await send(reg, register(C3, aor=BOB, expires=30), leg)
+    assert await reg.expire() == 0
+    clock.advance(40)
+    assert await reg.expire() == 2
+    assert await reg.store.aors() == [ALICE]
+    assert [b.contact for b in (await reg.store.load(ALICE)).bindings] == [C2]
+    clock.advance(60)
+    assert await reg.expire() == 1
+    assert await reg.store.aors() == []
+
+
+async def test_register_is_logged_once(
+    reg: Registrar, leg: FakeLeg, caplog: pytest.LogCaptureFixture
+) -> None:
+    with caplog.at_level(logging.INFO, logger="sipreg.register"):
+        await send(reg, register(C1, C2), leg)
+        await send(reg, register(C1, expires=5, cseq=2), leg)
+    messages = [r.getMessage() for r in caplog.records]
+    assert len(messages) == 2
+    assert ALICE in messages[0] and "200" in messages[0] and "2 contact" in messages[0]
+    assert "423" in messages[1]
+
+
+# --- requests other than REGISTER ------------------------------------------------------------
+
+
+async def test_chain_mode_rewrites_the_request_uri(
+    reg: Registrar, leg: FakeLeg, clock: Clock
+) -> None:
+    await send(reg, register(f"<{C1}>;q=0.5", f"<{C2}>;q=0.5", C3), leg)
+    clock.advance(1)
+    await send(reg, register(f"<{C2}>;q=0.5", call_id="b"), leg)  # C2 now the most recent
+    message = parse_message(build("INVITE", "sip:alice@example.com;user=phone", to=ALICE))
+    assert isinstance(message, Request)
+    sent = len(leg.sent)
+    assert await reg.receive(message, leg, CLIENT) is None
+    assert str(message.uri) == C3  # no q counts as 1.0
+    await send(reg, register(f"<{C3}>;expires=0", cseq=2), leg)
+    message = parse_message(build("MESSAGE", "sip:alice@example.com"))
+    assert isinstance(message, Request)
+    assert await reg.receive(message, leg, CLIENT) is None
+    assert str(message.uri) == C2
+    assert len(leg.sent) == sent + 1  # only the REGISTER was answered
+
+
+async def test_chain_mode_leaves_other_requests_alone(reg: Registrar, leg: FakeLeg) -> None:
+    for ruri in ["sip:nobody@example.com", "sip:alice@example.org", f"sip:{SERVER_IP}"]:
+        message = parse_message(build("INVITE", ruri))
+        assert isinstance(message, Request)
+        assert await reg.receive(message, leg, CLIENT) is None
+        assert str(message.uri) == ruri
+    assert await reg.receive(build("OPTIONS", f"sip:{SERVER_IP}"), leg, CLIENT) is None
+    assert leg.sent == []
+
+
+@pytest.fixture
+def redirector(clock: Clock) -> Registrar:
+    return make_registrar(clock, mode="redirect")
+
+
+async def test_redirect_302_lists_contacts(redirector: Registrar, leg: FakeLeg) -> None:
+    await send(redirector, register(f"<{C1}>;q=0.2", f"<{C2}>;q=0.7", expires=100), leg)
+    assert await send(redirector, build("INVITE", "sip:alice@example.com"), leg) == 302
+    response = leg.last()
+    assert response.reason == "Moved Temporarily"
+    assert [str(c.uri) for c in contacts_of(response)] == [C2, C1]
+    assert listed(response) == {C1: 100, C2: 100}
+
+
+async def test_redirect_unknown_aor_is_404(redirector: Registrar, leg: FakeLeg) -> None:
+    assert await send(redirector, build("INVITE", "sip:nobody@example.com"), leg) == 404
+    assert await send(redirector, build("MESSAGE", "sip:nobody@sub.example.com"), leg) == 404
+
+
+async def test_redirect_options_to_the_server_is_200(redirector: Registrar, leg: FakeLeg) -> None:
+    for ruri in [f"sip:{SERVER_IP}", "sip:example.com", "sip:registrar.example.net:5060"]:
+        assert await send(redirector, build("OPTIONS", ruri), leg) == 200
+        response = leg.last()
+        assert response.headers.values("allow") == ["REGISTER", "OPTIONS", "ACK", "CANCEL"]
+        assert response.headers.get("accept") == "application/sdp"
+        assert response.headers.get("supported") == "path"
+
+
+async def test_redirect_other_methods_to_the_server_are_405(
+    redirector: Registrar, leg: FakeLeg
+) -> None:
+    for method in ["INVITE", "BYE", "SUBSCRIBE", "MESSAGE"]:
+        assert await send(redirector, build(method, f"sip:{SERVER_IP}"), leg) == 405
+        assert "OPTIONS" in leg.last().headers.values("allow")
+
+
+async def test_redirect_unknown_method_is_501(redirector: Registrar, leg: FakeLeg) -> None:
+    assert await send(redirector, build("FROB", f"sip:{SERVER_IP}"), leg) == 501
+    assert await send(redirector, build("FROB", "sip:alice@example.com"), leg) == 501
+
+
+async def test_ack_gets_no_answer(redirector: Registrar, leg: FakeLeg) -> None:
+    await send(redirector, register(C1), leg)
+    sent = len(leg.sent)
+    for ruri in ["sip:alice@example.com", "sip:nobody@example.com", f"sip:{SERVER_IP}"]:
+        assert await redirector.receive(build("ACK", ruri), leg, CLIENT) is None
+    assert len(leg.sent) == sent
+
+
+async def test_ack_for_a_302_is_absorbed(redirector: Registrar, leg: FakeLeg) -> None:
+    await send(redirector, register(C1), leg)
+    via = f"SIP/2.0/UDP {CLIENT[0]}:{CLIENT[1]};branch=z9hG4bK-invite-1"
+    invite = build("INVITE", "sip:alice@example.com", via=via, call_id="inv", cseq=10)
+    assert await send(redirector, invite, leg) == 302
+    ack = build("ACK", "sip:alice@example.com", via=via, call_id="inv", cseq=10)
+    assert await send(redirector, ack, leg) is None
+
+
+async def test_cancel_without_a_transaction_is_481(redirector: Registrar, leg: FakeLeg) -> None:
+    assert await send(redirector, build("CANCEL", "sip:alice@example.com"), leg) == 481
+
+
+async def test_cancel_of_an_answered_invite_is_200(redirector: Registrar, leg: FakeLeg) -> None:
+    # RFC 3261 9.2: a CANCEL that matches a transaction is answered 200, even when the
+    # original request already had its final response.
+    via = f"SIP/2.0/UDP {CLIENT[0]}:{CLIENT[1]};branch=z9hG4bK-invite-2"
+    invite = build("INVITE", "sip:nobody@example.com", via=via, call_id="inv2", cseq=4)
+    assert await send(redirector, invite, leg) == 404
+    cancel = build("CANCEL", "sip:nobody@example.com", via=via, call_id="inv2", cseq=4)
+    assert await send(redirector, cancel, leg) == 200
+    assert leg.last().headers.get("cseq") == "4 CANCEL"
+
+
+@pytest.mark.parametrize("ruri", ["tel:+15551234567", "nobodyKnowsThisScheme:opaque", "im:a@b.c"])
+async def test_redirect_unknown_scheme_is_416(
+    redirector: Registrar, leg: FakeLeg, ruri: str
+) -> None:
+    assert await send(redirector, build("OPTIONS", ruri), leg) == 416
+    assert await send(redirector, build("INVITE", ruri), leg) == 416
+
+
+async def test_redirect_checks_require(redirector: Registrar, leg: FakeLeg) -> None:
+    data = build("INVITE", "sip:alice@example.com", extra=[("Require", "100rel, foo")])
+    assert await send(redirector, data, leg) == 420
+    assert leg.last().headers.values("unsupported") == ["100rel", "foo"]
+
+
+async def test_redirect_for_an_unserved_domain_is_404(redirector: Registrar, leg: FakeLeg) -> None:
+    assert await send(redirector, build("INVITE", "sip:alice@example.org"), leg) == 404
+
+
+async def test_register_works_the_same_in_redirect_mode(
+    redirector: Registrar, leg: FakeLeg
+) -> None:
+    assert await send(redirector, register(C1), leg) == 200
+    assert await redirector.query(ALICE) == [C1]
+
+
+# --- transactions -------------------------------------------------------------------------
+
+
+async def test_retransmitted_register_is_answered_from_the_cache(
+    reg: Registrar, leg: FakeLeg, clock: Clock
+) -> None:
+    first = register(C1, expires=100)
+    assert await send(reg, first, leg) == 200
+    version = (await reg.store.load(ALICE)).version
+    clock.advance(2)
+    assert await send(reg, first, leg) == 200
+    assert leg.sent[0] == leg.sent[1]  # the very same bytes, to the same place
+    assert (await reg.store.load(ALICE)).version == version
+    assert await contacts(reg) == {C1: START + 100}
+
+
+async def test_retransmission_does_not_undo_a_later_request(
+    reg: Registrar, leg: FakeLeg, clock: Clock
+) -> None:
+    first = register(C1, expires=100)
+    await send(reg, first, leg)
+    await send(reg, register(f"<{C1}>;expires=0", cseq=2), leg)
+    assert await send(reg, first, leg) == 200  # the old answer again, nothing re-added
+    assert leg.sent[2] == leg.sent[0]
+    assert await reg.bindings(ALICE) == []
+
+
+async def test_retransmitted_error_is_repeated(reg: Registrar, leg: FakeLeg) -> None:
+    data = register(C1, expires=5)
+    assert await send(reg, data, leg) == 423
+    assert await send(reg, data, leg) == 423
+    assert leg.sent[0] == leg.sent[1]
+
+
+async def test_same_branch_other_cseq_is_a_new_request(reg: Registrar, leg: FakeLeg) -> None:
+    via = f"SIP/2.0/UDP {CLIENT[0]}:{CLIENT[1]};branch=z9hG4bK-reused"
+    await send(reg, register(C1, via=via, cseq=1), leg)
+    assert await send(reg, register(C2, via=via, cseq=2), leg) == 200
+    assert set(listed(leg.last())) == {C1, C2}
+
+
+async def test_retransmission_after_timer_j_is_processed_again(
+    reg: Registrar, leg: FakeLeg, clock: Clock
+) -> None:
+    data = register(C1)
+    await send(reg, data, leg)
+    clock.advance(33)
+    assert await send(reg, data, leg) == 400  # the same Call-ID and CSeq: out of order
+    assert len(reg.transactions) == 1
+
+
+# --- Via: received and rport --------------------------------------------------------------
+
+
+def top_via(leg: FakeLeg) -> str:
+    return leg.last().headers.get_all("via")[0]
+
+
+async def test_received_added_and_answer_to_sent_by_port(reg: Registrar, leg: FakeLeg) -> None:
+    via = "SIP/2.0/UDP phone.example.net:5070;branch=z9hG4bK-v1"
+    assert await send(reg, register(C1, via=via), leg, ("203.0.113.9", 40000)) == 200
+    assert top_via(leg) == f"{via};received=203.0.113.9"
+    assert leg.sent[-1][1] == ("203.0.113.9", 5070)
+
+
+async def test_default_port_is_5060(reg: Registrar, leg: FakeLeg) -> None:
+    via = "SIP/2.0/UDP 203.0.113.9;branch=z9hG4bK-v2"
+    assert await send(reg, register(C1, via=via), leg, ("203.0.113.9", 40000)) == 200
+    assert top_via(leg) == via  # sent-by is the source address: no received
+    assert leg.sent[-1][1] == ("203.0.113.9", 5060)
+
+
+async def test_rport_answers_the_source_port(reg: Registrar, leg: FakeLeg) -> None:
+    via = "SIP/2.0/UDP 10.0.0.5:5060;rport;branch=z9hG4bK-v3"
+    assert await send(reg, register(C1, via=via), leg, ("203.0.113.9", 40000)) == 200
+    assert (
+        top_via(leg)
+        == "SIP/2.0/UDP 10.0.0.5:5060;branch=z9hG4bK-v3;rport=40000;received=203.0.113.9"
+    )
+    assert leg.sent[-1][1] == ("203.0.113.9", 40000)
+    [b] = await reg.bindings(ALICE)
+    assert b.source == ("203.0.113.9", 40000)
+
+
+async def test_rport_gets_received_even_from_the_sent_by_address(
+    reg: Registrar, leg: FakeLeg
+) -> None:
+    # RFC 3581 section 4: received is added "even if it is identical to the value of
+    # the sent-by component".
+    via = "SIP/2.0/UDP 203.0.113.9:5060;branch=z9hG4bK-v4;rport"
+    assert await send(reg, register(C1, via=via), leg, ("203.0.113.9", 5060)) == 200
+    assert top_via(leg).endswith(";rport=5060;received=203.0.113.9")
+
+
+async def test_error_responses_follow_the_same_via_rules(reg: Registrar, leg: FakeLeg) -> None:
+    via = "SIP/2.0/UDP 10.0.0.5;rport;branch=z9hG4bK-v5"
+    assert await send(reg, register(C1, via=via, expires=3), leg, ("203.0.113.9", 40001)) == 423
+    assert leg.sent[-1][1] == ("203.0.113.9", 40001)
+    unparsable = register(C1, via=via.replace("v5", "v6")).replace(
+        b"SIP/2.0\r\n", b"SIP/2.0 \r\n", 1
+    )
+    assert await send(reg, unparsable, leg, ("203.0.113.9", 40002)) == 400
+    assert leg.sent[-1][1] == ("203.0.113.9", 40002)
+
+
+async def test_only_the_top_via_is_stamped(reg: Registrar, leg: FakeLeg) -> None:
+    vias = "SIP/2.0/UDP 10.0.0.5;branch=z9hG4bK-top, SIP/2.0/UDP 10.0.0.6;branch=z9hG4bK-2"
+    data = register(C1, via=vias, extra=[("Via", "SIP/2.0/UDP 10.0.0.7;branch=z9hG4bK-3")])
+    assert await send(reg, data, leg, ("203.0.113.9", 5060)) == 200
+    assert leg.last().headers.get_all("via") == [
+        "SIP/2.0/UDP 10.0.0.5;branch=z9hG4bK-top;received=203.0.113.9, "
+        "SIP/2.0/UDP 10.0.0.6;branch=z9hG4bK-2",
+        "SIP/2.0/UDP 10.0.0.7;branch=z9hG4bK-3",
+    ]
+
+
+async def test_stream_requests_get_received_too(reg: Registrar) -> None:
+    # RFC 3261 18.2.1: the server adds received "over any transport".
+    tcp = FakeLeg(transport="tcp")
+    via = "SIP/2.0/TCP phone.example.net:5070;branch=z9hG4bK-t1"
+    assert await reg.receive(register(C1, via=via), tcp, ("203.0.113.9", 40000)) == 200
+    assert tcp.last().headers.get_all("via")[0] == f"{via};received=203.0.113.9"
+    assert tcp.sent[-1][1] == ("203.0.113.9", 40000)
+
+
+async def test_received_written_by_the_client_is_replaced(reg: Registrar, leg: FakeLeg) -> None:
+    # Only the address the request came from may steer the response (RFC 3261 18.2.1),
+    # or a client could reflect answers at a third party.
+    via = "SIP/2.0/UDP 203.0.113.9:5080;received=192.0.2.200;branch=z9hG4bK-r1"
+    assert await send(reg, register(C1, via=via), leg, ("203.0.113.9", 5080)) == 200
+    assert top_via(leg) == "SIP/2.0/UDP 203.0.113.9:5080;branch=z9hG4bK-r1"
+    assert leg.sent[-1][1] == ("203.0.113.9", 5080)
+    via = "SIP/2.0/UDP 10.0.0.5;received=192.0.2.200;rport;branch=z9hG4bK-r2"
+    assert await send(reg, register(C1, via=via, cseq=2), leg, ("203.0.113.9", 40000)) == 200
+    assert top_via(leg) == "SIP/2.0/UDP 10.0.0.5;branch=z9hG4bK-r2;rport=40000;received=203.0.113.9"
+    assert leg.sent[-1][1] == ("203.0.113.9", 40000)
+
+
+@pytest.mark.parametrize("rport", ["rport=abc", "rport=99999", "rport=7"])
+async def test_rport_with_a_value_gets_the_source_port(
+    reg: Registrar, leg: FakeLeg, rport: str
+) -> None:
+    via = f"SIP/2.0/UDP 10.0.0.5;{rport};branch=z9hG4bK-p1"
+    assert await send(reg, register(C1, via=via), leg, ("203.0.113.9", 40000)) == 200
+    assert top_via(leg) == "SIP/2.0/UDP 10.0.0.5;branch=z9hG4bK-p1;rport=40000;received=203.0.113.9"
+    assert leg.sent[-1][1] == ("203.0.113.9", 40000)
+
+
+async def test_redirect_checks_in_section_8_2_order(redirector: Registrar, leg: FakeLeg) -> None:
+    unknown = [("Require", "foo")]
+    assert await send(redirector, build("INVITE", f"sip:{SERVER_IP}", extra=unknown), leg) == 405
+    assert await send(redirector, build("OPTIONS", "tel:+1555", extra=unknown), leg) == 416
+    assert await send(redirector, build("OPTIONS", f"sip:{SERVER_IP}", extra=unknown), leg) == 420
+
+
+async def test_ipv6_source_is_stamped_in_brackets(reg: Registrar, leg: FakeLeg) -> None:
+    via = "SIP/2.0/UDP [2001:db8::5]:5062;rport;branch=z9hG4bK-6"
+    assert await send(reg, register(C1, via=via), leg, ("2001:db8::9", 40000)) == 200
+    assert top_via(leg).endswith(";rport=40000;received=[2001:db8::9]")
+    assert leg.sent[-1][1] == ("2001:db8::9", 40000)
+    via = "SIP/2.0/UDP [2001:db8::5]:5062;branch=z9hG4bK-7"
+    assert await send(reg, register(C1, via=via, cseq=2), leg, ("2001:db8::9", 40000)) == 200
+    assert top_via(leg).endswith(";received=[2001:db8::9]")
+    assert leg.sent[-1][1] == ("2001:db8::9", 5062)
