@@ -150,7 +150,7 @@ def _parser() -> argparse.ArgumentParser:
     common.add_argument("--config", metavar="FILE", help="TOML config file; flags override it")
     common.add_argument("--store", metavar="URL", help="sqlite:PATH (default) or memory:")
     common.add_argument("--data-dir", metavar="DIR", help="where the default sipreg.db lives")
-    common.add_argument("--log-level", type=str.lower, choices=LOG_LEVELS)
+    common.add_argument("--log-level", type=str.lower, choices=LOG_LEVELS, help="default info")
 
     serve = commands.add_parser("serve", parents=[common], help="run the registrar")
     serve.add_argument(
@@ -164,9 +164,11 @@ def _parser() -> argparse.ArgumentParser:
     serve.add_argument(
         "--alias", action="append", metavar="HOST", help="another name of this server; repeatable"
     )
-    serve.add_argument("--min-expires", type=int, metavar="N")
-    serve.add_argument("--max-expires", type=int, metavar="N")
-    serve.add_argument("--default-expires", type=int, metavar="N")
+    serve.add_argument("--min-expires", type=int, metavar="N", help="shorter gets 423 (default 30)")
+    serve.add_argument("--max-expires", type=int, metavar="N", help="longer is capped (300)")
+    serve.add_argument(
+        "--default-expires", type=int, metavar="N", help="when none is asked for (3600)"
+    )
     serve.set_defaults(command=_serve, parser=serve)
 
     bindings = commands.add_parser("bindings", help="inspect or edit the stored bindings")
@@ -175,7 +177,7 @@ def _parser() -> argparse.ArgumentParser:
     listing.add_argument("aor", nargs="?", metavar="AOR", help="only this address of record")
     listing.set_defaults(command=_list, parser=listing)
     removal = actions.add_parser("remove", parents=[common], help="remove bindings")
-    removal.add_argument("aor", metavar="AOR")
+    removal.add_argument("aor", metavar="AOR", help="the address of record")
     removal.add_argument("contact", nargs="?", metavar="CONTACT", help="only this contact")
     removal.set_defaults(command=_remove, parser=removal)
     return parser

@@ -62,6 +62,8 @@ class TcpConnection(asyncio.Protocol):
         self._stream = None
 
     def data_received(self, data: bytes) -> None:
+        if self._closing:
+            return  # the stream broke; it is closing
         self._last_read = asyncio.get_running_loop().time()
         self._unframed += data
         try:

@@ -31,7 +31,7 @@ class UdpLeg(asyncio.DatagramProtocol):
         self._saturated = False
 
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
-        self._socket = cast(asyncio.DatagramTransport, transport)  # uvloop's is no subclass
+        self._socket = cast(asyncio.DatagramTransport, transport)  # no subclass in 3.11 nor uvloop
         host, port = transport.get_extra_info("sockname")[:2]
         self.local = (host, port)
 
