@@ -15,6 +15,7 @@ from .errors import MessageTooLarge, ParseError
 # A Content-Length line of the unfolded head; the value is checked separately.
 _CONTENT_LENGTH = re.compile(rb"^(?:content-length|l)[ \t]*:(.*?)\r?$", re.I | re.M)
 _FOLD = re.compile(rb"\r?\n[ \t]+")
+_PING = b"\r\n\r\n"
 
 
 @dataclass(frozen=True)
@@ -51,13 +52,14 @@ class StreamFramer:
 
     def _next(self) -> bytes | KeepAlive | None:
         buf = self._buffer
-        if buf.startswith(b"\r\n\r\n"):
+        if buf.startswith(_PING):
             del buf[:4]
             return KeepAlive()
-        # A lone CRLF (a pong, or padding before a start line) is skipped.
-        while buf.startswith(b"\r\n") and (len(buf) > 2 and buf[2:4] != b"\r\n"):
+        # A lone CRLF (a pong, or padding before a start line) is skipped; one that may
+        # still grow into a CRLF CRLF ping waits for more bytes.
+        while buf.startswith(b"\r\n") and not _PING.startswith(buf[:4]):
             del buf[:2]
-        if bytes(buf) in (b"\r\n", b"\r\n\r"):
+        if _PING.startswith(buf):
             return None
         end = buf.find(b"\r\n\r\n")
         if end < 0:
