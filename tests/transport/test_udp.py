@@ -55,21 +55,7 @@ async def test_register_answered_at_the_via_address(leg: UdpLeg, registrar: Regi
         client.close()
 
 
-RPORT_HOSTS = [
-    "127.0.0.1",
-    pytest.param(
-        "::1",
-        marks=[
-            pytest.mark.skipif(not ipv6_loopback(), reason="no IPv6 loopback"),
-            # via.stamp_received writes received=::1 but headers.parse_via then rejects
-            # it, so the REGISTER gets a 400.  Drop this mark once that is fixed.
-            pytest.mark.xfail(reason="parse_via rejects the received=::1 it stamped"),
-        ],
-    ),
-]
-
-
-@pytest.mark.parametrize("leg", RPORT_HOSTS, indirect=True)
+@pytest.mark.parametrize("leg", HOSTS, indirect=True)
 async def test_rport_answer_goes_to_the_source_port(leg: UdpLeg) -> None:
     host, port = leg.local
     client = await udp_client(host)
