@@ -1,7 +1,8 @@
 """RFC 3261 section 25 grammar pieces as named regular expressions.
 
 Each piece quotes the ABNF it implements.  Header values are matched after
-unfolding, so ``LWS`` here is plain white space.
+unfolding, so ``LWS`` here is plain white space.  ``DIGIT`` is written ``[0-9]``:
+``\\d`` would also match the digits of other scripts.
 """
 
 from __future__ import annotations
@@ -37,11 +38,11 @@ _DOMAINLABEL = r"[A-Za-z0-9](?:[A-Za-z0-9\-]*[A-Za-z0-9])?"
 _TOPLABEL = r"[A-Za-z](?:[A-Za-z0-9\-]*[A-Za-z0-9])?"
 HOSTNAME = rf"(?:{_DOMAINLABEL}\.)*{_TOPLABEL}\.?"
 # IPv4address = 1*3DIGIT "." 1*3DIGIT "." 1*3DIGIT "." 1*3DIGIT
-IPV4 = r"\d{1,3}\.\d{1,3}\.\d{1,3}\.\d{1,3}"
+IPV4 = r"[0-9]{1,3}\.[0-9]{1,3}\.[0-9]{1,3}\.[0-9]{1,3}"
 # IPv6reference = "[" IPv6address "]"  (the address itself is checked with ipaddress)
 IPV6_REFERENCE = r"\[[0-9A-Fa-f:.]+\]"
 HOST = rf"(?:{IPV6_REFERENCE}|{IPV4}|{HOSTNAME})"
-PORT = r"\d{1,5}"
+PORT = r"[0-9]{1,5}"
 # paramchar = param-unreserved / unreserved / escaped
 # param-unreserved = "[" / "]" / "/" / ":" / "&" / "+" / "$"
 PARAMCHARS = rf"(?:[{UNRESERVED}\[\]/:&+$]|{ESCAPED})+"
@@ -51,13 +52,13 @@ HNVCHARS = rf"(?:[{UNRESERVED}\[\]/?:+$]|{ESCAPED})"
 # Method = INVITEm / ... / extension-method ; extension-method = token
 METHOD = TOKEN
 # SIP-Version = "SIP" "/" 1*DIGIT "." 1*DIGIT
-SIP_VERSION = r"[Ss][Ii][Pp]/\d+\.\d+"
+SIP_VERSION = r"[Ss][Ii][Pp]/[0-9]+\.[0-9]+"
 # Status-Code = 3DIGIT
-STATUS_CODE = r"\d{3}"
+STATUS_CODE = r"[0-9]{3}"
 # delta-seconds = 1*DIGIT
-DELTA_SECONDS = r"\d+"
+DELTA_SECONDS = r"[0-9]+"
 # qvalue = ( "0" [ "." 0*3DIGIT ] ) / ( "1" [ "." 0*3("0") ] )
-QVALUE = r"(?:0(?:\.\d{0,3})?|1(?:\.0{0,3})?)"
+QVALUE = r"(?:0(?:\.[0-9]{0,3})?|1(?:\.0{0,3})?)"
 # scheme = ALPHA *( ALPHA / DIGIT / "+" / "-" / "." )
 SCHEME = r"[A-Za-z][A-Za-z0-9+\-.]*"
 # absoluteURI opaque or hierarchical part: uric characters (RFC 2396)

@@ -208,7 +208,7 @@ class CSeq:
     method: str
 
 
-_CSEQ = re.compile(rf"{_abnf.SWS}(\d{{1,10}}){_abnf.LWS}({_abnf.TOKEN}){_abnf.SWS}\Z")
+_CSEQ = re.compile(rf"{_abnf.SWS}([0-9]{{1,10}}){_abnf.LWS}({_abnf.TOKEN}){_abnf.SWS}\Z")
 
 
 def parse_cseq(value: str) -> CSeq:

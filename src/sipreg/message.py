@@ -21,7 +21,7 @@ from .uri import NameAddr, SipUri, Uri, parse_name_addr, parse_uri
 
 _HEADER_LINE = re.compile(rf"({_abnf.TOKEN})[ \t]*:[ \t]*(.*)\Z", re.DOTALL)
 _REQUEST_LINE = re.compile(rf"({_abnf.METHOD}) (\S+) ({_abnf.SIP_VERSION})\Z")
-_STATUS_LINE = re.compile(rf"({_abnf.SIP_VERSION}) (\d+) ([^\r\n]*)\Z")
+_STATUS_LINE = re.compile(rf"({_abnf.SIP_VERSION}) ([0-9]+) ([^\r\n]*)\Z")
 # One white space character before "SIP/" (not ``[ \t]+``) keeps the match linear in time.
 _LOOKS_LIKE_REQUEST = re.compile(rf"{_abnf.TOKEN}[ \t]+\S.*[ \t][Ss][Ii][Pp]/\S+[ \t]*\Z")
 
@@ -249,7 +249,7 @@ def content_length(headers: Headers) -> int | None:
     if not values:
         return None
     text = values[0].strip(" \t")
-    if not re.fullmatch(r"\d{1,10}", text):
+    if not re.fullmatch(r"[0-9]{1,10}", text):
         raise ParseError("Malformed Content-Length")
     return int(text)
 

@@ -92,7 +92,7 @@ class AbsoluteUri:
 
 Uri = SipUri | TelUri | AbsoluteUri
 
-_SIP_HOSTPORT = re.compile(rf"({_abnf.HOST})(?::(\d*))?")
+_SIP_HOSTPORT = re.compile(rf"({_abnf.HOST})(?::([0-9]*))?")
 # global-number-digits = "+" *phonedigit DIGIT *phonedigit, written so it matches in linear time.
 _TEL_NUMBER = re.compile(r"(\+[\-.()]*[0-9][0-9\-.()]*|[0-9A-Fa-f*#\-.()pw]+)")
 # Characters that may stand unescaped in a user part; the rest are re-escaped.
