@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import time
 from typing import Final
 
 import pytest
@@ -231,6 +232,27 @@ def test_continuation_before_any_header() -> None:
         parse_message(msg("OPTIONS sip:a@b SIP/2.0", " folded", *REGISTER_LINES[1:]))
 
 
+@pytest.mark.parametrize(
+    "data",
+    [
+        b"A x" + b" " * 60000 + b"y\r\n\r\n",
+        b"INVITE sip:a@b" + b" sip/" * 12000 + b"\r\n\r\n",
+        b"INVITE tel:+" + b"1" * 60000 + b"x SIP/2.0\r\n\r\n",
+        b"INVITE sip:" + b"a-" * 30000 + b" SIP/2.0\r\n\r\n",
+        msg(*REGISTER_LINES[:2], "To: " + "a " * 30000 + "x", *REGISTER_LINES[4:]),
+    ],
+    ids=["spaces", "sip-slashes", "tel-digits", "hyphens", "display-tokens"],
+)
+def test_long_lines_take_linear_time(data: bytes) -> None:
+    """Regexes must not backtrack quadratically on a 60 KB line (this took 17 s once)."""
+    started = time.perf_counter()
+    with pytest.raises(ParseError):
+        message = parse_message(data)
+        assert isinstance(message, Request)
+        message.check()
+    assert time.perf_counter() - started < 1.0
+
+
 # --- bodies and Content-Length -------------------------------------------------------
 
 
@@ -321,7 +343,11 @@ def test_max_forwards(value: str, expected: int) -> None:
     assert r.max_forwards == expected
 
 
-@pytest.mark.parametrize("value", ["256", "300", "-1", "", "abc", "1 2", "٣", "9" * 5000], ids=repr)
+@pytest.mark.parametrize(
+    "value",
+    ["256", "300", "-1", "", "abc", "1 2", "٣", "9" * 5000],
+    ids=["256", "300", "negative", "empty", "word", "two", "arabic-digit", "5000-digits"],
+)
 def test_bad_max_forwards(value: str) -> None:
     r = register(drop="Max-Forwards")
     r.headers.add("Max-Forwards", value)
