@@ -225,9 +225,16 @@ def test_malformed_expires_header_is_400(value: str) -> None:
     assert refusal(register(C1, expires=value)).status == 400
 
 
-@pytest.mark.parametrize("value", ["soon", "-1", "1.5"])
-def test_malformed_expires_parameter_is_400(value: str) -> None:
-    assert refusal(register(f"<{C1}>;expires={value}")).status == 400
+@pytest.mark.xfail(
+    strict=True,
+    reason="headers.parse_contacts refuses a malformed expires parameter with a 400",
+)
+@pytest.mark.parametrize("value", ["soon", "-1", "1.5", '"Thu, 01 Dec 1994 16:00:00 GMT"'])
+def test_malformed_expires_parameter_counts_as_3600(value: str) -> None:
+    # RFC 3261 sections 10.2 and 20.10: "Malformed values SHOULD be treated as equivalent
+    # to 3600" (an RFC 2543 absolute date included), here capped to max_expires.
+    p = plan(register(f"<{C1}>;expires={value}", expires=60))
+    assert listed(p.response) == {C1: 300}
 
 
 def test_two_expires_headers_are_400() -> None:

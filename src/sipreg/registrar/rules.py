@@ -16,6 +16,7 @@ from ..errors import (
     Forbidden,
     IntervalTooBrief,
     NotFound,
+    ParseError,
     UnsupportedUriScheme,
 )
 from ..headers import parse_contacts, parse_delta_seconds, parse_option_tags
@@ -88,7 +89,10 @@ def address_of_record(request: Request, policy: Policy) -> str:
 def _requested_expires(contact: NameAddr | None, header: int | None, policy: Policy) -> int:
     param = None if contact is None else contact.param("expires")
     if param is not None:
-        return parse_delta_seconds(param, "Contact expires parameter")
+        try:
+            return parse_delta_seconds(param, "Contact expires parameter")
+        except ParseError:  # sections 10.2 and 20.10: "treated as equivalent to 3600"
+            return _ONE_HOUR
     if header is not None:
         return header
     return policy.default_expires
