@@ -2,14 +2,18 @@
 
 from __future__ import annotations
 
+import asyncio
 import logging
 from email.utils import formatdate
 from typing import Any
 
 import pytest
 
+from sipreg.errors import StoreConflict
 from sipreg.message import Request, parse_message
-from sipreg.service import Registrar
+from sipreg.service import MAX_CONFLICT_RETRIES, Registrar
+from sipreg.store.base import AorState, Change
+from sipreg.store.memory import MemoryStore
 from sipreg.uri import parse_name_addr
 
 from .helpers import (
@@ -693,3 +697,151 @@ async def test_ipv6_source_is_stamped_in_brackets(reg: Registrar, leg: FakeLeg) 
     assert await send(reg, register(C1, via=via, cseq=2), leg, ("2001:db8::9", 40000)) == 200
     assert top_via(leg).endswith(";received=[2001:db8::9]")
     assert leg.sent[-1][1] == ("2001:db8::9", 5062)
+
+
+# --- the store: whole or nothing, concurrency -------------------------------------------------
+
+
+class GatedStore(MemoryStore):
+    """A memory store whose load waits for a gate while one is set."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.gate: asyncio.Event | None = None
+        self.loads = 0
+
+    async def load(self, aor: str) -> AorState:
+        self.loads += 1
+        if self.gate is not None:
+            await self.gate.wait()
+        return await super().load(aor)
+
+
+class FlakyStore(MemoryStore):
+    """A memory store whose apply fails ``failures`` times with ``error``."""
+
+    def __init__(self, error: Exception, failures: int) -> None:
+        super().__init__()
+        self.error = error
+        self.failures = failures
+        self.applies = 0
+
+    async def apply(self, change: Change) -> None:
+        self.applies += 1
+        if self.failures:
+            self.failures -= 1
+            raise self.error
+        await super().apply(change)
+
+
+async def test_retransmission_while_in_progress_is_dropped(clock: Clock, leg: FakeLeg) -> None:
+    store = GatedStore()
+    reg = make_registrar(clock, store=store)
+    store.gate = asyncio.Event()
+    data = register(C1)
+    first = asyncio.create_task(reg.receive(data, leg, CLIENT))
+    await asyncio.sleep(0)
+    assert await reg.receive(data, leg, CLIENT) is None  # the first copy is still running
+    assert leg.sent == []
+    store.gate.set()
+    assert await first == 200
+    assert len(leg.sent) == 1
+    assert store.loads == 1
+
+
+async def test_concurrent_registers_for_one_aor_are_serialised(clock: Clock, leg: FakeLeg) -> None:
+    store = GatedStore()
+    reg = make_registrar(clock, store=store)
+    store.gate = asyncio.Event()
+    tasks = [
+        asyncio.create_task(reg.receive(register(c, call_id=f"phone-{i}"), leg, CLIENT))
+        for i, c in enumerate([C1, C2, C3])
+    ]
+    await asyncio.sleep(0)
+    store.gate.set()
+    assert await asyncio.gather(*tasks) == [200, 200, 200]
+    assert set(await reg.query(ALICE)) == {C1, C2, C3}
+    assert listed(leg.last()) == {C1: 300, C2: 300, C3: 300}
+
+
+async def test_store_conflicts_are_retried(clock: Clock, leg: FakeLeg) -> None:
+    store = FlakyStore(StoreConflict("busy"), failures=2)
+    reg = make_registrar(clock, store=store)
+    assert await send(reg, register(C1), leg) == 200
+    assert store.applies == 3
+    assert await reg.query(ALICE) == [C1]
+
+
+async def test_endless_conflicts_answer_503_and_change_nothing(clock: Clock, leg: FakeLeg) -> None:
+    store = FlakyStore(StoreConflict("busy"), failures=100)
+    reg = make_registrar(clock, store=store)
+    assert await send(reg, register(C1), leg) == 503
+    assert store.applies == MAX_CONFLICT_RETRIES
+    assert await reg.query(ALICE) == []
+
+
+async def test_a_failing_store_answers_500_and_changes_nothing(
+    clock: Clock, leg: FakeLeg, caplog: pytest.LogCaptureFixture
+) -> None:
+    # Section 10.3: if the commit fails, "the request MUST fail with a 500 (Server Error)
+    # response and all tentative binding updates MUST be removed".
+    store = FlakyStore(OSError("disk full"), failures=1)
+    reg = make_registrar(clock, store=store)
+    with caplog.at_level(logging.ERROR):
+        assert await send(reg, register(C1, C2), leg) == 500
+    assert await reg.query(ALICE) == []
+    assert await send(reg, register(C1, C2, cseq=2), leg) == 200
+    assert set(await reg.query(ALICE)) == {C1, C2}
+
+
+# --- the library API ------------------------------------------------------------------------
+
+
+async def test_query_and_bindings_take_any_spelling_of_the_aor(
+    reg: Registrar, leg: FakeLeg
+) -> None:
+    await send(reg, register(C1, "<tel:+15551234567>", "<mailto:alice@example.com>"), leg)
+    assert set(listed(leg.last())) == {C1, "tel:+15551234567", "mailto:alice@example.com"}
+    # query() gives only sip/sips contacts, as Net::SIP::Registrar does.
+    assert await reg.query("sip:%61lice@EXAMPLE.com;user=phone") == [C1]
+    assert len(await reg.bindings("sip:alice@example.com;transport=tcp")) == 3
+    assert await reg.query("tel:+15551234567") == []
+
+
+async def test_chain_skips_contacts_that_are_not_sip(reg: Registrar, leg: FakeLeg) -> None:
+    await send(reg, register("<tel:+15551234567>;q=1.0", f"<{C1}>;q=0.1"), leg)
+    message = parse_message(build("INVITE", "sip:alice@example.com"))
+    assert isinstance(message, Request)
+    assert await reg.receive(message, leg, CLIENT) is None
+    assert str(message.uri) == C1
+
+
+async def test_responses_are_ignored(reg: Registrar, leg: FakeLeg) -> None:
+    response = (
+        b"SIP/2.0 200 OK\r\nVia: SIP/2.0/UDP 192.0.2.1;branch=z9hG4bK-x\r\n"
+        b"To: <sip:a@example.com>;tag=1\r\nFrom: <sip:a@example.com>;tag=2\r\n"
+        b"Call-ID: r\r\nCSeq: 1 OPTIONS\r\nContent-Length: 0\r\n\r\n"
+    )
+    assert await reg.receive(response, leg, CLIENT) is None
+    assert leg.sent == []
+
+
+async def test_a_parsed_request_can_be_passed_in(reg: Registrar, leg: FakeLeg) -> None:
+    message = parse_message(register(C1))
+    assert isinstance(message, Request)
+    assert await reg.receive(message, leg, CLIENT) == 200
+    assert await reg.query(ALICE) == [C1]
+
+
+async def test_a_dispatcher_sends_instead_of_the_leg(clock: Clock, leg: FakeLeg) -> None:
+    sent: list[tuple[bytes, object, tuple[str, int]]] = []
+
+    class Dispatcher:
+        def deliver(self, data: bytes, leg: object, addr: tuple[str, int]) -> None:
+            sent.append((data, leg, addr))
+
+    reg = Registrar(Dispatcher(), domain="example.com", clock=clock)
+    assert await reg.receive(register(C1), leg, CLIENT) == 200
+    assert leg.sent == []
+    [(data, via_leg, addr)] = sent
+    assert data.startswith(b"SIP/2.0 200 OK") and via_leg is leg and addr == CLIENT
