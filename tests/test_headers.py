@@ -291,10 +291,21 @@ def test_contact_expires() -> None:
     assert [c.param("expires") for c in contacts] == ["3600", "0"]
     assert [str(c.uri) for c in contacts] == ["sip:a@b", "sip:c@d"]
     assert isinstance(contacts[1].uri, SipUri)
-    for bad in ["-1", "1.5", "soon", '"60"']:
-        with pytest.raises(ParseError):
-            parse_contacts([f"<sip:a@b>;expires={bad}"])
     assert parse_contacts([]) == []
+
+
+@pytest.mark.parametrize(
+    "value",
+    ["-1", "1.5", "soon", '"60"', '"Thu, 01 Dec 1994 16:00:00 GMT"'],
+    ids=["negative", "decimal", "word", "quoted", "rfc2543-date"],
+)
+def test_malformed_contact_expires_is_kept_for_the_caller(value: str) -> None:
+    # RFC 3261 10.2 and 20.10: a malformed value counts as 3600, so it is no parse error.
+    contacts = parse_contacts([f"<sip:a@b>;expires={value}"])
+    assert contacts is not None
+    assert contacts[0].param("expires") == value
+    with pytest.raises(ParseError):
+        parse_delta_seconds(value, "Contact expires parameter")
 
 
 @pytest.mark.parametrize(

@@ -229,7 +229,11 @@ def parse_delta_seconds(value: str, what: str) -> int:
 
 
 def parse_contacts(values: list[str]) -> list[NameAddr] | None:
-    """The Contact list; None for ``Contact: *``.  ``*`` mixed with addresses is a 400."""
+    """The Contact list; None for ``Contact: *``.  ``*`` mixed with addresses is a 400.
+
+    A malformed ``expires`` parameter is kept as written: RFC 3261 sections 10.2 and
+    20.10 treat it as 3600, which is the caller's reading to make.
+    """
     if any(v.strip(" \t") == "*" for v in values):
         if len(values) != 1:
             raise ParseError("Contact: * must be the only Contact")
@@ -239,9 +243,6 @@ def parse_contacts(values: list[str]) -> list[NameAddr] | None:
         q = c.param("q")
         if q is not None and not _abnf.QVALUE_RE.match(q):
             raise ParseError(f"Malformed Contact: bad q value {q!r}")
-        exp = c.param("expires")
-        if exp is not None:
-            parse_delta_seconds(exp, "Contact expires parameter")
     return contacts
 
 
