@@ -1,0 +1,133 @@
+"""The server transaction cache (RFC 3261 17.2.3) and the Via rules (18.2, RFC 3581)."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import pytest
+
+from sipreg.headers import Headers
+from sipreg.transactions import TIMER_J, TransactionCache, transaction_key
+from sipreg.via import response_destination, stamp_received
+
+from .helpers import START, build, request
+
+VIA = "SIP/2.0/UDP 198.51.100.7:5062;branch=z9hG4bK-abc"
+
+
+def key(method: str = "INVITE", **kw: Any) -> tuple[str, ...] | None:
+    kw.setdefault("via", VIA)
+    return transaction_key(request(build(method, "sip:alice@example.com", **kw)))
+
+
+def test_retransmissions_share_a_key() -> None:
+    assert key() == key()
+    assert key() is not None
+
+
+def test_ack_shares_the_invite_key_and_cancel_does_not() -> None:
+    assert key("ACK") == key("INVITE")
+    assert key("CANCEL") != key("INVITE")
+    cancel = request(build("CANCEL", "sip:alice@example.com", via=VIA))
+    assert transaction_key(cancel, method="INVITE") == key("INVITE")
+
+
+def test_key_depends_on_branch_sent_by_and_cseq() -> None:
+    assert key(via=VIA.replace("abc", "abd")) != key()
+    assert key(via=VIA.replace("5062", "5063")) != key()
+    assert key(cseq=2) != key()
+    assert key(via=VIA.replace("198.51.100.7", "198.51.100.8")) != key()
+
+
+def test_sent_by_host_case_does_not_matter() -> None:
+    upper = "SIP/2.0/UDP PHONE.example.net:5062;branch=z9hG4bK-abc"
+    assert key(via=upper) == key(via=upper.replace("PHONE", "phone"))
+
+
+def test_rfc_2543_requests_are_keyed_without_a_branch() -> None:
+    old = "SIP/2.0/UDP 198.51.100.7:5062"
+    assert key(via=old) == key(via=old)
+    assert key(via=old) != key(via=old, call_id="other")
+    assert key("ACK", via=old) == key(via=old)
+
+
+def test_unreadable_request_has_no_key() -> None:
+    assert key(via="garbage") is None
+    assert key(call_id=None) is None
+
+
+def test_cache_begin_complete_and_repeat() -> None:
+    cache = TransactionCache()
+    k = ("a",)
+    assert cache.begin(k, START) == (True, None)
+    is_new, entry = cache.begin(k, START + 1)
+    assert not is_new and entry is not None and entry.response is None
+    cache.complete(k, b"SIP/2.0 200 OK\r\n\r\n", ("192.0.2.1", 5060))
+    is_new, entry = cache.begin(k, START + 2)
+    assert not is_new and entry is not None
+    assert (entry.response, entry.destination) == (b"SIP/2.0 200 OK\r\n\r\n", ("192.0.2.1", 5060))
+    assert k in cache and len(cache) == 1
+
+
+def test_cache_entries_live_for_timer_j() -> None:
+    cache = TransactionCache()
+    cache.begin(("a",), START)
+    cache.begin(("b",), START + 10)
+    cache.sweep(START + TIMER_J - 0.1)
+    assert len(cache) == 2
+    cache.sweep(START + TIMER_J)
+    assert ("a",) not in cache and ("b",) in cache
+    assert cache.begin(("a",), START + TIMER_J)[0]  # new again
+
+
+def test_cache_forget_and_bound() -> None:
+    cache = TransactionCache(max_entries=3)
+    for i in range(5):
+        cache.begin((str(i),), START)
+    assert len(cache) == 3
+    assert ("0",) not in cache and ("4",) in cache  # the oldest go first
+    cache.forget(("4",))
+    cache.forget(("nothing",))
+    assert ("4",) not in cache
+
+
+def stamped(via: str, source: tuple[str, int]) -> tuple[str, tuple[str, int]]:
+    headers = Headers([("Via", via), ("Via", "SIP/2.0/UDP proxy.example.net;branch=z9hG4bK-2")])
+    stamp_received(headers, source)
+    assert headers.get_all("via")[1] == "SIP/2.0/UDP proxy.example.net;branch=z9hG4bK-2"
+    return headers.get_all("via")[0], response_destination(headers, source)
+
+
+@pytest.mark.parametrize(
+    ("via", "source", "expected_via", "destination"),
+    [
+        # sent-by is the source: nothing added, answer to the sent-by port.
+        ("SIP/2.0/UDP 192.0.2.5:5070;branch=z9hG4bK-1", ("192.0.2.5", 40000),
+         "SIP/2.0/UDP 192.0.2.5:5070;branch=z9hG4bK-1", ("192.0.2.5", 5070)),
+        # a host name or another address: received, answer there at the sent-by port.
+        ("SIP/2.0/UDP pc.example.net;branch=z9hG4bK-1", ("192.0.2.5", 40000),
+         "SIP/2.0/UDP pc.example.net;branch=z9hG4bK-1;received=192.0.2.5", ("192.0.2.5", 5060)),
+        # rport: both filled in, answer to the source address and port.
+        ("SIP/2.0/UDP 10.1.1.1:5060;rport;branch=z9hG4bK-1", ("192.0.2.5", 40000),
+         "SIP/2.0/UDP 10.1.1.1:5060;branch=z9hG4bK-1;rport=40000;received=192.0.2.5",
+         ("192.0.2.5", 40000)),
+        # a compact, spaced Via keeps its text.
+        ("SIP/2.0/UDP 10.1.1.1 ; branch=z9hG4bK-1", ("192.0.2.5", 1),
+         "SIP/2.0/UDP 10.1.1.1 ; branch=z9hG4bK-1;received=192.0.2.5", ("192.0.2.5", 5060)),
+        # IPv6: the same address in another spelling is the same address.
+        ("SIP/2.0/UDP [2001:DB8:0::1]:5062;branch=z9hG4bK-1", ("2001:db8::1", 40000),
+         "SIP/2.0/UDP [2001:DB8:0::1]:5062;branch=z9hG4bK-1", ("2001:db8::1", 5062)),
+    ],
+)  # fmt: skip
+def test_stamp_and_destination(
+    via: str, source: tuple[str, int], expected_via: str, destination: tuple[str, int]
+) -> None:
+    assert stamped(via, source) == (expected_via, destination)
+
+
+def test_unreadable_via_is_left_alone_and_answered_at_the_source() -> None:
+    headers = Headers([("Via", "not a via")])
+    stamp_received(headers, ("192.0.2.5", 40000))
+    assert headers.get_all("via") == ["not a via"]
+    assert response_destination(headers, ("192.0.2.5", 40000)) == ("192.0.2.5", 40000)
+    assert response_destination(Headers(), ("192.0.2.5", 1)) == ("192.0.2.5", 1)
