@@ -185,3 +185,12 @@ def test_max_size_counts_the_announced_body() -> None:
     data = message(1, length_line="Content-Length: 4000000000")
     with pytest.raises(MessageTooLarge):
         StreamFramer().feed(data)
+
+
+def test_head_fed_byte_by_byte_is_scanned_once() -> None:
+    """The search for the end of the head resumes where it stopped, not at the start."""
+    framer = StreamFramer(max_size=70_000)
+    data = b"OPTIONS sip:a@b SIP/2.0\r\nX-Pad: " + b"a" * 30_000 + b"\r\nContent-Length: 0\r\n\r\n"
+    out = [item for i in range(len(data)) for item in framer.feed(data[i : i + 1])]
+    assert out == [data]
+    assert framer._scanned == 0 and framer.pending == 0

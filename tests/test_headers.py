@@ -342,3 +342,8 @@ def test_option_tags() -> None:
         parse_option_tags(["foo bar"], "Require")
     with pytest.raises(ParseError):
         parse_option_tags(["<x>"], "Require")
+
+
+def test_empty_list_field_adds_nothing() -> None:
+    headers = Headers([("Supported", ""), ("k", "path"), ("Supported", "  ")])
+    assert headers.values("supported") == ["path"]

@@ -34,6 +34,8 @@ class StreamFramer:
     def __init__(self, max_size: int = 65535) -> None:
         self.max_size = max_size
         self._buffer = bytearray()
+        self._scanned = 0  # bytes of the buffer known to hold no CRLF CRLF
+        self._total: int | None = None  # length of the message whose head is read
 
     def feed(self, data: bytes) -> list[bytes | KeepAlive]:
         """Add ``data``; return the messages and keep-alives now complete, in order."""
@@ -52,17 +54,33 @@ class StreamFramer:
 
     def _next(self) -> bytes | KeepAlive | None:
         buf = self._buffer
-        if buf.startswith(_PING):
+        if self._total is None and self._scanned == 0 and buf.startswith(_PING):
             del buf[:4]
             return KeepAlive()
-        # A lone CRLF (a pong, or padding before a start line) is skipped; one that may
-        # still grow into a CRLF CRLF ping waits for more bytes.
-        while buf.startswith(b"\r\n") and not _PING.startswith(buf[:4]):
-            del buf[:2]
-        if _PING.startswith(buf):
+        if self._total is None:
+            self._total = self._read_head(buf)
+            if self._total is None:
+                return None
+        if len(buf) < self._total:
             return None
-        end = buf.find(b"\r\n\r\n")
+        message = bytes(buf[: self._total])
+        del buf[: self._total]
+        self._total = None
+        self._scanned = 0
+        return message
+
+    def _read_head(self, buf: bytearray) -> int | None:
+        """The whole length of the message at the start of ``buf`` once its head is in."""
+        if self._scanned == 0:
+            # A lone CRLF (a pong, or padding before a start line) is skipped; one that
+            # may still grow into a CRLF CRLF ping waits for more bytes.
+            while buf.startswith(b"\r\n") and not _PING.startswith(buf[:4]):
+                del buf[:2]
+            if _PING.startswith(buf):
+                return None
+        end = buf.find(b"\r\n\r\n", max(0, self._scanned - 3))
         if end < 0:
+            self._scanned = len(buf)
             if len(buf) > self.max_size:
                 raise MessageTooLarge("Message header too large")
             return None
@@ -70,14 +88,9 @@ class StreamFramer:
         lengths = [v.strip(b" \t") for v in _CONTENT_LENGTH.findall(head)]
         if len(lengths) > 1:
             raise ParseError("Multiple Content-Length header fields")
-        if lengths and not re.fullmatch(rb"\d{1,10}", lengths[0]):
+        if lengths and not re.fullmatch(rb"[0-9]{1,10}", lengths[0]):
             raise ParseError("Malformed Content-Length")
-        length = int(lengths[0]) if lengths else 0
-        total = end + 4 + length
+        total = end + 4 + (int(lengths[0]) if lengths else 0)
         if total > self.max_size:
             raise MessageTooLarge("Message too large")
-        if len(buf) < total:
-            return None
-        message = bytes(buf[:total])
-        del buf[:total]
-        return message
+        return total

@@ -78,10 +78,14 @@ class Headers:
         return [value for _, canon, value in self._fields if canon == key]
 
     def values(self, name: str) -> list[str]:
-        """Every list element of ``name`` across all its lines, comma lists split."""
+        """Every list element of ``name`` across all its lines, comma lists split.
+
+        An empty field (``Supported:``, which the grammar allows) adds nothing.
+        """
         out: list[str] = []
         for value in self.get_all(name):
-            out.extend(split_commas(value, name))
+            if value.strip(" \t"):
+                out.extend(split_commas(value, name))
         return out
 
     def single(self, name: str) -> str | None:
