@@ -347,3 +347,11 @@ def test_option_tags() -> None:
 def test_empty_list_field_adds_nothing() -> None:
     headers = Headers([("Supported", ""), ("k", "path"), ("Supported", "  ")])
     assert headers.values("supported") == ["path"]
+
+
+@pytest.mark.parametrize("received", ["2001:db8::9", "[2001:db8::9]"], ids=["bare", "reference"])
+def test_via_received_ipv6_both_forms(received: str) -> None:
+    """RFC 5118 section 4.5: a received IPv6 address parses with and without brackets."""
+    via = parse_via(f"SIP/2.0/UDP [2001:db8::5]:5062;received={received};rport=4000")
+    assert via.param("received") == received
+    assert via.param("rport") == "4000"

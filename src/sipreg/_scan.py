@@ -8,7 +8,11 @@ from . import _abnf
 from .errors import ParseError
 
 _WS = re.compile(_abnf.SWS)
-_GEN_VALUE = re.compile(rf"{_abnf.QUOTED_STRING}|\[[0-9A-Fa-f:.]+\]|{_abnf.TOKEN}")
+# gen-value = token / host / quoted-string; a bare IPv6address is accepted too, as
+# via-received has it (RFC 3261 section 25, RFC 5118 section 4.5).
+_GEN_VALUE = re.compile(
+    rf"{_abnf.QUOTED_STRING}|\[[0-9A-Fa-f:.]+\]|[0-9A-Fa-f]*:[0-9A-Fa-f:.]+|{_abnf.TOKEN}"
+)
 
 
 class Scanner:

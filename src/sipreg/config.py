@@ -20,7 +20,7 @@ TransportName = Literal["udp", "tcp"]
 LOG_LEVELS = ("debug", "info", "warning", "error", "critical")
 
 _LISTEN = re.compile(
-    r"(?P<transport>[a-z]+):(?:\[(?P<v6>[^\]]*)\]|(?P<host>[^:\[\]]*)):(?P<port>\d+)"
+    r"(?P<transport>[a-z]+):(?:\[(?P<v6>[^\]]*)\]|(?P<host>[^:\[\]]*)):(?P<port>[0-9]+)"
 )
 
 

@@ -164,12 +164,7 @@ def _parse_sip(scheme: str, rest: str, text: str) -> SipUri:
         if not port_text or len(digits) > 5 or int(digits) > 65535:
             raise ParseError(f"Malformed URI {text!r}: bad port")
         port = int(digits)
-    params: list[tuple[str, str | None]] = []
-    for p in param_texts:
-        name, eq, value = p.partition("=")
-        if not _abnf.PARAMCHARS_RE.match(name) or (eq and not _abnf.PARAMCHARS_RE.match(value)):
-            raise ParseError(f"Malformed URI {text!r}: bad parameter {p!r}")
-        params.append((name, value if eq else None))
+    params = _uri_params(param_texts, text)
     headers: list[tuple[str, str]] = []
     if qmark:
         for h in headers_text.split("&"):
@@ -177,20 +172,25 @@ def _parse_sip(scheme: str, rest: str, text: str) -> SipUri:
             if not eq or not _abnf.HNAME_RE.match(name) or not _abnf.HVALUE_RE.match(value):
                 raise ParseError(f"Malformed URI {text!r}: bad header {h!r}")
             headers.append((name, value))
-    return SipUri(scheme, host, user, password, port, tuple(params), tuple(headers))
+    return SipUri(scheme, host, user, password, port, params, tuple(headers))
+
+
+def _uri_params(texts: list[str], uri: str) -> Params:
+    """``*( ";" uri-parameter )`` already split at the semicolons."""
+    params: list[tuple[str, str | None]] = []
+    for p in texts:
+        name, eq, value = p.partition("=")
+        if not _abnf.PARAMCHARS_RE.match(name) or (eq and not _abnf.PARAMCHARS_RE.match(value)):
+            raise ParseError(f"Malformed URI {uri!r}: bad parameter {p!r}")
+        params.append((name, value if eq else None))
+    return tuple(params)
 
 
 def _parse_tel(rest: str, text: str) -> TelUri:
     number, *param_texts = rest.split(";")
     if not _TEL_NUMBER.fullmatch(number):
         raise ParseError(f"Malformed URI {text!r}: bad telephone number")
-    params: list[tuple[str, str | None]] = []
-    for p in param_texts:
-        name, eq, value = p.partition("=")
-        if not _abnf.PARAMCHARS_RE.match(name) or (eq and not _abnf.PARAMCHARS_RE.match(value)):
-            raise ParseError(f"Malformed URI {text!r}: bad parameter {p!r}")
-        params.append((name, value if eq else None))
-    return TelUri(number, tuple(params))
+    return TelUri(number, _uri_params(param_texts, text))
 
 
 # --- RFC 3261 section 19.1.4 ---------------------------------------------------------

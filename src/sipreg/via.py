@@ -42,9 +42,9 @@ def stamp_received(headers: Headers, source: tuple[str, int]) -> None:
     if rport is not None:
         value = _drop_param(value, "rport") + f";rport={port}"
     if rport is not None or not _same_address(via.host, ip):
-        # An IPv6 address goes in brackets: RFC 5118 section 4.5 has receivers accept
-        # both forms, and the bare form does not parse as a generic parameter value.
-        value += f";received={f'[{ip}]' if ':' in ip else ip}"
+        # via-received is a bare IPv6address (RFC 3261 section 25); RFC 5118 section 4.5
+        # has receivers accept the bracketed form too.
+        value += f";received={ip}"
     if value == first_line[0]:
         return
     first_line[0] = value

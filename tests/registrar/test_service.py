@@ -688,14 +688,15 @@ async def test_redirect_checks_in_section_8_2_order(redirector: Registrar, leg: 
     assert await send(redirector, build("OPTIONS", f"sip:{SERVER_IP}", extra=unknown), leg) == 420
 
 
-async def test_ipv6_source_is_stamped_in_brackets(reg: Registrar, leg: FakeLeg) -> None:
+async def test_ipv6_source_is_stamped_bare(reg: Registrar, leg: FakeLeg) -> None:
+    """via-received is a bare IPv6address (RFC 3261 section 25)."""
     via = "SIP/2.0/UDP [2001:db8::5]:5062;rport;branch=z9hG4bK-6"
     assert await send(reg, register(C1, via=via), leg, ("2001:db8::9", 40000)) == 200
-    assert top_via(leg).endswith(";rport=40000;received=[2001:db8::9]")
+    assert top_via(leg).endswith(";rport=40000;received=2001:db8::9")
     assert leg.sent[-1][1] == ("2001:db8::9", 40000)
     via = "SIP/2.0/UDP [2001:db8::5]:5062;branch=z9hG4bK-7"
     assert await send(reg, register(C1, via=via, cseq=2), leg, ("2001:db8::9", 40000)) == 200
-    assert top_via(leg).endswith(";received=[2001:db8::9]")
+    assert top_via(leg).endswith(";received=2001:db8::9")
     assert leg.sent[-1][1] == ("2001:db8::9", 5062)
 
 
