@@ -13,7 +13,8 @@ import contextlib
 import logging
 import time
 from collections.abc import AsyncIterator, Callable, Sequence
-from typing import Any, Literal, Protocol
+from dataclasses import dataclass, field
+from typing import Literal, Protocol
 
 from .errors import (
     NotFound,
@@ -82,6 +83,14 @@ def _domains(domains: str | Sequence[str] | None, domain: str | None) -> tuple[s
     return tuple(found)
 
 
+@dataclass
+class _AorLock:
+    """A per-AOR lock and how many requests hold or wait for it."""
+
+    lock: asyncio.Lock = field(default_factory=asyncio.Lock)
+    users: int = 0
+
+
 class Registrar:
     """A SIP registrar (RFC 3261 section 10) over an async binding store."""
 
@@ -113,7 +122,7 @@ class Registrar:
         self.mode = mode
         self.clock = clock
         self.transactions = TransactionCache()
-        self._locks: dict[str, list[Any]] = {}
+        self._locks: dict[str, _AorLock] = {}
 
     # --- the Net::SIP::Registrar API ----------------------------------------------------
 
@@ -199,14 +208,14 @@ class Registrar:
         """Serialise REGISTERs for one AOR in this process; the lock lives while it is used."""
         entry = self._locks.get(aor)
         if entry is None:
-            entry = self._locks[aor] = [asyncio.Lock(), 0]
-        entry[1] += 1
+            entry = self._locks[aor] = _AorLock()
+        entry.users += 1
         try:
-            async with entry[0]:
+            async with entry.lock:
                 yield
         finally:
-            entry[1] -= 1
-            if not entry[1]:
+            entry.users -= 1
+            if not entry.users:
                 del self._locks[aor]
 
     def _deliver(self, data: bytes, leg: Leg, addr: tuple[str, int]) -> None:
