@@ -4,7 +4,7 @@
 #   sh scripts/install-system-deps.sh [python] [interop]     (no argument: both)
 #
 #   python   python3-venv, when `$PYTHON -m venv` cannot work (no venv/ensurepip)
-#   interop  sip-tester (SIPp), libnet-sip-perl (Net::SIP) and libnet-dns-perl: the real SIP peers
+#   interop  sip-tester (SIPp), sipsak, libnet-sip-perl (Net::SIP) and libnet-dns-perl: the real SIP peers
 #            the interop tests drive
 #
 # As root, or with password-less sudo, it runs apt-get.  Otherwise it says what
@@ -27,6 +27,7 @@ for group in $groups; do
         ;;
     interop)
         command -v sipp >/dev/null 2>&1 || missing="$missing sip-tester"
+        command -v sipsak >/dev/null 2>&1 || missing="$missing sipsak"
         perl -MNet::SIP -e 1 >/dev/null 2>&1 || missing="$missing libnet-sip-perl"
         # Net::SIP only recommends Net::DNS, which its dispatcher uses to resolve targets.
         perl -MNet::DNS -e 1 >/dev/null 2>&1 || missing="$missing libnet-dns-perl"

@@ -6,8 +6,8 @@ PROTO:HOST:PORT`` log lines.  It stores bindings in SQLite under the test's
 ``tmp_path`` so a test can stop the server and read what it committed.  Every
 server is stopped with SIGTERM and must exit 0.
 
-The peers are tools nobody here wrote: SIPp (Debian ``sip-tester``) and the
-Perl Net::SIP user agent (``libnet-sip-perl``).  A missing tool skips the test
+The peers are tools nobody here wrote: SIPp (Debian ``sip-tester``), the
+Perl Net::SIP user agent (``libnet-sip-perl``) and sipsak.  A missing tool skips the test
 locally and fails it when ``CI=true``, so CI never passes by skipping.
 
 ``SIPREG_INTEROP_COMMAND`` replaces ``python -m sipreg`` (split like a shell
@@ -68,6 +68,15 @@ def sipp() -> str:
     """The path of the ``sipp`` binary (skips or fails when it is missing)."""
     path = shutil.which("sipp")
     require(path is not None, "SIPp (`sipp`)", "sip-tester")
+    assert path is not None
+    return path
+
+
+@pytest.fixture(scope="session")
+def sipsak() -> str:
+    """The path of the ``sipsak`` binary (skips or fails when it is missing)."""
+    path = shutil.which("sipsak")
+    require(path is not None, "sipsak", "sipsak")
     assert path is not None
     return path
 
@@ -208,6 +217,7 @@ def _start(
     min_expires: int,
     max_expires: int,
     default_expires: int,
+    domain: str,
     name: str,
 ) -> Server:
     log = tmp_path / f"{name}.log"
@@ -222,7 +232,7 @@ def _start(
         "--store",
         f"sqlite:{db}",
         "--domain",
-        DOMAIN,
+        domain,
         "--min-expires",
         str(min_expires),
         "--max-expires",
@@ -267,19 +277,24 @@ def start_server(tmp_path: Path) -> Iterator[StartServer]:
     """Start ``sipreg serve`` (UDP and TCP on loopback, SQLite in tmp_path).
 
     Call it with keyword overrides of ``min_expires`` (60), ``max_expires``
-    (3600) and ``default_expires`` (3600).  Servers still running at teardown
-    are stopped with SIGTERM and must exit 0.
+    (3600), ``default_expires`` (3600) and ``domain`` (example.com).  Servers
+    still running at teardown are stopped with SIGTERM and must exit 0.
     """
     servers: list[Server] = []
 
     def start(
-        *, min_expires: int = 60, max_expires: int = 3600, default_expires: int = 3600
+        *,
+        min_expires: int = 60,
+        max_expires: int = 3600,
+        default_expires: int = 3600,
+        domain: str = DOMAIN,
     ) -> Server:
         server = _start(
             tmp_path,
             min_expires=min_expires,
             max_expires=max_expires,
             default_expires=default_expires,
+            domain=domain,
             name=f"sipreg{len(servers)}",
         )
         servers.append(server)
