@@ -40,12 +40,17 @@ class Policy:
         object.__setattr__(self, "domains", tuple(canonical_host(d) for d in self.domains))
         object.__setattr__(self, "identities", tuple(canonical_host(i) for i in self.identities))
 
+    def served_domain(self, host: str) -> str | None:
+        """The served domain covering ``host`` (the longest match), ``*`` when all are served."""
+        if not self.domains or "*" in self.domains:
+            return "*"
+        host = canonical_host(host)
+        covering = [d for d in self.domains if host == d or host.endswith("." + d)]
+        return max(covering, key=len) if covering else None
+
     def serves(self, host: str) -> bool:
         """True when ``host`` is a served domain or a subdomain of one."""
-        if not self.domains or "*" in self.domains:
-            return True
-        host = canonical_host(host)
-        return any(host == d or host.endswith("." + d) for d in self.domains)
+        return self.served_domain(host) is not None
 
     def is_self(self, host: str) -> bool:
         """True when ``host`` names this server itself."""
