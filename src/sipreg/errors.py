@@ -118,6 +118,12 @@ class IntervalTooBrief(SipError):
         self.min_expires = min_expires
 
 
+class CallDoesNotExist(SipError):
+    """481: a CANCEL that matches no transaction."""
+
+    status = 481
+
+
 class TooManyHops(SipError):
     """483: Max-Forwards reached zero on a request that is not for this server."""
 

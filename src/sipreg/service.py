@@ -20,9 +20,9 @@ from .errors import (
     NotFound,
     ParseError,
     ServerInternalError,
-    ServiceUnavailable,
     SipError,
     StoreConflict,
+    TooManyHops,
 )
 from .message import Request, Response, parse_message, split_head
 from .registrar.binding import Binding
@@ -261,7 +261,12 @@ class Registrar:
 
     async def _register(
         self, request: Request, leg: Leg, from_addr: tuple[str, int], now: float
-    ) -> Response:
+    ) -> Response | None:
+        ruri = request.uri
+        if self.mode == "chain" and not (
+            isinstance(ruri, SipUri) and self.policy.accepts_request_uri(ruri.host)
+        ):
+            return None  # section 10.3 step 1: a registrar that is also a proxy forwards it
         aor = validate_register(request, self.policy)
         source = Source(leg.transport, from_addr, leg.local)
         async with self._aor_lock(aor):
@@ -276,7 +281,8 @@ class Registrar:
                     continue
                 break
             else:
-                raise ServiceUnavailable("The binding store is busy; try again")
+                # Section 10.3 step 7: a failed back-end commit "MUST fail with a 500".
+                raise ServerInternalError("The binding store is busy; try again")
         log.info(
             "REGISTER %s from %s:%s/%s -> 200, %d contact(s)",
             aor, from_addr[0], from_addr[1], leg.transport, len(plan.bindings),
@@ -313,6 +319,9 @@ class Registrar:
         uri = request.uri
         if not isinstance(uri, SipUri) or uri.user is None or not self.policy.serves(uri.host):
             return
-        target = best_contact((await self.store.load(uri.address_of_record())).bindings, now)
+        state = await self.store.load(uri.address_of_record())
+        target = best_contact(request, state.bindings, now)
         if target is not None:
+            if request.max_forwards == 0:  # section 16.3 step 3: it must not go on
+                raise TooManyHops()
             request.uri = target

@@ -21,7 +21,8 @@ def unescape(text: str) -> str:
     return unquote_to_bytes(text).decode("utf-8", "surrogateescape")
 
 
-def _format_params(params: Params) -> str:
+def format_params(params: Params) -> str:
+    """``;name=value`` (or ``;name``) for each parameter."""
     return "".join(f";{n}" if v is None else f";{n}={v}" for n, v in params)
 
 
@@ -43,7 +44,7 @@ class SipUri:
             userinfo = self.user + ("" if self.password is None else f":{self.password}") + "@"
         port = "" if self.port is None else f":{self.port}"
         headers = "&".join(f"{n}={v}" for n, v in self.headers)
-        return f"{self.scheme}:{userinfo}{self.host}{port}{_format_params(self.params)}" + (
+        return f"{self.scheme}:{userinfo}{self.host}{port}{format_params(self.params)}" + (
             f"?{headers}" if headers else ""
         )
 
@@ -76,7 +77,7 @@ class TelUri:
     scheme: str = field(default="tel", init=False)
 
     def __str__(self) -> str:
-        return f"tel:{self.number}{_format_params(self.params)}"
+        return f"tel:{self.number}{format_params(self.params)}"
 
 
 @dataclass(frozen=True)
@@ -280,7 +281,7 @@ class NameAddr:
             head = f'"{escaped}" <{self.uri}>'
         else:
             head = f"<{self.uri}>"
-        return head + _format_params(self.params)
+        return head + format_params(self.params)
 
 
 def parse_name_addr(value: str, what: str) -> NameAddr:

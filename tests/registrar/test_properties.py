@@ -114,7 +114,8 @@ class Model:
             expires = DEFAULT if expires is None else expires
             if 0 < expires < MIN:
                 return 423
-            wanted.pop(cls, None)
+            if cls in wanted:  # a contact listed twice fails the request (step 7)
+                return 400
             wanted[cls] = (str(parse_uri(POOL[cls][spelling])), expires)
         if any(cls in live and stale(live[cls]) for cls in wanted):
             return 400

@@ -6,7 +6,7 @@ from typing import Any
 
 import pytest
 
-from sipreg.errors import SipError
+from sipreg.errors import NotFound, SipError
 from sipreg.registrar.binding import Binding
 from sipreg.registrar.routing import (
     ALLOWED,
@@ -45,11 +45,24 @@ def test_ordered_drops_expired() -> None:
 def test_best_contact_is_the_first_sip_uri() -> None:
     tel = bind("tel:+15551234567", q=1.0)
     sip = bind("sip:a@192.0.2.10;transport=tcp", q=0.5)
-    best = best_contact([sip, tel], START)
+    invite = request(build("INVITE", "sip:alice@example.com"))
+    best = best_contact(invite, [sip, tel], START)
     assert isinstance(best, SipUri)
     assert str(best) == "sip:a@192.0.2.10;transport=tcp"
-    assert best_contact([tel], START) is None
-    assert best_contact([], START) is None
+    assert best_contact(invite, [tel], START) is None
+    assert best_contact(invite, [], START) is None
+
+
+def test_a_sips_request_goes_only_to_sips_contacts() -> None:
+    """RFC 3261 10.2.1: a SIPS address of record is reached over SIPS contacts only."""
+    sip = bind("sip:a@192.0.2.10", q=1.0)
+    sips = bind("sips:a@192.0.2.11", q=0.5)
+    secure = request(build("INVITE", "sips:alice@example.com"))
+    assert str(best_contact(secure, [sip, sips], START)) == "sips:a@192.0.2.11"
+    assert best_contact(secure, [sip], START) is None
+    assert list(listed(redirect(secure, [sip, sips], START))) == ["sips:a@192.0.2.11"]
+    with pytest.raises(NotFound):
+        redirect(secure, [sip], START)
 
 
 def test_target_aor_is_canonical() -> None:
@@ -106,5 +119,7 @@ def test_redirect_lists_live_contacts_best_first() -> None:
 
 def test_redirect_without_live_contacts_is_404() -> None:
     req = request(build("INVITE", "sip:alice@example.com"))
-    assert redirect(req, [], START).status == 404
-    assert redirect(req, [bind("sip:a@h", expires_at=START)], START).status == 404
+    with pytest.raises(NotFound):
+        redirect(req, [], START)
+    with pytest.raises(NotFound):
+        redirect(req, [bind("sip:a@h", expires_at=START)], START)

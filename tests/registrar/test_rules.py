@@ -14,6 +14,7 @@ from sipreg.registrar.rules import (
     RegisterPlan,
     Source,
     contact_value,
+    format_qvalue,
     plan_register,
     validate_register,
 )
@@ -402,11 +403,48 @@ def test_expires_zero_with_stale_cseq_still_aborts() -> None:
     assert refusal(register(f"<{C1}>;expires=0", cseq=1), stored(C1, cseq=1)).status == 400
 
 
-def test_later_duplicate_in_one_request_wins() -> None:
-    p = plan(register(f"<{C1}>;expires=100", f"<{C1};foo=1>;expires=0", cseq=2), stored(C1))
-    assert p.bindings == ()
-    p = plan(register(f"<{C1}>;expires=0", f"<{C1}>;expires=100", cseq=2), stored(C1))
-    assert listed(p.response) == {C1: 100}
+@pytest.mark.parametrize(
+    "pair",
+    [(f"<{C1}>;expires=100", f"<{C1};foo=1>;expires=0"), (f"<{C1}>;expires=0", f"<{C1}>")],
+    ids=["equal-by-19.1.4", "identical"],
+)
+def test_contact_listed_twice_fails_the_request(pair: tuple[str, str]) -> None:
+    # Step 7 takes contacts in turn: the second copy meets the binding the first one
+    # made, with the same Call-ID and CSeq, so "the update MUST be aborted".
+    err = refusal(register(*pair, cseq=2), stored(C1))
+    assert err.status == 400 and "twice" in err.reason
+
+
+def test_too_many_contacts_in_one_request_fail_before_any_matching() -> None:
+    many = [f"<sip:alice@192.0.2.{i}>" for i in range(1, 40)]
+    assert refusal(register(*many)).status == 403
+
+
+def test_an_overlong_contact_is_400() -> None:
+    long = f"<{C1};x={'a' * 1100}>"
+    assert refusal(register(long)).status == 400
+
+
+def test_an_empty_contact_field_is_400() -> None:
+    # Contact = ("Contact" / "m") HCOLON ( STAR / (contact-param *(COMMA contact-param)))
+    assert refusal(register(C1, extra=[("Contact", "")])).status == 400
+
+
+def test_a_body_is_415_unless_optional() -> None:
+    body = [("Content-Type", "application/x-unknown")]
+    err = refusal(register(C1, extra=body, body=b"hello"))
+    assert err.status == 415 and ("Accept", "") in err.headers
+    optional = [*body, ("Content-Disposition", "render;handling=optional")]
+    assert plan(register(C1, extra=optional, body=b"hello")).response.status == 200
+
+
+def test_to_must_be_valid_for_the_request_uri_domain() -> None:
+    # Step 5: "If the address-of-record is not valid for the domain in the Request-URI,
+    # the registrar MUST send a 404".
+    pol = policy(domains=("example.com", "example.org"))
+    assert refusal(register(C1, ruri="sip:example.org"), pol=pol).status == 404
+    assert plan(register(C1, ruri="sip:sub.example.com"), pol=pol).response.status == 200
+    assert plan(register(C1, ruri=f"sip:{SERVER_IP}"), pol=pol).response.status == 200
 
 
 def test_contact_matching_two_bindings_updates_both_without_error() -> None:
@@ -488,3 +526,25 @@ def test_plan_never_reads_the_request_it_was_not_given() -> None:
     first, second = plan(data), plan(data)
     assert first.change == second.change
     assert first.response.to_bytes() == second.response.to_bytes()
+
+
+def test_a_live_binding_never_lists_expires_zero() -> None:
+    b = stored(C1, expires_in=0.0005)
+    assert b.remaining(START) == 1 and not b.is_expired(START)
+    assert b.remaining(START + 0.0005) == 0 and b.is_expired(START + 0.0005)
+
+
+@pytest.mark.parametrize(
+    ("q", "text"),
+    [
+        (0.0, "0"),
+        (0.001, "0.001"),
+        (0.25, "0.25"),
+        (0.5, "0.5"),
+        (1.0, "1"),
+        (1e-05, "0"),
+        (2, "1"),
+    ],
+)
+def test_q_is_written_in_the_qvalue_grammar(q: float, text: str) -> None:
+    assert format_qvalue(q) == text

@@ -124,8 +124,18 @@ async def test_to_in_an_unserved_domain_is_404(reg: Registrar, leg: FakeLeg) -> 
     assert await reg.store.aors() == []
 
 
-async def test_request_uri_in_an_unserved_domain_is_403(reg: Registrar, leg: FakeLeg) -> None:
+async def test_request_uri_in_an_unserved_domain_is_403(clock: Clock, leg: FakeLeg) -> None:
+    reg = make_registrar(clock, mode="redirect")
     assert await send(reg, register(C1, ruri="sip:example.org"), leg) == 403
+    assert await reg.store.aors() == []
+
+
+async def test_chain_mode_passes_on_a_register_for_another_domain(
+    reg: Registrar, leg: FakeLeg
+) -> None:
+    # Section 10.3 step 1: a registrar that also acts as a proxy SHOULD forward it.
+    assert await send(reg, register(C1, ruri="sip:example.org"), leg) is None
+    assert leg.sent == []
     assert await reg.store.aors() == []
 
 
@@ -160,7 +170,7 @@ async def test_every_domain_is_served_without_a_list_or_with_star(
     "kw", [{"domain": "example.net"}, {"domains": "example.net"}, {"domains": ["example.net"]}]
 )
 async def test_domain_and_domains_arguments(clock: Clock, leg: FakeLeg, kw: dict[str, Any]) -> None:
-    reg = Registrar(clock=clock, **kw)
+    reg = Registrar(clock=clock, mode="redirect", **kw)
     ok = register(C1, aor="sip:a@sub.example.net", ruri="sip:example.net")
     assert await send(reg, ok, leg) == 200
     assert (
@@ -773,10 +783,11 @@ async def test_store_conflicts_are_retried(clock: Clock, leg: FakeLeg) -> None:
     assert await reg.query(ALICE) == [C1]
 
 
-async def test_endless_conflicts_answer_503_and_change_nothing(clock: Clock, leg: FakeLeg) -> None:
+async def test_endless_conflicts_answer_500_and_change_nothing(clock: Clock, leg: FakeLeg) -> None:
+    # Section 10.3 step 7: a failed back-end commit "MUST fail with a 500".
     store = FlakyStore(StoreConflict("busy"), failures=100)
     reg = make_registrar(clock, store=store)
-    assert await send(reg, register(C1), leg) == 503
+    assert await send(reg, register(C1), leg) == 500
     assert store.applies == MAX_CONFLICT_RETRIES
     assert await reg.query(ALICE) == []
 
@@ -846,3 +857,15 @@ async def test_a_dispatcher_sends_instead_of_the_leg(clock: Clock, leg: FakeLeg)
     assert leg.sent == []
     [(data, via_leg, addr)] = sent
     assert data.startswith(b"SIP/2.0 200 OK") and via_leg is leg and addr == CLIENT
+
+
+async def test_chain_mode_answers_483_instead_of_forwarding_max_forwards_zero(
+    reg: Registrar, leg: FakeLeg
+) -> None:
+    # Section 16.3 step 3: an element that would forward a request with Max-Forwards 0
+    # "MUST return a 483 (Too many hops)".
+    assert await send(reg, register(C1), leg) == 200
+    invite = build("INVITE", ALICE, extra=[("Max-Forwards", "0")])
+    assert await send(reg, invite.replace(b"Max-Forwards: 70\r\n", b""), leg) == 483
+    unknown = build("INVITE", "sip:nobody@example.com", extra=[("Max-Forwards", "0")])
+    assert await send(reg, unknown.replace(b"Max-Forwards: 70\r\n", b""), leg) is None

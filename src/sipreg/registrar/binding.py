@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass, field
 
 
@@ -33,9 +34,8 @@ class Binding:
     path: tuple[str, ...] = field(default=())
 
     def remaining(self, now: float) -> int:
-        """Whole seconds left before expiry, never below zero."""
-        left = self.expires_at - now
-        return max(0, int(left + 0.999)) if left > 0 else 0
+        """Whole seconds left before expiry, rounded up: a live binding never shows 0."""
+        return max(0, math.ceil(self.expires_at - now))
 
     def preference(self) -> tuple[float, float]:
         """Sort key, best first: highest q (no q counts as 1.0), then most recently registered."""

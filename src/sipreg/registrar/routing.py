@@ -4,13 +4,19 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 
-from ..errors import MethodNotAllowed, NotImplementedMethod, SipError, UnsupportedUriScheme
+from ..errors import (
+    CallDoesNotExist,
+    MethodNotAllowed,
+    NotFound,
+    NotImplementedMethod,
+    UnsupportedUriScheme,
+)
 from ..message import Request, Response
 from ..responses import make_response
-from ..uri import SipUri, parse_uri
+from ..uri import SipUri
 from .binding import Binding
 from .policy import Policy
-from .rules import contact_value
+from .rules import contact_value, parsed_contact
 
 #: Methods this server implements itself.
 ALLOWED = ["REGISTER", "OPTIONS", "ACK", "CANCEL"]
@@ -27,10 +33,21 @@ def ordered(bindings: Sequence[Binding], now: float) -> list[Binding]:
     return sorted(live, key=Binding.preference)
 
 
-def best_contact(bindings: Sequence[Binding], now: float) -> SipUri | None:
+def targets(request: Request, bindings: Sequence[Binding], now: float) -> list[Binding]:
+    """The live bindings a request may be sent to, best first.
+
+    For a ``sips:`` Request-URI only ``sips:`` contacts qualify (RFC 3261 10.2.1).
+    """
+    live = ordered(bindings, now)
+    if request.uri.scheme == "sips":
+        return [b for b in live if b.contact.lower().startswith("sips:")]
+    return live
+
+
+def best_contact(request: Request, bindings: Sequence[Binding], now: float) -> SipUri | None:
     """The contact a chained request is rewritten to, or None."""
-    for b in ordered(bindings, now):
-        uri = parse_uri(b.contact)
+    for b in targets(request, bindings, now):
+        uri = parsed_contact(b.contact)
         if isinstance(uri, SipUri):
             return uri
     return None
@@ -66,15 +83,15 @@ def answer_self(request: Request) -> Response:
 def answer_cancel(request: Request, matched: bool) -> Response:
     """Section 9.2: 200 for a CANCEL that matches a transaction, else 481."""
     if not matched:
-        raise SipError(status=481)
+        raise CallDoesNotExist()
     return make_response(request.headers, 200, "OK")
 
 
 def redirect(request: Request, bindings: Sequence[Binding], now: float) -> Response:
     """302 listing the AOR's contacts best first, or 404 when it has none."""
-    live = ordered(bindings, now)
+    live = targets(request, bindings, now)
     if not live:
-        return make_response(request.headers, 404, "Not Found")
+        raise NotFound("No contact is registered for this address")
     return make_response(
         request.headers,
         302,

@@ -17,18 +17,22 @@ from ..errors import (
     IntervalTooBrief,
     NotFound,
     ParseError,
+    UnsupportedMediaType,
     UnsupportedUriScheme,
 )
 from ..headers import parse_contacts, parse_delta_seconds, parse_option_tags
 from ..message import Request, Response
 from ..responses import make_response
 from ..store.base import AorState, Change
-from ..uri import NameAddr, SipUri, Uri, parse_uri, uri_equal
+from ..uri import NameAddr, SipUri, Uri, format_params, parse_uri, uri_equal
 from .binding import Binding
 from .policy import Policy
 
 #: Section 10.3 step 7 allows a 423 only for intervals below one hour.
 _ONE_HOUR = 3600
+#: The longest Contact value stored; with ``max_contacts`` it bounds the 200's size,
+#: which must fit a UDP datagram.
+MAX_CONTACT_LENGTH = 1024
 
 
 @dataclass(frozen=True)
@@ -74,15 +78,22 @@ def check_request_uri(request: Request, policy: Policy) -> SipUri:
     return ruri
 
 
-def address_of_record(request: Request, policy: Policy) -> str:
-    """Steps 1 and 5: check the Request-URI domain and return the canonical AOR from To."""
-    ruri = check_request_uri(request, policy)
+def address_of_record(request: Request, ruri: SipUri, policy: Policy) -> str:
+    """Step 5: the canonical AOR from To, which must be valid for the Request-URI's domain.
+
+    A Request-URI naming a served domain admits AORs under that same served
+    domain; one naming this server itself (say its IP address) admits any served one.
+    """
     to = request.to.uri
     if not isinstance(to, SipUri):
         # Section 10.2: the AOR "MUST be a SIP URI or SIPS URI"; RFC 4475 3.3.4 (unksm2).
         raise BadRequest("The To URI is not a SIP or SIPS address of record")
-    if not policy.serves(to.host) and not (policy.is_self(to.host) and policy.serves(ruri.host)):
+    domain = policy.served_domain(to.host)
+    if domain is None:
         raise NotFound(f"Address of record {to.host} is not in a served domain")
+    ruri_domain = policy.served_domain(ruri.host)
+    if ruri_domain is not None and ruri_domain != domain:
+        raise NotFound(f"Address of record {to.host} is not valid for domain {ruri.host}")
     return to.address_of_record()
 
 
@@ -120,6 +131,8 @@ def plan_register(
     aor = state.aor
     live = [b for b in state.bindings if not b.is_expired(now)]
     dead = [b.contact for b in state.bindings if b.is_expired(now)]
+    if any(not v.strip(" \t") for v in request.headers.get_all("contact")):
+        raise BadRequest("Empty Contact header field")
     contacts = parse_contacts(request.headers.values("contact"))
     header_expires = _expires_header(request)
 
@@ -134,13 +147,19 @@ def plan_register(
         change = Change(aor, state.version, remove=tuple(dead)) if dead else None
         return RegisterPlan(aor, change, tuple(live), _ok(request, live, now))
 
-    # Later duplicates of the same URI in one request win over earlier ones.
+    if len(contacts) > policy.max_contacts:  # before any quadratic work
+        raise Forbidden(f"Too many contacts (at most {policy.max_contacts})")
     wanted: list[tuple[Uri, NameAddr, int]] = []
     for c in contacts:
+        if len(str(c)) > MAX_CONTACT_LENGTH:
+            raise BadRequest(f"Contact longer than {MAX_CONTACT_LENGTH} characters")
         expires = _requested_expires(c, header_expires, policy)
         if 0 < expires < min(policy.min_expires, _ONE_HOUR):  # step 7: "if and only if"
             raise IntervalTooBrief(policy.min_expires)
-        wanted = [w for w in wanted if not uri_equal(w[0], c.uri)]
+        # Step 7 takes contacts in turn: a second copy would meet the binding the first
+        # made, with the same Call-ID and CSeq, and "the request fails".
+        if any(uri_equal(w[0], c.uri) for w in wanted):
+            raise BadRequest(f"Contact {c.uri} is listed twice")
         wanted.append((c.uri, c, expires))
 
     remove: list[str] = list(dead)
@@ -207,9 +226,13 @@ def _binding(
 
 def contact_value(binding: Binding, now: float) -> str:
     """A Contact header value listing ``binding`` with its remaining ``expires`` and ``q``."""
-    params = "".join(f";{n}" if v is None else f";{n}={v}" for n, v in binding.params)
-    q = "" if binding.q is None else f";q={binding.q:.3g}"
-    return f"<{binding.contact}>{params}{q};expires={binding.remaining(now)}"
+    q = "" if binding.q is None else f";q={format_qvalue(binding.q)}"
+    return f"<{binding.contact}>{format_params(binding.params)}{q};expires={binding.remaining(now)}"
+
+
+def format_qvalue(q: float) -> str:
+    """``q`` in the qvalue grammar: 0 to 1 with at most three decimals."""
+    return f"{min(1.0, max(0.0, q)):.3f}".rstrip("0").rstrip(".")
 
 
 def _ok(request: Request, bindings: list[Binding] | tuple[Binding, ...], now: float) -> Response:
@@ -225,6 +248,19 @@ def _ok(request: Request, bindings: list[Binding] | tuple[Binding, ...], now: fl
 def validate_register(request: Request, policy: Policy) -> str:
     """Everything that can be checked before the store is read; returns the AOR."""
     request.check()
-    check_request_uri(request, policy)  # step 1 comes before step 2
+    ruri = check_request_uri(request, policy)  # step 1 comes before step 2
     check_required(request, policy)
-    return address_of_record(request, policy)
+    aor = address_of_record(request, ruri, policy)
+    _check_body(request)
+    return aor
+
+
+def _check_body(request: Request) -> None:
+    """Section 8.2.3: a body this registrar cannot use gets 415, unless marked optional."""
+    if not request.body:
+        return
+    disposition = (request.headers.get("content-disposition") or "").lower().replace(" ", "")
+    if "handling=optional" not in disposition:
+        raise UnsupportedMediaType(
+            "A REGISTER body is not understood here", headers=[("Accept", "")]
+        )
