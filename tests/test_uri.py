@@ -156,8 +156,25 @@ def test_tel_uri() -> None:
 def test_absolute_uri() -> None:
     uri = parse_uri("URN:service:sos")
     assert uri == AbsoluteUri("urn", "service:sos")
-    assert uri_equal(uri, parse_uri("urn:service%3Asos"))
+    assert uri_equal(uri, parse_uri("urn:%73ervice:sos"))
+    assert not uri_equal(uri, parse_uri("urn:service%3Asos"))  # an escaped reserved ':'
     assert not uri_equal(uri, parse_uri("urn:service:police"))
+
+
+@pytest.mark.parametrize(
+    ("a", "b", "equal"),
+    [
+        ("sip:a%3Bb@h", "sip:a;b@h", False),  # ';' is reserved: escaped it differs
+        ("sip:a%3bb@h", "sip:a%3Bb@h", True),  # escapes compare without hex case
+        ("sip:%61lice@h", "sip:alice@h", True),  # 'a' is not reserved
+        ("sip:alice:p%2Css@h", "sip:alice:p,ss@h", False),
+    ],
+)
+def test_escaped_reserved_characters_are_not_their_characters(a: str, b: str, equal: bool) -> None:
+    """19.1.4: only characters outside the reserved set equal their escaped form."""
+    ua, ub = parse_uri(a), parse_uri(b)
+    assert uri_equal(ua, ub) is equal
+    assert uri_equal(ub, ua) is equal
 
 
 def test_escapes() -> None:

@@ -151,12 +151,6 @@ class ServiceUnavailable(SipError):
     status = 503
 
 
-class VersionNotSupported(SipError):
-    """505: a SIP version other than 2.0."""
-
-    status = 505
-
-
 class MessageTooLarge(SipError):
     """513: a message over the configured size limit."""
 

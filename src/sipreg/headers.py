@@ -89,7 +89,7 @@ class Headers:
         return out
 
     def single(self, name: str) -> str | None:
-        """The value of a header that may appear at most once; two different ones are a 400."""
+        """The value of a header that may appear at most once; more than one is a 400."""
         found = self.get_all(name)
         if len(found) > 1:
             raise ParseError(f"Multiple {display_name(name)} header fields")

@@ -3,19 +3,26 @@
 from __future__ import annotations
 
 import hashlib
+import hmac
+import secrets
 
 from .errors import ParseError, SipError
 from .headers import Headers
 from .message import Request, Response
 from .uri import parse_name_addr
 
+#: Keys the To tags of this process: unpredictable from outside, as RFC 3261 section 19.3
+#: asks ("cryptographically random with at least 32 bits of randomness").
+_TAG_KEY = secrets.token_bytes(16)
+
 
 def to_tag(headers: Headers) -> str:
-    """A To tag derived from the request, so every answer to it carries the same tag."""
+    """A To tag keyed from the request, so every answer to it carries the same tag."""
     seed = "|".join(
         [*headers.get_all("via")[:1], headers.get("call-id") or "", headers.get("from") or ""]
     )
-    return hashlib.sha256(seed.encode("utf-8", "surrogateescape")).hexdigest()[:16]
+    digest = hmac.new(_TAG_KEY, seed.encode("utf-8", "surrogateescape"), hashlib.sha256)
+    return digest.hexdigest()[:16]
 
 
 def make_response(

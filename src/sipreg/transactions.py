@@ -42,9 +42,12 @@ def transaction_key(request: Request, method: str | None = None) -> TransactionK
             # repeats them, and they keep clients that reuse branches from colliding.
             ids = (request.call_id, str(request.cseq.number))
             return (branch, via.host.lower(), str(via.port or ""), method, *ids)
+        # An ACK carries the To tag of our response, which its INVITE did not: for the
+        # INVITE transaction the tag is left out (section 17.2.3 matches it separately).
+        to_tag = "" if method == "INVITE" else request.to.param("tag") or ""
         return (
             str(request.uri),
-            request.to.param("tag") or "",
+            to_tag,
             request.from_.param("tag") or "",
             request.call_id,
             str(request.cseq.number),

@@ -202,8 +202,23 @@ def _parse_tel(rest: str, text: str) -> TelUri:
 _MUST_BE_IN_BOTH = frozenset({"user", "ttl", "method", "maddr", "transport"})
 
 
+# RFC 2396 "reserved": an escaped reserved character is not equivalent to the character.
+_RESERVED = frozenset(";/?:@&=+$,")
+_ESCAPE = re.compile(r"%([0-9A-Fa-f]{2})")
+
+
+def _comparable(text: str) -> str:
+    """Decode the escapes 19.1.4 calls equivalent (not reserved characters); upper-case the rest."""
+
+    def decode(m: re.Match[str]) -> str:
+        char = chr(int(m.group(1), 16))
+        return f"%{m.group(1).upper()}" if char in _RESERVED or char == "%" else char
+
+    return _ESCAPE.sub(decode, text)
+
+
 def _param_map(params: Params) -> dict[str, str | None]:
-    return {n.lower(): (None if v is None else unescape(v).lower()) for n, v in params}
+    return {n.lower(): (None if v is None else _comparable(v).lower()) for n, v in params}
 
 
 def uri_equal(a: Uri, b: Uri) -> bool:
@@ -213,7 +228,7 @@ def uri_equal(a: Uri, b: Uri) -> bool:
     if isinstance(a, TelUri) and isinstance(b, TelUri):
         return _tel_key(a) == _tel_key(b)
     if isinstance(a, AbsoluteUri) and isinstance(b, AbsoluteUri):
-        return a.scheme == b.scheme and unescape(a.rest) == unescape(b.rest)
+        return a.scheme == b.scheme and _comparable(a.rest) == _comparable(b.rest)
     return False
 
 
@@ -222,12 +237,12 @@ def _sip_equal(a: SipUri, b: SipUri) -> bool:
         return False
     if (a.user is None) != (b.user is None) or (a.password is None) != (b.password is None):
         return False
-    if a.user is not None and b.user is not None and unescape(a.user) != unescape(b.user):
+    if a.user is not None and b.user is not None and _comparable(a.user) != _comparable(b.user):
         return False
     if (
         a.password is not None
         and b.password is not None
-        and unescape(a.password) != unescape(b.password)
+        and _comparable(a.password) != _comparable(b.password)
     ):
         return False
     if a.host_key != b.host_key or a.port != b.port:
@@ -239,8 +254,10 @@ def _sip_equal(a: SipUri, b: SipUri) -> bool:
                 return False
         elif name in _MUST_BE_IN_BOTH:
             return False
-    ha = {n.lower(): unescape(v) for n, v in a.headers}
-    hb = {n.lower(): unescape(v) for n, v in b.headers}
+    # Header names without case; values by each header field's own rules (section 20),
+    # which for most fields, Subject among them, are case-sensitive.
+    ha = {_comparable(n).lower(): _comparable(v) for n, v in a.headers}
+    hb = {_comparable(n).lower(): _comparable(v) for n, v in b.headers}
     return ha == hb
 
 

@@ -7,7 +7,7 @@ import ipaddress
 from ._scan import split_commas
 from .errors import ParseError
 from .headers import Headers, parse_via
-from .uri import canonical_host
+from .uri import format_params
 
 
 def _same_address(host: str, ip: str) -> bool:
@@ -35,44 +35,36 @@ def stamp_received(headers: Headers, source: tuple[str, int]) -> None:
     except ParseError:
         return
     ip, port = source
-    value = first_line[0]
+    ip = ip.partition("%")[0]  # a link-local source's scope is not part of an address
     rport = via.param("rport")
-    if via.param("received") is not None:
-        value = _drop_param(value, "received")
+    if rport is None and _same_address(via.host, ip) and via.param("received") is None:
+        return
+    params = [(n, v) for n, v in via.params if n.lower() not in ("received", "rport")]
     if rport is not None:
-        value = _drop_param(value, "rport") + f";rport={port}"
+        params.append(("rport", str(port)))
     if rport is not None or not _same_address(via.host, ip):
         # via-received is a bare IPv6address (RFC 3261 section 25); RFC 5118 section 4.5
         # has receivers accept the bracketed form too.
-        value += f";received={ip}"
-    if value == first_line[0]:
-        return
-    first_line[0] = value
+        params.append(("received", ip))
+    sent_by = via.host if via.port is None else f"{via.host}:{via.port}"
+    first_line[0] = f"SIP/2.0/{via.transport} {sent_by}{format_params(tuple(params))}"
     headers.replace_first("via", ", ".join(first_line))
-
-
-def _drop_param(value: str, name: str) -> str:
-    parts = value.split(";")
-    return ";".join(
-        p for i, p in enumerate(parts) if i == 0 or p.split("=")[0].strip().lower() != name
-    )
 
 
 def response_destination(headers: Headers, source: tuple[str, int]) -> tuple[str, int]:
     """The address a response over an unreliable transport is sent to (section 18.2.2).
 
-    With ``rport`` the reply goes to the source address and port; otherwise to
-    ``received`` (or the source address) and the sent-by port, 5060 by default.
-    An unreadable Via falls back to the source address.
+    The host is always the source address, which :func:`stamp_received` has written
+    into ``received`` (kept with its IPv6 scope).  ``maddr`` is deliberately not
+    honoured: it would let any request aim this server's responses at a third
+    party.  The port is the source port when the client asked for ``rport``
+    (RFC 3581), else the sent-by port or 5060.  An unreadable Via falls back to
+    the source address and port.
     """
     try:
         via = parse_via(split_commas(headers.get_all("via")[0], "Via")[0])
     except (ParseError, IndexError):
         return source
-    received = canonical_host(via.param("received") or source[0]).strip("[]")
-    rport = via.param("rport")
-    if rport is not None:
-        if rport.isdigit() and rport.isascii() and 0 < int(rport) < 65536:
-            return received, int(rport)
-        return source  # not filled in (or nonsense): the source is all we know
-    return received, via.port or 5060
+    if via.param("rport") is not None:
+        return source
+    return source[0], via.port or 5060

@@ -111,9 +111,13 @@ def stamped(via: str, source: tuple[str, int]) -> tuple[str, tuple[str, int]]:
         ("SIP/2.0/UDP 10.1.1.1:5060;rport;branch=z9hG4bK-1", ("192.0.2.5", 40000),
          "SIP/2.0/UDP 10.1.1.1:5060;branch=z9hG4bK-1;rport=40000;received=192.0.2.5",
          ("192.0.2.5", 40000)),
-        # a compact, spaced Via keeps its text.
+        # a spaced Via that gets received is rewritten from its parsed parts.
         ("SIP/2.0/UDP 10.1.1.1 ; branch=z9hG4bK-1", ("192.0.2.5", 1),
-         "SIP/2.0/UDP 10.1.1.1 ; branch=z9hG4bK-1;received=192.0.2.5", ("192.0.2.5", 5060)),
+         "SIP/2.0/UDP 10.1.1.1;branch=z9hG4bK-1;received=192.0.2.5", ("192.0.2.5", 5060)),
+        # a quoted ";" survives; a link-local scope stays out of received, not out of the reply.
+        ('SIP/2.0/UDP [fe80::1]:5062;x="a;rport=1";rport;branch=z9hG4bK-2', ("fe80::2%eth0", 7),
+         'SIP/2.0/UDP [fe80::1]:5062;x="a;rport=1";branch=z9hG4bK-2;rport=7;received=fe80::2',
+         ("fe80::2%eth0", 7)),
         # IPv6: the same address in another spelling is the same address.
         ("SIP/2.0/UDP [2001:DB8:0::1]:5062;branch=z9hG4bK-1", ("2001:db8::1", 40000),
          "SIP/2.0/UDP [2001:DB8:0::1]:5062;branch=z9hG4bK-1", ("2001:db8::1", 5062)),
@@ -131,3 +135,23 @@ def test_unreadable_via_is_left_alone_and_answered_at_the_source() -> None:
     assert headers.get_all("via") == ["not a via"]
     assert response_destination(headers, ("192.0.2.5", 40000)) == ("192.0.2.5", 40000)
     assert response_destination(Headers(), ("192.0.2.5", 1)) == ("192.0.2.5", 1)
+
+
+def test_maddr_does_not_steer_the_response() -> None:
+    """A request cannot aim the response at a third party through maddr."""
+    headers = Headers([("Via", "SIP/2.0/UDP 192.0.2.7:5070;maddr=239.1.1.1;branch=z9hG4bK-m")])
+    stamp_received(headers, ("192.0.2.7", 5070))
+    assert response_destination(headers, ("192.0.2.7", 5070)) == ("192.0.2.7", 5070)
+
+
+def test_rfc2543_ack_matches_its_invite() -> None:
+    """Without a branch cookie the ACK (which carries our To tag) keys like its INVITE."""
+    via = "SIP/2.0/UDP 192.0.2.7:5060"
+    invite = request(build("INVITE", "sip:bob@example.com", via=via))
+    ack_bytes = build("ACK", "sip:bob@example.com", via=via)
+    ack = request(
+        ack_bytes.replace(b"To: <sip:alice@example.com>", b"To: <sip:alice@example.com>;tag=ours")
+    )
+    assert ack.to.param("tag") == "ours"
+    assert transaction_key(invite) is not None
+    assert transaction_key(ack) == transaction_key(invite)
