@@ -40,7 +40,7 @@ from .registrar.rules import Source, check_required, plan_register, validate_reg
 from .responses import error_response
 from .store.base import BindingStore
 from .store.memory import MemoryStore
-from .transactions import TransactionCache, transaction_key
+from .transactions import Answer, TransactionCache, transaction_key
 from .uri import SipUri, parse_uri
 from .via import response_destination, stamp_received
 
@@ -144,12 +144,12 @@ class Registrar:
         stamp_received(request.headers, from_addr)  # section 18.2.1: whatever the transport
         key = transaction_key(request)
         if key is not None:
-            is_new, entry = self.transactions.begin(key, now)
-            if not is_new:
-                if entry is not None and entry.response is not None and request.method != "ACK":
-                    self._deliver(entry.response, leg, entry.destination or from_addr)
-                    return int(entry.response[8:11])
-                return None
+            existing = self.transactions.begin(key, now)
+            if existing is not None:  # a retransmission: absorbed, or answered again
+                if existing.answer is None or request.method == "ACK":
+                    return None
+                self._deliver(existing.answer.data, leg, existing.answer.destination)
+                return existing.answer.status
         response = await self._respond(request, leg, from_addr, now)
         if response is None:
             if key is not None and request.method != "ACK":
@@ -158,7 +158,7 @@ class Registrar:
         data = response.to_bytes()
         dest = self._destination(request, leg, from_addr)
         if key is not None:
-            self.transactions.complete(key, data, dest)
+            self.transactions.complete(key, Answer(response.status, data, dest))
         self._deliver(data, leg, dest)
         return response.status
 

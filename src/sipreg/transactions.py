@@ -19,11 +19,21 @@ TIMER_J = 32.0
 TransactionKey = tuple[str, ...]
 
 
+@dataclass(frozen=True)
+class Answer:
+    """The final response a transaction sent: its status, bytes and destination."""
+
+    status: int
+    data: bytes
+    destination: tuple[str, int]
+
+
 @dataclass
-class _Entry:
+class Transaction:
+    """A request in progress (``answer`` None) or answered, until ``expires_at``."""
+
     expires_at: float
-    response: bytes | None = None
-    destination: tuple[str, int] | None = None
+    answer: Answer | None = None
 
 
 def transaction_key(request: Request, method: str | None = None) -> TransactionKey | None:
@@ -64,7 +74,7 @@ class TransactionCache:
     def __init__(self, lifetime: float = TIMER_J, max_entries: int = 100_000) -> None:
         self.lifetime = lifetime
         self.max_entries = max_entries
-        self._entries: OrderedDict[TransactionKey, _Entry] = OrderedDict()
+        self._entries: OrderedDict[TransactionKey, Transaction] = OrderedDict()
 
     def __len__(self) -> int:
         return len(self._entries)
@@ -72,23 +82,22 @@ class TransactionCache:
     def __contains__(self, key: object) -> bool:
         return key in self._entries
 
-    def begin(self, key: TransactionKey, now: float) -> tuple[bool, _Entry | None]:
-        """Start a transaction.  Returns (True, None) for a new one, else (False, its entry)."""
+    def begin(self, key: TransactionKey, now: float) -> Transaction | None:
+        """Start a transaction: None when it is new, else the one already under way."""
         self.sweep(now)
-        entry = self._entries.get(key)
-        if entry is not None:
-            return False, entry
+        existing = self._entries.get(key)
+        if existing is not None:
+            return existing
         while len(self._entries) >= self.max_entries:
             self._entries.popitem(last=False)
-        self._entries[key] = _Entry(now + self.lifetime)
-        return True, None
+        self._entries[key] = Transaction(now + self.lifetime)
+        return None
 
-    def complete(self, key: TransactionKey, response: bytes, destination: tuple[str, int]) -> None:
+    def complete(self, key: TransactionKey, answer: Answer) -> None:
         """Record the final response sent for ``key``."""
-        entry = self._entries.get(key)
-        if entry is not None:
-            entry.response = response
-            entry.destination = destination
+        transaction = self._entries.get(key)
+        if transaction is not None:
+            transaction.answer = answer
 
     def forget(self, key: TransactionKey) -> None:
         """Drop ``key`` (its request was not answered, so a retransmission may be)."""

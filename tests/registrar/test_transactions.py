@@ -7,7 +7,7 @@ from typing import Any
 import pytest
 
 from sipreg.headers import Headers
-from sipreg.transactions import TIMER_J, TransactionCache, transaction_key
+from sipreg.transactions import TIMER_J, Answer, TransactionCache, transaction_key
 from sipreg.via import response_destination, stamp_received
 
 from .helpers import START, build, request
@@ -59,13 +59,13 @@ def test_unreadable_request_has_no_key() -> None:
 def test_cache_begin_complete_and_repeat() -> None:
     cache = TransactionCache()
     k = ("a",)
-    assert cache.begin(k, START) == (True, None)
-    is_new, entry = cache.begin(k, START + 1)
-    assert not is_new and entry is not None and entry.response is None
-    cache.complete(k, b"SIP/2.0 200 OK\r\n\r\n", ("192.0.2.1", 5060))
-    is_new, entry = cache.begin(k, START + 2)
-    assert not is_new and entry is not None
-    assert (entry.response, entry.destination) == (b"SIP/2.0 200 OK\r\n\r\n", ("192.0.2.1", 5060))
+    assert cache.begin(k, START) is None
+    pending = cache.begin(k, START + 1)
+    assert pending is not None and pending.answer is None
+    answer = Answer(200, b"SIP/2.0 200 OK\r\n\r\n", ("192.0.2.1", 5060))
+    cache.complete(k, answer)
+    done = cache.begin(k, START + 2)
+    assert done is not None and done.answer == answer
     assert k in cache and len(cache) == 1
 
 
@@ -77,7 +77,7 @@ def test_cache_entries_live_for_timer_j() -> None:
     assert len(cache) == 2
     cache.sweep(START + TIMER_J)
     assert ("a",) not in cache and ("b",) in cache
-    assert cache.begin(("a",), START + TIMER_J)[0]  # new again
+    assert cache.begin(("a",), START + TIMER_J) is None  # new again
 
 
 def test_cache_forget_and_bound() -> None:
