@@ -16,6 +16,7 @@ import collections
 import contextlib
 import itertools
 import queue
+import random
 import re
 import signal
 import socket
@@ -485,6 +486,81 @@ def test_torture_over_tcp_back_to_back_on_one_connection(torture_server: Sipreg)
         peer.close()
 
 
+# --- 2. wire fuzzing ---------------------------------------------------------------------------
+
+_TOKENS: Final = [
+    b"\r\n", b"\r\n\r\n", b"\n", b" ", b"\t", b";", b",", b":", b"<", b">", b'"', b"\\", b"%",
+    b"%00", b"@", b"[", b"]", b"=", b"?", b"\x00", b"\xff\xfe", b"sip:", b"sips:", b"tel:",
+    b"SIP/2.0", b"REGISTER", b"\r\n ", b"9" * 400, b";expires=-1", b";q=2.0",
+    b"Content-Length: 99999999999\r\n", b"Content-Length: 10\r\n", b"l: -1\r\n",
+    b"Via: SIP/2.0/UDP [::1]:0;rport\r\n", b"Contact: *\r\n", b"Expires: 4294967296\r\n",
+    b"CSeq: 99999999999999999999 REGISTER\r\n",
+]  # fmt: skip
+
+
+def mutate(rnd: random.Random, corpus: list[bytes]) -> bytes:
+    """A torture message with one to eight random edits."""
+    data = bytearray(rnd.choice(corpus))
+    for _ in range(rnd.randint(1, 8)):
+        op = rnd.randrange(7)
+        i = rnd.randrange(len(data) + 1)
+        if op == 0 and data:
+            data[min(i, len(data) - 1)] ^= 1 << rnd.randrange(8)
+        elif op == 1:
+            data[i:i] = rnd.choice(_TOKENS)
+        elif op == 2:
+            del data[i : i + rnd.randint(1, 40)]
+        elif op == 3 and data:
+            j = rnd.randrange(len(data))
+            data[i:i] = data[j : j + rnd.randint(1, 200)]
+        elif op == 4:
+            donor = rnd.choice(corpus)
+            j = rnd.randrange(len(donor))
+            data[i:i] = donor[j : j + rnd.randint(1, 300)]
+        elif op == 5:
+            data[i:i] = bytes([rnd.randrange(256)]) * rnd.randint(1, 50)
+        else:
+            del data[i:]
+    return bytes(data)
+
+
+def test_wire_fuzz(server: Sipreg) -> None:
+    rnd = random.Random(4475)
+    corpus = [load(name) for name in NAMES]
+    udp = Udp(PEER)  # answers go to PEER's port 5060 or the source port: both unheard
+    try:
+        for _ in range(50):
+            for _ in range(40):
+                udp.send(mutate(rnd, corpus), server.udp)
+            for _ in range(3):
+                peer = Tcp(server.tcp)
+                stream = b"".join(mutate(rnd, corpus) for _ in range(rnd.randint(1, 4)))
+                try:
+                    while stream:
+                        cut = rnd.randint(1, 2000)
+                        peer.send(stream[:cut])
+                        stream = stream[cut:]
+                    ending = rnd.randrange(3)
+                    if ending == 0:
+                        peer.reset()
+                        continue
+                    if ending == 1:
+                        peer.sock.shutdown(socket.SHUT_WR)
+                    peer.closed(0.5 if ending == 1 else 0.01)
+                except OSError:
+                    pass  # the server closed first: a framing error
+                peer.close()
+        udp.drain(0.2)
+        assert status(udp.ask(register("after", f"UDP {PEER}:{udp.port};rport"), server.udp)) == 200
+    finally:
+        udp.close()
+    peer = Tcp(server.tcp)
+    try:
+        assert status(peer.ask(register("after"))) == 200
+    finally:
+        peer.close()
+
+
 # --- 3. TCP abuse ------------------------------------------------------------------------------
 
 
@@ -527,6 +603,29 @@ def test_megabyte_head_without_an_end_gets_513_and_close(server: Sipreg) -> None
         finally:
             peer.close()
     assert server.memory() - before < 16 * 1024  # KiB: nothing like the megabyte per head
+
+
+def test_resets_mid_message_after_a_request_and_before_accept(server: Sipreg) -> None:
+    data = register("reset")
+    for cut in (1, len(data) // 2, len(data) - 1, len(data)):
+        peer = Tcp(server.tcp)
+        peer.send(data[:cut])
+        peer.reset()
+    # Reset while the server is stopped: the connections wait in the accept queue, so the
+    # server accepts sockets that are already gone and have no peer address any more.
+    server.proc.send_signal(signal.SIGSTOP)
+    try:
+        for _ in range(3):
+            peer = Tcp(server.tcp)
+            peer.send(data[:10])
+            peer.reset()
+    finally:
+        server.proc.send_signal(signal.SIGCONT)
+    peer = Tcp(server.tcp)
+    try:
+        assert status(peer.ask(options())) == 200
+    finally:
+        peer.close()
 
 
 # --- 4. UDP abuse ------------------------------------------------------------------------------

@@ -42,8 +42,12 @@ class TcpConnection(asyncio.Protocol):
 
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
         self._stream = stream = cast(asyncio.Transport, transport)  # uvloop's is no subclass
-        self.local = _address(transport.get_extra_info("sockname"))
-        self.peer = _address(transport.get_extra_info("peername"))
+        sockname, peername = (transport.get_extra_info(k) for k in ("sockname", "peername"))
+        if sockname is None or peername is None:
+            log.debug("tcp connection reset before it was accepted")
+            stream.abort()  # the peer is gone: its socket has no address any more
+            return
+        self.local, self.peer = _address(sockname), _address(peername)
         if len(self.listener.connections) >= self.listener.max_connections:
             log.warning("too many connections: refusing %s:%s", *self.peer)
             stream.abort()
