@@ -74,18 +74,69 @@ def test_clamp_caps_at_max_expires() -> None:
 
 
 @pytest.mark.parametrize(
-    "kw",
+    ("kw", "complaint"),
     [
-        {"min_expires": -1},
-        {"max_expires": 0},
-        {"default_expires": 0},
-        {"min_expires": 301, "max_expires": 300},
-        {"max_contacts": 0},
+        ({"min_expires": -1}, "must be positive"),
+        ({"max_expires": 0}, "must be positive"),
+        ({"default_expires": 0}, "must be positive"),
+        ({"min_expires": 301, "max_expires": 300}, r"min_expires \(301\) is above max_expires"),
+        ({"max_contacts": 0}, "max_contacts must be at least 1"),
+        (
+            {"min_expires": 60, "default_expires": 59},
+            r"default_expires \(59\) is below min_expires \(60\): every REGISTER",
+        ),
+        (
+            {"min_expires": 3601, "max_expires": 9000, "default_expires": 3601},
+            r"min_expires \(3601\) is above 3600: RFC 3261 section 10.3",
+        ),
+        ({"domains": ("",)}, "domains: an empty name is not a host"),
+        ({"domains": ("*.example.com",)}, "already covers its subdomains, so list 'example.com'"),
+        ({"domains": ("exa mple",)}, "domains: 'exa mple' is not a host name or IP address"),
+        ({"domains": ("example.com:5060",)}, "'example.com:5060' is not a host name or IP"),
+        ({"identities": ("",)}, "identities: an empty name is not a host"),
+        ({"identities": ("*",)}, r"identities: '\*' is not a host name or IP address"),
+        ({"identities": ("[192.0.2.1]",)}, r"identities: '\[192.0.2.1\]' is not a host name"),
+        ({"identities": ("host_1",)}, "identities: 'host_1' is not a host name or IP address"),
     ],
 )
-def test_bad_settings_are_refused(kw: dict[str, Any]) -> None:
-    with pytest.raises(ValueError):
+def test_bad_settings_are_refused(kw: dict[str, Any], complaint: str) -> None:
+    with pytest.raises(ValueError, match=complaint):
         Policy(**kw)
+
+
+def test_a_minimum_of_one_hour_is_accepted() -> None:
+    p = Policy(min_expires=3600, max_expires=3600, default_expires=3600)
+    assert (p.min_expires, p.max_expires, p.default_expires) == (3600, 3600, 3600)
+
+
+def test_default_expiry_at_the_minimum_is_accepted() -> None:
+    assert Policy(min_expires=60, default_expires=60).default_expires == 60
+
+
+@pytest.mark.parametrize(
+    ("given", "stored"),
+    [
+        ("REGISTRAR.Example.NET.", "registrar.example.net"),
+        ("192.0.2.1", "192.0.2.1"),
+        ("::1", "[::1]"),  # a bare IPv6 address, as getaddrinfo gives it, gets brackets
+        ("[2001:DB8::0:1]", "[2001:db8::1]"),
+        ("0a1b2c3d4e5f", "0a1b2c3d4e5f"),  # a container id: a digit may lead (RFC 1123)
+    ],
+)
+def test_identities_are_normalised(given: str, stored: str) -> None:
+    p = Policy(identities=(given,))
+    assert p.identities == (stored,)
+    assert p.is_self(given)
+    assert p.is_self(stored)
+
+
+def test_bare_and_bracketed_ipv6_name_the_same_host() -> None:
+    p = Policy(domains=("2001:db8::1",), identities=("::1",))
+    assert p.domains == ("[2001:db8::1]",)
+    assert p.serves("[2001:DB8:0::1]")
+    assert p.is_self("[::1]")
+    assert p.is_self("0::1")
+    assert not p.is_self("[::2]")
 
 
 def test_defaults() -> None:
