@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import re
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -15,6 +16,8 @@ from sipreg.config import (
     load_config,
     parse_listen,
 )
+from sipreg.store.base import open_store
+from sipreg.store.sqlite import SqliteStore
 
 
 @pytest.mark.parametrize(
@@ -69,6 +72,21 @@ def test_defaults() -> None:
 def test_default_store_lives_in_the_data_dir(tmp_path: Path) -> None:
     assert Config(data_dir=str(tmp_path)).store_url == f"sqlite:{tmp_path}/sipreg.db"
     assert Config(data_dir=str(tmp_path), store="memory:").store_url == "memory:"
+
+
+@pytest.mark.parametrize("store", ["sqlite:", "sqlite://"])
+def test_sqlite_without_a_path_is_the_default_file(tmp_path: Path, store: str) -> None:
+    config = Config(data_dir=str(tmp_path), store=store)
+    assert config.store_url == f"sqlite:{tmp_path}/sipreg.db"
+    opened = open_store(config.store_url)
+    assert isinstance(opened, SqliteStore)
+    assert opened.path == str(tmp_path / "sipreg.db")
+    assert Config(store=store).store_url == "sqlite:sipreg.db"
+
+
+def test_a_named_sqlite_file_is_kept(tmp_path: Path) -> None:
+    config = Config(data_dir=str(tmp_path), store="sqlite:/srv/other.db")
+    assert config.store_url == "sqlite:/srv/other.db"
 
 
 FULL = """
@@ -169,11 +187,66 @@ def test_bad_file_settings_name_the_file_and_key(tmp_path: Path, toml: str, comp
         ({"log_level": "loud"}, "log_level: 'loud' is not one of"),
         ({"store": "redis://x"}, "store: 'redis://x' is not sqlite:PATH or memory:"),
         ({"listen": []}, "at least one listen spec"),
+        (
+            {"min_expires": 60, "default_expires": 30},
+            r"default_expires \(30\) is below min_expires \(60\): every REGISTER without"
+            " an expiry would get 423",
+        ),
+        (
+            {"min_expires": 3601, "max_expires": 7200},
+            r"min_expires \(3601\) is above 3600: RFC 3261 section 10.3 answers 423 only for"
+            " intervals under one hour",
+        ),
+        ({"domains": [""]}, "domains: an empty name is not a host"),
+        (
+            {"domains": ["example.org", "*.example.com"]},
+            "domains: '\\*.example.com' is not a host name: a served domain already covers"
+            " its subdomains, so list 'example.com'",
+        ),
+        ({"domains": ["exa mple"]}, "domains: 'exa mple' is not a host name or IP address"),
+        ({"domains": ["a_b.example"]}, "domains: 'a_b.example' is not a host name or IP"),
+        ({"domains": ["999.0.0.1"]}, "domains: '999.0.0.1' is not a host name or IP"),
+        ({"domains": ["[nope]"]}, "domains: '\\[nope\\]' is not a host name or IP"),
+        ({"aliases": [""]}, "aliases: an empty name is not a host"),
+        ({"aliases": ["*"]}, "aliases: '\\*' is not a host name or IP address"),
+        ({"aliases": ["*.example.com"]}, "aliases: '\\*.example.com' is not a host name"),
+        ({"aliases": ["sip example.com"]}, "aliases: 'sip example.com' is not a host name"),
     ],
 )
 def test_bad_values_are_refused(values: dict[str, object], complaint: str) -> None:
     with pytest.raises(ConfigError, match=complaint):
         load_config(None, values)
+
+
+def test_cross_checks_apply_to_values_from_a_file(tmp_path: Path) -> None:
+    path = tmp_path / "sipreg.toml"
+    path.write_text("min_expires = 120\ndefault_expires = 60\n")
+    with pytest.raises(ConfigError, match=r"default_expires \(60\) is below min_expires \(120\)"):
+        load_config(str(path))
+
+
+@pytest.mark.parametrize(
+    ("values", "expected"),
+    [
+        ({"min_expires": 3600, "max_expires": 3600}, (3600, 3600, 3600)),  # one hour is fine
+        ({"min_expires": 60, "default_expires": 60}, (60, 300, 60)),
+        ({"min_expires": 0, "default_expires": 1}, (0, 300, 1)),
+    ],
+)
+def test_expiry_limits_at_their_bounds_are_accepted(
+    values: dict[str, Any], expected: tuple[int, int, int]
+) -> None:
+    config = Config(**values)
+    assert (config.min_expires, config.max_expires, config.default_expires) == expected
+
+
+def test_domains_and_aliases_are_normalised() -> None:
+    config = Config(
+        domains=("Example.COM.", "*", "192.0.2.1", "2001:DB8::0:1"),
+        aliases=("SIP.Example.NET", "[::1]", "0a1b2c3d4e5f"),
+    )
+    assert config.domains == ("example.com", "*", "192.0.2.1", "[2001:db8::1]")
+    assert config.aliases == ("sip.example.net", "[::1]", "0a1b2c3d4e5f")
 
 
 def test_unreadable_or_invalid_files_are_config_errors(tmp_path: Path) -> None:

@@ -15,6 +15,8 @@ from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from typing import Any, Literal
 
+from .registrar.policy import MAX_MIN_EXPIRES, checked_host
+
 TransportName = Literal["udp", "tcp"]
 
 LOG_LEVELS = ("debug", "info", "warning", "error", "critical")
@@ -84,8 +86,10 @@ DEFAULT_LISTEN = (ListenSpec("udp", "0.0.0.0", 5060), ListenSpec("tcp", "0.0.0.0
 class Config:
     """Everything ``sipreg serve`` needs; checked when built (raises :class:`ConfigError`).
 
-    ``store`` None means ``sqlite:sipreg.db`` in ``data_dir`` (or the working
-    directory); :attr:`store_url` resolves it.  Times are in seconds.
+    ``store`` None (or ``sqlite:`` with no path) means ``sqlite:sipreg.db`` in
+    ``data_dir`` (or the working directory); :attr:`store_url` resolves it.
+    ``domains`` and ``aliases`` hold host names or IP addresses (``*`` serves
+    every domain) and are stored lower case.  Times are in seconds.
     """
 
     listen: tuple[ListenSpec, ...] = DEFAULT_LISTEN
@@ -117,6 +121,17 @@ class Config:
             raise ConfigError(
                 f"min_expires ({self.min_expires}) is above max_expires ({self.max_expires})"
             )
+        if self.min_expires > MAX_MIN_EXPIRES:
+            raise ConfigError(
+                f"min_expires ({self.min_expires}) is above {MAX_MIN_EXPIRES}: RFC 3261"
+                " section 10.3 answers 423 only for intervals under one hour, so it would"
+                " never be enforced"
+            )
+        if self.default_expires < self.min_expires:
+            raise ConfigError(
+                f"default_expires ({self.default_expires}) is below min_expires"
+                f" ({self.min_expires}): every REGISTER without an expiry would get 423"
+            )
         for name in ("max_contacts", "max_connections", "max_in_flight"):
             if getattr(self, name) < 1:
                 raise ConfigError(f"{name}: must be at least 1")
@@ -131,13 +146,20 @@ class Config:
                 f"log_level: {self.log_level!r} is not one of {', '.join(LOG_LEVELS)}"
             )
         object.__setattr__(self, "log_level", level)
+        try:
+            domains = tuple(checked_host("domains", d, wildcard=True) for d in self.domains)
+            aliases = tuple(checked_host("aliases", a) for a in self.aliases)
+        except ValueError as err:
+            raise ConfigError(str(err)) from None
+        object.__setattr__(self, "domains", domains)
+        object.__setattr__(self, "aliases", aliases)
         if self.store is not None and not self.store.startswith(("sqlite:", "memory:")):
             raise ConfigError(f"store: {self.store!r} is not sqlite:PATH or memory:")
 
     @property
     def store_url(self) -> str:
         """The store URL, with the ``sqlite:sipreg.db`` default placed in ``data_dir``."""
-        if self.store is not None:
+        if self.store is not None and self.store.removeprefix("sqlite:").removeprefix("//"):
             return self.store
         return "sqlite:" + os.path.join(self.data_dir or "", "sipreg.db")
 
