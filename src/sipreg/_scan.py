@@ -100,7 +100,12 @@ class Scanner:
 
 def split_commas(value: str, what: str) -> list[str]:
     """Split a header value at commas outside quoted strings and angle brackets."""
-    parts: list[str] = []
+    if '"' not in value and "<" not in value:  # the common case: nothing to skip over
+        parts = [p.strip(" \t") for p in value.split(",")]
+        if not all(parts):
+            raise ParseError(f"Malformed {what}: empty list element")
+        return parts
+    parts = []
     start = 0
     depth = 0
     quoted = False
