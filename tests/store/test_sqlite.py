@@ -8,12 +8,14 @@ import signal
 import sqlite3
 import subprocess
 import sys
-from collections.abc import AsyncIterator
+import threading
+from collections.abc import AsyncIterator, Sequence
 from pathlib import Path
 
 import pytest
 
 from sipreg.errors import StoreConflict
+from sipreg.store import sqlite as sqlite_module
 from sipreg.store.base import Change, open_store
 from sipreg.store.sqlite import SCHEMA_VERSION, SqliteStore
 
@@ -116,6 +118,50 @@ async def test_close_commits_queued_changes_and_is_idempotent(path: Path) -> Non
     await reopened.open()
     assert len(await reopened.aors()) == 5
     await reopened.close()
+
+
+async def test_cancelling_the_committer_fails_the_waiting_applies(
+    store: SqliteStore, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A committer cancelled mid-commit (at shutdown, say) leaves no apply() waiting forever."""
+    entered, release = threading.Event(), threading.Event()
+    commit = sqlite_module._commit
+
+    def held_commit(con: sqlite3.Connection, changes: Sequence[Change]) -> list[Exception | None]:
+        entered.set()
+        release.wait(10)
+        return commit(con, changes)
+
+    monkeypatch.setattr(sqlite_module, "_commit", held_commit)
+    committing = [
+        asyncio.create_task(store.apply(Change(f"sip:u{n}@h", 0, upsert=(binding(f"sip:u{n}@h"),))))
+        for n in range(3)
+    ]
+    async with asyncio.timeout(5):
+        while not entered.is_set():  # the group is in the SQLite thread
+            await asyncio.sleep(0.001)
+    queued = asyncio.create_task(store.apply(Change(ALICE, 0, upsert=(binding(),))))
+    await asyncio.sleep(0)  # queued behind the running group
+    committer = store._committer
+    assert committer is not None and not committer.done()
+    committer.cancel()
+    try:
+        async with asyncio.timeout(5):
+            results = await asyncio.gather(*committing, queued, return_exceptions=True)
+    finally:
+        release.set()
+    for result in results[:3]:
+        assert isinstance(result, RuntimeError)
+        assert str(result) == "store closed: the change may or may not have been committed"
+    assert isinstance(results[3], RuntimeError)
+    assert str(results[3]) == "store closed: the change was not committed"
+    assert committer.cancelled()
+
+    # The store still works: the next apply starts a new committer.
+    monkeypatch.setattr(sqlite_module, "_commit", commit)
+    await store.apply(Change(BOB, 0, upsert=(binding(BOB),)))
+    assert (await store.load(BOB)).bindings == (binding(BOB),)
+    assert (await store.load(ALICE)).bindings == ()  # the queued change never ran
 
 
 async def test_schema_is_versioned_and_uses_wal(store: SqliteStore, path: Path) -> None:

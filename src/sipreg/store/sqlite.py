@@ -78,6 +78,9 @@ class SqliteStore(BindingStore):
     ``commits`` counts the write transactions committed so far: one per group
     of concurrent ``apply`` calls, one per ``expire`` that removed something.
     A cancelled ``apply`` may still commit if its group was already running.
+    If the task that commits the queue is cancelled, every ``apply`` waiting
+    on it raises ``RuntimeError("store closed: ...")``; changes of the group
+    in progress may still have been committed.
     """
 
     def __init__(self, path: str | os.PathLike[str] = "sipreg.db") -> None:
@@ -149,6 +152,13 @@ class SqliteStore(BindingStore):
                 outcomes = await self._call(_commit, [change for change, _ in group])
             except Exception as exc:  # the transaction failed: every change in it did
                 outcomes = [exc] * len(group)
+            except BaseException:
+                # Cancelled (at shutdown, say): nobody will resolve these futures now, so
+                # fail them rather than leave their apply() waiting forever.
+                queued, self._pending = self._pending, []
+                _abandon(group, "the change may or may not have been committed")
+                _abandon(queued, "the change was not committed")
+                raise
             else:
                 self.commits += 1
             for (_, future), outcome in zip(group, outcomes, strict=True):
@@ -167,6 +177,13 @@ class SqliteStore(BindingStore):
         if con is not None and executor is not None:
             await asyncio.get_running_loop().run_in_executor(executor, con.close)
             executor.shutdown()
+
+
+def _abandon(group: Sequence[tuple[Change, asyncio.Future[None]]], outcome: str) -> None:
+    """Fail the futures of ``group`` still waiting with ``RuntimeError("store closed: ...")``."""
+    for _, future in group:
+        if not future.done():
+            future.set_exception(RuntimeError(f"store closed: {outcome}"))
 
 
 def migrate(con: sqlite3.Connection) -> int:
