@@ -10,8 +10,12 @@ from .errors import ParseError
 _WS = re.compile(_abnf.SWS)
 # gen-value = token / host / quoted-string; a bare IPv6address is accepted too, as
 # via-received has it (RFC 3261 section 25, RFC 5118 section 4.5).
-_GEN_VALUE = re.compile(
+_GEN_VALUE_PATTERN = (
     rf"{_abnf.QUOTED_STRING}|\[[0-9A-Fa-f:.]+\]|[0-9A-Fa-f]*:[0-9A-Fa-f:.]+|{_abnf.TOKEN}"
+)
+# SEMI generic-param, with SEMI = SWS ";" SWS and EQUAL = SWS "=" SWS.
+_PARAM = re.compile(
+    rf"{_abnf.SWS};{_abnf.SWS}({_abnf.TOKEN})(?:{_abnf.SWS}={_abnf.SWS}({_GEN_VALUE_PATTERN}))?"
 )
 
 
@@ -89,12 +93,12 @@ class Scanner:
     def params(self) -> list[tuple[str, str | None]]:
         """``*( SEMI generic-param )`` with ``generic-param = token [ EQUAL gen-value ]``."""
         out: list[tuple[str, str | None]] = []
-        while self.accept(";"):
-            name = self.match(_abnf.TOKEN_PREFIX_RE, "parameter name")
-            value: str | None = None
-            if self.accept("="):
-                value = self.match(_GEN_VALUE, f"value of parameter {name!r}")
-            out.append((name, value))
+        while m := _PARAM.match(self.text, self.pos):
+            self.pos = m.end()
+            out.append((m.group(1), m.group(2)))
+        # What follows is no parameter: a ';' there is a malformed one.
+        if self.accept(";"):
+            raise self.fail(f"bad parameter at offset {self.pos}")
         return out
 
 
