@@ -8,7 +8,7 @@ import pytest
 
 from sipreg.errors import StoreConflict
 from sipreg.registrar.binding import Binding
-from sipreg.store.base import AorState, BindingStore, Change
+from sipreg.store.base import FLOOR_SLOTS, BindingStore, Change
 
 from .helpers import ALICE, BOB, binding
 
@@ -18,7 +18,9 @@ async def put(store: BindingStore, *bindings: Binding, remove: tuple[str, ...] =
     aor = bindings[0].aor
     version = (await store.load(aor)).version
     await store.apply(Change(aor, version, remove=remove, upsert=bindings))
-    return version + 1
+    new = (await store.load(aor)).version
+    assert new != version
+    return new
 
 
 def by_contact(bindings: tuple[Binding, ...] | list[Binding]) -> dict[str, Binding]:
@@ -44,17 +46,33 @@ async def test_upsert_then_load(store: BindingStore) -> None:
     await store.apply(Change(ALICE, 0, upsert=(second, first)))
     state = await store.load(ALICE)
     assert state.bindings == (first, second)  # sorted by contact
-    assert state.version == 1
+    assert state.version != 0
 
 
-async def test_each_apply_increments_the_version(store: BindingStore) -> None:
-    for version in range(4):
-        await store.apply(Change(ALICE, version, upsert=(binding(cseq=version + 1),)))
-        assert (await store.load(ALICE)).version == version + 1
-    await store.apply(Change(ALICE, 4))  # an empty change still counts
+async def test_each_apply_gives_a_new_version(store: BindingStore) -> None:
+    seen = [0]
+    for cseq in range(1, 5):
+        await store.apply(Change(ALICE, seen[-1], upsert=(binding(cseq=cseq),)))
+        seen.append((await store.load(ALICE)).version)
+    await store.apply(Change(ALICE, seen[-1]))  # an empty change still counts
     state = await store.load(ALICE)
-    assert state.version == 5
+    seen.append(state.version)
     assert state.bindings == (binding(cseq=4),)
+    assert len(set(seen)) == len(seen)
+    for old in seen[:-1]:  # a planner holding any earlier version conflicts
+        with pytest.raises(StoreConflict):
+            await store.apply(Change(ALICE, old, upsert=(binding(cseq=9),)))
+    assert await store.load(ALICE) == state
+
+
+async def test_an_empty_change_to_an_empty_aor_gives_a_new_version(store: BindingStore) -> None:
+    await store.apply(Change(ALICE, 0, remove=("sip:nobody@h",)))
+    state = await store.load(ALICE)
+    assert (state.bindings, await store.aors()) == ((), [])
+    assert state.version != 0
+    with pytest.raises(StoreConflict):
+        await store.apply(Change(ALICE, 0, upsert=(binding(),)))
+    await store.apply(Change(ALICE, state.version, upsert=(binding(),)))
 
 
 async def test_upsert_replaces_the_binding_with_the_same_contact(store: BindingStore) -> None:
@@ -64,13 +82,14 @@ async def test_upsert_replaces_the_binding_with_the_same_contact(store: BindingS
     assert (await store.load(ALICE)).bindings == (refreshed,)
 
 
-@pytest.mark.parametrize("planned", [0, 2, 7])
+@pytest.mark.parametrize("offset", [None, -1, 1, 7])
 async def test_stale_version_conflicts_and_changes_nothing(
-    store: BindingStore, planned: int
+    store: BindingStore, offset: int | None
 ) -> None:
     kept = binding(contact="sip:alice@192.0.2.1")
     await store.apply(Change(ALICE, 0, upsert=(kept,)))
     before = await store.load(ALICE)
+    planned = 0 if offset is None else before.version + offset  # 0: from before the AOR was made
     stale = Change(
         ALICE, planned, remove=(kept.contact,), upsert=(binding(contact="sip:alice@192.0.2.9"),)
     )
@@ -90,21 +109,45 @@ async def test_remove_and_upsert_apply_together(store: BindingStore) -> None:
     await put(store, added, readded, remove=(gone.contact, replaced.contact, "sip:unknown@x"))
     state = await store.load(ALICE)
     assert state.bindings == (kept, readded, added)
-    assert state.version == 2
 
 
-async def test_version_survives_the_last_binding(store: BindingStore) -> None:
-    await put(store, binding())
-    await store.apply(Change(ALICE, 1, remove=(binding().contact,)))
+async def test_an_emptied_aor_conflicts_with_every_earlier_plan(store: BindingStore) -> None:
+    live = await put(store, binding())
+    await store.apply(Change(ALICE, live, remove=(binding().contact,)))
     assert await store.aors() == []
     state = await store.load(ALICE)
-    assert (state.bindings, state.version) == ((), 2)
-    with pytest.raises(StoreConflict):  # a planner still holding version 1
-        await store.apply(Change(ALICE, 1, upsert=(binding(),)))
-    with pytest.raises(StoreConflict):  # nor does the AOR start over at 0
+    assert state.bindings == ()
+    assert state.version not in (0, live)
+    with pytest.raises(StoreConflict):  # a planner still holding the live version
+        await store.apply(Change(ALICE, live, upsert=(binding(),)))
+    with pytest.raises(StoreConflict):  # nor does the AOR start over at 0 (no ABA)
         await store.apply(Change(ALICE, 0, upsert=(binding(),)))
-    await store.apply(Change(ALICE, 2, upsert=(binding(),)))
-    assert (await store.load(ALICE)).version == 3
+    await store.apply(Change(ALICE, state.version, upsert=(binding(),)))
+    assert (await store.load(ALICE)).version not in (0, live, state.version)
+
+
+async def test_an_expired_aor_conflicts_with_every_earlier_plan(store: BindingStore) -> None:
+    live = await put(store, binding(expires_at=10.0))
+    assert await store.expire(10.0) == [binding(expires_at=10.0)]
+    state = await store.load(ALICE)
+    assert state.bindings == ()
+    assert state.version not in (0, live)
+    for held in (0, live):
+        with pytest.raises(StoreConflict):
+            await store.apply(Change(ALICE, held, upsert=(binding(),)))
+
+
+async def test_writes_to_other_aors_leave_a_live_aor_alone(store: BindingStore) -> None:
+    held = await put(store, binding(ALICE, "sip:a@h"))
+    for n in range(3 * FLOOR_SLOTS):  # enough to empty AORs in every floor slot
+        other = f"sip:user{n}@example.com"
+        version = await put(store, binding(other, "sip:u@h", expires_at=5.0))
+        if n % 2:
+            await store.apply(Change(other, version, remove=("sip:u@h",)))
+    assert len(await store.expire(5.0)) == 3 * FLOOR_SLOTS // 2
+    assert (await store.load(ALICE)).version == held
+    await store.apply(Change(ALICE, held, upsert=(binding(ALICE, "sip:a2@h"),)))
+    assert await store.aors() == [ALICE]
 
 
 async def test_expire_returns_exactly_the_expired_bindings(store: BindingStore) -> None:
@@ -124,17 +167,19 @@ async def test_expire_returns_exactly_the_expired_bindings(store: BindingStore) 
     assert await store.aors() == []
 
 
-async def test_expire_bumps_only_the_versions_it_touches(store: BindingStore) -> None:
+async def test_expire_changes_only_the_versions_it_touches(store: BindingStore) -> None:
     await put(store, binding(ALICE, "sip:a1@h", 10.0), binding(ALICE, "sip:a2@h", 10.0))
     await put(store, binding(BOB, "sip:b1@h", 99.0))
-    planned_alice = Change(ALICE, 1, upsert=(binding(ALICE, "sip:a1@h", 500.0),))
-    planned_bob = Change(BOB, 1, upsert=(binding(BOB, "sip:b2@h", 500.0),))
+    alice, bob = await store.load(ALICE), await store.load(BOB)
+    planned_alice = Change(ALICE, alice.version, upsert=(binding(ALICE, "sip:a1@h", 500.0),))
+    planned_bob = Change(BOB, bob.version, upsert=(binding(BOB, "sip:b2@h", 500.0),))
     assert len(await store.expire(10.0)) == 2
-    assert (await store.load(ALICE)).version > 1
+    assert (await store.load(ALICE)).version != alice.version
+    assert await store.load(BOB) == bob
     with pytest.raises(StoreConflict):
         await store.apply(planned_alice)
     await store.apply(planned_bob)
-    assert (await store.load(BOB)).version == 2
+    assert (await store.load(BOB)).version != bob.version
 
 
 async def test_expire_follows_refreshes_and_removals(store: BindingStore) -> None:
@@ -159,7 +204,7 @@ async def test_aors_lists_aors_with_bindings_sorted(store: BindingStore) -> None
     await put(store, binding(ALICE, "sip:a1@h"), binding(ALICE, "sip:a2@h"))
     await put(store, binding(carol, "sip:c@h"))
     assert await store.aors() == [ALICE, BOB, carol]
-    await store.apply(Change(carol, 1, remove=("sip:c@h",)))
+    await store.remove(carol, ["sip:c@h"])
     assert await store.aors() == [ALICE, BOB]
 
 
@@ -219,13 +264,15 @@ async def test_concurrent_applies_to_different_aors_all_succeed(store: BindingSt
     assert results == [None] * len(aors)
     assert await store.aors() == sorted(aors)
     for change in changes:
-        assert await store.load(change.aor) == AorState(change.aor, change.upsert, 1)
+        state = await store.load(change.aor)
+        assert state.bindings == change.upsert
+        assert state.version != 0
 
 
 async def test_concurrent_applies_on_one_version_exactly_one_wins(store: BindingStore) -> None:
-    await put(store, binding(contact="sip:old@h"))
+    held = await put(store, binding(contact="sip:old@h"))
     rivals = [
-        Change(ALICE, 1, remove=("sip:old@h",), upsert=(binding(contact=f"sip:new{n}@h"),))
+        Change(ALICE, held, remove=("sip:old@h",), upsert=(binding(contact=f"sip:new{n}@h"),))
         for n in range(3)
     ]
     results = await asyncio.gather(*(store.apply(c) for c in rivals), return_exceptions=True)
@@ -234,4 +281,4 @@ async def test_concurrent_applies_on_one_version_exactly_one_wins(store: Binding
     assert all(isinstance(r, StoreConflict) for r in results if r is not None)
     state = await store.load(ALICE)
     assert state.bindings == winners[0].upsert
-    assert state.version == 2
+    assert state.version not in (0, held)

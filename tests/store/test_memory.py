@@ -1,9 +1,12 @@
-"""What only the memory store promises: a heap that stays small."""
+"""What only the memory store promises: a heap and maps that stay small."""
 
 from __future__ import annotations
 
-from sipreg.store.base import Change, open_store
-from sipreg.store.memory import MemoryStore
+import pytest
+
+from sipreg.errors import StoreConflict
+from sipreg.store.base import FLOOR_SLOTS, Change, open_store
+from sipreg.store.memory import _HEAP_SLACK, MemoryStore
 
 from .helpers import ALICE, binding
 
@@ -23,3 +26,29 @@ async def test_refreshes_do_not_grow_the_heap() -> None:
     assert await store.expire(999.0) == [binding(expires_at=999.0)]
     assert len(await store.expire(1e9)) == 10
     assert await store.aors() == []
+
+
+async def test_aors_that_expire_or_are_removed_leave_no_entries() -> None:
+    """Many short-lived AORs (an unauthenticated flood, say) leave nothing behind."""
+    store = MemoryStore()
+    aors = [f"sip:u{n}@example.com" for n in range(2000)]
+    held: dict[str, int] = {}
+    for n, aor in enumerate(aors):
+        await store.apply(Change(aor, 0, upsert=(binding(aor, "sip:u@h", float(n % 10)),)))
+        held[aor] = (await store.load(aor)).version
+    assert len(store._bindings) == len(store._versions) == 2000
+    assert len(await store.expire(100.0)) == 2000
+    assert store._bindings == {} and store._versions == {} and store._heap == []
+    assert store._count == 0
+    assert len(store._floors) == FLOOR_SLOTS
+
+    for aor in aors:
+        await store.apply(Change(aor, (await store.load(aor)).version, upsert=(binding(aor),)))
+    assert [await store.remove(aor) for aor in aors] == [1] * 2000
+    assert store._bindings == {} and store._versions == {}
+    assert len(store._heap) <= _HEAP_SLACK + 1
+    for aor in aors[:50]:  # and without the entries, every earlier plan still conflicts
+        with pytest.raises(StoreConflict):
+            await store.apply(Change(aor, held[aor], upsert=(binding(aor),)))
+        with pytest.raises(StoreConflict):
+            await store.apply(Change(aor, 0, upsert=(binding(aor),)))

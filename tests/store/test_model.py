@@ -3,7 +3,8 @@
 from __future__ import annotations
 
 import asyncio
-from dataclasses import dataclass
+import itertools
+from dataclasses import dataclass, field
 
 import pytest
 from hypothesis import given, settings
@@ -11,18 +12,28 @@ from hypothesis import strategies as st
 
 from sipreg.errors import StoreConflict
 from sipreg.registrar.binding import Binding
-from sipreg.store.base import BindingStore, Change
+from sipreg.store.base import BindingStore, Change, floor_slot
 from sipreg.store.memory import MemoryStore
 from sipreg.store.sqlite import SqliteStore
 
-AORS = ("sip:a@h", "sip:b@h")
+
+def _same_slot(aor: str) -> str:
+    """Another AOR sharing ``aor``'s floor slot, so that emptying one moves the other's floor."""
+    return next(
+        other
+        for n in itertools.count()
+        if floor_slot(other := f"sip:{n}@h") == floor_slot(aor) and other != aor
+    )
+
+
+AORS = ("sip:a@h", _same_slot("sip:a@h"), "sip:b@h")
 CONTACTS = ("sip:1@h", "sip:2@h", "sip:3@h")
 
 
 @dataclass(frozen=True)
 class Write:
     aor: str
-    stale: bool
+    held: int | None  # None: plan on the current version; n: on the n-th version seen
     remove: tuple[str, ...]
     upsert: tuple[tuple[str, int], ...]  # (contact, expires_at)
 
@@ -37,7 +48,7 @@ OPS = st.lists(
         st.builds(
             Write,
             aor=st.sampled_from(AORS),
-            stale=st.sampled_from((False, False, False, True)),
+            held=st.one_of(st.none(), st.none(), st.none(), st.integers(0, 40)),
             remove=st.lists(st.sampled_from(CONTACTS), max_size=2).map(tuple),
             upsert=st.lists(
                 st.tuples(st.sampled_from(CONTACTS), st.integers(0, 20)), max_size=3
@@ -49,41 +60,62 @@ OPS = st.lists(
 )
 
 
+@dataclass
+class Model:
+    """One AOR as the model sees it: its bindings and how many times it changed."""
+
+    bindings: dict[str, Binding] = field(default_factory=dict)
+    changes: int = 0
+    version: int = 0  # as last loaded
+    seen: dict[int, int] = field(default_factory=lambda: {0: 0})  # version -> changes then
+
+
 async def check_history(store: BindingStore, ops: list[Write | Expire]) -> None:
-    """Run ``ops`` on ``store`` and on the model, comparing after every step."""
-    bindings: dict[str, dict[str, Binding]] = {aor: {} for aor in AORS}
-    versions = dict.fromkeys(AORS, 0)
+    """Run ``ops`` on ``store`` and on the model, comparing after every step.
+
+    The store must behave as compare-and-set on the version :meth:`load` gives,
+    a version must never be seen again once the AOR changed, and an AOR with
+    bindings keeps its version until it changes.
+    """
+    model = {aor: Model() for aor in AORS}
     for step, op in enumerate(ops):
         if isinstance(op, Write):
+            aor = model[op.aor]
             upsert = tuple(
                 Binding(aor=op.aor, contact=c, expires_at=float(e), call_id="c", cseq=step)
                 for c, e in op.upsert
             )
-            version = versions[op.aor]
-            planned = (version - 1 if version else 1) if op.stale else version
+            planned = aor.version if op.held is None else sorted(aor.seen)[op.held % len(aor.seen)]
             change = Change(op.aor, planned, remove=op.remove, upsert=upsert)
-            if op.stale:
+            if planned != aor.version:
                 with pytest.raises(StoreConflict):
                     await store.apply(change)
             else:
                 await store.apply(change)
                 for contact in op.remove:
-                    bindings[op.aor].pop(contact, None)
-                bindings[op.aor].update((b.contact, b) for b in upsert)
-                versions[op.aor] += 1
+                    aor.bindings.pop(contact, None)
+                aor.bindings.update((b.contact, b) for b in upsert)
+                aor.changes += 1
         else:
-            due = [b for held in bindings.values() for b in held.values() if b.expires_at <= op.now]
-            due.sort(key=lambda b: (b.expires_at, b.aor, b.contact))
+            held = [b for aor in model.values() for b in aor.bindings.values()]
+            due = sorted(
+                (b for b in held if b.expires_at <= op.now),
+                key=lambda b: (b.expires_at, b.aor, b.contact),
+            )
             assert await store.expire(float(op.now)) == due
             for b in due:
-                del bindings[b.aor][b.contact]
-            for aor in {b.aor for b in due}:
-                versions[aor] += 1
-        for aor in AORS:
-            state = await store.load(aor)
-            assert state.version == versions[aor]
-            assert state.bindings == tuple(b for _, b in sorted(bindings[aor].items()))
-        assert await store.aors() == [aor for aor in AORS if bindings[aor]]
+                del model[b.aor].bindings[b.contact]
+            for name in {b.aor for b in due}:
+                model[name].changes += 1
+        for name, aor in model.items():
+            state = await store.load(name)
+            assert state.bindings == tuple(b for _, b in sorted(aor.bindings.items()))
+            if aor.seen.setdefault(state.version, aor.changes) != aor.changes:
+                raise AssertionError(f"{name}: version {state.version} seen again after a change")
+            if aor.bindings and aor.seen[aor.version] == aor.changes:
+                assert state.version == aor.version, f"{name}: a live AOR's version moved"
+            aor.version = state.version
+        assert await store.aors() == sorted(name for name, aor in model.items() if aor.bindings)
 
 
 async def run_history(store: BindingStore, ops: list[Write | Expire]) -> None:

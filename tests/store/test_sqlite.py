@@ -16,7 +16,7 @@ import pytest
 
 from sipreg.errors import StoreConflict
 from sipreg.store import sqlite as sqlite_module
-from sipreg.store.base import Change, open_store
+from sipreg.store.base import FLOOR_SLOTS, AorState, Change, open_store
 from sipreg.store.sqlite import SCHEMA_VERSION, SqliteStore
 
 from .helpers import ALICE, BOB, binding
@@ -46,19 +46,24 @@ async def test_bindings_survive_close_and_reopen(store: SqliteStore, path: Path)
     soon = binding(BOB, "sip:b@h", expires_at=1_699_999_999.000001)
     await store.apply(Change(ALICE, 0, upsert=(kept,)))
     await store.apply(Change(BOB, 0, upsert=(soon,)))
-    await store.apply(Change(ALICE, 1, upsert=(kept,)))
+    seen = {0, (await store.load(ALICE)).version, (await store.load(BOB)).version}
+    await store.apply(Change(ALICE, (await store.load(ALICE)).version, upsert=(kept,)))
+    before = await store.load(ALICE)
+    seen.add(before.version)
     await store.close()
 
     reopened = SqliteStore(path)
     await reopened.open()
     try:
         alice = await reopened.load(ALICE)
-        assert alice.bindings == (kept,)
+        assert alice == before
         assert alice.bindings[0].expires_at == 1_700_000_000.123456
-        assert alice.version == 2
         assert await reopened.aors() == [ALICE, BOB]
         assert await reopened.expire(1_699_999_999.000001) == [soon]
         assert await reopened.expire(1_700_000_000.123456) == [kept]
+        # The counter survived too: no version comes round again.
+        after = {(await reopened.load(ALICE)).version, (await reopened.load(BOB)).version}
+        assert not after & seen
     finally:
         await reopened.close()
 
@@ -94,7 +99,7 @@ async def test_a_failing_change_fails_alone(store: SqliteStore) -> None:
     results = await asyncio.gather(store.apply(too_big), store.apply(good), return_exceptions=True)
     assert isinstance(results[0], OverflowError)
     assert results[1] is None
-    assert (await store.load(BOB)).version == 0
+    assert (await store.load(BOB)).version == 0  # rolled back, counter and all
     assert (await store.load(ALICE)).bindings == good.upsert
 
 
@@ -164,6 +169,108 @@ async def test_cancelling_the_committer_fails_the_waiting_applies(
     assert (await store.load(ALICE)).bindings == ()  # the queued change never ran
 
 
+def rows(path: Path, table: str) -> int:
+    with sqlite3.connect(path) as con:
+        (count,) = con.execute(f"SELECT count(*) FROM {table}").fetchone()
+    con.close()
+    return int(count)
+
+
+async def test_aors_that_expire_or_are_removed_leave_no_rows(
+    store: SqliteStore, path: Path
+) -> None:
+    """Many short-lived AORs (an unauthenticated flood, say) leave no rows behind."""
+    aors = [f"sip:u{n}@example.com" for n in range(2000)]
+    await asyncio.gather(
+        *(store.apply(Change(aor, 0, upsert=(binding(aor, "sip:u@h", 10.0),))) for aor in aors)
+    )
+    held = {aor: (await store.load(aor)).version for aor in aors[:50]}
+    assert (rows(path, "aors"), rows(path, "bindings")) == (2000, 2000)
+    assert len(await store.expire(10.0)) == 2000
+    assert (rows(path, "aors"), rows(path, "bindings")) == (0, 0)
+    assert rows(path, "floors") <= FLOOR_SLOTS  # shared: bounded however many AORs came
+    assert rows(path, "clock") == 1
+
+    states = [await store.load(aor) for aor in aors]
+    await asyncio.gather(
+        *(store.apply(Change(s.aor, s.version, upsert=(binding(s.aor),))) for s in states)
+    )
+    assert [await store.remove(aor) for aor in aors] == [1] * 2000
+    assert (rows(path, "aors"), rows(path, "bindings")) == (0, 0)
+    assert rows(path, "floors") <= FLOOR_SLOTS
+    for aor, version in held.items():  # without the rows, every earlier plan still conflicts
+        for stale in (0, version):
+            with pytest.raises(StoreConflict):
+                await store.apply(Change(aor, stale, upsert=(binding(aor),)))
+
+
+# Schema version 1 as sipreg wrote it, with the file's tables as they were.
+SCHEMA_1 = (
+    "CREATE TABLE schema_version (version INTEGER NOT NULL)",
+    "INSERT INTO schema_version (version) VALUES (1)",
+    "CREATE TABLE aors (aor TEXT PRIMARY KEY, version INTEGER NOT NULL) WITHOUT ROWID",
+    """CREATE TABLE bindings (
+        aor TEXT NOT NULL, contact TEXT NOT NULL, expires_at REAL NOT NULL,
+        call_id TEXT NOT NULL, cseq INTEGER NOT NULL, q REAL, params TEXT NOT NULL,
+        registered_at REAL NOT NULL, source_host TEXT NOT NULL, source_port INTEGER NOT NULL,
+        transport TEXT NOT NULL, local_host TEXT NOT NULL, local_port INTEGER NOT NULL,
+        user_agent TEXT, instance TEXT, reg_id INTEGER, path TEXT NOT NULL,
+        PRIMARY KEY (aor, contact)
+    )""",
+    "CREATE INDEX bindings_expires_at ON bindings (expires_at)",
+)
+
+
+async def test_a_version_1_file_is_migrated(path: Path) -> None:
+    carol = "sip:carol@example.com"
+    with sqlite3.connect(path) as con:
+        for statement in SCHEMA_1:
+            con.execute(statement)
+        # Alice has a binding at version 3; Bob had bindings (version 7) and has none now.
+        con.executemany("INSERT INTO aors VALUES (?, ?)", [(ALICE, 3), (BOB, 7)])
+        con.execute(
+            "INSERT INTO bindings VALUES (?, 'sip:alice@192.0.2.1', 1000.0, 'call-1', 1, NULL,"
+            " '[]', 0.0, '', 0, 'udp', '', 0, NULL, NULL, NULL, '[]')",
+            (ALICE,),
+        )
+    con.close()
+
+    store = SqliteStore(path)
+    await store.open()
+    try:
+        assert await store.load(ALICE) == AorState(ALICE, (binding(),), 3)
+        # Bob went 0, 1, ... 7 and has not changed since: no earlier value comes back.
+        bob, unknown = await store.load(BOB), await store.load(carol)
+        assert bob.bindings == () and bob.version not in range(7)
+        assert unknown.version != 0
+        for stale in (0, 3, 6):
+            with pytest.raises(StoreConflict):
+                await store.apply(Change(BOB, stale, upsert=(binding(BOB),)))
+        await store.apply(Change(ALICE, 3, upsert=(binding(cseq=2),)))
+        assert (await store.load(ALICE)).version not in range(8)
+        await store.apply(Change(BOB, bob.version, upsert=(binding(BOB),)))
+    finally:
+        await store.close()
+    with sqlite3.connect(path) as con:
+        assert con.execute("SELECT version FROM schema_version").fetchall() == [(SCHEMA_VERSION,)]
+        assert con.execute("SELECT aor FROM aors ORDER BY aor").fetchall() == [(ALICE,), (BOB,)]
+    con.close()
+
+
+async def test_a_version_1_file_without_empty_aors_gets_no_floors(path: Path) -> None:
+    with sqlite3.connect(path) as con:
+        for statement in SCHEMA_1:
+            con.execute(statement)
+    con.close()
+    store = SqliteStore(path)
+    await store.open()
+    try:
+        assert await store.load(ALICE) == AorState(ALICE, (), 0)
+    finally:
+        await store.close()
+    assert (rows(path, "floors"), rows(path, "aors")) == (0, 0)
+
+
 async def test_schema_is_versioned_and_uses_wal(store: SqliteStore, path: Path) -> None:
     with sqlite3.connect(path) as con:
         assert con.execute("SELECT version FROM schema_version").fetchall() == [(SCHEMA_VERSION,)]
@@ -229,7 +336,7 @@ async def test_an_applied_change_survives_kill_9(path: Path) -> None:
         state = await store.load(ALICE)
     finally:
         await store.close()
-    assert state.version == 1
+    assert state.version != 0
     assert state.bindings == (
         binding(contact="sip:alice@192.0.2.1", expires_at=2e9, call_id="kill-9", cseq=7),
     )

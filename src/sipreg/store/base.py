@@ -4,24 +4,51 @@ The unit of work is one address of record: :meth:`BindingStore.load` returns its
 bindings with a version, :meth:`BindingStore.apply` writes a :class:`Change`
 atomically if the version is still the same and raises
 :class:`~sipreg.errors.StoreConflict` otherwise.  A Redis/Valkey backend can do
-``apply`` as one Lua script per AOR (check version, delete, upsert, bump).
+``apply`` as one Lua script per AOR (check version, delete, upsert, stamp).
+
+Versions come from one store-wide counter, so an AOR without bindings needs no
+state of its own (an unauthenticated client registering many short-lived AORs
+must not grow the store).  Each write takes the next counter value: an AOR
+with bindings holds the value of its last write, and a write that leaves an
+AOR empty stamps it on the AOR's *floor*, one of :data:`FLOOR_SLOTS` shared by
+the AORs that hash to it (:func:`floor_slot`).  An AOR without bindings reports
+its floor.  The floor only grows, and the counter only grows, so an AOR never
+reports a value it had before it last changed: a planner that loaded it
+earlier conflicts, even when the AOR was created and emptied again meanwhile.
+The price is a spurious conflict (one retry) for a planner of an empty AOR
+when another AOR of the same slot is emptied between its load and its apply.
 """
 
 from __future__ import annotations
 
 import abc
+import zlib
 from collections.abc import Sequence
 from dataclasses import dataclass
 
 from ..errors import StoreConflict
 from ..registrar.binding import Binding
 
+#: How many floors the AORs without bindings share.  A backend that persists floors
+#: must keep this number, or migrate by raising every floor to the counter.
+FLOOR_SLOTS = 256
+
+
+def floor_slot(aor: str) -> int:
+    """The floor slot of ``aor``: stable across processes and versions (CRC-32)."""
+    return zlib.crc32(aor.encode("utf-8", "surrogatepass")) % FLOOR_SLOTS
+
 
 @dataclass(frozen=True)
 class AorState:
     """An AOR's stored bindings (expired ones included, sorted by contact) and its version.
 
-    The version survives the AOR's last binding, so it never goes backwards.
+    The version is 0 for every AOR of a new store.  It changes on every
+    successful ``apply`` to the AOR and every ``expire`` that removes one of its
+    bindings, and never goes back to a value it had before such a change, so a
+    change planned on any earlier state conflicts.  While the AOR has bindings
+    nothing else changes it; while it has none it may also change when other
+    AORs are written, which costs the planner a retry, never an update.
     """
 
     aor: str
@@ -56,7 +83,11 @@ class Change:
 
 
 class BindingStore(abc.ABC):
-    """Where bindings live.  Every backend passes ``tests/store/test_contract.py``."""
+    """Where bindings live.  Every backend passes ``tests/store/test_contract.py``.
+
+    A backend keeps nothing for an AOR without bindings beyond the shared
+    counter and floors, so AORs that expire or are removed leave no trace.
+    """
 
     async def open(self) -> None:  # noqa: B027 - optional hook
         """Connect or create the schema; called once before use."""
@@ -66,21 +97,23 @@ class BindingStore(abc.ABC):
 
     @abc.abstractmethod
     async def load(self, aor: str) -> AorState:
-        """The AOR's bindings and version (version 0 and no bindings if unknown)."""
+        """The AOR's bindings and version (no bindings and its floor if it has none)."""
 
     @abc.abstractmethod
     async def apply(self, change: Change) -> None:
         """Apply ``change`` atomically and durably, or raise ``StoreConflict``.
 
-        Returns only once the change is durable for this backend.  On success
-        the AOR's version is incremented by one.
+        Conflicts unless ``change.version`` is the version :meth:`load` would
+        return now.  Returns only once the change is durable for this backend.
+        On success the AOR's version changes (see :class:`AorState`), even for
+        an empty change.
         """
 
     @abc.abstractmethod
     async def expire(self, now: float) -> list[Binding]:
         """Remove and return bindings with ``expires_at <= now``.
 
-        Returns them ordered by ``(expires_at, aor, contact)`` and bumps the
+        Returns them ordered by ``(expires_at, aor, contact)`` and changes the
         version of each AOR that lost one, so changes planned before conflict.
         Costs O(expired bindings), not O(all bindings).
         """

@@ -1,8 +1,8 @@
 """An in-process store: bindings in dicts, expiry from a heap.
 
-Each AOR's version lives in a map of its own that outlives the AOR's last
-binding, so an AOR that empties and fills again never reuses a version a slow
-planner may still hold.  The price is one int per AOR ever written.
+Versions follow :mod:`sipreg.store.base`: one counter, a version per AOR with
+bindings, and :data:`~sipreg.store.base.FLOOR_SLOTS` floors for the AORs
+without, so memory is O(live bindings) however many AORs come and go.
 """
 
 from __future__ import annotations
@@ -11,7 +11,7 @@ import heapq
 
 from ..errors import StoreConflict
 from ..registrar.binding import Binding
-from .base import AorState, BindingStore, Change
+from .base import FLOOR_SLOTS, AorState, BindingStore, Change, floor_slot
 
 # Rebuild the heap once it holds more than twice the live bindings plus this.
 _HEAP_SLACK = 64
@@ -28,18 +28,21 @@ class MemoryStore(BindingStore):
     """
 
     def __init__(self) -> None:
+        # Only AORs with bindings have entries in _bindings and _versions.
         self._bindings: dict[str, dict[str, Binding]] = {}
         self._versions: dict[str, int] = {}
+        self._floors = [0] * FLOOR_SLOTS
+        self._clock = 0
         self._heap: list[tuple[float, str, str]] = []
         self._count = 0
 
     async def load(self, aor: str) -> AorState:
         bindings = self._bindings.get(aor, {})
         ordered = tuple(bindings[contact] for contact in sorted(bindings))
-        return AorState(aor, ordered, self._versions.get(aor, 0))
+        return AorState(aor, ordered, self._version(aor))
 
     async def apply(self, change: Change) -> None:
-        version = self._versions.get(change.aor, 0)
+        version = self._version(change.aor)
         if change.version != version:
             raise StoreConflict(f"{change.aor}: planned on version {change.version}, now {version}")
         bindings = self._bindings.setdefault(change.aor, {})
@@ -53,9 +56,8 @@ class MemoryStore(BindingStore):
                 self._count += 1
             if old is None or old.expires_at != binding.expires_at:
                 heapq.heappush(self._heap, (binding.expires_at, change.aor, binding.contact))
-        if not bindings:
-            del self._bindings[change.aor]
-        self._versions[change.aor] = version + 1
+        self._clock += 1
+        self._stamp(change.aor, self._clock)
         if len(self._heap) > 2 * self._count + _HEAP_SLACK:
             self._rebuild_heap()
 
@@ -69,16 +71,29 @@ class MemoryStore(BindingStore):
             if bindings is None or binding is None or binding.expires_at != expires_at:
                 continue  # stale: removed or refreshed since this entry was pushed
             del bindings[contact]
-            if not bindings:
-                del self._bindings[aor]
             expired.append(binding)
-        for aor in {binding.aor for binding in expired}:
-            self._versions[aor] += 1
+        if expired:
+            self._clock += 1
+            for aor in {binding.aor for binding in expired}:
+                self._stamp(aor, self._clock)
         self._count -= len(expired)
         return expired
 
     async def aors(self) -> list[str]:
         return sorted(self._bindings)
+
+    def _version(self, aor: str) -> int:
+        version = self._versions.get(aor)
+        return self._floors[floor_slot(aor)] if version is None else version
+
+    def _stamp(self, aor: str, version: int) -> None:
+        """Give ``aor`` ``version`` after a write; forget it if it has no bindings left."""
+        if self._bindings.get(aor):
+            self._versions[aor] = version
+        else:
+            self._bindings.pop(aor, None)
+            self._versions.pop(aor, None)
+            self._floors[floor_slot(aor)] = version
 
     def _rebuild_heap(self) -> None:
         self._heap = [

@@ -7,6 +7,11 @@ change queued while the previous transaction committed goes into the next one,
 each inside its own savepoint, so one fsync serves many REGISTERs and a version
 conflict fails only its own change.
 
+Versions follow :mod:`sipreg.store.base`: the counter is the one row of
+``clock``, ``aors`` holds a row per AOR with bindings, ``floors`` at most
+:data:`~sipreg.store.base.FLOOR_SLOTS` rows, so an AOR that expires or is
+removed leaves no row behind.
+
 The schema carries its version in ``schema_version``; :func:`migrate` brings an
 older file up to :data:`SCHEMA_VERSION` and refuses a newer one.
 """
@@ -17,14 +22,14 @@ import asyncio
 import json
 import os
 import sqlite3
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from contextlib import contextmanager
 from typing import Any, TypeVar, TypeVarTuple
 
 from ..errors import StoreConflict
 from ..registrar.binding import Binding
-from .base import AorState, BindingStore, Change
+from .base import FLOOR_SLOTS, AorState, BindingStore, Change, floor_slot
 
 _T = TypeVar("_T")
 _Ts = TypeVarTuple("_Ts")
@@ -57,6 +62,20 @@ _MIGRATIONS: tuple[tuple[str, ...], ...] = (
             PRIMARY KEY (aor, contact)
         )""",
         "CREATE INDEX bindings_expires_at ON bindings (expires_at)",
+    ),
+    # 2: versions from one counter; an AOR without bindings has no row (its floor instead).
+    (
+        "CREATE TABLE clock (value INTEGER NOT NULL)",
+        "INSERT INTO clock (value) SELECT coalesce(max(version), 0) FROM aors",
+        "CREATE TABLE floors (slot INTEGER PRIMARY KEY, version INTEGER NOT NULL)",
+        # Version 1 kept a row for an AOR without bindings; it now reports its floor, so
+        # every floor starts at the counter, no lower than any version such an AOR had.
+        f"""WITH RECURSIVE slots (slot) AS (
+            SELECT 0 UNION ALL SELECT slot + 1 FROM slots WHERE slot + 1 < {FLOOR_SLOTS}
+        )
+        INSERT INTO floors (slot, version) SELECT slot, value FROM slots, clock
+        WHERE EXISTS (SELECT 1 FROM aors WHERE aor NOT IN (SELECT aor FROM bindings))""",
+        "DELETE FROM aors WHERE aor NOT IN (SELECT aor FROM bindings)",
     ),
 )
 SCHEMA_VERSION = len(_MIGRATIONS)
@@ -252,8 +271,7 @@ def _commit(con: sqlite3.Connection, changes: Sequence[Change]) -> list[Exceptio
 
 
 def _apply(con: sqlite3.Connection, change: Change) -> None:
-    row = con.execute("SELECT version FROM aors WHERE aor = ?", (change.aor,)).fetchone()
-    version: int = row[0] if row else 0
+    version = _version(con, change.aor)
     if change.version != version:
         raise StoreConflict(f"{change.aor}: planned on version {change.version}, now {version}")
     con.executemany(
@@ -261,16 +279,14 @@ def _apply(con: sqlite3.Connection, change: Change) -> None:
         [(change.aor, contact) for contact in change.remove],
     )
     con.executemany(_UPSERT, [_to_row(binding) for binding in change.upsert])
-    con.execute(
-        "INSERT OR REPLACE INTO aors (aor, version) VALUES (?, ?)", (change.aor, version + 1)
-    )
+    _stamp(con, (change.aor,), _tick(con))
 
 
 def _load(con: sqlite3.Connection, aor: str) -> AorState:
     with _transaction(con, "DEFERRED"):
-        row = con.execute("SELECT version FROM aors WHERE aor = ?", (aor,)).fetchone()
+        version = _version(con, aor)
         rows = con.execute(_SELECT_AOR, (aor,)).fetchall()
-    return AorState(aor, tuple(_from_row(r) for r in rows), row[0] if row else 0)
+    return AorState(aor, tuple(_from_row(r) for r in rows), version)
 
 
 def _expire(con: sqlite3.Connection, now: float) -> list[Binding]:
@@ -278,11 +294,38 @@ def _expire(con: sqlite3.Connection, now: float) -> list[Binding]:
         rows = con.execute(_SELECT_EXPIRED, (now,)).fetchall()
         if rows:
             con.execute("DELETE FROM bindings WHERE expires_at <= ?", (now,))
-            con.executemany(
-                "UPDATE aors SET version = version + 1 WHERE aor = ?",
-                [(aor,) for aor in sorted({r[0] for r in rows})],
-            )
+            _stamp(con, sorted({r[0] for r in rows}), _tick(con))
     return [_from_row(r) for r in rows]
+
+
+def _version(con: sqlite3.Connection, aor: str) -> int:
+    """The version of ``aor``: its own while it has bindings, else its floor."""
+    row = con.execute("SELECT version FROM aors WHERE aor = ?", (aor,)).fetchone()
+    if row is None:
+        row = con.execute(
+            "SELECT version FROM floors WHERE slot = ?", (floor_slot(aor),)
+        ).fetchone()
+    return int(row[0]) if row else 0
+
+
+def _tick(con: sqlite3.Connection) -> int:
+    """The next value of the store-wide counter."""
+    con.execute("UPDATE clock SET value = value + 1")
+    value: int = con.execute("SELECT value FROM clock").fetchone()[0]
+    return value
+
+
+def _stamp(con: sqlite3.Connection, aors: Iterable[str], version: int) -> None:
+    """Give each of ``aors`` ``version`` after a write: its own row, or its floor if empty."""
+    for aor in aors:
+        if con.execute("SELECT 1 FROM bindings WHERE aor = ? LIMIT 1", (aor,)).fetchone():
+            con.execute("INSERT OR REPLACE INTO aors (aor, version) VALUES (?, ?)", (aor, version))
+        else:
+            con.execute("DELETE FROM aors WHERE aor = ?", (aor,))
+            con.execute(
+                "INSERT OR REPLACE INTO floors (slot, version) VALUES (?, ?)",
+                (floor_slot(aor), version),
+            )
 
 
 def _aors(con: sqlite3.Connection) -> list[str]:
