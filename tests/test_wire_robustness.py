@@ -320,6 +320,8 @@ class Tcp:
             self.sock.recv(65536)
         except TimeoutError:
             return True
+        except ConnectionResetError:
+            return False
         finally:
             self.sock.settimeout(TIMEOUT)
         return False
@@ -603,6 +605,19 @@ def test_megabyte_head_without_an_end_gets_513_and_close(server: Sipreg) -> None
         finally:
             peer.close()
     assert server.memory() - before < 16 * 1024  # KiB: nothing like the megabyte per head
+
+
+def test_half_closed_connection_still_gets_its_answers(server: Sipreg) -> None:
+    peer = Tcp(server.tcp)
+    try:
+        peer.send(register("half1") + options() + register("half2"))
+        peer.sock.shutdown(socket.SHUT_WR)
+        answers = [peer.next() for _ in range(3)]
+        assert sorted(status(a) for a in answers) == [200, 200, 200]
+        assert peer.closed()
+    finally:
+        peer.close()
+    assert {"sip:half1@example.com", "sip:half2@example.com"} <= server.bound_aors()
 
 
 def test_resets_mid_message_after_a_request_and_before_accept(server: Sipreg) -> None:

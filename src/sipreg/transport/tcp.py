@@ -2,7 +2,8 @@
 
 Each connection is the leg its requests came in on, so answers go back on it.
 A CRLF CRLF keep-alive gets a CRLF.  A framing error is answered (400 or 513)
-when the message head can be read, then the connection is closed.
+when the message head can be read, then the connection is closed.  A peer that
+half-closes still gets the answers to what it sent before the connection closes.
 """
 
 from __future__ import annotations
@@ -67,7 +68,7 @@ class TcpConnection(asyncio.Protocol):
 
     def data_received(self, data: bytes) -> None:
         if self._closing:
-            return  # the stream broke; it is closing
+            return  # the stream broke: it closes once its answers are out
         self._last_read = asyncio.get_running_loop().time()
         self._unframed += data
         try:
@@ -77,6 +78,13 @@ class TcpConnection(asyncio.Protocol):
             return
         del self._unframed[: len(self._unframed) - self._framer.pending]
         self._dispatch(items)
+
+    def eof_received(self) -> bool:
+        """The peer has half-closed: answer what it sent, then close (not at once)."""
+        self._closing = True
+        if not self._tasks:
+            self.close()
+        return True  # keep the sending half open for the answers
 
     def deliver(self, data: bytes, addr: tuple[str, int]) -> None:
         """Write ``data`` on this connection (``addr`` is its peer); dropped once closed."""
