@@ -377,6 +377,24 @@ async def test_server_in_process_identities_and_stop() -> None:
         await server.stop()
 
 
+async def test_a_host_name_policy_refuses_is_left_out_of_the_identities(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """A machine named ``my_host`` still starts; that name is just not an identity."""
+    monkeypatch.setattr(socket, "gethostname", lambda: "my_host")
+    monkeypatch.setattr(socket, "getfqdn", lambda: "my_host.example.net")
+    config = Config(listen=(ListenSpec("udp", "127.0.0.1", 0),), store="memory:")
+    server = Server(config)
+    await server.start()
+    try:
+        registrar = server.registrar
+        assert isinstance(registrar, Registrar)
+        assert registrar.policy.is_self("127.0.0.1")
+        assert not any("my_host" in host for host in registrar.policy.identities)
+    finally:
+        await server.stop()
+
+
 async def test_server_sweeps_expired_bindings() -> None:
     config = Config(
         listen=(ListenSpec("udp", "127.0.0.1", 0),), store="memory:", expire_interval=0.05

@@ -20,6 +20,7 @@ import socket
 from collections.abc import Iterable
 
 from .config import Config, ListenSpec, format_address
+from .registrar.policy import checked_host
 from .service import Registrar
 from .store import BindingStore, open_store
 from .transport import InFlight
@@ -159,7 +160,17 @@ class Server:
                 infos = []
             found += infos
             found += [_outbound(address, family) for address, family in _PROBES]
-        return list(dict.fromkeys(host for host in found if host))
+        return list(dict.fromkeys(host for host in found if _usable_identity(host)))
+
+
+def _usable_identity(host: str) -> bool:
+    """True for a name Policy accepts; the machine's own names need not be (say ``my_host``)."""
+    try:
+        checked_host("identity", host)
+    except ValueError:
+        log.debug("not an identity: %r", host)
+        return False
+    return True
 
 
 def _reason(err: OSError) -> str:
