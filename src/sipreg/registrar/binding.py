@@ -1,4 +1,4 @@
-"""The binding model: one Contact registered for one address of record."""
+"""The binding model: a Contact bound to an AOR, an AOR's stored state, and a change to it."""
 
 from __future__ import annotations
 
@@ -44,3 +44,46 @@ class Binding:
     def is_expired(self, now: float) -> bool:
         """True once ``now`` has reached the expiry time."""
         return self.expires_at <= now
+
+
+@dataclass(frozen=True)
+class AorState:
+    """An AOR's stored bindings (expired ones included, sorted by contact) and its version.
+
+    The version is 0 for every AOR of a new store.  It changes on every
+    successful ``apply`` to the AOR and every ``expire`` that removes one of its
+    bindings, and never goes back to a value it had before such a change, so a
+    change planned on any earlier state conflicts.  While the AOR has bindings
+    nothing else changes it; while it has none it may also change when other
+    AORs are written, which costs the planner a retry, never an update.
+    """
+
+    aor: str
+    bindings: tuple[Binding, ...]
+    version: int
+
+
+@dataclass(frozen=True)
+class Change:
+    """What one REGISTER does to one AOR: remove these contacts, then upsert those bindings.
+
+    ``remove`` holds stored ``Binding.contact`` strings.  ``upsert`` replaces a
+    binding with the same ``contact`` or adds one.  ``version`` is the version
+    the change was planned against.  Raises ``ValueError`` if a binding to
+    upsert belongs to another AOR.
+    """
+
+    aor: str
+    version: int
+    remove: tuple[str, ...] = ()
+    upsert: tuple[Binding, ...] = ()
+
+    def __post_init__(self) -> None:
+        strangers = [b.contact for b in self.upsert if b.aor != self.aor]
+        if strangers:
+            raise ValueError(f"change for {self.aor!r} upserts other AORs' bindings: {strangers}")
+
+    @property
+    def empty(self) -> bool:
+        """True when the change writes nothing."""
+        return not self.remove and not self.upsert

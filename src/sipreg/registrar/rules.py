@@ -23,9 +23,8 @@ from ..errors import (
 from ..headers import parse_contacts, parse_delta_seconds, parse_option_tags
 from ..message import Request, Response
 from ..responses import make_response
-from ..store.base import AorState, Change
 from ..uri import NameAddr, SipUri, Uri, format_params, parse_uri, uri_equal
-from .binding import Binding
+from .binding import AorState, Binding, Change
 from .policy import Policy
 
 #: Section 10.3 step 7 allows a 423 only for intervals below one hour.

@@ -24,10 +24,11 @@ from __future__ import annotations
 import abc
 import zlib
 from collections.abc import Sequence
-from dataclasses import dataclass
 
 from ..errors import StoreConflict
-from ..registrar.binding import Binding
+from ..registrar.binding import AorState, Binding, Change
+
+__all__ = ["FLOOR_SLOTS", "AorState", "BindingStore", "Change", "floor_slot", "open_store"]
 
 #: How many floors the AORs without bindings share.  A backend that persists floors
 #: must keep this number, or migrate by raising every floor to the counter.
@@ -37,49 +38,6 @@ FLOOR_SLOTS = 256
 def floor_slot(aor: str) -> int:
     """The floor slot of ``aor``: stable across processes and versions (CRC-32)."""
     return zlib.crc32(aor.encode("utf-8", "surrogatepass")) % FLOOR_SLOTS
-
-
-@dataclass(frozen=True)
-class AorState:
-    """An AOR's stored bindings (expired ones included, sorted by contact) and its version.
-
-    The version is 0 for every AOR of a new store.  It changes on every
-    successful ``apply`` to the AOR and every ``expire`` that removes one of its
-    bindings, and never goes back to a value it had before such a change, so a
-    change planned on any earlier state conflicts.  While the AOR has bindings
-    nothing else changes it; while it has none it may also change when other
-    AORs are written, which costs the planner a retry, never an update.
-    """
-
-    aor: str
-    bindings: tuple[Binding, ...]
-    version: int
-
-
-@dataclass(frozen=True)
-class Change:
-    """What one REGISTER does to one AOR: remove these contacts, then upsert those bindings.
-
-    ``remove`` holds stored ``Binding.contact`` strings.  ``upsert`` replaces a
-    binding with the same ``contact`` or adds one.  ``version`` is the version
-    the change was planned against.  Raises ``ValueError`` if a binding to
-    upsert belongs to another AOR.
-    """
-
-    aor: str
-    version: int
-    remove: tuple[str, ...] = ()
-    upsert: tuple[Binding, ...] = ()
-
-    def __post_init__(self) -> None:
-        strangers = [b.contact for b in self.upsert if b.aor != self.aor]
-        if strangers:
-            raise ValueError(f"change for {self.aor!r} upserts other AORs' bindings: {strangers}")
-
-    @property
-    def empty(self) -> bool:
-        """True when the change writes nothing."""
-        return not self.remove and not self.upsert
 
 
 class BindingStore(abc.ABC):
