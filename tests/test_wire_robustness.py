@@ -620,6 +620,40 @@ def test_half_closed_connection_still_gets_its_answers(server: Sipreg) -> None:
     assert {"sip:half1@example.com", "sip:half2@example.com"} <= server.bound_aors()
 
 
+def big_aor(server: Sipreg, invites: int) -> bytes:
+    """Register 32 long contacts for sip:big@example.com; ``invites`` INVITEs that get 302s."""
+    contacts = [f"sip:big{i}@192.0.2.7;x={'y' * 900}" for i in range(32)]
+    peer = Tcp(server.tcp)
+    try:
+        assert status(peer.ask(register("big", "TCP 127.0.0.1:9", *contacts))) == 200
+    finally:
+        peer.close()
+    return b"".join(
+        request("INVITE", "sip:big@example.com", "sip:big@example.com", "TCP 127.0.0.1:9")
+        for _ in range(invites)
+    )
+
+
+def test_client_that_never_reads_does_not_grow_the_server(server: Sipreg) -> None:
+    # 1,500 small INVITEs whose 302s are 30 kB each: 45 MB the client does not read.  The
+    # server must stop reading once its send buffer is full, not buffer every answer.
+    invites = big_aor(server, 1500)
+    before = server.memory()
+    peer = Tcp(server.tcp, rcvbuf=4096)
+    try:
+        peer.send(invites)  # 360 kB: the kernel takes it all
+        for _ in range(20):  # give a server without flow control a second to balloon
+            time.sleep(0.05)
+            if server.memory("VmRSS") - before > 64 * 1024:
+                break
+        grown = server.memory() - before
+        answers = [peer.next() for _ in range(1500)]  # reading again, every answer comes
+        assert {status(a) for a in answers} == {302}
+        assert grown < 16 * 1024, f"the server grew by {grown} KiB"
+    finally:
+        peer.close()
+
+
 def test_resets_mid_message_after_a_request_and_before_accept(server: Sipreg) -> None:
     data = register("reset")
     for cut in (1, len(data) // 2, len(data) - 1, len(data)):

@@ -4,12 +4,19 @@ Each connection is the leg its requests came in on, so answers go back on it.
 A CRLF CRLF keep-alive gets a CRLF.  A framing error is answered (400 or 513)
 when the message head can be read, then the connection is closed.  A peer that
 half-closes still gets the answers to what it sent before the connection closes.
+
+Flow control: at most :data:`MAX_PER_CONNECTION` messages of a connection are
+handled at once, and none is started while the transport's write buffer is
+over its high-water mark (a peer that does not read its answers); the framed
+messages wait meanwhile and reading pauses, so what a connection holds in
+memory stays bounded.
 """
 
 from __future__ import annotations
 
 import asyncio
 import logging
+from collections import deque
 from typing import cast
 
 from ..config import format_address
@@ -19,7 +26,7 @@ from . import Handler, InFlight
 
 log = logging.getLogger("sipreg.transport")
 
-#: Messages of one connection handled at once; reading pauses beyond this.
+#: Messages of one connection handled at once; the rest wait and reading pauses.
 MAX_PER_CONNECTION = 32
 
 
@@ -35,8 +42,9 @@ class TcpConnection(asyncio.Protocol):
         self._stream: asyncio.Transport | None = None
         self._framer = StreamFramer(listener.max_size)
         self._unframed = bytearray()  # the bytes the framer holds, to answer its errors
+        self._queued: deque[bytes | KeepAlive] = deque()  # framed, not yet started
         self._tasks = 0
-        self._paused = False
+        self._writing_paused = False
         self._closing = False
         self._last_read = 0.0
         self._idle_timer: asyncio.TimerHandle | None = None
@@ -54,8 +62,7 @@ class TcpConnection(asyncio.Protocol):
             stream.abort()
             return
         self.listener.connections.add(self)
-        if not self.listener.reading:
-            stream.pause_reading()
+        self._pump()
         loop = asyncio.get_running_loop()
         self._last_read = loop.time()
         self._idle_timer = loop.call_later(self.listener.idle_timeout, self._check_idle)
@@ -77,14 +84,24 @@ class TcpConnection(asyncio.Protocol):
             self._broken(err)
             return
         del self._unframed[: len(self._unframed) - self._framer.pending]
-        self._dispatch(items)
+        self._queued += items
+        self._pump()
 
     def eof_received(self) -> bool:
         """The peer has half-closed: answer what it sent, then close (not at once)."""
         self._closing = True
-        if not self._tasks:
-            self.close()
-        return True  # keep the sending half open for the answers
+        self._pump()
+        return bool(self._tasks or self._queued)  # True keeps the sending half open
+
+    def pause_writing(self) -> None:
+        """The write buffer is full: the peer is not reading.  Start nothing, read nothing."""
+        self._writing_paused = True
+        self._pump()
+
+    def resume_writing(self) -> None:
+        """The write buffer has drained."""
+        self._writing_paused = False
+        self._pump()
 
     def deliver(self, data: bytes, addr: tuple[str, int]) -> None:
         """Write ``data`` on this connection (``addr`` is its peer); dropped once closed."""
@@ -93,32 +110,44 @@ class TcpConnection(asyncio.Protocol):
 
     def pause(self) -> None:
         """Stop reading (shutdown)."""
-        if self._stream is not None and not self._stream.is_closing():
-            self._stream.pause_reading()
+        self._pump()
 
     def close(self) -> None:
         """Close after the pending writes are flushed."""
         if self._stream is not None:
             self._stream.close()
 
-    def _dispatch(self, items: list[bytes | KeepAlive]) -> None:
-        for item in items:
+    def _pump(self) -> None:
+        """Start queued messages within the limits; read only when none wait."""
+        while (
+            self._queued
+            and self._tasks < MAX_PER_CONNECTION
+            and not self._writing_paused
+            and self.listener.reading
+        ):
+            item = self._queued.popleft()
             if isinstance(item, KeepAlive):
                 self.deliver(b"\r\n", self.peer)
             else:
                 self._start(item)
+        stream = self._stream
+        if stream is None or stream.is_closing():
+            return
+        if self._queued or self._writing_paused or self._closing or not self.listener.reading:
+            stream.pause_reading()
+        else:
+            stream.resume_reading()
+        if self._closing and not self._tasks and not self._queued:
+            stream.close()  # after the answers are flushed
 
     def _broken(self, error: SipError) -> None:
         """The stream cannot be framed: handle what came before, answer the error, close."""
-        if self._stream is not None:
-            self._stream.pause_reading()
+        self._closing = True
         cut = len(self._unframed) - self._framer.pending
-        self._dispatch(StreamFramer(self.listener.max_size).feed(bytes(self._unframed[:cut])))
+        self._queued += StreamFramer(self.listener.max_size).feed(bytes(self._unframed[:cut]))
         self.listener.handler.reject(error, bytes(self._unframed[cut:]), self, self.peer)
         self._unframed.clear()
-        self._closing = True
-        if not self._tasks:
-            self.close()
+        self._pump()
 
     def _start(self, message: bytes) -> None:
         self._tasks += 1
@@ -126,19 +155,10 @@ class TcpConnection(asyncio.Protocol):
             self.listener.handler.receive(message, self, self.peer)
         )
         task.add_done_callback(self._done)
-        if self._tasks >= MAX_PER_CONNECTION and self._stream is not None:
-            self._stream.pause_reading()
-            self._paused = True
 
     def _done(self, _: object) -> None:
         self._tasks -= 1
-        if self._closing:
-            if not self._tasks:
-                self.close()
-        elif self._paused and self._tasks < MAX_PER_CONNECTION and self.listener.reading:
-            self._paused = False
-            if self._stream is not None and not self._stream.is_closing():
-                self._stream.resume_reading()
+        self._pump()
 
     def _check_idle(self) -> None:
         loop = asyncio.get_running_loop()
