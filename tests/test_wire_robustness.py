@@ -583,6 +583,32 @@ def test_trickled_head_is_answered_and_others_are_served_meanwhile(server: Sipre
         other.close()
 
 
+def test_stalled_message_is_dropped_after_the_idle_timeout(
+    configured: Callable[[str], Sipreg],
+) -> None:
+    # A slowloris keeps a connection by trickling a head that never ends; bytes that do
+    # not complete a message are no activity, so the idle timeout still ends it.
+    server = configured("tcp_idle_timeout = 0.5\n")
+    busy, slow = Tcp(server.tcp), Tcp(server.tcp)
+    try:
+        head = register("slow").replace(b"\r\n\r\n", b"\r\nX-Never: ") + b"x" * 200
+        for i in range(200):  # 10 s at most, 20 idle timeouts
+            try:
+                slow.send(head[i : i + 1])
+            except OSError:
+                break
+            if i % 2 == 0:  # whole messages more often than the timeout: stays open
+                assert status(busy.ask(options())) == 200
+            if slow.closed(0.05):
+                break
+        else:
+            pytest.fail("a head trickled for 10 s kept its connection")
+        assert i < 100
+    finally:
+        busy.close()
+        slow.close()
+
+
 def test_megabyte_head_without_an_end_gets_513_and_close(server: Sipreg) -> None:
     before = server.memory()
     for start, answer in [(register("big")[:-4] + b"\r\nX-Pad: ", [513]), (b"", [])]:
@@ -650,6 +676,30 @@ def test_client_that_never_reads_does_not_grow_the_server(server: Sipreg) -> Non
         answers = [peer.next() for _ in range(1500)]  # reading again, every answer comes
         assert {status(a) for a in answers} == {302}
         assert grown < 16 * 1024, f"the server grew by {grown} KiB"
+    finally:
+        peer.close()
+
+
+def test_client_that_never_reads_is_dropped_when_idle(configured: Callable[[str], Sipreg]) -> None:
+    # It must not hold its connection slot forever waiting for its answers to be read.
+    server = configured("tcp_idle_timeout = 0.5\nmax_connections = 2\n")
+    invites = big_aor(server, 600)
+    peer = Tcp(server.tcp, rcvbuf=4096)
+    try:
+        peer.send(invites)
+        for _ in range(50):  # 10 s at most
+            time.sleep(0.2)
+            others = [Tcp(server.tcp) for _ in range(2)]
+            try:
+                if all(status(other.ask(options())) == 200 for other in others):
+                    break
+            except (AssertionError, OSError):
+                pass
+            finally:
+                for other in others:
+                    other.close()
+        else:
+            pytest.fail("the connection that never reads was never dropped")
     finally:
         peer.close()
 

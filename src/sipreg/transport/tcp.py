@@ -9,7 +9,10 @@ Flow control: at most :data:`MAX_PER_CONNECTION` messages of a connection are
 handled at once, and none is started while the transport's write buffer is
 over its high-water mark (a peer that does not read its answers); the framed
 messages wait meanwhile and reading pauses, so what a connection holds in
-memory stays bounded.
+memory stays bounded.  A connection is idle when its peer has neither begun
+nor finished a message for ``idle_timeout`` seconds, so a head trickled a byte
+at a time does not keep it.  An idle connection is closed, or aborted if its
+peer has not read the answers already written.
 """
 
 from __future__ import annotations
@@ -46,7 +49,7 @@ class TcpConnection(asyncio.Protocol):
         self._tasks = 0
         self._writing_paused = False
         self._closing = False
-        self._last_read = 0.0
+        self._last_read = 0.0  # when the peer last sent a whole message or began one
         self._idle_timer: asyncio.TimerHandle | None = None
 
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
@@ -76,7 +79,7 @@ class TcpConnection(asyncio.Protocol):
     def data_received(self, data: bytes) -> None:
         if self._closing:
             return  # the stream broke: it closes once its answers are out
-        self._last_read = asyncio.get_running_loop().time()
+        unfinished = self._framer.pending
         self._unframed += data
         try:
             items = self._framer.feed(data)
@@ -84,6 +87,10 @@ class TcpConnection(asyncio.Protocol):
             self._broken(err)
             return
         del self._unframed[: len(self._unframed) - self._framer.pending]
+        if items or not unfinished:
+            # Bytes that only extend an unfinished message are no activity: a head
+            # trickled a byte at a time (slowloris) still meets the idle timeout.
+            self._last_read = asyncio.get_running_loop().time()
         self._queued += items
         self._pump()
 
@@ -165,7 +172,10 @@ class TcpConnection(asyncio.Protocol):
         left = self._last_read + self.listener.idle_timeout - loop.time()
         if left <= 0 and not self._tasks:
             log.debug("closing idle connection from %s", format_address("tcp", *self.peer))
-            self.close()
+            if self._stream is not None and self._stream.get_write_buffer_size():
+                self._stream.abort()  # its peer does not read: close() would wait forever
+            else:
+                self.close()
             return
         delay = left if left > 0 else min(1.0, self.listener.idle_timeout)
         self._idle_timer = loop.call_later(delay, self._check_idle)
