@@ -64,6 +64,33 @@ SCHEME = r"[A-Za-z][A-Za-z0-9+\-.]*"
 # absoluteURI opaque or hierarchical part: uric characters (RFC 2396)
 URIC = rf"(?:[{UNRESERVED};/?:@&=+$,\[\]]|{ESCAPED})"
 
+# --- composite rules -------------------------------------------------------------------
+
+# sent-protocol = protocol-name SLASH protocol-version SLASH transport   (SLASH = SWS "/" SWS)
+SENT_PROTOCOL_RE = re.compile(rf"({TOKEN}){SWS}/{SWS}({TOKEN}){SWS}/{SWS}({TOKEN})")
+# sent-by = host [ COLON port ]   (COLON = SWS ":" SWS)
+SENT_BY_RE = re.compile(rf"({HOST})(?:{SWS}:{SWS}({PORT}))?")
+# CSeq = "CSeq" HCOLON 1*DIGIT LWS Method   (at most ten digits are read)
+CSEQ_RE = re.compile(rf"{SWS}([0-9]{{1,10}}){LWS}({TOKEN}){SWS}\Z")
+# hostport = host [ ":" port ]   (the port's digits are checked by the caller)
+HOSTPORT_RE = re.compile(rf"({HOST})(?::([0-9]*))?")
+# display-name = *(token LWS) / quoted-string   (the token form)
+DISPLAY_TOKENS_RE = re.compile(rf"{TOKEN}(?:{LWS}{TOKEN})*")
+# RFC 3966: global-number-digits = "+" *phonedigit DIGIT *phonedigit, or a local number;
+# written so that it matches in linear time.
+TEL_NUMBER_RE = re.compile(r"(\+[\-.()]*[0-9][0-9\-.()]*|[0-9A-Fa-f*#\-.()pw]+)")
+# gen-value = token / host / quoted-string; a bare IPv6address is accepted too, as
+# via-received has it (RFC 5118 section 4.5).
+GEN_VALUE = rf"{QUOTED_STRING}|\[[0-9A-Fa-f:.]+\]|[0-9A-Fa-f]*:[0-9A-Fa-f:.]+|{TOKEN}"
+# SEMI generic-param, with SEMI = SWS ";" SWS and generic-param = token [ EQUAL gen-value ]
+SEMI_GENERIC_PARAM_RE = re.compile(rf"{SWS};{SWS}({TOKEN})(?:{SWS}={SWS}({GEN_VALUE}))?")
+# Request-Line = Method SP Request-URI SP SIP-Version CRLF
+REQUEST_LINE_RE = re.compile(rf"({METHOD}) (\S+) ({SIP_VERSION})\Z")
+# Status-Line = SIP-Version SP Status-Code SP Reason-Phrase CRLF   (Status-Code checked after)
+STATUS_LINE_RE = re.compile(rf"({SIP_VERSION}) ([0-9]+) ([^\r\n]*)\Z")
+# message-header: field-name HCOLON field-value, HCOLON = *( SP / HTAB ) ":" SWS
+HEADER_LINE_RE = re.compile(rf"({TOKEN})[ \t]*:[ \t]*(.*)\Z", re.DOTALL)
+
 
 def full(pattern: str) -> re.Pattern[str]:
     """Compile ``pattern`` to match a whole string."""

@@ -8,15 +8,6 @@ from . import _abnf
 from .errors import ParseError
 
 _WS = re.compile(_abnf.SWS)
-# gen-value = token / host / quoted-string; a bare IPv6address is accepted too, as
-# via-received has it (RFC 3261 section 25, RFC 5118 section 4.5).
-_GEN_VALUE_PATTERN = (
-    rf"{_abnf.QUOTED_STRING}|\[[0-9A-Fa-f:.]+\]|[0-9A-Fa-f]*:[0-9A-Fa-f:.]+|{_abnf.TOKEN}"
-)
-# SEMI generic-param, with SEMI = SWS ";" SWS and EQUAL = SWS "=" SWS.
-_PARAM = re.compile(
-    rf"{_abnf.SWS};{_abnf.SWS}({_abnf.TOKEN})(?:{_abnf.SWS}={_abnf.SWS}({_GEN_VALUE_PATTERN}))?"
-)
 
 
 class Scanner:
@@ -93,7 +84,7 @@ class Scanner:
     def params(self) -> list[tuple[str, str | None]]:
         """``*( SEMI generic-param )`` with ``generic-param = token [ EQUAL gen-value ]``."""
         out: list[tuple[str, str | None]] = []
-        while m := _PARAM.match(self.text, self.pos):
+        while m := _abnf.SEMI_GENERIC_PARAM_RE.match(self.text, self.pos):
             self.pos = m.end()
             out.append((m.group(1), m.group(2)))
         # What follows is no parameter: a ';' there is a malformed one.

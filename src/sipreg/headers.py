@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import re
 from collections.abc import Iterator
 from dataclasses import dataclass
 
@@ -169,17 +168,11 @@ class Via:
         return self.param("branch")
 
 
-_SENT_PROTOCOL = re.compile(
-    rf"({_abnf.TOKEN}){_abnf.SWS}/{_abnf.SWS}({_abnf.TOKEN}){_abnf.SWS}/{_abnf.SWS}({_abnf.TOKEN})"
-)
-_SENT_BY = re.compile(rf"({_abnf.HOST})(?:{_abnf.SWS}:{_abnf.SWS}({_abnf.PORT}))?")
-
-
 def parse_via(value: str) -> Via:
     """Parse one Via element (after comma splitting)."""
     s = Scanner(value, "Via")
     s.skip_ws()
-    m = _SENT_PROTOCOL.match(value, s.pos)
+    m = _abnf.SENT_PROTOCOL_RE.match(value, s.pos)
     if not m or m.group(1).upper() != "SIP":
         raise s.fail("bad sent-protocol")
     if m.group(2) != "2.0":
@@ -188,7 +181,7 @@ def parse_via(value: str) -> Via:
     if s.peek() not in (" ", "\t"):
         raise s.fail("no white space after sent-protocol")
     s.skip_ws()
-    sb = _SENT_BY.match(value, s.pos)
+    sb = _abnf.SENT_BY_RE.match(value, s.pos)
     if not sb:
         raise s.fail("bad sent-by")
     s.pos = sb.end()
@@ -212,12 +205,9 @@ class CSeq:
     method: str
 
 
-_CSEQ = re.compile(rf"{_abnf.SWS}([0-9]{{1,10}}){_abnf.LWS}({_abnf.TOKEN}){_abnf.SWS}\Z")
-
-
 def parse_cseq(value: str) -> CSeq:
     """Parse a CSeq value; the number must be below 2**31 (RFC 3261 section 8.1.1.5)."""
-    m = _CSEQ.match(value)
+    m = _abnf.CSEQ_RE.match(value)
     if not m or int(m.group(1)) >= 2**31:
         raise ParseError("Malformed CSeq")
     return CSeq(int(m.group(1)), m.group(2))

@@ -19,9 +19,6 @@ from .headers import CSeq, Headers, Via, canonical_name, parse_cseq, parse_via
 from .status import reason_phrase
 from .uri import NameAddr, SipUri, Uri, parse_name_addr, parse_uri
 
-_HEADER_LINE = re.compile(rf"({_abnf.TOKEN})[ \t]*:[ \t]*(.*)\Z", re.DOTALL)
-_REQUEST_LINE = re.compile(rf"({_abnf.METHOD}) (\S+) ({_abnf.SIP_VERSION})\Z")
-_STATUS_LINE = re.compile(rf"({_abnf.SIP_VERSION}) ([0-9]+) ([^\r\n]*)\Z")
 # One white space character before "SIP/" (not ``[ \t]+``) keeps the match linear in time.
 _LOOKS_LIKE_REQUEST = re.compile(rf"{_abnf.TOKEN}[ \t]+\S.*[ \t][Ss][Ii][Pp]/\S+[ \t]*\Z")
 
@@ -162,8 +159,8 @@ def parse_message(data: bytes, *, datagram: bool = True) -> Message:
     head_bytes, rest = split_head(data)
     lines = re.split(r"\r?\n", _decode(head_bytes))
     start = lines[0]
-    request_line = _REQUEST_LINE.match(start)
-    status_line = None if request_line else _STATUS_LINE.match(start)
+    request_line = _abnf.REQUEST_LINE_RE.match(start)
+    status_line = None if request_line else _abnf.STATUS_LINE_RE.match(start)
     if not request_line and not status_line:
         if _LOOKS_LIKE_REQUEST.match(start):
             raise ParseError("Malformed Request-Line", request_headers=_lenient_headers(lines[1:]))
@@ -224,7 +221,7 @@ def _unfold(lines: list[str]) -> list[str]:
 def _parse_headers(lines: list[str]) -> Headers:
     headers = Headers()
     for line in _unfold(lines):
-        m = _HEADER_LINE.match(line)
+        m = _abnf.HEADER_LINE_RE.match(line)
         if not m:
             raise ParseError(f"Malformed header line {line[:40]!r}")
         headers.add(m.group(1), m.group(2).strip(" \t"))
@@ -235,7 +232,7 @@ def _lenient_headers(lines: list[str]) -> Headers | None:
     """Whatever header lines can be read, for addressing a 400."""
     headers = Headers()
     for line in lines:
-        m = _HEADER_LINE.match(line)
+        m = _abnf.HEADER_LINE_RE.match(line)
         if m:
             headers.add(m.group(1), m.group(2).strip(" \t"))
     return headers

@@ -93,9 +93,6 @@ class AbsoluteUri:
 
 Uri = SipUri | TelUri | AbsoluteUri
 
-_SIP_HOSTPORT = re.compile(rf"({_abnf.HOST})(?::([0-9]*))?")
-# global-number-digits = "+" *phonedigit DIGIT *phonedigit, written so it matches in linear time.
-_TEL_NUMBER = re.compile(r"(\+[\-.()]*[0-9][0-9\-.()]*|[0-9A-Fa-f*#\-.()pw]+)")
 # Characters that may stand unescaped in a user part; the rest are re-escaped.
 _USER_SAFE = set("ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789-_.!~*'()&=+$,;?/")
 
@@ -150,7 +147,7 @@ def _parse_sip(scheme: str, rest: str, text: str) -> SipUri:
             raise ParseError(f"Malformed URI {text!r}: bad user part")
     rest, qmark, headers_text = rest.partition("?")
     hostport, *param_texts = rest.split(";")
-    m = _SIP_HOSTPORT.fullmatch(hostport)
+    m = _abnf.HOSTPORT_RE.fullmatch(hostport)
     if not m:
         raise ParseError(f"Malformed URI {text!r}: bad host")
     host, port_text = m.group(1), m.group(2)
@@ -189,7 +186,7 @@ def _uri_params(texts: list[str], uri: str) -> Params:
 
 def _parse_tel(rest: str, text: str) -> TelUri:
     number, *param_texts = rest.split(";")
-    if not _TEL_NUMBER.fullmatch(number):
+    if not _abnf.TEL_NUMBER_RE.fullmatch(number):
         raise ParseError(f"Malformed URI {text!r}: bad telephone number")
     return TelUri(number, _uri_params(param_texts, text))
 
@@ -268,8 +265,6 @@ def _tel_key(uri: TelUri) -> tuple[str, frozenset[tuple[str, str | None]]]:
 
 # --- name-addr / addr-spec -------------------------------------------------------------
 
-_DISPLAY_TOKENS = re.compile(rf"{_abnf.TOKEN}(?:{_abnf.LWS}{_abnf.TOKEN})*")
-
 
 @dataclass(frozen=True)
 class NameAddr:
@@ -313,7 +308,7 @@ def parse_name_addr(value: str, what: str) -> NameAddr:
             raise s.fail("display name without <URI>")
     else:
         # Tokens are a display name only when "<" follows; otherwise this is an addr-spec.
-        m = _DISPLAY_TOKENS.match(value, s.pos)
+        m = _abnf.DISPLAY_TOKENS_RE.match(value, s.pos)
         if m and value[m.end() :].lstrip(" \t").startswith("<"):
             display = m.group(0)
             s.pos = m.end()
