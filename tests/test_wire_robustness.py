@@ -633,6 +633,39 @@ def test_megabyte_head_without_an_end_gets_513_and_close(server: Sipreg) -> None
     assert server.memory() - before < 16 * 1024  # KiB: nothing like the megabyte per head
 
 
+def test_connections_beyond_max_connections(configured: Callable[[str], Sipreg]) -> None:
+    server = configured("max_connections = 8\n")
+    peers = [Tcp(server.tcp) for _ in range(8)]
+    try:
+        for peer in peers:
+            assert status(peer.ask(options())) == 200
+        refused = [Tcp(server.tcp) for _ in range(20)]
+        for peer in refused:
+            assert peer.closed()
+            peer.close()
+        for peer in peers[:2]:
+            peer.close()
+        served = 0
+        for _ in range(100):  # a closed slot frees up once the server sees the close
+            peer = Tcp(server.tcp)
+            try:
+                peer.send(options())
+                served += status(peer.next()) == 200
+            except (AssertionError, OSError):
+                time.sleep(0.02)
+            finally:
+                peer.close()
+            if served == 3:
+                break
+        assert served == 3
+        for peer in peers[2:]:
+            assert status(peer.ask(options())) == 200
+    finally:
+        for peer in peers:
+            peer.close()
+    assert server.logged().count("too many connections") == 1  # once per episode, not per peer
+
+
 def test_half_closed_connection_still_gets_its_answers(server: Sipreg) -> None:
     peer = Tcp(server.tcp)
     try:

@@ -60,11 +60,15 @@ class TcpConnection(asyncio.Protocol):
             stream.abort()  # the peer is gone: its socket has no address any more
             return
         self.local, self.peer = _address(sockname), _address(peername)
-        if len(self.listener.connections) >= self.listener.max_connections:
-            log.warning("too many connections: refusing %s:%s", *self.peer)
+        listener = self.listener
+        if len(listener.connections) >= listener.max_connections:
+            if not listener.refusing:  # once per episode: a connect flood must not flood the log
+                log.warning("too many connections: refusing %s:%s and more", *self.peer)
+                listener.refusing = True
             stream.abort()
             return
-        self.listener.connections.add(self)
+        listener.refusing = False
+        listener.connections.add(self)
         self._pump()
         loop = asyncio.get_running_loop()
         self._last_read = loop.time()
@@ -199,6 +203,7 @@ class TcpListener:
         self.idle_timeout = idle_timeout
         self.max_connections = max_connections
         self.connections: set[TcpConnection] = set()
+        self.refusing = False  # at max_connections, and said so in the log
         self.reading = True
         self.local: tuple[str, int] = ("", 0)
         self._server: asyncio.Server | None = None
