@@ -679,17 +679,21 @@ def test_half_closed_connection_still_gets_its_answers(server: Sipreg) -> None:
     assert {"sip:half1@example.com", "sip:half2@example.com"} <= server.bound_aors()
 
 
-def big_aor(server: Sipreg, invites: int) -> bytes:
-    """Register 32 long contacts for sip:big@example.com; ``invites`` INVITEs that get 302s."""
+def big_aor(server: Sipreg, count: int, method: str = "INVITE") -> bytes:
+    """Register 32 long contacts for sip:big@example.com; ``count`` requests that list them.
+
+    An INVITE gets them in a 302, a REGISTER without Contact (a query) in a 200: 30 kB
+    answers to 250-byte requests.
+    """
     contacts = [f"sip:big{i}@192.0.2.7;x={'y' * 900}" for i in range(32)]
     peer = Tcp(server.tcp)
     try:
         assert status(peer.ask(register("big", "TCP 127.0.0.1:9", *contacts))) == 200
     finally:
         peer.close()
+    uri = "sip:example.com" if method == "REGISTER" else "sip:big@example.com"
     return b"".join(
-        request("INVITE", "sip:big@example.com", "sip:big@example.com", "TCP 127.0.0.1:9")
-        for _ in range(invites)
+        request(method, uri, "sip:big@example.com", "TCP 127.0.0.1:9") for _ in range(count)
     )
 
 
@@ -733,6 +737,31 @@ def test_client_that_never_reads_is_dropped_when_idle(configured: Callable[[str]
                     other.close()
         else:
             pytest.fail("the connection that never reads was never dropped")
+    finally:
+        peer.close()
+
+
+@pytest.mark.xfail(
+    strict=True,
+    reason="TransactionCache (transactions.py) keeps every final response for Timer J (32 s),"
+    " bounded in count (100,000 entries) but not in bytes, and over TCP too, where Timer J"
+    " is 0 (RFC 3261 17.2.2)",
+)
+def test_answered_queries_do_not_pile_up_in_memory(server: Sipreg) -> None:
+    # 1,500 REGISTER queries whose 200s list 32 long contacts, all read: 45 MB of answers.
+    # A non-INVITE server transaction over TCP ends with its final response (Timer J is 0
+    # on a reliable transport): none of them needs keeping.  Kept, 100,000 such answers
+    # (the cache's bound) would be 3 GB, at a few thousand requests a second.
+    queries = big_aor(server, 1500, "REGISTER")
+    peer = Tcp(server.tcp)
+    try:
+        before = server.memory("VmRSS")
+        peer.send(queries)
+        answers = [peer.next() for _ in range(1500)]
+        assert {status(a) for a in answers} == {200}
+        assert min(len(a) for a in answers) > 30_000
+        grown = server.memory("VmRSS") - before
+        assert grown < 16 * 1024, f"the server grew by {grown} KiB"
     finally:
         peer.close()
 
