@@ -67,6 +67,31 @@ class InFlight:
         return len(pending)
 
 
+class Throttled:
+    """A warning logged at most once per ``interval`` seconds, saying how often it recurred.
+
+    What an overload drops (datagrams, connections) is dropped many times a second;
+    a warning each time would flood the log.
+    """
+
+    def __init__(self, message: str, interval: float = 10.0) -> None:
+        self.message = message
+        self.interval = interval
+        self._next = float("-inf")
+        self._suppressed = 0
+
+    def warn(self, *args: object) -> None:
+        """Log the warning, or count it if one was logged less than ``interval`` s ago."""
+        now = asyncio.get_running_loop().time()
+        if now < self._next:
+            self._suppressed += 1
+            return
+        suffix = f" ({self._suppressed} more since the last warning)" if self._suppressed else ""
+        log.warning(self.message + suffix, *args)
+        self._next = now + self.interval
+        self._suppressed = 0
+
+
 async def _guarded(work: Coroutine[Any, Any, object]) -> None:
     try:
         await work

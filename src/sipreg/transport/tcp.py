@@ -25,7 +25,7 @@ from typing import cast
 from ..config import format_address
 from ..errors import SipError
 from ..framing import KeepAlive, StreamFramer
-from . import Handler, InFlight
+from . import Handler, InFlight, Throttled
 
 log = logging.getLogger("sipreg.transport")
 
@@ -62,12 +62,9 @@ class TcpConnection(asyncio.Protocol):
         self.local, self.peer = _address(sockname), _address(peername)
         listener = self.listener
         if len(listener.connections) >= listener.max_connections:
-            if not listener.refusing:  # once per episode: a connect flood must not flood the log
-                log.warning("too many connections: refusing %s:%s and more", *self.peer)
-                listener.refusing = True
+            listener.refusing.warn(*self.peer)
             stream.abort()
             return
-        listener.refusing = False
         listener.connections.add(self)
         self._pump()
         loop = asyncio.get_running_loop()
@@ -203,7 +200,7 @@ class TcpListener:
         self.idle_timeout = idle_timeout
         self.max_connections = max_connections
         self.connections: set[TcpConnection] = set()
-        self.refusing = False  # at max_connections, and said so in the log
+        self.refusing = Throttled("too many connections: refusing %s:%s")
         self.reading = True
         self.local: tuple[str, int] = ("", 0)
         self._server: asyncio.Server | None = None

@@ -7,7 +7,7 @@ import logging
 from typing import Any, cast
 
 from ..errors import MessageTooLarge
-from . import Handler, InFlight
+from . import Handler, InFlight, Throttled
 
 log = logging.getLogger("sipreg.transport")
 
@@ -28,7 +28,7 @@ class UdpLeg(asyncio.DatagramProtocol):
         self.local: tuple[str, int] = ("", 0)
         self._socket: asyncio.DatagramTransport | None = None
         self._reading = True
-        self._saturated = False
+        self._dropping = Throttled("too many requests in progress: dropping datagrams")
 
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
         self._socket = cast(asyncio.DatagramTransport, transport)  # no subclass in 3.11 nor uvloop
@@ -43,11 +43,8 @@ class UdpLeg(asyncio.DatagramProtocol):
             self.handler.reject(MessageTooLarge("Message too large"), data, self, source)
             return
         if self.in_flight.full:
-            if not self._saturated:
-                log.warning("too many requests in progress: dropping datagrams")
-                self._saturated = True
+            self._dropping.warn()
             return
-        self._saturated = False
         self.in_flight.start(self.handler.receive(data, self, source))
 
     def error_received(self, exc: Exception) -> None:
