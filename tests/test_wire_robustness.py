@@ -18,6 +18,7 @@ import itertools
 import queue
 import random
 import re
+import resource
 import signal
 import socket
 import struct
@@ -25,9 +26,9 @@ import subprocess
 import sys
 import threading
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from pathlib import Path
-from typing import Final
+from typing import Final, Protocol
 
 import pytest
 
@@ -42,16 +43,30 @@ NAMES: Final = sorted(p.stem for p in DATA.glob("*.dat"))
 #: torture messages are sent from this address's port 5060 (and 5050, which quotbal names).
 PEER: Final = "127.0.44.75"
 _ids = itertools.count(1)
+# ``python -c`` this, SOFT HARD ARGS...: ``python -m sipreg ARGS...`` with RLIMIT_NOFILE set.
+_WITH_FILES: Final = (
+    "import resource, runpy, sys; "
+    "resource.setrlimit(resource.RLIMIT_NOFILE, (int(sys.argv[1]), int(sys.argv[2]))); "
+    "sys.argv = ['sipreg', *sys.argv[3:]]; runpy.run_module('sipreg', run_name='__main__')"
+)
 
 
 class Sipreg:
-    """A ``sipreg serve`` subprocess on loopback; ``config`` is TOML for ``--config``."""
+    """A ``sipreg serve`` subprocess on loopback; ``config`` is TOML for ``--config``.
 
-    def __init__(self, tmp_path: Path, config: str = "") -> None:
+    ``files`` sets its soft and hard limit of open files.
+    """
+
+    def __init__(
+        self, tmp_path: Path, config: str = "", files: tuple[int, int] | None = None
+    ) -> None:
         self.store = f"sqlite:{tmp_path / 'x.db'}"
+        python = [sys.executable, "-m", "sipreg"]
+        if files is not None:
+            python = [sys.executable, "-c", _WITH_FILES, *map(str, files)]
         argv = [
-            sys.executable, "-m", "sipreg", "serve", "--listen", "udp:127.0.0.1:0",
-            "--listen", "tcp:127.0.0.1:0", "--store", self.store, "--domain", "example.com",
+            *python, "serve", "--listen", "udp:127.0.0.1:0", "--listen", "tcp:127.0.0.1:0",
+            "--store", self.store, "--domain", "example.com",
         ]  # fmt: skip
         if config:
             path = tmp_path / "sipreg.toml"
@@ -148,13 +163,21 @@ def server(tmp_path: Path) -> Iterator[Sipreg]:
         proc.stop()
 
 
+class Start(Protocol):
+    """Starts a server with a TOML config and, optionally, a limit of open files."""
+
+    def __call__(self, config: str, files: tuple[int, int] | None = None) -> Sipreg: ...
+
+
 @pytest.fixture
-def configured(tmp_path: Path) -> Iterator[Callable[[str], Sipreg]]:
-    """Start a server with a TOML config (one per test); it is checked and stopped after."""
+def configured(tmp_path: Path) -> Iterator[Start]:
+    """Start servers with a TOML config, each in a directory of its own; stopped after."""
     started: list[Sipreg] = []
 
-    def start(config: str) -> Sipreg:
-        proc = Sipreg(tmp_path, config)
+    def start(config: str, files: tuple[int, int] | None = None) -> Sipreg:
+        directory = tmp_path / f"server{len(started)}"
+        directory.mkdir()
+        proc = Sipreg(directory, config, files)
         started.append(proc)
         return proc
 
@@ -584,7 +607,7 @@ def test_trickled_head_is_answered_and_others_are_served_meanwhile(server: Sipre
 
 
 def test_stalled_message_is_dropped_after_the_idle_timeout(
-    configured: Callable[[str], Sipreg],
+    configured: Start,
 ) -> None:
     # A slowloris keeps a connection by trickling a head that never ends; bytes that do
     # not complete a message are no activity, so the idle timeout still ends it.
@@ -633,7 +656,7 @@ def test_megabyte_head_without_an_end_gets_513_and_close(server: Sipreg) -> None
     assert server.memory() - before < 16 * 1024  # KiB: nothing like the megabyte per head
 
 
-def test_connections_beyond_max_connections(configured: Callable[[str], Sipreg]) -> None:
+def test_connections_beyond_max_connections(configured: Start) -> None:
     server = configured("max_connections = 8\n")
     peers = [Tcp(server.tcp) for _ in range(8)]
     try:
@@ -664,6 +687,34 @@ def test_connections_beyond_max_connections(configured: Callable[[str], Sipreg])
         for peer in peers:
             peer.close()
     assert server.logged().count("too many connections") == 1  # once per episode, not per peer
+
+
+def test_connections_beyond_the_open_file_limit(configured: Start) -> None:
+    # The default max_connections (1,024) does not fit in 128 open files.  The server must
+    # raise its soft limit, or take fewer connections and say so, and refuse the rest
+    # itself: accept() failing with EMFILE logs a traceback per attempt on asyncio, and
+    # uvloop closes such connections silently.
+    _, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    for files in [(128, 128), (128, hard)]:
+        server = configured("", files)
+        m = re.search(r"taking (\d+) per TCP listener", server.logged())
+        if files[1] != resource.RLIM_INFINITY and files[1] < 1024 + 64:
+            assert m, server.logged()
+            fit = int(m.group(1))
+        else:
+            assert m is None, server.logged()  # raised to fit
+            fit = 1024
+        peers = [Tcp(server.tcp) for _ in range(150)]
+        try:
+            served = 0
+            for peer in peers:
+                with contextlib.suppress(AssertionError, OSError):
+                    served += status(peer.ask(options())) == 200
+            assert served == min(fit, 150)
+        finally:
+            for peer in peers:
+                peer.close()
+        assert ("too many connections" in server.logged()) is (fit < 150)
 
 
 def test_half_closed_connection_still_gets_its_answers(server: Sipreg) -> None:
@@ -717,7 +768,7 @@ def test_client_that_never_reads_does_not_grow_the_server(server: Sipreg) -> Non
         peer.close()
 
 
-def test_client_that_never_reads_is_dropped_when_idle(configured: Callable[[str], Sipreg]) -> None:
+def test_client_that_never_reads_is_dropped_when_idle(configured: Start) -> None:
     # It must not hold its connection slot forever waiting for its answers to be read.
     server = configured("tcp_idle_timeout = 0.5\nmax_connections = 2\n")
     invites = big_aor(server, 600)
@@ -793,7 +844,7 @@ def test_resets_mid_message_after_a_request_and_before_accept(server: Sipreg) ->
 
 
 @pytest.mark.parametrize("config", ["", "max_in_flight = 16\n"], ids=["default", "16-in-flight"])
-def test_udp_flood_of_20000_registers(configured: Callable[[str], Sipreg], config: str) -> None:
+def test_udp_flood_of_20000_registers(configured: Start, config: str) -> None:
     # With the default limit the socket buffer drops most of the flood, with 16 the server.
     server = configured(config)
     udp = Udp()
@@ -813,7 +864,7 @@ def test_udp_flood_of_20000_registers(configured: Callable[[str], Sipreg], confi
     assert server.logged().count("too many requests in progress") <= 1
 
 
-def test_odd_datagrams(configured: Callable[[str], Sipreg]) -> None:
+def test_odd_datagrams(configured: Start) -> None:
     server = configured("max_message_size = 4096\n")
     udp = Udp()
     via = f"UDP 127.0.0.1:{udp.port};rport"

@@ -15,6 +15,7 @@ import contextlib
 import ipaddress
 import logging
 import os
+import resource
 import signal
 import socket
 from collections.abc import Iterable
@@ -31,6 +32,8 @@ log = logging.getLogger("sipreg.server")
 
 # Where the outbound-address probe "connects" (documentation addresses; nothing is sent).
 _PROBES = (("192.0.2.1", socket.AF_INET), ("2001:db8::1", socket.AF_INET6))
+#: File descriptors kept for the rest beside TCP connections: store, sockets, loop, logs.
+_RESERVED_FILES = 64
 
 
 class Server:
@@ -45,6 +48,7 @@ class Server:
         self.tcp: list[TcpListener] = []
         self._bound: list[str] = []
         self._sweeper: asyncio.Task[None] | None = None
+        self._max_connections = config.max_connections  # per TCP listener
 
     @property
     def addresses(self) -> list[str]:
@@ -56,6 +60,9 @@ class Server:
         config = self.config
         if config.data_dir:
             os.makedirs(config.data_dir, exist_ok=True)
+        listeners = sum(spec.transport == "tcp" for spec in config.listen)
+        if listeners:
+            self._max_connections = _connection_limit(config.max_connections, listeners)
         await self.store.open()
         try:
             registrar = self.registrar = Registrar(
@@ -96,7 +103,7 @@ class Server:
             self.in_flight,
             max_size=config.max_message_size,
             idle_timeout=config.tcp_idle_timeout,
-            max_connections=config.max_connections,
+            max_connections=self._max_connections,
         )
         await listener.listen(spec.host, spec.port)
         self.tcp.append(listener)
@@ -181,6 +188,33 @@ def _reason(err: OSError) -> str:
             return os.strerror(cause.errno)
         cause = cause.__cause__ or cause.__context__
     return str(err)
+
+
+def _connection_limit(wanted: int, listeners: int) -> int:
+    """The connections each TCP listener may take: ``wanted``, if the open-file limit allows.
+
+    The soft RLIMIT_NOFILE is raised (up to the hard one) to fit ``wanted`` connections
+    on each of ``listeners``; past it accept() fails (EMFILE), which asyncio logs as an
+    error with a traceback per attempt and uvloop hides by closing the connection.  If
+    it cannot be raised enough, fewer connections are taken, and that is logged.
+    """
+    need = wanted * listeners + _RESERVED_FILES
+    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    if soft == resource.RLIM_INFINITY or soft >= need:
+        return wanted
+    target = need if hard == resource.RLIM_INFINITY else min(need, hard)
+    try:
+        resource.setrlimit(resource.RLIMIT_NOFILE, (target, hard))
+    except (OSError, ValueError):
+        target = soft
+    if target >= need:
+        return wanted
+    fit = max(1, (target - _RESERVED_FILES) // listeners)
+    log.warning(
+        "max_connections %d needs %d open files, the limit is %d: taking %d per TCP listener",
+        wanted, need, target, fit,
+    )  # fmt: skip
+    return fit
 
 
 def _resolve(names: Iterable[str]) -> list[str]:
