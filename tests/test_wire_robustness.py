@@ -768,6 +768,34 @@ def test_client_that_never_reads_does_not_grow_the_server(server: Sipreg) -> Non
         peer.close()
 
 
+def test_keepalive_flood_from_clients_that_never_read(server: Sipreg) -> None:
+    # CRLF CRLF pings, each answered with a CRLF, from peers that read nothing: the server
+    # stops reading (flow control), and what it holds per connection stays small.
+    before = server.memory()
+    peers = [Tcp(server.tcp, rcvbuf=4096) for _ in range(4)]
+    try:
+        for peer in peers:
+            peer.sock.setblocking(False)
+        written = 0
+        for _ in range(400):  # until every peer is blocked; 4 s at most
+            blocked = 0
+            for peer in peers:
+                try:
+                    written += peer.sock.send(b"\r\n\r\n" * 16384)
+                except BlockingIOError:
+                    blocked += 1
+            if blocked == len(peers):
+                break
+            time.sleep(0.01)
+        grown = server.memory() - before
+        assert written > 4 * 1024 * 1024  # more than the server can hold unread
+        # One 256 kB read holds 65,536 pings: one object per ping was 6 MB here, 1.4 MB now.
+        assert grown < 4 * 1024, f"the server grew by {grown} KiB"
+    finally:
+        for peer in peers:
+            peer.close()
+
+
 def test_client_that_never_reads_is_dropped_when_idle(configured: Start) -> None:
     # It must not hold its connection slot forever waiting for its answers to be read.
     server = configured("tcp_idle_timeout = 0.5\nmax_connections = 2\n")

@@ -23,6 +23,10 @@ class KeepAlive:
     """A CRLF CRLF ping between messages."""
 
 
+# One instance for every ping: a 256 kB read of pings is 65,536 of them.
+_KEEP_ALIVE = KeepAlive()
+
+
 class StreamFramer:
     """Feed it bytes as they arrive; it returns each whole message once complete.
 
@@ -56,7 +60,7 @@ class StreamFramer:
         buf = self._buffer
         if self._total is None and self._scanned == 0 and buf.startswith(_PING):
             del buf[:4]
-            return KeepAlive()
+            return _KEEP_ALIVE
         if self._total is None:
             self._total = self._read_head(buf)
             if self._total is None:
