@@ -553,37 +553,44 @@ def test_wire_fuzz(server: Sipreg) -> None:
     rnd = random.Random(4475)
     corpus = [load(name) for name in NAMES]
     udp = Udp(PEER)  # answers go to PEER's port 5060 or the source port: both unheard
+    kept: list[Tcp] = []  # connections left open, their answers unread, until the end
     try:
-        for _ in range(50):
+        for _ in range(100):
             for _ in range(40):
                 udp.send(mutate(rnd, corpus), server.udp)
             for _ in range(3):
                 peer = Tcp(server.tcp)
                 stream = b"".join(mutate(rnd, corpus) for _ in range(rnd.randint(1, 4)))
+                ending = rnd.randrange(4)
                 try:
-                    while stream:
+                    while stream:  # in random pieces, a ping now and then
                         cut = rnd.randint(1, 2000)
-                        peer.send(stream[:cut])
+                        peer.send(stream[:cut] + (b"\r\n\r\n" if rnd.random() < 0.1 else b""))
                         stream = stream[cut:]
-                    ending = rnd.randrange(3)
                     if ending == 0:
                         peer.reset()
                         continue
                     if ending == 1:
                         peer.sock.shutdown(socket.SHUT_WR)
+                    if ending == 3 and len(kept) < 20:
+                        kept.append(peer)
+                        continue
                     peer.closed(0.5 if ending == 1 else 0.01)
                 except OSError:
                     pass  # the server closed first: a framing error
                 peer.close()
         udp.drain(0.2)
         assert status(udp.ask(register("after", f"UDP {PEER}:{udp.port};rport"), server.udp)) == 200
+        peer = Tcp(server.tcp)
+        try:
+            assert status(peer.ask(register("after"))) == 200
+        finally:
+            peer.close()
+        server.stop()  # with the kept connections open: exit 0, a clean log
     finally:
         udp.close()
-    peer = Tcp(server.tcp)
-    try:
-        assert status(peer.ask(register("after"))) == 200
-    finally:
-        peer.close()
+        for peer in kept:
+            peer.close()
 
 
 # --- 3. TCP abuse ------------------------------------------------------------------------------

@@ -73,6 +73,7 @@ class TcpConnection(asyncio.Protocol):
 
     def connection_lost(self, exc: Exception | None) -> None:
         self.listener.connections.discard(self)
+        self._queued.clear()  # nobody is left to answer
         if self._idle_timer is not None:
             self._idle_timer.cancel()
         self._stream = None
