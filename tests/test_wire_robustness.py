@@ -803,6 +803,39 @@ def test_keepalive_flood_from_clients_that_never_read(server: Sipreg) -> None:
             peer.close()
 
 
+def test_pipelining_connections_wait_for_the_in_flight_limit(configured: Start) -> None:
+    # 16 connections pipeline 40 REGISTERs each, 60 kB apiece, all for one AOR: its lock
+    # serialises them, so whatever is started piles up in progress.  TCP must not start
+    # more than max_in_flight allows (it was 32 per connection, whatever the limit), and
+    # must leave UDP, which cannot wait, room to be served meanwhile.
+    server = configured("max_in_flight = 64\n")
+    before = server.memory()
+    via, pad = "TCP 127.0.0.1:9", "X-Pad: " + "p" * 60000
+    contact = "Contact: <sip:pile@192.0.2.1>"
+    peers = [Tcp(server.tcp) for _ in range(16)]
+    udp = Udp()
+    try:
+        for peer in peers:
+            peer.send(
+                b"".join(
+                    request(
+                        "REGISTER", "sip:example.com", "sip:pile@example.com", via, contact, pad
+                    )
+                    for _ in range(40)
+                )
+            )
+        for _ in range(10):
+            assert status(udp.ask(options(udp), server.udp)) == 200
+        answers = [peer.next() for peer in peers for _ in range(40)]
+        assert {status(a) for a in answers} == {200}
+        grown = server.memory() - before
+        assert grown < 48 * 1024, f"the server grew by {grown} KiB"
+    finally:
+        udp.close()
+        for peer in peers:
+            peer.close()
+
+
 def test_client_that_never_reads_is_dropped_when_idle(configured: Start) -> None:
     # It must not hold its connection slot forever waiting for its answers to be read.
     server = configured("tcp_idle_timeout = 0.5\nmax_connections = 2\n")

@@ -1,15 +1,15 @@
 """asyncio transports: they move bytes and addresses between sockets and the Registrar.
 
 Each listener hands every message to a :class:`Handler` (the ``Registrar``'s
-``receive`` and ``reject``) as a task tracked by :class:`InFlight`, so the
-server can wait for work in progress when it shuts down.
+``receive`` and ``reject``) as a task tracked by :class:`InFlight`, which bounds
+the work in progress and lets the server wait for it when it shuts down.
 """
 
 from __future__ import annotations
 
 import asyncio
 import logging
-from collections.abc import Coroutine
+from collections.abc import Callable, Coroutine
 from typing import Any, Protocol
 
 from ..errors import SipError
@@ -31,11 +31,18 @@ class Handler(Protocol):
 
 
 class InFlight:
-    """The handler tasks now running, at most ``limit`` of them for the callers that check."""
+    """The handler tasks now running, at most ``limit`` of them.
+
+    A datagram that finds it :attr:`full` is dropped: it cannot wait.  A stream can:
+    a connection that finds it :attr:`busy` (three quarters full) stops reading and
+    asks to be called back with :meth:`wait`.  So pipelining connections cannot
+    start tasks without bound, nor take the slots datagrams need.
+    """
 
     def __init__(self, limit: int = 1024) -> None:
         self.limit = limit
         self._tasks: set[asyncio.Task[None]] = set()
+        self._waiting: dict[Callable[[], None], None] = {}  # an ordered set
 
     def __len__(self) -> int:
         return len(self._tasks)
@@ -45,12 +52,32 @@ class InFlight:
         """True when ``limit`` tasks are running."""
         return len(self._tasks) >= self.limit
 
+    @property
+    def busy(self) -> bool:
+        """True when three quarters of ``limit`` tasks are running: streams wait then."""
+        return len(self._tasks) >= self.limit - self.limit // 4
+
+    def wait(self, wake: Callable[[], None]) -> None:
+        """Call ``wake`` once a task ends and it is not :attr:`busy`; first come, first called."""
+        self._waiting[wake] = None
+
+    def cancel_wait(self, wake: Callable[[], None]) -> None:
+        """Forget a :meth:`wait`."""
+        self._waiting.pop(wake, None)
+
     def start(self, work: Coroutine[Any, Any, object]) -> asyncio.Task[None]:
         """Run ``work`` as a task; an exception it raises is logged, not propagated."""
         task = asyncio.get_running_loop().create_task(_guarded(work))
         self._tasks.add(task)
-        task.add_done_callback(self._tasks.discard)
+        task.add_done_callback(self._finished)
         return task
+
+    def _finished(self, task: asyncio.Task[None]) -> None:
+        self._tasks.discard(task)
+        while self._waiting and not self.busy:
+            wake = next(iter(self._waiting))
+            del self._waiting[wake]
+            wake()
 
     async def drain(self, timeout: float) -> int:
         """Wait up to ``timeout`` seconds for the running tasks, then cancel the rest.

@@ -6,13 +6,15 @@ when the message head can be read, then the connection is closed.  A peer that
 half-closes still gets the answers to what it sent before the connection closes.
 
 Flow control: at most :data:`MAX_PER_CONNECTION` messages of a connection are
-handled at once, and none is started while the transport's write buffer is
-over its high-water mark (a peer that does not read its answers); the framed
-messages wait meanwhile and reading pauses, so what a connection holds in
-memory stays bounded.  A connection is idle when its peer has neither begun
-nor finished a message for ``idle_timeout`` seconds, so a head trickled a byte
-at a time does not keep it.  An idle connection is closed, or aborted if its
-peer has not read the answers already written.
+handled at once, none is started while the transport's write buffer is over
+its high-water mark (a peer that does not read its answers) nor while the
+server's :class:`~sipreg.transport.InFlight` is busy; the framed messages wait
+meanwhile and reading pauses, so what a connection holds in memory stays bounded.
+
+A connection is idle when its peer has neither begun nor finished a message for
+``idle_timeout`` seconds, so a head trickled a byte at a time does not keep it.
+An idle connection is closed, or aborted if its peer has not read the answers
+already written.
 """
 
 from __future__ import annotations
@@ -73,6 +75,7 @@ class TcpConnection(asyncio.Protocol):
 
     def connection_lost(self, exc: Exception | None) -> None:
         self.listener.connections.discard(self)
+        self.listener.in_flight.cancel_wait(self._pump)
         self._queued.clear()  # nobody is left to answer
         if self._idle_timer is not None:
             self._idle_timer.cancel()
@@ -128,6 +131,7 @@ class TcpConnection(asyncio.Protocol):
 
     def _pump(self) -> None:
         """Start queued messages within the limits; read only when none wait."""
+        in_flight = self.listener.in_flight
         while (
             self._queued
             and self._tasks < MAX_PER_CONNECTION
@@ -137,6 +141,10 @@ class TcpConnection(asyncio.Protocol):
             item = self._queued.popleft()
             if isinstance(item, KeepAlive):
                 self.deliver(b"\r\n", self.peer)
+            elif in_flight.busy:  # the server is: wait for a task to end
+                self._queued.appendleft(item)
+                in_flight.wait(self._pump)
+                break
             else:
                 self._start(item)
         stream = self._stream
