@@ -860,12 +860,6 @@ def test_client_that_never_reads_is_dropped_when_idle(configured: Start) -> None
         peer.close()
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="TransactionCache (transactions.py) keeps every final response for Timer J (32 s),"
-    " bounded in count (100,000 entries) but not in bytes, and over TCP too, where Timer J"
-    " is 0 (RFC 3261 17.2.2)",
-)
 def test_answered_queries_do_not_pile_up_in_memory(server: Sipreg) -> None:
     # 1,500 REGISTER queries whose 200s list 32 long contacts, all read: 45 MB of answers.
     # A non-INVITE server transaction over TCP ends with its final response (Timer J is 0

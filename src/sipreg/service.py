@@ -158,7 +158,10 @@ class Registrar:
         data = response.to_bytes()
         dest = self._destination(request, leg, from_addr)
         if key is not None:
-            self.transactions.complete(key, Answer(response.status, data, dest))
+            if leg.transport == "udp":
+                self.transactions.complete(key, Answer(response.status, data, dest))
+            else:  # section 17.2.2: Timer J is zero on a reliable transport
+                self.transactions.forget(key)
         self._deliver(data, leg, dest)
         return response.status
 

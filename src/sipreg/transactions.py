@@ -69,18 +69,32 @@ def transaction_key(request: Request, method: str | None = None) -> TransactionK
 
 
 class TransactionCache:
-    """Which requests are in progress or answered; bounded by ``max_entries``."""
+    """Which requests are in progress or answered.
 
-    def __init__(self, lifetime: float = TIMER_J, max_entries: int = 100_000) -> None:
+    Bounded by ``max_entries`` and by ``max_bytes`` of kept responses: past
+    either bound the oldest transactions are dropped first (a retransmission of
+    one of them is then processed again, which the CSeq rules make harmless).
+    """
+
+    def __init__(
+        self, lifetime: float = TIMER_J, max_entries: int = 100_000, max_bytes: int = 32 << 20
+    ) -> None:
         self.lifetime = lifetime
         self.max_entries = max_entries
+        self.max_bytes = max_bytes
         self._entries: OrderedDict[TransactionKey, Transaction] = OrderedDict()
+        self._bytes = 0
 
     def __len__(self) -> int:
         return len(self._entries)
 
     def __contains__(self, key: object) -> bool:
         return key in self._entries
+
+    @property
+    def kept_bytes(self) -> int:
+        """The bytes of the responses kept for retransmissions."""
+        return self._bytes
 
     def begin(self, key: TransactionKey, now: float) -> Transaction | None:
         """Start a transaction: None when it is new, else the one already under way."""
@@ -89,24 +103,32 @@ class TransactionCache:
         if existing is not None:
             return existing
         while len(self._entries) >= self.max_entries:
-            self._entries.popitem(last=False)
+            self._drop_oldest()
         self._entries[key] = Transaction(now + self.lifetime)
         return None
 
     def complete(self, key: TransactionKey, answer: Answer) -> None:
         """Record the final response sent for ``key``."""
         transaction = self._entries.get(key)
-        if transaction is not None:
-            transaction.answer = answer
+        if transaction is None:
+            return
+        transaction.answer = answer
+        self._bytes += len(answer.data)
+        while self._bytes > self.max_bytes:
+            self._drop_oldest()
 
     def forget(self, key: TransactionKey) -> None:
-        """Drop ``key`` (its request was not answered, so a retransmission may be)."""
-        self._entries.pop(key, None)
+        """End ``key`` now: unanswered, or answered over a reliable transport (Timer J = 0)."""
+        transaction = self._entries.pop(key, None)
+        if transaction is not None and transaction.answer is not None:
+            self._bytes -= len(transaction.answer.data)
 
     def sweep(self, now: float) -> None:
         """Remove entries whose lifetime has ended (oldest first, so O(removed))."""
-        while self._entries:
-            key, entry = next(iter(self._entries.items()))
-            if entry.expires_at > now:
-                return
-            del self._entries[key]
+        while self._entries and next(iter(self._entries.values())).expires_at <= now:
+            self._drop_oldest()
+
+    def _drop_oldest(self) -> None:
+        _, transaction = self._entries.popitem(last=False)
+        if transaction.answer is not None:
+            self._bytes -= len(transaction.answer.data)

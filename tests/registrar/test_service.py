@@ -869,3 +869,14 @@ async def test_chain_mode_answers_483_instead_of_forwarding_max_forwards_zero(
     assert await send(reg, invite.replace(b"Max-Forwards: 70\r\n", b""), leg) == 483
     unknown = build("INVITE", "sip:nobody@example.com", extra=[("Max-Forwards", "0")])
     assert await send(reg, unknown.replace(b"Max-Forwards: 70\r\n", b""), leg) is None
+
+
+async def test_a_reliable_transport_keeps_no_answer(clock: Clock) -> None:
+    """Section 17.2.2: Timer J is zero over TCP, so an answer is not kept for repeats."""
+    reg = make_registrar(clock)
+    tcp = FakeLeg(transport="tcp")
+    assert await send(reg, register(C1), tcp) == 200
+    assert len(reg.transactions) == 0 and reg.transactions.kept_bytes == 0
+    udp = FakeLeg()
+    assert await send(reg, register(C2, cseq=2), udp) == 200
+    assert len(reg.transactions) == 1 and reg.transactions.kept_bytes > 0

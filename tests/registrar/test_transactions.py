@@ -155,3 +155,17 @@ def test_rfc2543_ack_matches_its_invite() -> None:
     assert ack.to.param("tag") == "ours"
     assert transaction_key(invite) is not None
     assert transaction_key(ack) == transaction_key(invite)
+
+
+def test_cache_bounds_the_bytes_it_keeps() -> None:
+    cache = TransactionCache(max_bytes=250)
+    for i in range(5):
+        key = (str(i),)
+        cache.begin(key, START)
+        cache.complete(key, Answer(200, b"x" * 100, ("192.0.2.1", 5060)))
+    assert cache.kept_bytes == 200 and len(cache) == 2
+    assert ("0",) not in cache and ("4",) in cache  # the oldest went first
+    cache.forget(("4",))
+    assert cache.kept_bytes == 100
+    cache.sweep(START + TIMER_J)
+    assert cache.kept_bytes == 0 and len(cache) == 0
