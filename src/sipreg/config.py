@@ -15,7 +15,7 @@ from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from typing import Any, Literal
 
-from .registrar.policy import MAX_MIN_EXPIRES, checked_host
+from .registrar.policy import Policy
 
 TransportName = Literal["udp", "tcp"]
 
@@ -112,26 +112,6 @@ class Config:
     def __post_init__(self) -> None:
         if not self.listen:
             raise ConfigError("listen: at least one listen spec is needed")
-        for name in ("min_expires", "max_expires", "default_expires"):
-            if getattr(self, name) < (0 if name == "min_expires" else 1):
-                raise ConfigError(
-                    f"{name}: must be {'0 or more' if name == 'min_expires' else 'positive'}"
-                )
-        if self.min_expires > self.max_expires:
-            raise ConfigError(
-                f"min_expires ({self.min_expires}) is above max_expires ({self.max_expires})"
-            )
-        if self.min_expires > MAX_MIN_EXPIRES:
-            raise ConfigError(
-                f"min_expires ({self.min_expires}) is above {MAX_MIN_EXPIRES}: RFC 3261"
-                " section 10.3 answers 423 only for intervals under one hour, so it would"
-                " never be enforced"
-            )
-        if self.default_expires < self.min_expires:
-            raise ConfigError(
-                f"default_expires ({self.default_expires}) is below min_expires"
-                f" ({self.min_expires}): every REGISTER without an expiry would get 423"
-            )
         for name in ("max_contacts", "max_connections", "max_in_flight"):
             if getattr(self, name) < 1:
                 raise ConfigError(f"{name}: must be at least 1")
@@ -146,13 +126,19 @@ class Config:
                 f"log_level: {self.log_level!r} is not one of {', '.join(LOG_LEVELS)}"
             )
         object.__setattr__(self, "log_level", level)
-        try:
-            domains = tuple(checked_host("domains", d, wildcard=True) for d in self.domains)
-            aliases = tuple(checked_host("aliases", a) for a in self.aliases)
+        try:  # the registrar's settings are checked by the Policy they make
+            policy = Policy(
+                min_expires=self.min_expires,
+                max_expires=self.max_expires,
+                default_expires=self.default_expires,
+                domains=self.domains,
+                identities=self.aliases,
+                max_contacts=self.max_contacts,
+            )
         except ValueError as err:
-            raise ConfigError(str(err)) from None
-        object.__setattr__(self, "domains", domains)
-        object.__setattr__(self, "aliases", aliases)
+            raise ConfigError(str(err).replace("identities", "aliases")) from None
+        object.__setattr__(self, "domains", policy.domains)
+        object.__setattr__(self, "aliases", policy.identities)
         if self.store is not None and not self.store.startswith(("sqlite:", "memory:")):
             raise ConfigError(f"store: {self.store!r} is not sqlite:PATH or memory:")
 

@@ -76,11 +76,11 @@ def test_clamp_caps_at_max_expires() -> None:
 @pytest.mark.parametrize(
     ("kw", "complaint"),
     [
-        ({"min_expires": -1}, "must be positive"),
-        ({"max_expires": 0}, "must be positive"),
-        ({"default_expires": 0}, "must be positive"),
+        ({"min_expires": -1}, "min_expires: must be 0 or more"),
+        ({"max_expires": 0}, "max_expires: must be positive"),
+        ({"default_expires": 0}, "default_expires: must be positive"),
         ({"min_expires": 301, "max_expires": 300}, r"min_expires \(301\) is above max_expires"),
-        ({"max_contacts": 0}, "max_contacts must be at least 1"),
+        ({"max_contacts": 0}, "max_contacts: must be at least 1"),
         (
             {"min_expires": 60, "default_expires": 59},
             r"default_expires \(59\) is below min_expires \(60\): every REGISTER",

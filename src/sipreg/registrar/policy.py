@@ -99,8 +99,11 @@ class Policy:
     supported: frozenset[str] = field(default=SUPPORTED_OPTIONS)
 
     def __post_init__(self) -> None:
-        if self.min_expires < 0 or self.max_expires < 1 or self.default_expires < 1:
-            raise ValueError("expiry settings must be positive")
+        for name in ("min_expires", "max_expires", "default_expires"):
+            if getattr(self, name) < (0 if name == "min_expires" else 1):
+                raise ValueError(
+                    f"{name}: must be {'0 or more' if name == 'min_expires' else 'positive'}"
+                )
         if self.min_expires > self.max_expires:
             raise ValueError(
                 f"min_expires ({self.min_expires}) is above max_expires ({self.max_expires})"
@@ -117,7 +120,7 @@ class Policy:
                 f" ({self.min_expires}): every REGISTER without an expiry would get 423"
             )
         if self.max_contacts < 1:
-            raise ValueError("max_contacts must be at least 1")
+            raise ValueError("max_contacts: must be at least 1")
         domains = tuple(checked_host("domains", d, wildcard=True) for d in self.domains)
         identities = tuple(checked_host("identities", i) for i in self.identities)
         object.__setattr__(self, "domains", domains)
