@@ -4,14 +4,12 @@ from __future__ import annotations
 
 import asyncio
 import itertools
-import queue
 import re
 import signal
 import socket
 import sqlite3
 import subprocess
 import sys
-import threading
 import time
 from collections.abc import Iterator
 from pathlib import Path
@@ -24,65 +22,11 @@ from sipreg.server import Server
 from sipreg.service import Registrar
 from sipreg.store.base import Change
 from sipreg.store.memory import MemoryStore
+from sipreg_process import SipregProcess
 
 TIMEOUT = 10.0
 ALICE = "sip:alice@example.com"
 _ids = itertools.count(1)
-
-
-class Sipreg:
-    """A ``sipreg serve`` subprocess; ``ports`` are read from its ``listening on`` log lines."""
-
-    def __init__(self, store: str, cwd: Path) -> None:
-        self.proc = subprocess.Popen(
-            [sys.executable, "-m", "sipreg", "serve", "--listen", "udp:127.0.0.1:0",
-             "--listen", "tcp:127.0.0.1:0", "--store", store, "--domain", "example.com"],
-            cwd=cwd, stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL,
-            stderr=subprocess.PIPE, text=True,
-        )  # fmt: skip
-        self.log: list[str] = []
-        self._lines: queue.Queue[str | None] = queue.Queue()
-        threading.Thread(target=self._read, daemon=True).start()
-        self.ports: dict[str, int] = {}
-        while "ready" not in self.next_line():
-            pass
-        assert set(self.ports) == {"udp", "tcp"}, self.log
-
-    def _read(self) -> None:
-        assert self.proc.stderr is not None
-        for line in self.proc.stderr:
-            self._lines.put(line)
-        self._lines.put(None)
-
-    def next_line(self) -> str:
-        """The next line of the server's log; fails if it exits or stays silent."""
-        line = self._lines.get(timeout=TIMEOUT)
-        assert line is not None, "the server exited:\n" + "".join(self.log)
-        self.log.append(line)
-        m = re.search(r"listening on (udp|tcp):127\.0\.0\.1:(\d+)$", line.rstrip())
-        if m:
-            self.ports[m.group(1)] = int(m.group(2))
-        return line
-
-    def wait_for(self, pattern: str) -> str:
-        """The next log line matching ``pattern``."""
-        while True:
-            line = self.next_line()
-            if re.search(pattern, line):
-                return line
-
-    def stop(self, signum: int = signal.SIGTERM) -> int:
-        """Send ``signum``; the exit status."""
-        self.proc.send_signal(signum)
-        return self.proc.wait(TIMEOUT)
-
-    def rest_of_log(self) -> str:
-        """Everything the server logged, up to its exit."""
-        while True:
-            line = self._lines.get(timeout=TIMEOUT)
-            if line is None:
-                return "".join(self.log)
-            self.log.append(line)
 
 
 @pytest.fixture
@@ -92,9 +36,9 @@ def db(tmp_path: Path) -> str:
 
 
 @pytest.fixture
-def server(db: str, tmp_path: Path) -> Iterator[Sipreg]:
+def server(db: str, tmp_path: Path) -> Iterator[SipregProcess]:
     """A running server on that store, stopped (SIGTERM, exit 0) after the test."""
-    proc = Sipreg(db, tmp_path)
+    proc = SipregProcess(db, tmp_path)
     yield proc
     if proc.proc.poll() is None:
         assert proc.stop() == 0
@@ -168,7 +112,7 @@ class Udp:
 
 
 @pytest.fixture
-def udp(server: Sipreg) -> Iterator[Udp]:
+def udp(server: SipregProcess) -> Iterator[Udp]:
     """A UDP client of ``server``."""
     client = Udp(server.ports["udp"])
     yield client
@@ -205,7 +149,7 @@ def sipreg(*argv: str) -> subprocess.CompletedProcess[str]:
     )
 
 
-def test_register_over_udp_and_tcp(server: Sipreg, udp: Udp) -> None:
+def test_register_over_udp_and_tcp(server: SipregProcess, udp: Udp) -> None:
     answer = udp.ask(register("alice", "sip:alice@192.0.2.7:5062", udp.port))
     assert status(answer) == 200
     assert header(answer, "Contact") == ["<sip:alice@192.0.2.7:5062>;expires=300"]
@@ -224,7 +168,7 @@ def test_register_over_udp_and_tcp(server: Sipreg, udp: Udp) -> None:
     )
 
 
-def test_options_invite_unknown_method_and_ack(server: Sipreg, udp: Udp) -> None:
+def test_options_invite_unknown_method_and_ack(server: SipregProcess, udp: Udp) -> None:
     port = server.ports["udp"]
     options, _ = request("OPTIONS", f"sip:127.0.0.1:{port}", to="sip:127.0.0.1", port=udp.port)
     answer = udp.ask(options)
@@ -250,7 +194,7 @@ def test_options_invite_unknown_method_and_ack(server: Sipreg, udp: Udp) -> None
     assert udp.silent(ack)
 
 
-def test_bindings_remove_while_serving(server: Sipreg, udp: Udp, db: str) -> None:
+def test_bindings_remove_while_serving(server: SipregProcess, udp: Udp, db: str) -> None:
     assert status(udp.ask(register("dave", "sip:dave@192.0.2.10", udp.port))) == 200
     assert status(udp.ask(register("dave", "sip:dave@192.0.2.11", udp.port))) == 200
     done = sipreg(
@@ -268,7 +212,7 @@ def test_bindings_remove_while_serving(server: Sipreg, udp: Udp, db: str) -> Non
 
 
 def test_binding_survives_kill_9_and_keeps_its_expiry(db: str, tmp_path: Path) -> None:
-    first = Sipreg(db, tmp_path)
+    first = SipregProcess(db, tmp_path)
     client = Udp(first.ports["udp"])
     try:
         answer = client.ask(register("erin", "sip:erin@192.0.2.12", client.port))
@@ -280,7 +224,7 @@ def test_binding_survives_kill_9_and_keeps_its_expiry(db: str, tmp_path: Path) -
         first.proc.wait(TIMEOUT)
     assert first.proc.returncode == -signal.SIGKILL
     time.sleep(1.2)  # so that an expiry reset at restart would show
-    second = Sipreg(db, tmp_path)
+    second = SipregProcess(db, tmp_path)
     try:
         before_list = time.time() - granted_at
         done = sipreg("bindings", "list", "--store", db)
@@ -301,7 +245,7 @@ def test_binding_survives_kill_9_and_keeps_its_expiry(db: str, tmp_path: Path) -
 
 
 def test_sigterm_finishes_in_flight_work_and_exits_0(db: str, tmp_path: Path) -> None:
-    proc = Sipreg(db, tmp_path)
+    proc = SipregProcess(db, tmp_path)
     client = Udp(proc.ports["udp"])
     users = [f"user{i}" for i in range(40)]
     try:
@@ -331,7 +275,7 @@ def test_sigterm_finishes_in_flight_work_and_exits_0(db: str, tmp_path: Path) ->
 
 
 def test_sigint_also_stops_cleanly(db: str, tmp_path: Path) -> None:
-    proc = Sipreg(db, tmp_path)
+    proc = SipregProcess(db, tmp_path)
     assert proc.stop(signal.SIGINT) == 0
     assert "stopped" in proc.rest_of_log()
 

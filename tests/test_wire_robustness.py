@@ -15,7 +15,6 @@ from __future__ import annotations
 import collections
 import contextlib
 import itertools
-import queue
 import random
 import re
 import resource
@@ -33,6 +32,7 @@ from typing import Final, Protocol
 import pytest
 
 from sipreg.framing import KeepAlive, StreamFramer
+from sipreg_process import SipregProcess
 from test_torture_parse import TORTURE, VALID
 
 TIMEOUT: Final = 10.0
@@ -51,7 +51,7 @@ _WITH_FILES: Final = (
 )
 
 
-class Sipreg:
+class Sipreg(SipregProcess):
     """A ``sipreg serve`` subprocess on loopback; ``config`` is TOML for ``--config``.
 
     ``files`` sets its soft and hard limit of open files.
@@ -60,58 +60,15 @@ class Sipreg:
     def __init__(
         self, tmp_path: Path, config: str = "", files: tuple[int, int] | None = None
     ) -> None:
-        self.store = f"sqlite:{tmp_path / 'x.db'}"
-        python = [sys.executable, "-m", "sipreg"]
+        python = None
         if files is not None:
             python = [sys.executable, "-c", _WITH_FILES, *map(str, files)]
-        argv = [
-            *python, "serve", "--listen", "udp:127.0.0.1:0", "--listen", "tcp:127.0.0.1:0",
-            "--store", self.store, "--domain", "example.com",
-        ]  # fmt: skip
+        args: list[str] = []
         if config:
             path = tmp_path / "sipreg.toml"
             path.write_text(config)
-            argv += ["--config", str(path)]
-        self.proc = subprocess.Popen(
-            argv, cwd=tmp_path, stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL,
-            stderr=subprocess.PIPE, text=True,
-        )  # fmt: skip
-        self.log: list[str] = []
-        self._lines: queue.Queue[str | None] = queue.Queue()
-        threading.Thread(target=self._read, daemon=True).start()
-        self.ports: dict[str, int] = {}
-        while "ready" not in self._next_line():
-            pass
-        assert set(self.ports) == {"udp", "tcp"}, self.log
-        self.udp = ("127.0.0.1", self.ports["udp"])
-        self.tcp = ("127.0.0.1", self.ports["tcp"])
-
-    def _read(self) -> None:
-        assert self.proc.stderr is not None
-        for line in self.proc.stderr:
-            self._lines.put(line)
-        self._lines.put(None)
-
-    def _next_line(self) -> str:
-        line = self._lines.get(timeout=TIMEOUT)
-        assert line is not None, "the server exited:\n" + "".join(self.log)
-        self.log.append(line)
-        m = re.search(r"listening on (udp|tcp):127\.0\.0\.1:(\d+)$", line.rstrip())
-        if m:
-            self.ports[m.group(1)] = int(m.group(2))
-        return line
-
-    def logged(self) -> str:
-        """What the server has logged so far."""
-        while True:
-            try:
-                line = self._lines.get_nowait()
-            except queue.Empty:
-                break
-            if line is None:
-                break
-            self.log.append(line)
-        return "".join(self.log)
+            args += ["--config", str(path)]
+        super().__init__(f"sqlite:{tmp_path / 'x.db'}", tmp_path, args, python)
 
     def memory(self, field: str = "VmHWM") -> int:
         """A memory figure of the server process in KiB (VmHWM: its peak resident size)."""
@@ -120,16 +77,10 @@ class Sipreg:
         assert m, status
         return int(m.group(1))
 
-    def stop(self) -> str:
+    def stop_clean(self) -> str:
         """SIGTERM; assert exit 0 and a clean log; the whole log."""
-        self.proc.send_signal(signal.SIGTERM)
-        assert self.proc.wait(TIMEOUT) == 0, self.logged()
-        while True:
-            line = self._lines.get(timeout=TIMEOUT)
-            if line is None:
-                break
-            self.log.append(line)
-        log = "".join(self.log)
+        assert self.stop() == 0, self.logged()
+        log = self.rest_of_log()
         assert_clean(log)
         return log
 
@@ -160,7 +111,7 @@ def server(tmp_path: Path) -> Iterator[Sipreg]:
             assert status(udp.ask(options(udp), proc.udp)) == 200
         finally:
             udp.close()
-        proc.stop()
+        proc.stop_clean()
 
 
 class Start(Protocol):
@@ -184,7 +135,7 @@ def configured(tmp_path: Path) -> Iterator[Start]:
     yield start
     for proc in started:
         if proc.proc.poll() is None:
-            proc.stop()
+            proc.stop_clean()
 
 
 # --- requests and peers ---------------------------------------------------------------------
@@ -586,7 +537,7 @@ def test_wire_fuzz(server: Sipreg) -> None:
             assert status(peer.ask(register("after"))) == 200
         finally:
             peer.close()
-        server.stop()  # with the kept connections open: exit 0, a clean log
+        server.stop_clean()  # with the kept connections open: exit 0, a clean log
     finally:
         udp.close()
         for peer in kept:
@@ -980,7 +931,7 @@ def test_sigterm_during_a_flood(server: Sipreg) -> None:
         reader.join(TIMEOUT)
         udp.close()
         tcp.close()
-    log = server.stop()
+    log = server.stop_clean()
     assert "gave up" not in log
     assert received and {status(a) for a in received} == {200}
     granted = {f"sip:{to_user(a)}@example.com" for a in received}

@@ -1,0 +1,101 @@
+"""A ``sipreg serve`` subprocess on loopback for the end-to-end tests.
+
+Its ports are read from the ``listening on`` lines it logs; a thread keeps its
+log pipe flowing so a chatty server never blocks on a full pipe.
+"""
+
+from __future__ import annotations
+
+import queue
+import re
+import signal
+import subprocess
+import sys
+import threading
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Final
+
+TIMEOUT: Final = 10.0
+
+
+class SipregProcess:
+    """``python -m sipreg serve`` on UDP and TCP 127.0.0.1, port 0, for example.com.
+
+    ``python`` replaces ``[sys.executable, "-m", "sipreg"]``; ``args`` are more flags.
+    """
+
+    def __init__(
+        self,
+        store: str,
+        cwd: Path,
+        args: Sequence[str] = (),
+        python: Sequence[str] | None = None,
+    ) -> None:
+        argv = [
+            *(python or [sys.executable, "-m", "sipreg"]), "serve",
+            "--listen", "udp:127.0.0.1:0", "--listen", "tcp:127.0.0.1:0",
+            "--store", store, "--domain", "example.com", *args,
+        ]  # fmt: skip
+        self.store = store
+        self.proc = subprocess.Popen(
+            argv, cwd=cwd, stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL,
+            stderr=subprocess.PIPE, text=True,
+        )  # fmt: skip
+        self.log: list[str] = []
+        self._lines: queue.Queue[str | None] = queue.Queue()
+        threading.Thread(target=self._read, daemon=True).start()
+        self.ports: dict[str, int] = {}
+        while "ready" not in self.next_line():
+            pass
+        assert set(self.ports) == {"udp", "tcp"}, self.log
+        self.udp = ("127.0.0.1", self.ports["udp"])
+        self.tcp = ("127.0.0.1", self.ports["tcp"])
+
+    def _read(self) -> None:
+        assert self.proc.stderr is not None
+        for line in self.proc.stderr:
+            self._lines.put(line)
+        self._lines.put(None)
+
+    def next_line(self) -> str:
+        """The next line of the server's log; fails if it exits or stays silent."""
+        line = self._lines.get(timeout=TIMEOUT)
+        assert line is not None, "the server exited:\n" + "".join(self.log)
+        self.log.append(line)
+        m = re.search(r"listening on (udp|tcp):127\.0\.0\.1:(\d+)$", line.rstrip())
+        if m:
+            self.ports[m.group(1)] = int(m.group(2))
+        return line
+
+    def wait_for(self, pattern: str) -> str:
+        """The next log line matching ``pattern``."""
+        while True:
+            line = self.next_line()
+            if re.search(pattern, line):
+                return line
+
+    def logged(self) -> str:
+        """What the server has logged so far."""
+        while True:
+            try:
+                line = self._lines.get_nowait()
+            except queue.Empty:
+                break
+            if line is None:
+                break
+            self.log.append(line)
+        return "".join(self.log)
+
+    def stop(self, signum: int = signal.SIGTERM) -> int:
+        """Send ``signum``; the exit status."""
+        self.proc.send_signal(signum)
+        return self.proc.wait(TIMEOUT)
+
+    def rest_of_log(self) -> str:
+        """Everything the server logged, up to its exit."""
+        while True:
+            line = self._lines.get(timeout=TIMEOUT)
+            if line is None:
+                return "".join(self.log)
+            self.log.append(line)
