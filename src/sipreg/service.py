@@ -254,8 +254,9 @@ class Registrar:
         except SipError as err:
             if request.method == "REGISTER":
                 log.info(
-                    "REGISTER %s from %s:%s -> %s %s",
-                    request.headers.get("to"), *from_addr, err.status, err.reason,
+                    "REGISTER %s from %s:%s/%s -> %s %s, %d contact(s) asked",
+                    request.headers.get("to"), from_addr[0], from_addr[1], leg.transport,
+                    err.status, err.reason, len(request.headers.get_all("contact")),
                 )  # fmt: skip
             return error_response(err, request)
         except Exception:  # a store failure or a bug: answer 500, keep serving

@@ -409,8 +409,11 @@ async def test_register_is_logged_once(
         await send(reg, register(C1, expires=5, cseq=2), leg)
     messages = [r.getMessage() for r in caplog.records]
     assert len(messages) == 2
-    assert ALICE in messages[0] and "200" in messages[0] and "2 contact" in messages[0]
-    assert "423" in messages[1]
+    assert messages[0] == f"REGISTER {ALICE} from {CLIENT[0]}:{CLIENT[1]}/udp -> 200, 2 contact(s)"
+    assert messages[1] == (
+        f"REGISTER <{ALICE}> from {CLIENT[0]}:{CLIENT[1]}/udp -> 423 Interval Too Brief,"
+        " 1 contact(s) asked"
+    )
 
 
 # --- requests other than REGISTER ------------------------------------------------------------
