@@ -550,3 +550,11 @@ def test_a_live_binding_never_lists_expires_zero() -> None:
 )
 def test_q_is_written_in_the_qvalue_grammar(q: float, text: str) -> None:
     assert format_qvalue(q) == text
+
+
+def test_to_in_a_nested_served_domain_is_valid_for_the_outer_one() -> None:
+    pol = policy(domains=("example.com", "pbx.example.com"))
+    aor = "sip:alice@pbx.example.com"
+    assert plan(register(C1, aor=aor, ruri="sip:example.com"), pol=pol).aor == aor
+    err = refusal(register(C1, ruri="sip:pbx.example.com"), pol=pol)
+    assert err.status == 404

@@ -74,6 +74,14 @@ def _is_host_name(text: str) -> bool:
     )
 
 
+def covers(domain: str, host: str) -> bool:
+    """True when ``host`` is ``domain`` (a served domain, or ``*``) or a subdomain of it."""
+    if domain == "*":
+        return True
+    host = _host_key(host)
+    return host == domain or host.endswith("." + domain)
+
+
 @dataclass(frozen=True, kw_only=True)
 class Policy:
     """Registrar settings, checked when built.
@@ -130,8 +138,7 @@ class Policy:
         """The served domain covering ``host`` (the longest match), ``*`` when all are served."""
         if not self.domains or "*" in self.domains:
             return "*"
-        host = _host_key(host)
-        covering = [d for d in self.domains if host == d or host.endswith("." + d)]
+        covering = [d for d in self.domains if covers(d, host)]
         return max(covering, key=len) if covering else None
 
     def serves(self, host: str) -> bool:

@@ -25,7 +25,7 @@ from ..message import Request, Response
 from ..responses import make_response
 from ..uri import NameAddr, SipUri, Uri, format_params, parse_uri, uri_equal
 from .binding import AorState, Binding, Change
-from .policy import Policy
+from .policy import Policy, covers
 
 #: Section 10.3 step 7 allows a 423 only for intervals below one hour.
 _ONE_HOUR = 3600
@@ -87,11 +87,10 @@ def address_of_record(request: Request, ruri: SipUri, policy: Policy) -> str:
     if not isinstance(to, SipUri):
         # Section 10.2: the AOR "MUST be a SIP URI or SIPS URI"; RFC 4475 3.3.4 (unksm2).
         raise BadRequest("The To URI is not a SIP or SIPS address of record")
-    domain = policy.served_domain(to.host)
-    if domain is None:
+    if policy.served_domain(to.host) is None:
         raise NotFound(f"Address of record {to.host} is not in a served domain")
     ruri_domain = policy.served_domain(ruri.host)
-    if ruri_domain is not None and ruri_domain != domain:
+    if ruri_domain is not None and not covers(ruri_domain, to.host):
         raise NotFound(f"Address of record {to.host} is not valid for domain {ruri.host}")
     return to.address_of_record()
 
