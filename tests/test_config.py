@@ -256,3 +256,9 @@ def test_unreadable_or_invalid_files_are_config_errors(tmp_path: Path) -> None:
     path.write_text("listen = [")
     with pytest.raises(ConfigError, match="is not valid TOML"):
         load_config(str(path))
+
+
+def test_max_contact_length_is_checked_and_reaches_the_policy() -> None:
+    assert Config(max_contact_length=200).max_contact_length == 200
+    with pytest.raises(ConfigError, match="max_contact_length: must be at least 64"):
+        Config(max_contact_length=10)

@@ -99,6 +99,7 @@ class Config:
     max_expires: int = 300
     default_expires: int = 3600
     max_contacts: int = 32
+    max_contact_length: int = 1024
     store: str | None = None
     data_dir: str | None = None
     log_level: str = "info"
@@ -134,6 +135,7 @@ class Config:
                 domains=self.domains,
                 identities=self.aliases,
                 max_contacts=self.max_contacts,
+                max_contact_length=self.max_contact_length,
             )
         except ValueError as err:
             raise ConfigError(str(err).replace("identities", "aliases")) from None
@@ -191,6 +193,7 @@ _CHECKS: dict[str, Callable[[str, object], object]] = {
     "max_expires": _integer,
     "default_expires": _integer,
     "max_contacts": _integer,
+    "max_contact_length": _integer,
     "store": _string,
     "data_dir": _string,
     "log_level": _string,

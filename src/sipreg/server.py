@@ -72,6 +72,7 @@ class Server:
                 domains=config.domains,
                 identities=await self._identities(),
                 max_contacts=config.max_contacts,
+                max_contact_length=config.max_contact_length,
                 store=self.store,
                 mode="redirect",
             )

@@ -105,6 +105,7 @@ class Registrar:
         domain: str | None = None,
         identities: Sequence[str] = (),
         max_contacts: int = 32,
+        max_contact_length: int = 1024,
         store: BindingStore | None = None,
         mode: Literal["chain", "redirect"] = "chain",
         clock: Callable[[], float] = time.time,
@@ -117,6 +118,7 @@ class Registrar:
             domains=_domains(domains, domain),
             identities=tuple(identities),
             max_contacts=max_contacts,
+            max_contact_length=max_contact_length,
         )
         self.store: BindingStore = store if store is not None else MemoryStore()
         self.mode = mode

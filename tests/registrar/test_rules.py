@@ -558,3 +558,9 @@ def test_to_in_a_nested_served_domain_is_valid_for_the_outer_one() -> None:
     assert plan(register(C1, aor=aor, ruri="sip:example.com"), pol=pol).aor == aor
     err = refusal(register(C1, ruri="sip:pbx.example.com"), pol=pol)
     assert err.status == 404
+
+
+def test_max_contact_length_is_a_policy_setting() -> None:
+    contact = f"<{C1};x={'a' * 100}>"
+    assert refusal(register(contact), pol=policy(max_contact_length=100)).status == 400
+    assert plan(register(contact), pol=policy(max_contact_length=200)).response.status == 200

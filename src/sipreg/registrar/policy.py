@@ -104,6 +104,7 @@ class Policy:
     domains: tuple[str, ...] = ()
     identities: tuple[str, ...] = ()
     max_contacts: int = 32
+    max_contact_length: int = 1024
     supported: frozenset[str] = field(default=SUPPORTED_OPTIONS)
 
     def __post_init__(self) -> None:
@@ -129,6 +130,8 @@ class Policy:
             )
         if self.max_contacts < 1:
             raise ValueError("max_contacts: must be at least 1")
+        if self.max_contact_length < 64:
+            raise ValueError("max_contact_length: must be at least 64")
         domains = tuple(checked_host("domains", d, wildcard=True) for d in self.domains)
         identities = tuple(checked_host("identities", i) for i in self.identities)
         object.__setattr__(self, "domains", domains)

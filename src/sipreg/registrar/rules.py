@@ -29,9 +29,6 @@ from .policy import Policy, covers
 
 #: Section 10.3 step 7 allows a 423 only for intervals below one hour.
 _ONE_HOUR = 3600
-#: The longest Contact value stored; with ``max_contacts`` it bounds the 200's size,
-#: which must fit a UDP datagram.
-MAX_CONTACT_LENGTH = 1024
 
 
 @dataclass(frozen=True)
@@ -149,8 +146,8 @@ def plan_register(
         raise Forbidden(f"Too many contacts (at most {policy.max_contacts})")
     wanted: list[tuple[Uri, NameAddr, int]] = []
     for c in contacts:
-        if len(str(c)) > MAX_CONTACT_LENGTH:
-            raise BadRequest(f"Contact longer than {MAX_CONTACT_LENGTH} characters")
+        if len(str(c)) > policy.max_contact_length:
+            raise BadRequest(f"Contact longer than {policy.max_contact_length} characters")
         expires = _requested_expires(c, header_expires, policy)
         if 0 < expires < min(policy.min_expires, _ONE_HOUR):  # step 7: "if and only if"
             raise IntervalTooBrief(policy.min_expires)
