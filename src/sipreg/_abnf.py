@@ -98,6 +98,7 @@ def full(pattern: str) -> re.Pattern[str]:
 
 
 TOKEN_RE = full(TOKEN)
+TOKEN_PREFIX_RE = re.compile(TOKEN)
 CALLID_RE = full(CALLID)
 USER_RE = full(USER)
 PASSWORD_RE = full(PASSWORD)

@@ -91,6 +91,15 @@ class _AorLock:
     users: int = 0
 
 
+def _aor_for_log(request: Request) -> str:
+    """The AOR of a REGISTER for a log line, or its raw To when that is unreadable."""
+    try:
+        uri = request.to.uri
+    except ParseError:
+        return request.headers.get("to") or "-"
+    return uri.address_of_record() if isinstance(uri, SipUri) else str(uri)
+
+
 class Registrar:
     """A SIP registrar (RFC 3261 section 10) over an async binding store."""
 
@@ -145,24 +154,30 @@ class Registrar:
             request = message
         stamp_received(request.headers, from_addr)  # section 18.2.1: whatever the transport
         key = transaction_key(request)
+        if request.method == "ACK":
+            if key is not None and key in self.transactions:
+                return None  # the ACK of a final answer this server sent: absorbed
+            key = None  # an ACK opens no transaction
         if key is not None:
             existing = self.transactions.begin(key, now)
             if existing is not None:  # a retransmission: absorbed, or answered again
-                if existing.answer is None or request.method == "ACK":
+                if existing.answer is None:
                     return None
                 self._deliver(existing.answer.data, leg, existing.answer.destination)
                 return existing.answer.status
         response = await self._respond(request, leg, from_addr, now)
         if response is None:
-            if key is not None and request.method != "ACK":
+            if key is not None:
                 self.transactions.forget(key)
             return None
         data = response.to_bytes()
         dest = self._destination(request, leg, from_addr)
         if key is not None:
-            if leg.transport == "udp":
+            # Section 17.2: a non-INVITE transaction over a reliable transport ends with
+            # its answer (Timer J is zero); an INVITE one waits for its ACK (or Timer H).
+            if leg.transport == "udp" or request.method == "INVITE":
                 self.transactions.complete(key, Answer(response.status, data, dest))
-            else:  # section 17.2.2: Timer J is zero on a reliable transport
+            else:
                 self.transactions.forget(key)
         self._deliver(data, leg, dest)
         return response.status
@@ -257,12 +272,14 @@ class Registrar:
             if request.method == "REGISTER":
                 log.info(
                     "REGISTER %s from %s:%s/%s -> %s %s, %d contact(s) asked",
-                    request.headers.get("to"), from_addr[0], from_addr[1], leg.transport,
+                    _aor_for_log(request), from_addr[0], from_addr[1], leg.transport,
                     err.status, err.reason, len(request.headers.get_all("contact")),
                 )  # fmt: skip
-            return error_response(err, request)
+            return None if request.method == "ACK" else error_response(err, request)
         except Exception:  # a store failure or a bug: answer 500, keep serving
             log.exception("%s from %s:%s failed", request.method, *from_addr)
+            if request.method == "ACK":  # an ACK is never answered
+                return None
             return error_response(ServerInternalError("Internal error; try again"), request)
 
     async def _register(
@@ -296,10 +313,10 @@ class Registrar:
         return plan.response
 
     async def _other(self, request: Request, now: float) -> Response | None:
-        if request.method == "ACK":
-            return None
         if self.mode == "chain":
             await self._rewrite(request, now)
+            return None
+        if request.method == "ACK":
             return None
         request.check()
         if request.method not in KNOWN_METHODS:
@@ -327,7 +344,10 @@ class Registrar:
             return
         state = await self.store.load(uri.address_of_record())
         target = best_contact(request, state.bindings, now)
-        if target is not None:
-            if request.max_forwards == 0:  # section 16.3 step 3: it must not go on
-                raise TooManyHops()
-            request.uri = target
+        if target is None:
+            return
+        if request.max_forwards == 0:  # section 16.3 step 3: it must not go on
+            if request.method == "ACK":
+                return  # an ACK is never answered; it is left as it came
+            raise TooManyHops()
+        request.uri = target

@@ -564,3 +564,23 @@ def test_max_contact_length_is_a_policy_setting() -> None:
     contact = f"<{C1};x={'a' * 100}>"
     assert refusal(register(contact), pol=policy(max_contact_length=100)).status == 400
     assert plan(register(contact), pol=policy(max_contact_length=200)).response.status == 200
+
+
+@pytest.mark.parametrize(
+    ("disposition", "status"),
+    [
+        (None, 415),
+        ("session", 415),
+        ('session;foo="handling=optional"', 415),  # a decoy inside a quoted value
+        ("session;handling=required", 415),
+        ("render;handling=optional", 200),
+        ("render ; HANDLING = Optional", 200),
+    ],
+)
+def test_only_a_body_marked_optional_is_ignored(disposition: str | None, status: int) -> None:
+    extra = [("Content-Type", "application/x-unknown")]
+    if disposition is not None:
+        extra.append(("Content-Disposition", disposition))
+    data = register(C1, extra=extra, body=b"hello")
+    got = plan(data).response.status if status == 200 else refusal(data).status
+    assert got == status

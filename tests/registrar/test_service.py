@@ -29,6 +29,7 @@ from .helpers import (
     listed,
     make_registrar,
     register,
+    request,
 )
 
 C1 = "sip:alice@198.51.100.7:5062"
@@ -411,7 +412,7 @@ async def test_register_is_logged_once(
     assert len(messages) == 2
     assert messages[0] == f"REGISTER {ALICE} from {CLIENT[0]}:{CLIENT[1]}/udp -> 200, 2 contact(s)"
     assert messages[1] == (
-        f"REGISTER <{ALICE}> from {CLIENT[0]}:{CLIENT[1]}/udp -> 423 Interval Too Brief,"
+        f"REGISTER {ALICE} from {CLIENT[0]}:{CLIENT[1]}/udp -> 423 Interval Too Brief,"
         " 1 contact(s) asked"
     )
 
@@ -883,3 +884,32 @@ async def test_a_reliable_transport_keeps_no_answer(clock: Clock) -> None:
     udp = FakeLeg()
     assert await send(reg, register(C2, cseq=2), udp) == 200
     assert len(reg.transactions) == 1 and reg.transactions.kept_bytes > 0
+
+
+async def test_an_invite_transaction_over_tcp_waits_for_its_cancel_or_ack(clock: Clock) -> None:
+    """Section 9.2/17.2.1: over TCP too a CANCEL right after the INVITE finds it (200)."""
+    reg = make_registrar(clock, mode="redirect")
+    tcp = FakeLeg(transport="tcp")
+    via = "SIP/2.0/TCP 198.51.100.7:5062;branch=z9hG4bK-inv-tcp"
+    assert await send(reg, build("INVITE", "sip:nobody@example.com", via=via), tcp) == 404
+    cancel = build("CANCEL", "sip:nobody@example.com", via=via)
+    assert await send(reg, cancel, tcp) == 200
+    before = len(reg.transactions)
+    ack = build("ACK", "sip:nobody@example.com", via=via)
+    assert await send(reg, ack, tcp) is None
+    assert len(reg.transactions) == before  # an ACK opens no transaction
+
+
+async def test_chain_mode_rewrites_an_ack_and_never_answers_it(
+    reg: Registrar, leg: FakeLeg
+) -> None:
+    assert await send(reg, register(C1), leg) == 200
+    sent = len(leg.sent)
+    ack = request(build("ACK", ALICE))
+    assert await reg.receive(ack, leg, CLIENT) is None
+    assert str(ack.uri) == C1
+    zero = build("ACK", ALICE, extra=[("Max-Forwards", "0")]).replace(b"Max-Forwards: 70\r\n", b"")
+    assert await send(reg, zero, leg) is None
+    bad = build("ACK", ALICE, extra=[("Max-Forwards", "x")]).replace(b"Max-Forwards: 70\r\n", b"")
+    assert await send(reg, bad, leg) is None
+    assert len(leg.sent) == sent  # no answer to any ACK

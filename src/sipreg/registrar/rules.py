@@ -10,6 +10,8 @@ from dataclasses import dataclass
 from email.utils import formatdate
 from functools import lru_cache
 
+from .. import _abnf
+from .._scan import Scanner
 from ..errors import (
     BadExtension,
     BadRequest,
@@ -254,8 +256,20 @@ def _check_body(request: Request) -> None:
     """Section 8.2.3: a body this registrar cannot use gets 415, unless marked optional."""
     if not request.body:
         return
-    disposition = (request.headers.get("content-disposition") or "").lower().replace(" ", "")
-    if "handling=optional" not in disposition:
+    if not _optional(request.headers.get("content-disposition")):
         raise UnsupportedMediaType(
             "A REGISTER body is not understood here", headers=[("Accept", "")]
         )
+
+
+def _optional(disposition: str | None) -> bool:
+    """True for ``Content-Disposition: TYPE;handling=optional`` (section 20.11)."""
+    if disposition is None:
+        return False
+    scan = Scanner(disposition, "Content-Disposition")
+    try:
+        scan.match(_abnf.TOKEN_PREFIX_RE, "disposition type")
+        params = scan.params()
+    except ParseError:
+        return False
+    return any(n.lower() == "handling" and (v or "").lower() == "optional" for n, v in params)
