@@ -40,7 +40,7 @@ from .registrar.rules import Source, check_required, plan_register, validate_reg
 from .responses import error_response
 from .store.base import BindingStore
 from .store.memory import MemoryStore
-from .transactions import Answer, TransactionCache, transaction_key
+from .transactions import Answer, TransactionCache, TransactionKey, transaction_key
 from .uri import SipUri, parse_uri
 from .via import response_destination, stamp_received
 
@@ -134,6 +134,7 @@ class Registrar:
         self.clock = clock
         self.transactions = TransactionCache()
         self._locks: dict[str, _AorLock] = {}
+        self._in_progress: dict[TransactionKey, asyncio.Future[int | None]] = {}
 
     # --- the Net::SIP::Registrar API ----------------------------------------------------
 
@@ -158,13 +159,35 @@ class Registrar:
             if key is not None and key in self.transactions:
                 return None  # the ACK of a final answer this server sent: absorbed
             key = None  # an ACK opens no transaction
-        if key is not None:
-            existing = self.transactions.begin(key, now)
-            if existing is not None:  # a retransmission: absorbed, or answered again
-                if existing.answer is None:
-                    return None
+        if key is None:
+            return await self._answer(request, None, leg, from_addr, now)
+        existing = self.transactions.begin(key, now)
+        if existing is not None:  # a retransmission (section 17.2.3)
+            if existing.answer is not None:
                 self._deliver(existing.answer.data, leg, existing.answer.destination)
                 return existing.answer.status
+            # The first copy is still being handled: this one is absorbed (17.2.2) and
+            # reports what the first comes to, so a chain does not pass it on meanwhile.
+            first = self._in_progress.get(key)
+            return None if first is None else await asyncio.shield(first)
+        self._in_progress[key] = outcome = asyncio.get_running_loop().create_future()
+        status = None
+        try:
+            status = await self._answer(request, key, leg, from_addr, now)
+        finally:
+            del self._in_progress[key]
+            outcome.set_result(status)
+        return status
+
+    async def _answer(
+        self,
+        request: Request,
+        key: TransactionKey | None,
+        leg: Leg,
+        from_addr: tuple[str, int],
+        now: float,
+    ) -> int | None:
+        """Handle a request that is no retransmission; the status sent, or None."""
         response = await self._respond(request, leg, from_addr, now)
         if response is None:
             if key is not None:

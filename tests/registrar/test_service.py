@@ -749,18 +749,22 @@ class FlakyStore(MemoryStore):
         await super().apply(change)
 
 
-async def test_retransmission_while_in_progress_is_dropped(clock: Clock, leg: FakeLeg) -> None:
+async def test_retransmission_while_in_progress_is_absorbed(clock: Clock, leg: FakeLeg) -> None:
+    """17.2.2: it is absorbed (nothing sent for it), and reports the first copy's status,
+    so a chain never takes it for a request that is not the registrar's."""
     store = GatedStore()
     reg = make_registrar(clock, store=store)
     store.gate = asyncio.Event()
     data = register(C1)
     first = asyncio.create_task(reg.receive(data, leg, CLIENT))
     await asyncio.sleep(0)
-    assert await reg.receive(data, leg, CLIENT) is None  # the first copy is still running
-    assert leg.sent == []
+    again = asyncio.create_task(reg.receive(data, leg, CLIENT))
+    await asyncio.sleep(0)
+    assert not again.done() and leg.sent == []  # the first copy is still running
     store.gate.set()
     assert await first == 200
-    assert len(leg.sent) == 1
+    assert await again == 200
+    assert len(leg.sent) == 1  # one answer, for the first copy
     assert store.loads == 1
 
 
