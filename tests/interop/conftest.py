@@ -63,22 +63,24 @@ def require(available: bool, what: str, package: str) -> None:
     pytest.skip(reason)
 
 
-@pytest.fixture(scope="session")
-def sipp() -> str:
-    """The path of the ``sipp`` binary (skips or fails when it is missing)."""
-    path = shutil.which("sipp")
-    require(path is not None, "SIPp (`sipp`)", "sip-tester")
+def binary(name: str, what: str, package: str) -> str:
+    """The path of the program ``name`` (skips or fails the test when it is missing)."""
+    path = shutil.which(name)
+    require(path is not None, what, package)
     assert path is not None
     return path
+
+
+@pytest.fixture(scope="session")
+def sipp() -> str:
+    """The path of the ``sipp`` binary."""
+    return binary("sipp", "SIPp (`sipp`)", "sip-tester")
 
 
 @pytest.fixture(scope="session")
 def sipsak() -> str:
-    """The path of the ``sipsak`` binary (skips or fails when it is missing)."""
-    path = shutil.which("sipsak")
-    require(path is not None, "sipsak", "sipsak")
-    assert path is not None
-    return path
+    """The path of the ``sipsak`` binary."""
+    return binary("sipsak", "sipsak", "sipsak")
 
 
 @pytest.fixture(scope="session")
