@@ -118,6 +118,7 @@ class Registrar:
         store: BindingStore | None = None,
         mode: Literal["chain", "redirect"] = "chain",
         clock: Callable[[], float] = time.time,
+        timer_clock: Callable[[], float] = time.monotonic,
     ) -> None:
         self.dispatcher = dispatcher
         self.policy = Policy(
@@ -131,7 +132,8 @@ class Registrar:
         )
         self.store: BindingStore = store if store is not None else MemoryStore()
         self.mode = mode
-        self.clock = clock
+        self.clock = clock  # wall time: binding expiry survives restarts
+        self.timer_clock = timer_clock  # transaction timers: immune to clock steps
         self.transactions = TransactionCache()
         self._locks: dict[str, _AorLock] = {}
         self._in_progress: dict[TransactionKey, asyncio.Future[int | None]] = {}
@@ -161,7 +163,7 @@ class Registrar:
             key = None  # an ACK opens no transaction
         if key is None:
             return await self._answer(request, None, leg, from_addr, now)
-        existing = self.transactions.begin(key, now)
+        existing = self.transactions.begin(key, self.timer_clock())
         if existing is not None:  # a retransmission (section 17.2.3)
             if existing.answer is not None:
                 self._deliver(existing.answer.data, leg, existing.answer.destination)

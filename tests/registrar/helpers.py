@@ -134,10 +134,11 @@ def listed(response: Response) -> dict[str, int]:
 
 
 def make_registrar(clock: Clock | None = None, **kw: Any) -> Registrar:
-    """A registrar for example.com (and subdomains) at 192.0.2.1 on a fixed clock."""
+    """A registrar for example.com (and subdomains) at 192.0.2.1 on one fixed clock."""
     kw.setdefault("domains", ["example.com"])
     kw.setdefault("identities", [SERVER_IP, "registrar.example.net"])
-    return Registrar(clock=clock or Clock(), **kw)
+    clock = clock or Clock()
+    return Registrar(clock=clock, timer_clock=clock, **kw)
 
 
 def policy(**kw: Any) -> Policy:

@@ -14,6 +14,7 @@ from sipreg.message import Request, parse_message
 from sipreg.service import MAX_CONFLICT_RETRIES, Registrar
 from sipreg.store.base import AorState, Change
 from sipreg.store.memory import MemoryStore
+from sipreg.transactions import TIMER_J
 from sipreg.uri import parse_name_addr
 
 from .helpers import (
@@ -917,3 +918,17 @@ async def test_chain_mode_rewrites_an_ack_and_never_answers_it(
     bad = build("ACK", ALICE, extra=[("Max-Forwards", "x")]).replace(b"Max-Forwards: 70\r\n", b"")
     assert await send(reg, bad, leg) is None
     assert len(leg.sent) == sent  # no answer to any ACK
+
+
+async def test_transaction_timers_run_on_the_timer_clock(leg: FakeLeg) -> None:
+    """A wall clock stepped back neither revives nor freezes the retransmission cache."""
+    wall, mono = Clock(), Clock(0.0)
+    reg = Registrar(domains=["example.com"], clock=wall, timer_clock=mono)
+    data = register(C1)
+    assert await send(reg, data, leg) == 200
+    wall.advance(-3600)  # the wall clock is set back an hour
+    mono.advance(1)
+    assert await send(reg, data, leg) == 200  # a retransmission: the same answer again
+    assert len(leg.sent) == 2 and leg.sent[0][0] == leg.sent[1][0]
+    mono.advance(TIMER_J)
+    assert await send(reg, data, leg) == 400  # the transaction is over: a stale CSeq now
