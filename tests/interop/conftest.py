@@ -32,6 +32,7 @@ from pathlib import Path
 
 import pytest
 
+from ci import in_ci
 from sipreg.registrar.binding import Binding
 from sipreg.store.sqlite import SqliteStore
 
@@ -43,11 +44,6 @@ START_TIMEOUT = 30.0
 STOP_TIMEOUT = 15.0
 
 _LISTENING = re.compile(r"listening on (udp|tcp):(\S+):(\d+)")
-
-
-def in_ci() -> bool:
-    """True when the environment says this is CI (``CI=true``)."""
-    return os.environ.get("CI", "").strip().lower() in {"true", "1", "yes"}
 
 
 def require(available: bool, what: str, package: str) -> None:
