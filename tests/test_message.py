@@ -383,6 +383,23 @@ def test_check_reports_method_mismatch_and_bad_fields() -> None:
     assert caught.value.status == 505
 
 
+def test_typed_views_follow_edits_of_the_headers() -> None:
+    """A step that edits the header fields never reads a stale typed view."""
+    request = parse_message(msg(*REGISTER_LINES))
+    assert isinstance(request, Request)
+    assert request.vias[0].param("received") is None
+    assert request.vias is request.vias  # parsed once while the fields stay the same
+    request.headers.replace_first("via", "SIP/2.0/UDP 192.0.2.1;branch=z9hG4bKreg1;received=x")
+    assert request.vias[0].param("received") == "x"
+    request.headers.set("To", "<sip:carol@example.com>")
+    assert str(request.to.uri) == "sip:carol@example.com"
+    request.headers.remove("call-id")
+    with pytest.raises(ParseError, match="Missing Call-ID"):
+        _ = request.call_id
+    request.headers = Headers([("Call-ID", "new@host")])
+    assert request.call_id == "new@host"
+
+
 # --- serialising ---------------------------------------------------------------------
 
 

@@ -45,14 +45,17 @@ class Headers:
 
     Look-ups take any spelling or compact form.  ``values(name)`` joins repeated
     fields and splits comma-separated lists, as RFC 3261 section 7.3.1 allows.
+    ``generation`` changes with every edit, so views parsed from the fields
+    (:class:`~sipreg.message.Request`'s ``to``, ``vias``...) know when they are stale.
     """
 
-    __slots__ = ("_fields",)
+    __slots__ = ("_fields", "generation")
 
     def __init__(self, fields: list[tuple[str, str]] | None = None) -> None:
         self._fields: list[tuple[str, str, str]] = [
             (name, canonical_name(name), value) for name, value in fields or []
         ]
+        self.generation = 0
 
     def __iter__(self) -> Iterator[tuple[str, str]]:
         return ((name, value) for name, _, value in self._fields)
@@ -97,6 +100,7 @@ class Headers:
     def add(self, name: str, value: str) -> None:
         """Append a field."""
         self._fields.append((name, canonical_name(name), value))
+        self.generation += 1
 
     def set(self, name: str, value: str) -> None:
         """Replace every field of ``name`` by one, at the first one's place (or appended)."""
@@ -105,6 +109,7 @@ class Headers:
             if canon == key:
                 self._fields[i] = (written, canon, value)
                 self._fields = [f for j, f in enumerate(self._fields) if j <= i or f[1] != key]
+                self.generation += 1
                 return
         self.add(name, value)
 
@@ -114,6 +119,7 @@ class Headers:
         for i, (written, canon, _) in enumerate(self._fields):
             if canon == key:
                 self._fields[i] = (written, canon, value)
+                self.generation += 1
                 return
         raise KeyError(name)
 
@@ -121,6 +127,7 @@ class Headers:
         """Drop every field of ``name``."""
         key = canonical_name(name)
         self._fields = [f for f in self._fields if f[1] != key]
+        self.generation += 1
 
     def copy(self) -> Headers:
         """An independent copy."""

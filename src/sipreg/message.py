@@ -10,8 +10,9 @@ as a request carries ``headers`` so that a 400 can still be addressed.
 from __future__ import annotations
 
 import re
+from collections.abc import Callable
 from dataclasses import dataclass, field
-from functools import cached_property
+from typing import Any, Generic, TypeVar, overload
 
 from . import _abnf
 from .errors import ParseError
@@ -21,6 +22,38 @@ from .uri import NameAddr, SipUri, Uri, parse_name_addr, parse_uri
 
 # One white space character before "SIP/" (not ``[ \t]+``) keeps the match linear in time.
 _LOOKS_LIKE_REQUEST = re.compile(rf"{_abnf.TOKEN}[ \t]+\S.*[ \t][Ss][Ii][Pp]/\S+[ \t]*\Z")
+
+
+_T = TypeVar("_T")
+
+
+class _HeaderView(Generic[_T]):
+    """A typed view of a request's header fields, parsed once per edit of the fields.
+
+    Like ``functools.cached_property``, but the cached value is dropped when the
+    headers change (a step stamps a Via, rewrites a To) or are replaced.
+    """
+
+    def __init__(self, parse: Callable[[Request], _T]) -> None:
+        self.parse = parse
+        self.name = parse.__name__
+        self.__doc__ = parse.__doc__
+
+    @overload
+    def __get__(self, request: None, owner: type[Any]) -> _HeaderView[_T]: ...
+    @overload
+    def __get__(self, request: Request, owner: type[Any]) -> _T: ...
+    def __get__(self, request: Request | None, owner: type[Any]) -> _HeaderView[_T] | _T:
+        if request is None:
+            return self
+        headers = request.headers
+        hit = request._views.get(self.name)
+        if hit is not None and hit[0] is headers and hit[1] == headers.generation:
+            value: _T = hit[2]
+            return value
+        value = self.parse(request)
+        request._views[self.name] = (headers, headers.generation, value)
+        return value
 
 
 def _decode(raw: bytes) -> str:
@@ -40,13 +73,16 @@ class Request:
     headers: Headers
     body: bytes = b""
     version: str = "SIP/2.0"
+    _views: dict[str, tuple[Headers, int, Any]] = field(
+        default_factory=dict, init=False, repr=False
+    )
 
     def to_bytes(self) -> bytes:
         """The wire form, with Content-Length set to the body's length."""
         return _serialise(f"{self.method} {self.uri} {self.version}", self.headers, self.body)
 
-    # Typed views of the fields :meth:`check` guarantees.
-    @cached_property
+    # Typed views of the fields :meth:`check` guarantees; each follows edits of the headers.
+    @_HeaderView
     def vias(self) -> list[Via]:
         """Every Via, topmost first."""
         vias = [parse_via(v) for v in self.headers.values("via")]
@@ -54,17 +90,17 @@ class Request:
             raise ParseError("Missing Via header field")
         return vias
 
-    @cached_property
+    @_HeaderView
     def to(self) -> NameAddr:
         """The To header field."""
         return _required_name_addr(self.headers, "To")
 
-    @cached_property
+    @_HeaderView
     def from_(self) -> NameAddr:
         """The From header field."""
         return _required_name_addr(self.headers, "From")
 
-    @cached_property
+    @_HeaderView
     def call_id(self) -> str:
         """The Call-ID."""
         value = self.headers.single("call-id")
@@ -75,7 +111,7 @@ class Request:
             raise ParseError("Malformed Call-ID")
         return value
 
-    @cached_property
+    @_HeaderView
     def cseq(self) -> CSeq:
         """The CSeq."""
         value = self.headers.single("cseq")
@@ -83,7 +119,7 @@ class Request:
             raise ParseError("Missing CSeq header field")
         return parse_cseq(value)
 
-    @cached_property
+    @_HeaderView
     def max_forwards(self) -> int | None:
         """Max-Forwards, or None when absent (RFC 2543 clients omit it)."""
         value = self.headers.single("max-forwards")
