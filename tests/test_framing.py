@@ -7,7 +7,7 @@ from typing import Final
 import pytest
 
 from sipreg.errors import MessageTooLarge, ParseError
-from sipreg.framing import KeepAlive, StreamFramer
+from sipreg.framing import Broken, Framed, KeepAlive, StreamFramer
 from sipreg.message import Request, parse_message
 
 
@@ -31,9 +31,9 @@ PING: Final = b"\r\n\r\n"
 WITH_BODY: Final = message(1, b"v=0\r\n\r\nbody with an empty line inside\r\n")
 
 
-def feed_all(framer: StreamFramer, *chunks: bytes) -> list[bytes | KeepAlive]:
+def feed_all(framer: StreamFramer, *chunks: bytes) -> list[Framed]:
     """Feed each chunk in turn and collect the output."""
-    out: list[bytes | KeepAlive] = []
+    out: list[Framed] = []
     for chunk in chunks:
         out.extend(framer.feed(chunk))
     return out
@@ -78,11 +78,16 @@ def test_keep_alive() -> None:
     assert framer.feed(PING + message(1) + PING + PING + message(2)) == [
         KeepAlive(),
         message(1),
-        KeepAlive(),
-        KeepAlive(),
+        KeepAlive(2),  # pings in a row come as one item, each still owed a CRLF
         message(2),
     ]
-    assert KeepAlive() == KeepAlive()
+    assert KeepAlive() == KeepAlive(1)
+
+
+def test_a_read_full_of_pings_is_one_item() -> None:
+    framer = StreamFramer()
+    assert framer.feed(PING * 65536 + b"\r\n") == [KeepAlive(65536)]
+    assert framer.pending == 2
 
 
 @pytest.mark.parametrize("cut", [1, 2, 3], ids=["cr", "crlf", "crlfcr"])
@@ -156,35 +161,53 @@ def test_content_length_as_the_last_header() -> None:
     ids=["negative", "decimal", "empty", "junk", "eleven-digits", "word"],
 )
 def test_malformed_content_length(line: str) -> None:
-    with pytest.raises(ParseError, match="Malformed Content-Length"):
-        StreamFramer().feed(message(1, length_line=line))
+    data = message(1, length_line=line)
+    [broken] = StreamFramer().feed(data)
+    assert isinstance(broken, Broken)
+    assert isinstance(broken.error, ParseError) and broken.error.status == 400
+    assert "Malformed Content-Length" in broken.error.reason
+    assert broken.head == data
 
 
 def test_two_content_lengths() -> None:
     data = message(1, length_line="Content-Length: 0\r\nl: 0")
-    with pytest.raises(ParseError, match="Multiple Content-Length"):
-        StreamFramer().feed(data)
+    [broken] = StreamFramer().feed(data)
+    assert isinstance(broken, Broken) and "Multiple Content-Length" in broken.error.reason
+
+
+def test_messages_before_the_break_are_yielded_and_nothing_after() -> None:
+    good = message(1)
+    bad = message(2, length_line="Content-Length: x")
+    framer = StreamFramer()
+    out = framer.feed(good + bad)
+    assert out[0] == good
+    assert isinstance(out[1], Broken) and out[1].head == bad
+    assert len(out) == 2
+    assert framer.pending == 0  # the broken head is handed over, not held twice
+    assert framer.feed(message(3)) == []
 
 
 def test_max_size() -> None:
     data = message(1, b"x" * 100)
     assert StreamFramer(max_size=len(data)).feed(data) == [data]
-    with pytest.raises(MessageTooLarge) as caught:
-        StreamFramer(max_size=len(data) - 1).feed(data)
-    assert caught.value.status == 513
+    [broken] = StreamFramer(max_size=len(data) - 1).feed(data)
+    assert isinstance(broken, Broken) and isinstance(broken.error, MessageTooLarge)
+    assert broken.error.status == 513
 
 
 def test_max_size_applies_before_the_head_is_complete() -> None:
     framer = StreamFramer(max_size=100)
     assert framer.feed(b"X" * 100) == []
-    with pytest.raises(MessageTooLarge, match="header too large"):
-        framer.feed(b"X")
+    [broken] = framer.feed(b"X")
+    assert isinstance(broken, Broken) and isinstance(broken.error, MessageTooLarge)
+    assert "header too large" in broken.error.reason
+    assert broken.head == b"X" * 101
 
 
 def test_max_size_counts_the_announced_body() -> None:
     data = message(1, length_line="Content-Length: 4000000000")
-    with pytest.raises(MessageTooLarge):
-        StreamFramer().feed(data)
+    [broken] = StreamFramer().feed(data)
+    assert isinstance(broken, Broken) and isinstance(broken.error, MessageTooLarge)
 
 
 def test_head_fed_byte_by_byte_is_scanned_once() -> None:

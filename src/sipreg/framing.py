@@ -2,7 +2,9 @@
 
 Messages are delimited by the empty line and Content-Length.  A CRLF CRLF
 between messages is a keep-alive ping (RFC 5626 section 3.5.1) and is reported
-so the transport can answer it with a single CRLF.
+so the transport can answer it with a single CRLF.  A stream that breaks the
+framing yields one :class:`Broken` event, which carries the error and the bytes
+of the message that could not be framed, so its head can still be answered.
 """
 
 from __future__ import annotations
@@ -10,7 +12,7 @@ from __future__ import annotations
 import re
 from dataclasses import dataclass
 
-from .errors import MessageTooLarge, ParseError
+from .errors import MessageTooLarge, ParseError, SipError
 
 # A Content-Length line of the unfolded head; the value is checked separately.
 _CONTENT_LENGTH = re.compile(rb"^(?:content-length|l)[ \t]*:(.*?)\r?$", re.I | re.M)
@@ -20,19 +22,37 @@ _PING = b"\r\n\r\n"
 
 @dataclass(frozen=True)
 class KeepAlive:
-    """A CRLF CRLF ping between messages."""
+    """``count`` CRLF CRLF pings in a row between messages; each wants a CRLF back."""
+
+    count: int = 1
 
 
-# One instance for every ping: a 256 kB read of pings is 65,536 of them.
-_KEEP_ALIVE = KeepAlive()
+@dataclass(frozen=True, eq=False)
+class Broken:
+    """The stream cannot be framed any further: ``error`` says why (400 or 513).
+
+    ``head`` holds the bytes of the message that broke the framing, as far as they
+    came; the messages before it were yielded already.  Nothing follows a Broken.
+    """
+
+    error: SipError
+    head: bytes
+
+
+Framed = bytes | KeepAlive | Broken
+
+_PONG_DUE = KeepAlive()
 
 
 class StreamFramer:
     """Feed it bytes as they arrive; it returns each whole message once complete.
 
-    ``max_size`` bounds one message (head and body).  A stream that breaks the
-    framing raises :class:`ParseError` or :class:`MessageTooLarge`; the stream
-    cannot be resynchronised after that and should be closed.
+    ``max_size`` bounds one message (head and body).  Once the stream breaks the
+    framing, :meth:`feed` yields a :class:`Broken` and then nothing more: the
+    stream cannot be resynchronised and should be closed.  The framer holds each
+    received byte once, and only until its message is complete.  The pings in a
+    row that one :meth:`feed` completes come as one :class:`KeepAlive`: a 256 kB
+    read of them is 65,536 pings, and one object per ping held megabytes.
     """
 
     def __init__(self, max_size: int = 65535) -> None:
@@ -40,16 +60,29 @@ class StreamFramer:
         self._buffer = bytearray()
         self._scanned = 0  # bytes of the buffer known to hold no CRLF CRLF
         self._total: int | None = None  # length of the message whose head is read
+        self._broken = False
 
-    def feed(self, data: bytes) -> list[bytes | KeepAlive]:
+    def feed(self, data: bytes) -> list[Framed]:
         """Add ``data``; return the messages and keep-alives now complete, in order."""
+        if self._broken:
+            return []
         self._buffer += data
-        out: list[bytes | KeepAlive] = []
+        out: list[Framed] = []
         while True:
-            item = self._next()
+            try:
+                item = self._next()
+            except SipError as err:
+                self._broken = True
+                out.append(Broken(err, bytes(self._buffer)))
+                self._buffer.clear()
+                return out
             if item is None:
                 return out
-            out.append(item)
+            last = out[-1] if out else None
+            if isinstance(item, KeepAlive) and isinstance(last, KeepAlive):
+                out[-1] = KeepAlive(last.count + 1)
+            else:
+                out.append(item)
 
     @property
     def pending(self) -> int:
@@ -60,7 +93,7 @@ class StreamFramer:
         buf = self._buffer
         if self._total is None and self._scanned == 0 and buf.startswith(_PING):
             del buf[:4]
-            return _KEEP_ALIVE
+            return _PONG_DUE
         if self._total is None:
             self._total = self._read_head(buf)
             if self._total is None:

@@ -131,7 +131,7 @@ class TcpClient:
         while not self._ready:
             data = await asyncio.wait_for(self.reader.read(65536), TIMEOUT)
             assert data, "connection closed while waiting for a message"
-            self._ready += [m for m in self._framer.feed(data) if not isinstance(m, KeepAlive)]
+            self._ready += [m for m in self._framer.feed(data) if isinstance(m, bytes)]
         item = self._ready.pop(0)
         assert isinstance(item, bytes)
         return item

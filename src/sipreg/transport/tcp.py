@@ -25,8 +25,7 @@ from collections import deque
 from typing import cast
 
 from ..config import format_address
-from ..errors import SipError
-from ..framing import KeepAlive, StreamFramer
+from ..framing import Broken, KeepAlive, StreamFramer
 from . import Handler, InFlight, Throttled
 
 log = logging.getLogger("sipreg.transport")
@@ -46,7 +45,6 @@ class TcpConnection(asyncio.Protocol):
         self.peer: tuple[str, int] = ("", 0)
         self._stream: asyncio.Transport | None = None
         self._framer = StreamFramer(listener.max_size)
-        self._unframed = bytearray()  # the bytes the framer holds, to answer its errors
         self._queued: deque[bytes | KeepAlive] = deque()  # framed, not yet started
         self._tasks = 0
         self._writing_paused = False
@@ -85,18 +83,16 @@ class TcpConnection(asyncio.Protocol):
         if self._closing:
             return  # the stream broke: it closes once its answers are out
         unfinished = self._framer.pending
-        self._unframed += data
-        try:
-            items = self._framer.feed(data)
-        except SipError as err:
-            self._broken(err)
-            return
-        del self._unframed[: len(self._unframed) - self._framer.pending]
+        items = self._framer.feed(data)
         if items or not unfinished:
             # Bytes that only extend an unfinished message are no activity: a head
             # trickled a byte at a time (slowloris) still meets the idle timeout.
             self._last_read = asyncio.get_running_loop().time()
-        self._queued += items
+        for item in items:
+            if isinstance(item, Broken):
+                self._broken(item)
+            else:
+                self._queued.append(item)
         self._pump()
 
     def eof_received(self) -> bool:
@@ -140,7 +136,7 @@ class TcpConnection(asyncio.Protocol):
         ):
             item = self._queued.popleft()
             if isinstance(item, KeepAlive):
-                self.deliver(b"\r\n", self.peer)
+                self.deliver(b"\r\n" * item.count, self.peer)
             elif in_flight.busy:  # the server is: wait for a task to end
                 self._queued.appendleft(item)
                 in_flight.wait(self._pump)
@@ -157,14 +153,10 @@ class TcpConnection(asyncio.Protocol):
         if self._closing and not self._tasks and not self._queued:
             stream.close()  # after the answers are flushed
 
-    def _broken(self, error: SipError) -> None:
-        """The stream cannot be framed: handle what came before, answer the error, close."""
+    def _broken(self, broken: Broken) -> None:
+        """The stream cannot be framed: answer its error (what came before still is), close."""
         self._closing = True
-        cut = len(self._unframed) - self._framer.pending
-        self._queued += StreamFramer(self.listener.max_size).feed(bytes(self._unframed[:cut]))
-        self.listener.handler.reject(error, bytes(self._unframed[cut:]), self, self.peer)
-        self._unframed.clear()
-        self._pump()
+        self.listener.handler.reject(broken.error, broken.head, self, self.peer)
 
     def _start(self, message: bytes) -> None:
         self._tasks += 1
