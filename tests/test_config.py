@@ -16,6 +16,7 @@ from sipreg.config import (
     load_config,
     parse_listen,
 )
+from sipreg.registrar.policy import Policy
 from sipreg.store.base import open_store
 from sipreg.store.sqlite import SqliteStore
 
@@ -185,7 +186,7 @@ def test_bad_file_settings_name_the_file_and_key(tmp_path: Path, toml: str, comp
         ({"tcp_idle_timeout": 0}, "tcp_idle_timeout: must be positive"),
         ({"expire_interval": -1}, "expire_interval: must be positive"),
         ({"log_level": "loud"}, "log_level: 'loud' is not one of"),
-        ({"store": "redis://x"}, "store: 'redis://x' is not sqlite:PATH or memory:"),
+        ({"store": "redis://x"}, "store: unknown store URL 'redis://x'"),
         ({"listen": []}, "at least one listen spec"),
         (
             {"min_expires": 60, "default_expires": 30},
@@ -260,5 +261,28 @@ def test_unreadable_or_invalid_files_are_config_errors(tmp_path: Path) -> None:
 
 def test_max_contact_length_is_checked_and_reaches_the_policy() -> None:
     assert Config(max_contact_length=200).max_contact_length == 200
+    assert Config(max_contact_length=200).policy.max_contact_length == 200
     with pytest.raises(ConfigError, match="max_contact_length: must be at least 64"):
         Config(max_contact_length=10)
+
+
+def test_the_registrar_settings_make_one_policy() -> None:
+    """TOML/flags -> Config -> Policy: each registrar setting reaches the Policy once."""
+    config = Config(
+        domains=("example.com",),
+        aliases=("sip.example.com",),
+        min_expires=60,
+        max_expires=600,
+        default_expires=120,
+        max_contacts=4,
+        max_contact_length=100,
+    )
+    assert config.policy == Policy(
+        domains=("example.com",),
+        identities=("sip.example.com",),
+        min_expires=60,
+        max_expires=600,
+        default_expires=120,
+        max_contacts=4,
+        max_contact_length=100,
+    )

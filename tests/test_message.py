@@ -17,7 +17,7 @@ from sipreg.errors import (
 )
 from sipreg.headers import CSeq, Headers
 from sipreg.message import Request, Response, content_length, parse_message, split_head
-from sipreg.responses import error_response, make_response, to_tag
+from sipreg.responses import ToTags, error_response, make_response
 from sipreg.uri import SipUri, parse_uri
 
 CRLF: Final = "\r\n"
@@ -465,28 +465,34 @@ def test_make_response_copies_the_addressing_fields() -> None:
     assert response.headers.get("call-id") == r.headers.get("call-id")
     assert response.headers.get("cseq") == "1826 REGISTER"
     assert response.headers.get("record-route") is None
-    to = response.headers.get("to")
-    assert to == f"Bob <sip:bob@example.com>;tag={to_tag(r.headers)}"
+    assert response.headers.get("to") == "Bob <sip:bob@example.com>"
 
 
-def test_to_tag_is_stable_and_added_once() -> None:
+def tagged_to(tags: ToTags, request: Request, status: int) -> str | None:
+    response = make_response(request.headers, status)
+    tags.stamp(response, request.headers)
+    return response.headers.get("to")
+
+
+def test_to_tag_is_stable_keyed_and_added_once() -> None:
+    tags = ToTags(b"k" * 16)
     r = register()
-    first = make_response(r.headers, 200).headers.get("to")
-    second = make_response(r.headers, 401).headers.get("to")
-    assert first == second
-    assert first is not None
+    first = tagged_to(tags, r, 200)
+    assert first == f"Bob <sip:bob@example.com>;tag={tags.tag(r.headers)}"
+    assert tagged_to(tags, r, 401) == first
     assert first.count(";tag=") == 1
+    assert tagged_to(ToTags(b"other key bytes!"), r, 200) != first  # the key decides
     other = register(drop="Call-ID")
     other.headers.add("Call-ID", "different@h")
-    assert to_tag(other.headers) != to_tag(r.headers)
+    assert tags.tag(other.headers) != tags.tag(r.headers)
     tagged = register(drop="To")
     tagged.headers.add("To", "<sip:bob@example.com>;tag=existing")
-    assert make_response(tagged.headers, 200).headers.get("to") == (
-        "<sip:bob@example.com>;tag=existing"
-    )
-    assert make_response(r.headers, 100).headers.get("to") == "Bob <sip:bob@example.com>"
-    broken = Headers([("To", "not a uri <"), ("Call-ID", "c")])
-    assert make_response(broken, 400).headers.get("to") == "not a uri <"
+    assert tagged_to(tags, tagged, 200) == "<sip:bob@example.com>;tag=existing"
+    assert tagged_to(tags, r, 100) == "Bob <sip:bob@example.com>"
+    broken = Request("OPTIONS", parse_uri("sip:a@b"), Headers([("To", "not a uri <")]))
+    assert tagged_to(tags, broken, 400) == "not a uri <"
+    with pytest.raises(ValueError, match="16 bytes"):
+        ToTags(b"short")
 
 
 @pytest.mark.parametrize(

@@ -18,8 +18,8 @@ import pytest
 
 from sipreg.config import Config, ListenSpec
 from sipreg.registrar.binding import Binding
+from sipreg.registrar.facade import Registrar
 from sipreg.server import Server
-from sipreg.service import Registrar
 from sipreg.store.base import Change
 from sipreg.store.memory import MemoryStore
 from sipreg_process import SipregProcess
@@ -164,7 +164,7 @@ def test_register_over_udp_and_tcp(server: SipregProcess, udp: Udp) -> None:
     ]
     server.wait_for(
         r"INFO sipreg.register: REGISTER sip:alice@example.com"
-        r" from 127.0.0.1:\d+/tcp -> 200, 2 contact"
+        r" from tcp:127.0.0.1:\d+ -> 200 OK, 2 binding\(s\), [0-9.]+ ms$"
     )
 
 

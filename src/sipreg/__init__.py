@@ -1,15 +1,21 @@
 """sipreg: an RFC 3261 SIP registrar with a sans-I/O core.
 
 The public API: :class:`Registrar` (the Net::SIP::Registrar-style object),
+the receive chain (:class:`Front`, :class:`Chain`, :class:`Step` and the steps),
 the message layer (:func:`parse_message`, :class:`Request`, :class:`Response`),
 URIs (:func:`parse_uri`, :func:`uri_equal`), the stores and the error tree.
 """
 
+from .chain import Chain, Context, Leg, Step, aor_in, source_in, unless
 from .errors import ParseError, SipError
+from .front import Front
 from .message import Request, Response, parse_message
+from .outcome import Outcome
 from .registrar.binding import Binding
+from .registrar.facade import Registrar
 from .registrar.policy import Policy
-from .service import Leg, Registrar
+from .registrar.step import Register
+from .routing.steps import Lookup, Redirect
 from .store import BindingStore, open_store
 from .uri import parse_uri, uri_equal
 
@@ -18,16 +24,27 @@ __version__ = "0.1.0"
 __all__ = [
     "Binding",
     "BindingStore",
+    "Chain",
+    "Context",
+    "Front",
     "Leg",
+    "Lookup",
+    "Outcome",
     "ParseError",
     "Policy",
+    "Redirect",
+    "Register",
     "Registrar",
     "Request",
     "Response",
     "SipError",
+    "Step",
     "__version__",
+    "aor_in",
     "open_store",
     "parse_message",
     "parse_uri",
+    "source_in",
+    "unless",
     "uri_equal",
 ]

@@ -20,7 +20,7 @@ from . import __version__
 from .config import LOG_LEVELS, Config, ConfigError, format_address, load_config
 from .errors import ParseError
 from .registrar.binding import Binding
-from .service import Registrar
+from .registrar.facade import Registrar
 from .store import BindingStore, open_store
 from .store.sqlite import SqliteStore
 from .uri import SipUri, parse_uri, uri_equal

@@ -12,10 +12,11 @@ import os
 import re
 import tomllib
 from collections.abc import Callable, Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any, Literal
 
 from .registrar.policy import Policy
+from .store import open_store
 
 TransportName = Literal["udp", "tcp"]
 
@@ -90,6 +91,9 @@ class Config:
     ``data_dir`` (or the working directory); :attr:`store_url` resolves it.
     ``domains`` and ``aliases`` hold host names or IP addresses (``*`` serves
     every domain) and are stored lower case.  Times are in seconds.
+
+    :attr:`policy` is the registrar :class:`~sipreg.registrar.policy.Policy` the
+    settings make (checked by it); the server adds its own identities to it.
     """
 
     listen: tuple[ListenSpec, ...] = DEFAULT_LISTEN
@@ -109,6 +113,7 @@ class Config:
     max_in_flight: int = 1024
     expire_interval: float = 10.0
     shutdown_timeout: float = 10.0
+    policy: Policy = field(init=False, repr=False, compare=False)
 
     def __post_init__(self) -> None:
         if not self.listen:
@@ -141,8 +146,11 @@ class Config:
             raise ConfigError(str(err).replace("identities", "aliases")) from None
         object.__setattr__(self, "domains", policy.domains)
         object.__setattr__(self, "aliases", policy.identities)
-        if self.store is not None and not self.store.startswith(("sqlite:", "memory:")):
-            raise ConfigError(f"store: {self.store!r} is not sqlite:PATH or memory:")
+        object.__setattr__(self, "policy", policy)
+        try:
+            open_store(self.store_url)  # builds the store object; opens nothing
+        except ValueError as err:
+            raise ConfigError(f"store: {err}") from None
 
     @property
     def store_url(self) -> str:

@@ -131,7 +131,7 @@ class TooManyHops(SipError):
 
 
 class ServerInternalError(SipError):
-    """500: the request cannot be processed, e.g. an out-of-order CSeq."""
+    """500: the server failed, e.g. a store that failed or kept conflicting (10.3 step 7)."""
 
     status = 500
 
@@ -146,7 +146,7 @@ class NotImplementedMethod(SipError):
 
 
 class ServiceUnavailable(SipError):
-    """503: a store or resource limit stops the server from answering now."""
+    """503: the server cannot answer now (say its store is unavailable); carries Retry-After."""
 
     status = 503
 
@@ -159,3 +159,7 @@ class MessageTooLarge(SipError):
 
 class StoreConflict(Exception):
     """The AOR changed between load and apply; the caller retries."""
+
+
+class StoreUnavailable(RuntimeError):
+    """The store cannot be reached now (closed, locked, unreachable); a later try may work."""

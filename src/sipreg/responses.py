@@ -1,28 +1,14 @@
-"""Building responses to requests, and the one place an error becomes a response."""
+"""Building responses to requests, the one place an error becomes a response, and To tags."""
 
 from __future__ import annotations
 
 import hashlib
 import hmac
-import secrets
 
 from .errors import ParseError, SipError
 from .headers import Headers
 from .message import Request, Response
 from .uri import parse_name_addr
-
-#: Keys the To tags of this process: unpredictable from outside, as RFC 3261 section 19.3
-#: asks ("cryptographically random with at least 32 bits of randomness").
-_TAG_KEY = secrets.token_bytes(16)
-
-
-def to_tag(headers: Headers) -> str:
-    """A To tag keyed from the request, so every answer to it carries the same tag."""
-    seed = "|".join(
-        [*headers.get_all("via")[:1], headers.get("call-id") or "", headers.get("from") or ""]
-    )
-    digest = hmac.new(_TAG_KEY, seed.encode("utf-8", "surrogateescape"), hashlib.sha256)
-    return digest.hexdigest()[:16]
 
 
 def make_response(
@@ -33,14 +19,12 @@ def make_response(
 ) -> Response:
     """A response to a request with these header fields (RFC 3261 section 8.2.6.2).
 
-    Via, From, Call-ID and CSeq are copied; To is copied and gets a tag unless
-    it has one or cannot be read.
+    Via, From, To, Call-ID and CSeq are copied as they are; :class:`ToTags` adds
+    the To tag when the response is sent.
     """
     out = Headers()
     for name in ("via", "from", "to", "call-id", "cseq"):
         for value in headers.get_all(name):
-            if name == "to" and status > 100:
-                value = _tagged(value, headers)
             out.add(_SPELLING[name], value)
     for name, value in extra or []:
         out.add(name, value)
@@ -50,17 +34,46 @@ def make_response(
 _SPELLING = {"via": "Via", "from": "From", "to": "To", "call-id": "Call-ID", "cseq": "CSeq"}
 
 
-def _tagged(to_value: str, headers: Headers) -> str:
-    try:
-        to = parse_name_addr(to_value, "To")
-    except ParseError:
-        return to_value
-    if to.param("tag") is not None:
-        return to_value
-    return f"{to_value};tag={to_tag(headers)}"
-
-
 def error_response(error: SipError, request: Request | Headers) -> Response:
     """The response that answers ``request`` with ``error``: status, reason, its headers."""
     headers = request.headers if isinstance(request, Request) else request
     return make_response(headers, error.status, error.reason, error.headers)
+
+
+class ToTags:
+    """The To tags of one server, keyed from each request with a secret ``key``.
+
+    Every answer to one request carries the same tag, and a tag is unpredictable
+    from outside, as RFC 3261 section 19.3 asks ("cryptographically random with at
+    least 32 bits of randomness").  The key is the caller's: a server injects it.
+    """
+
+    def __init__(self, key: bytes) -> None:
+        if len(key) < 16:
+            raise ValueError("a To tag key needs at least 16 bytes")
+        self._key = key
+
+    def tag(self, headers: Headers) -> str:
+        """The tag for a request with these header fields."""
+        seed = "|".join(
+            [*headers.get_all("via")[:1], headers.get("call-id") or "", headers.get("from") or ""]
+        )
+        digest = hmac.new(self._key, seed.encode("utf-8", "surrogateescape"), hashlib.sha256)
+        return digest.hexdigest()[:16]
+
+    def stamp(self, response: Response, request: Headers) -> None:
+        """Tag the To of a final or non-100 ``response`` to ``request`` unless it has a tag.
+
+        A To that cannot be read is left as it is.
+        """
+        if response.status <= 100:
+            return
+        value = response.headers.get("to")
+        if value is None:
+            return
+        try:
+            to = parse_name_addr(value, "To")
+        except ParseError:
+            return
+        if to.param("tag") is None:
+            response.headers.replace_first("to", f"{value};tag={self.tag(request)}")

@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import dataclasses
 import ipaddress
 import logging
 import os
@@ -21,8 +22,8 @@ import socket
 from collections.abc import Iterable
 
 from .config import Config, ListenSpec, format_address
+from .registrar.facade import Registrar
 from .registrar.policy import checked_host
-from .service import Registrar
 from .store import BindingStore, open_store
 from .transport import InFlight
 from .transport.tcp import TcpListener
@@ -65,17 +66,8 @@ class Server:
             self._max_connections = _connection_limit(config.max_connections, listeners)
         await self.store.open()
         try:
-            registrar = self.registrar = Registrar(
-                min_expires=config.min_expires,
-                max_expires=config.max_expires,
-                default_expires=config.default_expires,
-                domains=config.domains,
-                identities=await self._identities(),
-                max_contacts=config.max_contacts,
-                max_contact_length=config.max_contact_length,
-                store=self.store,
-                mode="redirect",
-            )
+            policy = dataclasses.replace(config.policy, identities=tuple(await self._identities()))
+            registrar = self.registrar = Registrar(policy=policy, store=self.store, mode="redirect")
             for spec in config.listen:
                 try:
                     await self._listen(spec, registrar)

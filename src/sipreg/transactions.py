@@ -1,12 +1,14 @@
 """Server transactions, reduced to what a registrar and redirect server need (RFC 3261 17.2).
 
 A retransmitted request must not be processed twice: while the first copy is
-in progress a retransmission is dropped, afterwards it gets the same response
-again.  Entries live for Timer J (64*T1 = 32 s) and cost O(1) to expire.
+in progress a retransmission is absorbed, afterwards it gets the same response
+again.  :meth:`TransactionCache.decide` makes that call for each request, on a
+``now`` passed in.  Entries live for Timer J (64*T1 = 32 s) and cost O(1) to expire.
 """
 
 from __future__ import annotations
 
+import enum
 from collections import OrderedDict
 from dataclasses import dataclass
 
@@ -26,6 +28,25 @@ class Answer:
     status: int
     data: bytes
     destination: tuple[str, int]
+
+
+class Kind(enum.Enum):
+    """What a request is to the transaction layer."""
+
+    NEW = "new"  #: the first copy of a request: handle it
+    UNTRACKED = "untracked"  #: no transaction: an unreadable key, or an ACK of nothing here
+    RETRANSMISSION = "retransmission"  #: answered before: send the same answer again
+    IN_PROGRESS = "in progress"  #: its first copy is being handled: absorb this one
+    ABSORBED_ACK = "absorbed ack"  #: the ACK of a final answer this server sent
+
+
+@dataclass(frozen=True)
+class Decision:
+    """The transaction layer's call on a request: its kind, key and any answer to repeat."""
+
+    kind: Kind
+    key: TransactionKey | None = None
+    answer: Answer | None = None
 
 
 @dataclass
@@ -95,6 +116,26 @@ class TransactionCache:
     def kept_bytes(self) -> int:
         """The bytes of the responses kept for retransmissions."""
         return self._bytes
+
+    def decide(self, request: Request, now: float) -> Decision:
+        """Classify ``request`` (section 17.2.3 matching); a NEW one begins a transaction.
+
+        A NEW transaction must end in :meth:`complete` or :meth:`forget`, also
+        when handling it fails, or its retransmissions are absorbed until it expires.
+        """
+        key = transaction_key(request)
+        if request.method == "ACK":  # an ACK opens no transaction (17.2.1)
+            if key is not None and key in self._entries:
+                return Decision(Kind.ABSORBED_ACK, key)
+            return Decision(Kind.UNTRACKED)
+        if key is None:
+            return Decision(Kind.UNTRACKED)
+        existing = self.begin(key, now)
+        if existing is None:
+            return Decision(Kind.NEW, key)
+        if existing.answer is None:
+            return Decision(Kind.IN_PROGRESS, key)
+        return Decision(Kind.RETRANSMISSION, key, existing.answer)
 
     def begin(self, key: TransactionKey, now: float) -> Transaction | None:
         """Start a transaction: None when it is new, else the one already under way."""

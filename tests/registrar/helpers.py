@@ -8,8 +8,8 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from sipreg.message import Request, Response, parse_message
+from sipreg.registrar.facade import Registrar
 from sipreg.registrar.policy import Policy
-from sipreg.service import Registrar
 from sipreg.uri import NameAddr, parse_name_addr
 
 START = 1_000_000.0

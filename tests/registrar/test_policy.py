@@ -6,8 +6,8 @@ from typing import Any
 
 import pytest
 
+from sipreg.registrar.facade import Registrar
 from sipreg.registrar.policy import SUPPORTED_OPTIONS, Policy
-from sipreg.service import Registrar
 
 from .helpers import policy
 

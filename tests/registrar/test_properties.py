@@ -18,7 +18,7 @@ import pytest
 from hypothesis import HealthCheck, event, given, settings
 from hypothesis import strategies as st
 
-from sipreg.service import Registrar
+from sipreg.registrar.facade import Registrar
 from sipreg.uri import parse_uri
 
 from .helpers import ALICE, CLIENT, Clock, FakeLeg, listed, make_registrar, register

@@ -1,4 +1,4 @@
-"""The pure RFC 3261 section 10.3 rules: validate_register and plan_register."""
+"""The pure RFC 3261 section 10.3 rules: check_target (steps 1-2), check_aor (5), plan_register."""
 
 from __future__ import annotations
 
@@ -8,15 +8,17 @@ from typing import Any
 import pytest
 
 from sipreg.errors import SipError
+from sipreg.message import Request
 from sipreg.registrar.binding import Binding
 from sipreg.registrar.policy import Policy
 from sipreg.registrar.rules import (
     RegisterPlan,
     Source,
+    check_aor,
+    check_target,
     contact_value,
     format_qvalue,
     plan_register,
-    validate_register,
 )
 from sipreg.store.base import AorState
 from sipreg.uri import parse_name_addr
@@ -46,8 +48,13 @@ def plan(
     """Validate and plan ``data`` against ``bindings``."""
     req = request(data)
     p = pol or policy()
-    aor = validate_register(req, p)
+    aor = validate(req, p)
     return plan_register(req, AorState(aor, bindings, version), now, p, SOURCE)
+
+
+def validate(req: Request, p: Policy) -> str:
+    """Steps 1 and 2, then (authentication would come here) step 5; the AOR."""
+    return check_aor(req, check_target(req, p), p)
 
 
 def refusal(data: bytes, *bindings: Binding, pol: Policy | None = None) -> SipError:
@@ -62,23 +69,23 @@ def upserted(p: RegisterPlan) -> dict[str, Binding]:
     return {b.contact: b for b in p.change.upsert}
 
 
-# --- validate_register: steps 1, 2 and 5 ---------------------------------------------------
+# --- check_target and check_aor: steps 1, 2 and 5 ------------------------------------------
 
 
 def test_aor_comes_from_to_not_from() -> None:
     req = request(register(C1, aor=ALICE, from_="sip:admin@example.com"))
-    assert validate_register(req, policy()) == ALICE
+    assert validate(req, policy()) == ALICE
 
 
 def test_aor_is_canonical() -> None:
     # Step 5: URI parameters removed, escapes undone, host case folded.
     req = request(register(C1, aor="sip:%61lice@EXAMPLE.com;user=phone;transport=tcp"))
-    assert validate_register(req, policy()) == ALICE
+    assert validate(req, policy()) == ALICE
 
 
 def test_aor_keeps_port_and_sips_scheme() -> None:
     req = request(register(C1, aor="sips:alice@example.com:5061"))
-    assert validate_register(req, policy()) == "sips:alice@example.com:5061"
+    assert validate(req, policy()) == "sips:alice@example.com:5061"
 
 
 def test_to_in_an_unserved_domain_is_404() -> None:
@@ -320,11 +327,11 @@ def test_200_lists_params_q_and_remaining_expires() -> None:
     assert c.params == (("foo", "bar"), ("q", "0.5"), ("expires", "120"))
 
 
-def test_200_carries_date_and_a_to_tag() -> None:
+def test_200_carries_date_and_the_to_of_the_request() -> None:
     p = plan(register(C1), now=START + 0.25)
     assert p.response.headers.get("date") == formatdate(START + 0.25, usegmt=True)
     to = parse_name_addr(p.response.headers.get("to") or "", "To")
-    assert to.param("tag")
+    assert to.param("tag") is None  # the front tags it, with its own key
     assert str(to.uri) == ALICE
 
 

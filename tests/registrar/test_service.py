@@ -4,15 +4,17 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import re
 from email.utils import formatdate
 from typing import Any
 
 import pytest
 
-from sipreg.errors import StoreConflict
+from sipreg.errors import StoreConflict, StoreUnavailable
 from sipreg.message import Request, parse_message
-from sipreg.service import MAX_CONFLICT_RETRIES, Registrar
-from sipreg.store.base import AorState, Change
+from sipreg.outcome import Outcome
+from sipreg.registrar.facade import Registrar
+from sipreg.store.base import MAX_CONFLICT_RETRIES, AorState, Change
 from sipreg.store.memory import MemoryStore
 from sipreg.transactions import TIMER_J
 from sipreg.uri import parse_name_addr
@@ -403,19 +405,54 @@ async def test_expire_removes_expired_bindings(reg: Registrar, leg: FakeLeg, clo
     assert await reg.store.aors() == []
 
 
-async def test_register_is_logged_once(
+async def test_register_is_logged_once_from_its_outcome(
     reg: Registrar, leg: FakeLeg, caplog: pytest.LogCaptureFixture
 ) -> None:
-    with caplog.at_level(logging.INFO, logger="sipreg.register"):
+    with caplog.at_level(logging.DEBUG, logger="sipreg.register"):
         await send(reg, register(C1, C2), leg)
         await send(reg, register(C1, expires=5, cseq=2), leg)
     messages = [r.getMessage() for r in caplog.records]
     assert len(messages) == 2
-    assert messages[0] == f"REGISTER {ALICE} from {CLIENT[0]}:{CLIENT[1]}/udp -> 200, 2 contact(s)"
-    assert messages[1] == (
-        f"REGISTER {ALICE} from {CLIENT[0]}:{CLIENT[1]}/udp -> 423 Interval Too Brief,"
-        " 1 contact(s) asked"
+    source = f"udp:{CLIENT[0]}:{CLIENT[1]}"
+    assert re.fullmatch(
+        rf"REGISTER {ALICE} from {source} -> 200 OK, 2 binding\(s\), [0-9.]+ ms", messages[0]
     )
+    assert re.fullmatch(
+        rf"REGISTER {ALICE} from {source} -> 423 Interval Too Brief, [0-9.]+ ms", messages[1]
+    )
+
+
+async def test_every_message_ends_in_one_outcome_record(clock: Clock, leg: FakeLeg) -> None:
+    outcomes: list[Outcome] = []
+    reg = make_registrar(clock, mode="redirect", on_outcome=outcomes.append)
+    data = register(C1)
+    assert await send(reg, data, leg) == 200
+    assert await send(reg, data, leg) == 200  # a retransmission
+    assert await send(reg, build("INVITE", ALICE), leg) == 302
+    assert await send(reg, b"garbage", leg) is None
+    first, again, invite, garbage = outcomes
+    assert (first.method, first.status, first.reason, first.aor) == ("REGISTER", 200, "OK", ALICE)
+    assert (first.transport, first.source, first.bindings) == ("udp", CLIENT, 1)
+    assert not first.retransmission and first.duration >= 0 and first.auth is None
+    assert (again.status, again.retransmission) == (200, True)
+    assert (invite.method, invite.status, invite.aor) == ("INVITE", 302, ALICE)
+    assert (garbage.method, garbage.status) == (None, None)
+    assert garbage.reason.startswith("dropped: ")
+
+
+async def test_refusals_and_garbage_are_logged_in_measure(
+    reg: Registrar, leg: FakeLeg, caplog: pytest.LogCaptureFixture
+) -> None:
+    """A flood of garbage or refused REGISTERs must not flood the log."""
+    with caplog.at_level(logging.INFO, logger="sipreg.register"):
+        for i in range(100):
+            await reg.receive(b"garbage %d" % i, leg, CLIENT)
+            await reg.receive(register(C1, expires=5, cseq=i + 1), leg, CLIENT)
+        assert await send(reg, register(C1, cseq=500), leg) == 200
+    lines = [r.getMessage() for r in caplog.records]
+    refused = [line for line in lines if "200 OK" not in line]
+    assert 20 <= len(refused) <= 25  # the burst, and what the rate allows meanwhile
+    assert [line for line in lines if "200 OK" in line]  # an accepted one always is
 
 
 # --- requests other than REGISTER ------------------------------------------------------------
@@ -769,6 +806,22 @@ async def test_retransmission_while_in_progress_is_absorbed(clock: Clock, leg: F
     assert store.loads == 1
 
 
+async def test_a_transaction_whose_handling_raised_is_forgotten(clock: Clock, leg: FakeLeg) -> None:
+    """Its retransmission is handled, not absorbed in silence until Timer J ends."""
+    store = GatedStore()
+    reg = make_registrar(clock, store=store)
+    store.gate = asyncio.Event()
+    data = register(C1)
+    first = asyncio.create_task(reg.receive(data, leg, CLIENT))
+    await asyncio.sleep(0)
+    first.cancel()  # say, the server shutting down mid-request
+    with pytest.raises(asyncio.CancelledError):
+        await first
+    assert len(reg.transactions) == 0
+    store.gate.set()
+    assert await send(reg, data, leg) == 200
+
+
 async def test_concurrent_registers_for_one_aor_are_serialised(clock: Clock, leg: FakeLeg) -> None:
     store = GatedStore()
     reg = make_registrar(clock, store=store)
@@ -813,6 +866,19 @@ async def test_a_failing_store_answers_500_and_changes_nothing(
     assert await reg.query(ALICE) == []
     assert await send(reg, register(C1, C2, cseq=2), leg) == 200
     assert set(await reg.query(ALICE)) == {C1, C2}
+
+
+async def test_an_unavailable_store_answers_503_with_retry_after(
+    clock: Clock, leg: FakeLeg
+) -> None:
+    # A store that cannot be reached now (closed, locked by another writer) is a
+    # temporary condition: 503 tells the phone to try again (RFC 3261 21.5.4).
+    store = FlakyStore(StoreUnavailable("store closed"), failures=1)
+    reg = make_registrar(clock, store=store)
+    assert await send(reg, register(C1), leg) == 503
+    assert leg.last().headers.get("retry-after") == "5"
+    assert await reg.query(ALICE) == []
+    assert await send(reg, register(C1, cseq=2), leg) == 200
 
 
 # --- the library API ------------------------------------------------------------------------

@@ -12,7 +12,7 @@ from pathlib import Path
 
 import pytest
 
-from sipreg.service import Registrar
+from sipreg.registrar.facade import Registrar
 
 from .helpers import Clock, FakeLeg, contacts_of, make_registrar, register
 

@@ -7,7 +7,7 @@ from typing import Any
 import pytest
 
 from sipreg.headers import Headers
-from sipreg.transactions import TIMER_J, Answer, TransactionCache, transaction_key
+from sipreg.transactions import TIMER_J, Answer, Kind, TransactionCache, transaction_key
 from sipreg.via import response_destination, stamp_received
 
 from .helpers import START, build, request
@@ -78,6 +78,27 @@ def test_cache_entries_live_for_timer_j() -> None:
     cache.sweep(START + TIMER_J)
     assert ("a",) not in cache and ("b",) in cache
     assert cache.begin(("a",), START + TIMER_J) is None  # new again
+
+
+def test_decide_classifies_each_request() -> None:
+    cache = TransactionCache()
+    invite = request(build("INVITE", "sip:alice@example.com", via=VIA))
+    first = cache.decide(invite, START)
+    assert first.kind is Kind.NEW and first.key == transaction_key(invite)
+    assert cache.decide(invite, START + 1).kind is Kind.IN_PROGRESS
+    answer = Answer(302, b"SIP/2.0 302 Moved\r\n\r\n", ("198.51.100.7", 5062))
+    assert first.key is not None
+    cache.complete(first.key, answer)
+    again = cache.decide(invite, START + 2)
+    assert (again.kind, again.answer) == (Kind.RETRANSMISSION, answer)
+    ack = request(build("ACK", "sip:alice@example.com", via=VIA))
+    assert cache.decide(ack, START + 3).kind is Kind.ABSORBED_ACK
+    stray = request(build("ACK", "sip:alice@example.com", via=VIA.replace("abc", "zzz")))
+    assert cache.decide(stray, START + 3).kind is Kind.UNTRACKED  # an ACK opens nothing
+    unreadable = request(build("OPTIONS", "sip:alice@example.com", via="garbage"))
+    assert cache.decide(unreadable, START).kind is Kind.UNTRACKED
+    assert cache.decide(invite, START + 2 + TIMER_J).kind is Kind.NEW  # Timer J is over
+    assert len(cache) == 1
 
 
 def test_cache_forget_and_bound() -> None:

@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 
 from sipreg.errors import StoreConflict
-from sipreg.store.base import FLOOR_SLOTS, Change, open_store
+from sipreg.store.base import FLOOR_SLOTS, MAX_CONFLICT_RETRIES, Change, open_store
 from sipreg.store.memory import _HEAP_SLACK, MemoryStore
 
 from .helpers import ALICE, binding
@@ -52,3 +52,20 @@ async def test_aors_that_expire_or_are_removed_leave_no_entries() -> None:
             await store.apply(Change(aor, held[aor], upsert=(binding(aor),)))
         with pytest.raises(StoreConflict):
             await store.apply(Change(aor, 0, upsert=(binding(aor),)))
+
+
+async def test_remove_gives_up_on_an_aor_that_keeps_changing() -> None:
+    """remove() retries a conflict a bounded number of times, not for as long as it lasts."""
+
+    class Busy(MemoryStore):
+        applies = 0
+
+        async def apply(self, change: Change) -> None:
+            self.applies += 1
+            raise StoreConflict("someone else wrote it")
+
+    store = Busy()
+    await MemoryStore.apply(store, Change(ALICE, 0, upsert=(binding(),)))
+    with pytest.raises(StoreConflict, match="still changing"):
+        await store.remove(ALICE)
+    assert store.applies == MAX_CONFLICT_RETRIES

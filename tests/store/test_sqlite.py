@@ -35,10 +35,17 @@ async def store(path: Path) -> AsyncIterator[SqliteStore]:
     await opened.close()
 
 
-def test_open_store_url(path: Path) -> None:
-    store = open_store(f"sqlite:{path}")
+@pytest.mark.parametrize("prefix", ["sqlite:", "sqlite://", ""], ids=["url", "slashes", "bare"])
+def test_open_store_url(path: Path, prefix: str) -> None:
+    store = open_store(f"{prefix}{path}")
     assert isinstance(store, SqliteStore)
     assert store.path == str(path)
+
+
+@pytest.mark.parametrize("url", ["redis://127.0.0.1/0", "postgres:x", ""])
+def test_open_store_refuses_what_it_does_not_know(url: str) -> None:
+    with pytest.raises(ValueError, match="unknown store URL"):
+        open_store(url)
 
 
 async def test_bindings_survive_close_and_reopen(store: SqliteStore, path: Path) -> None:

@@ -8,7 +8,7 @@ from collections.abc import AsyncIterator
 import pytest
 
 from ci import in_ci
-from sipreg.service import Registrar
+from sipreg.registrar.facade import Registrar
 from sipreg.store.memory import MemoryStore
 from sipreg.transport import InFlight
 from sipreg.transport.tcp import TcpListener

@@ -9,8 +9,9 @@ from collections.abc import AsyncIterator
 import pytest
 
 from ci import in_ci
+from sipreg.chain import Leg
 from sipreg.errors import SipError
-from sipreg.service import Leg, Registrar
+from sipreg.registrar.facade import Registrar
 from sipreg.store.memory import MemoryStore
 from sipreg.transport import InFlight
 from sipreg.transport.udp import UdpLeg, listen_udp

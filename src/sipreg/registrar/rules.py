@@ -122,8 +122,8 @@ def plan_register(
 ) -> RegisterPlan:
     """Apply RFC 3261 section 10.3 steps 6 to 8 to the AOR's stored ``state``.
 
-    The request must have passed :meth:`Request.check`, :func:`check_required`
-    and :func:`address_of_record`.  Raises a SipError when it must fail whole.
+    The request must have passed :func:`check_target` and :func:`check_aor`.
+    Raises a SipError when it must fail whole.
     """
     aor = state.aor
     live = [b for b in state.bindings if not b.is_expired(now)]
@@ -242,11 +242,23 @@ def _ok(request: Request, bindings: list[Binding] | tuple[Binding, ...], now: fl
     return make_response(request.headers, 200, "OK", extra)
 
 
-def validate_register(request: Request, policy: Policy) -> str:
-    """Everything that can be checked before the store is read; returns the AOR."""
+def check_target(request: Request, policy: Policy) -> SipUri:
+    """Steps 1 and 2, after the fields every request needs: the Request-URI, then Require.
+
+    Authentication (steps 3 and 4) comes after these and before :func:`check_aor`.
+    Returns the Request-URI.
+    """
     request.check()
     ruri = check_request_uri(request, policy)  # step 1 comes before step 2
     check_required(request, policy)
+    return ruri
+
+
+def check_aor(request: Request, ruri: SipUri, policy: Policy) -> str:
+    """Step 5, and the body rule: everything left to check before the store is read.
+
+    Returns the canonical AOR.
+    """
     aor = address_of_record(request, ruri, policy)
     _check_body(request)
     return aor

@@ -22,13 +22,26 @@ when another AOR of the same slot is emptied between its load and its apply.
 from __future__ import annotations
 
 import abc
+import re
 import zlib
 from collections.abc import Sequence
 
 from ..errors import StoreConflict
 from ..registrar.binding import AorState, Binding, Change
 
-__all__ = ["FLOOR_SLOTS", "AorState", "BindingStore", "Change", "floor_slot", "open_store"]
+__all__ = [
+    "FLOOR_SLOTS",
+    "MAX_CONFLICT_RETRIES",
+    "AorState",
+    "BindingStore",
+    "Change",
+    "floor_slot",
+    "open_store",
+]
+
+#: Conflicts (another writer changed the AOR between load and apply) retried before
+#: giving up: a REGISTER then fails with 500, a removal with StoreConflict.
+MAX_CONFLICT_RETRIES = 5
 
 #: How many floors the AORs without bindings share.  A backend that persists floors
 #: must keep this number, or migrate by raising every floor to the counter.
@@ -83,9 +96,10 @@ class BindingStore(abc.ABC):
     async def remove(self, aor: str, contacts: Sequence[str] | None = None) -> int:
         """Remove the named contacts of ``aor`` (all when None); the number removed.
 
-        Retries on conflict, so it is safe beside a running server.
+        Retries a conflict up to :data:`MAX_CONFLICT_RETRIES` times, so it is safe
+        beside a running server; raises ``StoreConflict`` if the AOR kept changing.
         """
-        while True:
+        for _ in range(MAX_CONFLICT_RETRIES):
             state = await self.load(aor)
             wanted = {b.contact for b in state.bindings}
             targets = tuple(wanted if contacts is None else wanted.intersection(contacts))
@@ -96,11 +110,12 @@ class BindingStore(abc.ABC):
             except StoreConflict:
                 continue
             return len(targets)
+        raise StoreConflict(f"{aor}: still changing after {MAX_CONFLICT_RETRIES} attempts")
 
 
 def open_store(url: str) -> BindingStore:
-    """A store for ``url``: ``memory:``, ``sqlite:PATH`` (or a bare path)."""
-    if url == "memory:" or url.startswith("memory:"):
+    """A store for ``url``: ``memory:``, ``sqlite:PATH``, or a bare file path (SQLite)."""
+    if url.startswith("memory:"):
         from .memory import MemoryStore
 
         return MemoryStore()
@@ -108,4 +123,12 @@ def open_store(url: str) -> BindingStore:
         from .sqlite import SqliteStore
 
         return SqliteStore(url.removeprefix("sqlite:").removeprefix("//") or "sipreg.db")
-    raise ValueError(f"unknown store URL {url!r}: use memory: or sqlite:PATH")
+    if _SCHEME.match(url) or not url:
+        raise ValueError(f"unknown store URL {url!r}: use memory:, sqlite:PATH or a file path")
+    from .sqlite import SqliteStore
+
+    return SqliteStore(url)
+
+
+# A URL scheme (RFC 3986): what is no file path.  A one-letter one is a Windows drive.
+_SCHEME = re.compile(r"[A-Za-z][A-Za-z0-9+.\-]+:")

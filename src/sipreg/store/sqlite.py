@@ -27,7 +27,7 @@ from concurrent.futures import ThreadPoolExecutor
 from contextlib import contextmanager
 from typing import Any, TypeVar, TypeVarTuple
 
-from ..errors import StoreConflict
+from ..errors import StoreConflict, StoreUnavailable
 from ..registrar.binding import Binding
 from .base import FLOOR_SLOTS, AorState, BindingStore, Change, floor_slot
 
@@ -98,8 +98,9 @@ class SqliteStore(BindingStore):
     of concurrent ``apply`` calls, one per ``expire`` that removed something.
     A cancelled ``apply`` may still commit if its group was already running.
     If the task that commits the queue is cancelled, every ``apply`` waiting
-    on it raises ``RuntimeError("store closed: ...")``; changes of the group
-    in progress may still have been committed.
+    on it raises ``StoreUnavailable("store closed: ...")``; changes of the group
+    in progress may still have been committed.  A file locked by another writer
+    for longer than SQLite's busy timeout also raises ``StoreUnavailable``.
     """
 
     def __init__(self, path: str | os.PathLike[str] = "sipreg.db") -> None:
@@ -137,7 +138,7 @@ class SqliteStore(BindingStore):
 
     async def apply(self, change: Change) -> None:
         if self._con is None or self._closer is not None:
-            raise RuntimeError("SqliteStore is not open")
+            raise StoreUnavailable("SqliteStore is not open")
         future = asyncio.get_running_loop().create_future()
         self._pending.append((change, future))
         if self._committer is None or self._committer.done():
@@ -156,9 +157,14 @@ class SqliteStore(BindingStore):
     async def _call(self, fn: Callable[[sqlite3.Connection, *_Ts], _T], *args: *_Ts) -> _T:
         """Run ``fn(connection, *args)`` on the SQLite thread."""
         if self._con is None or self._executor is None:
-            raise RuntimeError("SqliteStore is not open")
+            raise StoreUnavailable("SqliteStore is not open")
         loop = asyncio.get_running_loop()
-        return await loop.run_in_executor(self._executor, fn, self._con, *args)
+        try:
+            return await loop.run_in_executor(self._executor, fn, self._con, *args)
+        except sqlite3.OperationalError as err:
+            if "locked" in str(err):  # SQLITE_BUSY: another writer held it past the timeout
+                raise StoreUnavailable(f"store unavailable: {err}") from err
+            raise
 
     async def _commit_pending(self) -> None:
         """Commit the queue group by group until it stays empty."""
@@ -199,10 +205,10 @@ class SqliteStore(BindingStore):
 
 
 def _abandon(group: Sequence[tuple[Change, asyncio.Future[None]]], outcome: str) -> None:
-    """Fail the futures of ``group`` still waiting with ``RuntimeError("store closed: ...")``."""
+    """Fail the futures of ``group`` still waiting: ``StoreUnavailable("store closed: ...")``."""
     for _, future in group:
         if not future.done():
-            future.set_exception(RuntimeError(f"store closed: {outcome}"))
+            future.set_exception(StoreUnavailable(f"store closed: {outcome}"))
 
 
 def migrate(con: sqlite3.Connection) -> int:

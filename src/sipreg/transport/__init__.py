@@ -12,8 +12,9 @@ import logging
 from collections.abc import Callable, Coroutine
 from typing import Any, Protocol
 
+from ..chain import Leg
 from ..errors import SipError
-from ..service import Leg
+from ..throttle import Throttle
 
 log = logging.getLogger("sipreg.transport")
 
@@ -103,20 +104,14 @@ class Throttled:
 
     def __init__(self, message: str, interval: float = 10.0) -> None:
         self.message = message
-        self.interval = interval
-        self._next = float("-inf")
-        self._suppressed = 0
+        self._throttle = Throttle(1 / interval)
 
     def warn(self, *args: object) -> None:
         """Log the warning, or count it if one was logged less than ``interval`` s ago."""
-        now = asyncio.get_running_loop().time()
-        if now < self._next:
-            self._suppressed += 1
-            return
-        suffix = f" ({self._suppressed} more since the last warning)" if self._suppressed else ""
-        log.warning(self.message + suffix, *args)
-        self._next = now + self.interval
-        self._suppressed = 0
+        allowed, held = self._throttle.allow(asyncio.get_running_loop().time())
+        if allowed:
+            suffix = f" ({held} more since the last warning)" if held else ""
+            log.warning(self.message + suffix, *args)
 
 
 async def _guarded(work: Coroutine[Any, Any, object]) -> None:

@@ -12,11 +12,11 @@ from ..errors import (
     UnsupportedUriScheme,
 )
 from ..message import Request, Response
+from ..registrar.binding import Binding
+from ..registrar.policy import Policy
+from ..registrar.rules import contact_value, parsed_contact
 from ..responses import make_response
 from ..uri import SipUri
-from .binding import Binding
-from .policy import Policy
-from .rules import contact_value, parsed_contact
 
 #: Methods this server implements itself.
 ALLOWED = ["REGISTER", "OPTIONS", "ACK", "CANCEL"]

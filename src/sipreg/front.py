@@ -1,0 +1,251 @@
+"""The front: bytes in, one answer out, for every step of the chain behind it.
+
+:meth:`Front.receive` parses a message, stamps ``received``/``rport`` on its
+top Via (RFC 3261 section 18.2.1, RFC 3581), asks the transaction layer what
+the request is (:meth:`~sipreg.transactions.TransactionCache.decide`), runs the
+chain, turns any :class:`~sipreg.errors.SipError` into the one wire answer,
+tags the To, and delivers the answer where section 18.2.2 says.  It is the only
+place that turns an error into bytes.  Every message ends in one
+:class:`~sipreg.outcome.Outcome` record.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import secrets
+import time
+from collections.abc import Callable
+from typing import Protocol
+
+from .chain import Address, Context, Leg, Step
+from .errors import ParseError, ServerInternalError, SipError
+from .message import Request, Response, parse_message, split_head
+from .outcome import Outcome, OutcomeLog
+from .responses import ToTags, error_response
+from .transactions import Answer, Kind, TransactionCache, TransactionKey
+from .uri import SipUri
+from .via import response_destination, stamp_received
+
+log = logging.getLogger("sipreg.front")
+
+
+class Dispatcher(Protocol):
+    """What sends a response; by default the leg itself."""
+
+    def deliver(self, data: bytes, leg: Leg, addr: Address) -> None:
+        """Send ``data`` through ``leg`` to ``addr``."""
+
+
+class Front:
+    """Runs ``chain`` for every request and sends the one answer.
+
+    ``clock`` is wall time (binding expiry survives restarts); ``timer_clock``
+    runs the transaction timers and durations, immune to clock steps.
+    ``tag_key`` keys the To tags (random when not given); ``on_outcome`` gets
+    every :class:`~sipreg.outcome.Outcome` (by default the log writes it).
+    """
+
+    def __init__(
+        self,
+        chain: Step,
+        *,
+        dispatcher: Dispatcher | None = None,
+        clock: Callable[[], float] = time.time,
+        timer_clock: Callable[[], float] = time.monotonic,
+        tag_key: bytes | None = None,
+        transactions: TransactionCache | None = None,
+        on_outcome: Callable[[Outcome], None] | None = None,
+    ) -> None:
+        self.chain = chain
+        self.dispatcher = dispatcher
+        self.clock = clock
+        self.timer_clock = timer_clock
+        self.transactions = transactions if transactions is not None else TransactionCache()
+        self.on_outcome = on_outcome if on_outcome is not None else OutcomeLog()
+        self._tags = ToTags(tag_key if tag_key is not None else secrets.token_bytes(16))
+        self._in_progress: dict[TransactionKey, asyncio.Future[int | None]] = {}
+
+    async def receive(self, packet: bytes | Request, leg: Leg, from_addr: Address) -> int | None:
+        """Handle one message; the status code answered, or None if nothing was sent."""
+        start = self.timer_clock()
+        if isinstance(packet, Request):
+            request = packet
+        else:
+            try:
+                message = parse_message(packet, datagram=leg.transport == "udp")
+            except ParseError as err:
+                return self._refuse(err, leg, from_addr, start)
+            if not isinstance(message, Request):
+                return None  # a response: a registrar sends no requests, so it has none to match
+            request = message
+        stamp_received(request.headers, from_addr)  # section 18.2.1: whatever the transport
+        decision = self.transactions.decide(request, start)
+        if decision.kind is Kind.ABSORBED_ACK:
+            self._record(request, leg, from_addr, start, None, "ACK of our answer", repeat=True)
+            return None
+        if decision.kind is Kind.RETRANSMISSION:
+            answer = decision.answer
+            assert answer is not None
+            self._deliver(answer.data, leg, answer.destination)
+            self._record(request, leg, from_addr, start, answer.status, "", repeat=True)
+            return answer.status
+        key = decision.key
+        if decision.kind is Kind.IN_PROGRESS:
+            assert key is not None
+            # The first copy is still being handled: this one is absorbed (17.2.2) and
+            # reports what the first comes to, so a chain does not pass it on meanwhile.
+            self._record(
+                request, leg, from_addr, start, None, "first copy in progress", repeat=True
+            )
+            first = self._in_progress.get(key)
+            return None if first is None else await asyncio.shield(first)
+        if key is None:  # UNTRACKED
+            return await self._answer(request, None, leg, from_addr, start)
+        self._in_progress[key] = outcome = asyncio.get_running_loop().create_future()
+        try:
+            status = await self._answer(request, key, leg, from_addr, start)
+        except BaseException:
+            # Never answered: forget it, or its retransmissions would be absorbed for 32 s.
+            self.transactions.forget(key)
+            outcome.set_result(None)
+            raise
+        finally:
+            del self._in_progress[key]
+        outcome.set_result(status)
+        return status
+
+    def reject(self, error: SipError, data: bytes, leg: Leg, from_addr: Address) -> int | None:
+        """Answer ``error`` for a message a transport refused (too large, unframeable).
+
+        ``data`` is the start of that message; the answer is addressed from the header
+        fields it yields.  Returns the status sent, or None when none are readable.
+        """
+        start = self.timer_clock()
+        try:
+            message = parse_message(split_head(data)[0] + b"\r\n\r\n")
+        except ParseError as err:
+            headers = err.request_headers
+        else:
+            headers = message.headers if isinstance(message, Request) else None
+        refusal = ParseError(error.reason, status=error.status, request_headers=headers)
+        return self._refuse(refusal, leg, from_addr, start)
+
+    async def _answer(
+        self,
+        request: Request,
+        key: TransactionKey | None,
+        leg: Leg,
+        from_addr: Address,
+        start: float,
+    ) -> int | None:
+        """Run the chain for a request that is no retransmission; the status sent, or None."""
+        ctx = Context(leg=leg, source=from_addr, now=self.clock())
+        response = await self._run(request, ctx)
+        if response is None:
+            if key is not None:
+                self.transactions.forget(key)
+            self._record(request, leg, from_addr, start, None, "passed on", ctx=ctx)
+            return None
+        self._tags.stamp(response, request.headers)
+        data = response.to_bytes()
+        dest = self._destination(request, leg, from_addr)
+        if key is not None:
+            # Section 17.2: a non-INVITE transaction over a reliable transport ends with
+            # its answer (Timer J is zero); an INVITE one waits for its ACK (or Timer H).
+            if leg.transport == "udp" or request.method == "INVITE":
+                self.transactions.complete(key, Answer(response.status, data, dest))
+            else:
+                self.transactions.forget(key)
+        self._deliver(data, leg, dest)
+        self._record(request, leg, from_addr, start, response.status, response.reason, ctx=ctx)
+        return response.status
+
+    async def _run(self, request: Request, ctx: Context) -> Response | None:
+        """The chain's answer, with every error it raises made into a response."""
+        try:
+            return await self.chain.handle(request, ctx)
+        except SipError as err:
+            return None if request.method == "ACK" else error_response(err, request)
+        except Exception:  # a store failure or a bug: answer 500, keep serving
+            log.exception("%s from %s:%s failed", request.method, *ctx.source)
+            if request.method == "ACK":  # an ACK is never answered
+                return None
+            return error_response(ServerInternalError("Internal error; try again"), request)
+
+    def _refuse(self, err: ParseError, leg: Leg, from_addr: Address, start: float) -> int | None:
+        """Answer (or drop, when it cannot be addressed) a message that cannot be parsed."""
+        status: int | None = None
+        if err.answerable and err.request_headers is not None:
+            headers = err.request_headers
+            stamp_received(headers, from_addr)
+            dest = response_destination(headers, from_addr) if leg.transport == "udp" else from_addr
+            response = error_response(err, headers)
+            self._tags.stamp(response, headers)
+            self._deliver(response.to_bytes(), leg, dest)
+            status = err.status
+        self.on_outcome(
+            Outcome(
+                at=start,
+                method=None,
+                status=status,
+                reason=err.reason if status is not None else f"dropped: {err.reason}",
+                transport=leg.transport,
+                source=from_addr,
+                duration=self.timer_clock() - start,
+            )
+        )
+        return status
+
+    def _record(
+        self,
+        request: Request,
+        leg: Leg,
+        from_addr: Address,
+        start: float,
+        status: int | None,
+        reason: str,
+        *,
+        ctx: Context | None = None,
+        repeat: bool = False,
+    ) -> None:
+        aor = ctx.aor if ctx is not None else None
+        if aor is None and request.method == "REGISTER":
+            aor = _to_aor(request)
+        self.on_outcome(
+            Outcome(
+                at=start,
+                method=request.method,
+                status=status,
+                reason=reason,
+                transport=leg.transport,
+                source=from_addr,
+                duration=self.timer_clock() - start,
+                retransmission=repeat,
+                aor=aor,
+                auth=None if ctx is None else ctx.auth,
+                user=None if ctx is None else ctx.user,
+                bindings=None if ctx is None else ctx.bindings,
+            )
+        )
+
+    def _deliver(self, data: bytes, leg: Leg, addr: Address) -> None:
+        if self.dispatcher is not None:
+            self.dispatcher.deliver(data, leg, addr)
+        else:
+            leg.deliver(data, addr)
+
+    @staticmethod
+    def _destination(request: Request, leg: Leg, from_addr: Address) -> Address:
+        if leg.transport == "udp":
+            return response_destination(request.headers, from_addr)
+        return from_addr
+
+
+def _to_aor(request: Request) -> str | None:
+    """The AOR a REGISTER's To names, for its outcome; its raw To when that is unreadable."""
+    try:
+        uri = request.to.uri
+    except ParseError:
+        return request.headers.get("to")
+    return uri.address_of_record() if isinstance(uri, SipUri) else str(uri)

@@ -1,0 +1,113 @@
+"""One outcome record per message the front handled, and the log lines written from it.
+
+The front emits an :class:`Outcome` for every message: answered, passed on,
+absorbed or dropped.  :class:`OutcomeLog` writes the log line (a later metrics
+listener counts the same records).  Refusals and garbage come in floods, so
+their lines go through a :class:`~sipreg.throttle.Throttle`.
+"""
+
+from __future__ import annotations
+
+import logging
+from dataclasses import dataclass
+
+from .config import format_address
+from .throttle import Throttle
+
+log = logging.getLogger("sipreg.register")
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class Outcome:
+    """What became of one message.
+
+    ``method`` is None for a message that could not be parsed as a request;
+    ``status`` is None when nothing was sent (passed on, absorbed, dropped), and
+    ``reason`` then says why.  ``at`` is the monotonic clock when the message
+    arrived and ``duration`` the seconds it took to answer.  ``auth``, ``user``,
+    ``aor`` and ``bindings`` are what the steps learnt (see
+    :class:`~sipreg.chain.Context`).
+    """
+
+    at: float
+    method: str | None
+    status: int | None
+    reason: str
+    transport: str
+    source: tuple[str, int]
+    duration: float
+    retransmission: bool = False
+    aor: str | None = None
+    auth: str | None = None
+    user: str | None = None
+    bindings: int | None = None
+
+    @property
+    def refused(self) -> bool:
+        """True for garbage and for REGISTERs refused other than by a first challenge."""
+        if self.method is None:
+            return True
+        return (
+            self.method == "REGISTER"
+            and self.status is not None
+            and self.status >= 400
+            and self.auth != "challenged"
+        )
+
+
+class OutcomeLog:
+    """Writes the log line of each outcome.
+
+    A REGISTER's outcome is logged at info: accepted ones always, refused ones
+    (and unparseable messages) at most ``burst`` at once and then ``rate`` a
+    second, the next line saying how many were left out.  First challenges,
+    retransmissions and other methods are logged at debug.
+    """
+
+    def __init__(self, logger: logging.Logger = log, *, rate: float = 2.0, burst: int = 20) -> None:
+        self.logger = logger
+        self._refusals = Throttle(rate, burst)
+
+    def __call__(self, outcome: Outcome) -> None:
+        if outcome.retransmission:
+            level = logging.DEBUG
+        elif outcome.refused:
+            if not self.logger.isEnabledFor(logging.INFO):
+                return
+            allowed, held = self._refusals.allow(outcome.at)
+            if not allowed:
+                return
+            line = format_outcome(outcome)
+            if held:
+                line += f" ({held} more refused message(s) not logged)"
+            self.logger.info(line)
+            return
+        elif outcome.method == "REGISTER" and outcome.auth != "challenged":
+            level = logging.INFO
+        else:
+            level = logging.DEBUG
+        if self.logger.isEnabledFor(level):
+            self.logger.log(level, format_outcome(outcome))
+
+
+def format_outcome(outcome: Outcome) -> str:
+    """``REGISTER sip:a@example.com from udp:192.0.2.7:5060 -> 200 OK, 1 binding(s), ...``."""
+    what = outcome.method or "unparseable message"
+    aor = f" {outcome.aor}" if outcome.aor else ""
+    source = format_address(outcome.transport, *outcome.source)
+    result = (
+        f"{outcome.status} {outcome.reason}"
+        if outcome.status
+        else f"not answered: {outcome.reason}"
+    )
+    parts = [f"{what}{aor} from {source} -> {result}"]
+    if outcome.bindings is not None:
+        parts.append(f"{outcome.bindings} binding(s)")
+    if outcome.auth is not None:
+        parts.append(f"auth={outcome.auth}")
+    if outcome.user is not None:
+        parts.append(f"user={outcome.user}")
+    if outcome.retransmission:
+        parts.append("retransmission")
+    parts.append(f"{outcome.duration * 1000:.1f} ms")
+    return ", ".join(parts)

@@ -1,0 +1,159 @@
+"""``Registrar``: Net::SIP::Registrar's API over a front and the default chain.
+
+``receive(packet, leg, from_addr)`` handles one request and returns the status
+it answered with, or None when the request is not for it: in ``chain`` mode a
+request for a registered AOR then has its Request-URI rewritten for the next
+step.  In ``redirect`` mode, the standalone server's, such requests get a 302.
+
+The chain it builds is ``[Authorize (when given), Register, Lookup or Redirect]``;
+:attr:`Registrar.chain` is a :class:`~sipreg.chain.Chain` whose ``steps`` a
+library user may extend, or they build their own :class:`~sipreg.front.Front`
+from the same pieces.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable, Sequence
+from typing import Any, Literal
+
+from ..chain import Address, Chain, Leg, Step
+from ..errors import SipError
+from ..front import Dispatcher, Front
+from ..message import Request
+from ..outcome import Outcome
+from ..routing.rules import ordered
+from ..routing.steps import Lookup, Redirect
+from ..store.base import BindingStore
+from ..store.memory import MemoryStore
+from ..transactions import TransactionCache
+from ..uri import SipUri, parse_uri
+from .binding import Binding
+from .policy import Policy
+from .step import Register
+
+
+class Registrar:
+    """A SIP registrar (RFC 3261 section 10) over an async binding store.
+
+    Give it a :class:`~sipreg.registrar.policy.Policy`, or the keyword settings
+    that make one (``min_expires``, ``max_expires``, ``domains`` or ``domain``...)
+    as Net::SIP::Registrar takes them.  ``authorize`` is a step (say
+    :class:`~sipreg.auth.step.Authorize`) put in front of the registrar; without
+    one anyone may register any served AOR, as with Net::SIP.
+    """
+
+    def __init__(
+        self,
+        dispatcher: Dispatcher | None = None,
+        *,
+        policy: Policy | None = None,
+        store: BindingStore | None = None,
+        authorize: Step | None = None,
+        mode: Literal["chain", "redirect"] = "chain",
+        clock: Callable[[], float] = time.time,
+        timer_clock: Callable[[], float] = time.monotonic,
+        tag_key: bytes | None = None,
+        on_outcome: Callable[[Outcome], None] | None = None,
+        min_expires: int | None = None,
+        max_expires: int | None = None,
+        default_expires: int | None = None,
+        domains: str | Sequence[str] | None = None,
+        domain: str | None = None,
+        identities: Sequence[str] = (),
+        max_contacts: int | None = None,
+        max_contact_length: int | None = None,
+    ) -> None:
+        numbers = {
+            "min_expires": min_expires,
+            "max_expires": max_expires,
+            "default_expires": default_expires,
+            "max_contacts": max_contacts,
+            "max_contact_length": max_contact_length,
+        }
+        settings: dict[str, Any] = {k: v for k, v in numbers.items() if v is not None}
+        if policy is None:
+            policy = Policy(
+                domains=_domains(domains, domain), identities=tuple(identities), **settings
+            )
+        elif settings or domains or domain or identities:
+            raise TypeError("give either policy or the settings that make one, not both")
+        self.policy = policy
+        self.store: BindingStore = store if store is not None else MemoryStore()
+        self.mode = mode
+        self.clock = clock  # wall time: binding expiry survives restarts
+        self.transactions = TransactionCache()
+        steps: list[Step] = [] if authorize is None else [authorize]
+        steps.append(Register(policy, self.store, forward_foreign=mode == "chain"))
+        if mode == "redirect":
+            steps.append(Redirect(policy, self.store, self.transactions))
+        else:
+            steps.append(Lookup(policy, self.store))
+        self.chain = Chain(steps)
+        self.front = Front(
+            self.chain,
+            dispatcher=dispatcher,
+            clock=clock,
+            timer_clock=timer_clock,
+            tag_key=tag_key,
+            transactions=self.transactions,
+            on_outcome=on_outcome,
+        )
+
+    # --- the Net::SIP::Registrar API ----------------------------------------------------
+
+    @property
+    def min_expires(self) -> int:
+        """Shorter non-zero expiries get ``423 Interval Too Brief``."""
+        return self.policy.min_expires
+
+    @property
+    def max_expires(self) -> int:
+        """Longer expiries are capped to this."""
+        return self.policy.max_expires
+
+    @property
+    def domains(self) -> tuple[str, ...]:
+        """The served domains (empty, or containing ``*``: every domain)."""
+        return self.policy.domains
+
+    async def receive(self, packet: bytes | Request, leg: Leg, from_addr: Address) -> int | None:
+        """Handle one request; return the status code answered, or None if not answered."""
+        return await self.front.receive(packet, leg, from_addr)
+
+    def reject(self, error: SipError, data: bytes, leg: Leg, from_addr: Address) -> int | None:
+        """Answer ``error`` for a message a transport refused (see :meth:`Front.reject`)."""
+        return self.front.reject(error, data, leg, from_addr)
+
+    async def query(self, aor: str) -> list[str]:
+        """The current sip/sips contact URIs of ``aor``, best first."""
+        uri = parse_uri(aor)
+        if not isinstance(uri, SipUri):
+            return []
+        state = await self.store.load(uri.address_of_record())
+        return [
+            b.contact
+            for b in ordered(state.bindings, self.clock())
+            if b.contact.lower().startswith(("sip:", "sips:"))
+        ]
+
+    async def bindings(self, aor: str) -> list[Binding]:
+        """The live bindings of ``aor`` (any URI form the AOR takes), best first."""
+        uri = parse_uri(aor)
+        key = uri.address_of_record() if isinstance(uri, SipUri) else aor
+        return ordered((await self.store.load(key)).bindings, self.clock())
+
+    async def expire(self) -> int:
+        """Remove expired bindings; the number removed."""
+        return len(await self.store.expire(self.clock()))
+
+
+def _domains(domains: str | Sequence[str] | None, domain: str | None) -> tuple[str, ...]:
+    found: list[str] = []
+    if isinstance(domains, str):
+        found.append(domains)
+    elif domains:
+        found.extend(domains)
+    if domain:
+        found.append(domain)
+    return tuple(found)

@@ -1,0 +1,108 @@
+"""The register step: RFC 3261 section 10.3 for REGISTER requests, over an async store.
+
+Steps 1 and 2 (:func:`~sipreg.registrar.rules.check_target`), then step 5
+(:func:`~sipreg.registrar.rules.check_aor`), then steps 6 to 8 planned by the
+pure :func:`~sipreg.registrar.rules.plan_register` and applied in one store
+transaction.  Steps 3 and 4, authentication, are the
+:class:`~sipreg.auth.step.Authorize` step's, which goes in front of this one.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+from collections.abc import AsyncIterator
+from dataclasses import dataclass, field
+
+from ..chain import Context, Filter, Step
+from ..errors import ServerInternalError, ServiceUnavailable, StoreConflict, StoreUnavailable
+from ..message import Request, Response
+from ..store.base import MAX_CONFLICT_RETRIES, BindingStore
+from ..uri import SipUri
+from .policy import Policy
+from .rules import Source, check_aor, check_target, plan_register
+
+#: The Retry-After of a 503 while the store is unavailable.
+RETRY_AFTER = 5
+
+
+@dataclass
+class _AorLock:
+    """A per-AOR lock and how many requests hold or wait for it."""
+
+    lock: asyncio.Lock = field(default_factory=asyncio.Lock)
+    users: int = 0
+
+
+class Register(Step):
+    """Answers every REGISTER (200 or an error); passes other methods on.
+
+    With ``forward_foreign`` (a registrar that is also a proxy, section 10.3
+    step 1) a REGISTER whose Request-URI names neither a served domain nor this
+    server is passed on instead of refused with 403.
+    """
+
+    def __init__(
+        self,
+        policy: Policy,
+        store: BindingStore,
+        *,
+        forward_foreign: bool = False,
+        when: Filter | None = None,
+    ) -> None:
+        super().__init__(when=when)
+        self.policy = policy
+        self.store = store
+        self.forward_foreign = forward_foreign
+        self._locks: dict[str, _AorLock] = {}
+
+    async def handle(self, request: Request, ctx: Context) -> Response | None:
+        if request.method != "REGISTER":
+            return None
+        if self.forward_foreign and not _names_us(request, self.policy):
+            return None
+        ruri = check_target(request, self.policy)
+        ctx.aor = aor = check_aor(request, ruri, self.policy)
+        source = Source(ctx.leg.transport, ctx.source, ctx.leg.local)
+        async with self._aor_lock(aor):
+            for _ in range(MAX_CONFLICT_RETRIES):
+                try:
+                    state = await self.store.load(aor)
+                    plan = plan_register(request, state, ctx.now, self.policy, source)
+                    if plan.change is None or plan.change.empty:
+                        break
+                    await self.store.apply(plan.change)
+                except StoreConflict:
+                    continue
+                except StoreUnavailable as err:
+                    raise ServiceUnavailable(
+                        "The binding store is unavailable; try again",
+                        headers=[("Retry-After", str(RETRY_AFTER))],
+                    ) from err
+                break
+            else:
+                # Section 10.3 step 7: a failed back-end commit "MUST fail with a 500".
+                raise ServerInternalError("The binding store is busy; try again")
+        ctx.bindings = len(plan.bindings)
+        return plan.response
+
+    @contextlib.asynccontextmanager
+    async def _aor_lock(self, aor: str) -> AsyncIterator[None]:
+        """Serialise REGISTERs for one AOR in this process; the lock lives while it is used."""
+        entry = self._locks.get(aor)
+        if entry is None:
+            entry = self._locks[aor] = _AorLock()
+        entry.users += 1
+        try:
+            async with entry.lock:
+                yield
+        finally:
+            entry.users -= 1
+            if not entry.users:
+                del self._locks[aor]
+
+
+def _names_us(request: Request, policy: Policy) -> bool:
+    """True when the Request-URI names a served domain or this server (section 10.3 step 1)."""
+    ruri = request.uri
+    return isinstance(ruri, SipUri) and policy.accepts_request_uri(ruri.host)

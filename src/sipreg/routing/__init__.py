@@ -1,0 +1,1 @@
+"""Requests other than REGISTER: the redirect step and the lookup step of a chain."""

@@ -1,0 +1,112 @@
+"""The receive chain: the step contract, filters, a chain of steps, and a step put in front."""
+
+from __future__ import annotations
+
+import pytest
+
+from sipreg.chain import Chain, Context, Step, aor_in, source_in, unless
+from sipreg.errors import Forbidden
+from sipreg.front import Front
+from sipreg.message import Request, Response
+from sipreg.responses import make_response
+from sipreg.store.memory import MemoryStore
+
+from .helpers import (
+    ALICE,
+    BOB,
+    CLIENT,
+    Clock,
+    FakeLeg,
+    build,
+    make_registrar,
+    register,
+    request,
+)
+
+
+class Recorder(Step):
+    """Passes everything on, noting what it saw."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.seen: list[str] = []
+
+    async def handle(self, request: Request, ctx: Context) -> Response | None:
+        self.seen.append(request.method)
+        return None
+
+
+class Answer(Step):
+    """Answers every request with ``status``."""
+
+    def __init__(self, status: int) -> None:
+        super().__init__()
+        self.status = status
+
+    async def handle(self, request: Request, ctx: Context) -> Response | None:
+        return make_response(request.headers, self.status)
+
+
+class Refuse(Step):
+    """Refuses every request by raising, as a step does."""
+
+    async def handle(self, request: Request, ctx: Context) -> Response | None:
+        raise Forbidden("Not from here")
+
+
+async def test_steps_run_in_order_until_one_answers() -> None:
+    first, last = Recorder(), Recorder()
+    front = Front(Chain([first, Answer(486), last]))
+    leg = FakeLeg()
+    assert await front.receive(build("INVITE", ALICE), leg, CLIENT) == 486
+    assert first.seen == ["INVITE"] and last.seen == []
+    assert leg.last().status == 486
+    assert (leg.last().headers.get("to") or "").count(";tag=") == 1  # the front tags it
+
+
+async def test_a_chain_that_passes_everything_on_answers_nothing() -> None:
+    front = Front(Chain([Recorder(), Chain([Recorder()])]))
+    leg = FakeLeg()
+    assert await front.receive(build("INVITE", ALICE), leg, CLIENT) is None
+    assert leg.sent == []
+
+
+async def test_a_raised_error_becomes_the_one_answer() -> None:
+    front = Front(Chain([Refuse(), Answer(200)]))
+    leg = FakeLeg()
+    assert await front.receive(build("OPTIONS", ALICE), leg, CLIENT) == 403
+    assert leg.last().reason == "Not from here"
+
+
+async def test_a_filter_decides_whether_a_step_applies() -> None:
+    gateway = ("192.0.2.50", 5060)
+    only_outsiders = Chain([Refuse(when=unless(source_in("192.0.2.0/24")))])
+    front = Front(Chain([only_outsiders, Answer(200)]))
+    leg = FakeLeg()
+    assert await front.receive(build("OPTIONS", ALICE), leg, gateway) == 200
+    assert await front.receive(build("OPTIONS", ALICE), leg, CLIENT) == 403
+    for_bob = Front(Chain([Refuse(when=aor_in("sip:bob@Example.COM;user=phone")), Answer(200)]))
+    assert await for_bob.receive(build("OPTIONS", BOB, to=BOB), leg, CLIENT) == 403
+    assert await for_bob.receive(build("OPTIONS", ALICE), leg, CLIENT) == 200
+
+
+def test_filters() -> None:
+    inside = source_in("10.0.0.0/8", "2001:db8::/32")
+    req = request(build("OPTIONS", ALICE))
+    assert inside(req, ("10.1.2.3", 1)) and inside(req, ("2001:db8::1", 1))
+    assert inside(req, ("2001:db8::1%eth0", 1))
+    assert not inside(req, ("192.0.2.1", 1)) and not inside(req, ("not-an-ip", 1))
+    assert unless(inside)(req, ("192.0.2.1", 1))
+    with pytest.raises(ValueError):
+        aor_in("tel:+1555")
+
+
+async def test_a_library_user_puts_a_step_in_front_of_the_registrar() -> None:
+    clock = Clock()
+    reg = make_registrar(clock, store=MemoryStore())
+    reg.chain.steps.insert(0, Refuse(when=aor_in(BOB)))
+    leg = FakeLeg()
+    assert await reg.receive(register("sip:bob@192.0.2.9", aor=BOB), leg, CLIENT) == 403
+    assert await reg.receive(register("sip:alice@192.0.2.9"), leg, CLIENT) == 200
+    assert await reg.query(ALICE) == ["sip:alice@192.0.2.9"]
+    assert await reg.query(BOB) == []
