@@ -186,14 +186,23 @@ def test_parse_response() -> None:
     [
         ("INVITE  sip:a@b SIP/2.0", 400),
         ("INVITE sip:a@b SIP/2.0 ", 400),
-        ("INVITE <sip:a@b> SIP/2.0", 400),
+        ("INVITE <sip:a@b?Route=x> SIP/2.0", 400),
         ("INVITE sip:a@b;lr extra SIP/2.0", 400),
         ("INVITE sip:a@b?Route=x SIP/2.0", 400),
         ("INVITE sip:a b@c SIP/2.0", 400),
         ("OPTIONS sip:a@b SIP/7.0", 505),
         ("OPTIONS sip:a@b SIP/2.1", 505),
     ],
-    ids=["double-sp", "trailing-sp", "brackets", "extra", "uri-headers", "uri-space", "v7", "v2.1"],
+    ids=[
+        "double-sp",
+        "trailing-sp",
+        "brackets-headers",
+        "extra",
+        "uri-headers",
+        "uri-space",
+        "v7",
+        "v2.1",
+    ],
 )
 def test_bad_request_line_is_answerable(start: str, status: int) -> None:
     with pytest.raises(ParseError) as caught:
@@ -381,6 +390,32 @@ def test_check_reports_method_mismatch_and_bad_fields() -> None:
     with pytest.raises(ParseError) as caught:
         version.check()
     assert caught.value.status == 505
+
+
+@pytest.mark.parametrize("method", ["REGISTER", "INVITE", "OPTIONS"])
+def test_a_request_uri_in_angle_brackets_is_accepted(method: str) -> None:
+    """RFC 4475 3.1.2.7 lets an element ignore the brackets; Net::SIP sends them."""
+    lines = list(REGISTER_LINES)
+    lines[0] = f"{method} <sip:192.0.2.1:5060;transport=udp> SIP/2.0"
+    lines[6] = f"CSeq: 1826 {method}"
+    request = parse_message(msg(*lines))
+    assert isinstance(request, Request) and request.bracketed_uri
+    assert request.uri == parse_uri("sip:192.0.2.1:5060;transport=udp")
+    request.check()
+    assert request.to_bytes().startswith(
+        f"{method} sip:192.0.2.1:5060;transport=udp SIP/2.0".encode()
+    )
+    plain = parse_message(msg(*REGISTER_LINES))
+    assert isinstance(plain, Request) and not plain.bracketed_uri
+
+
+@pytest.mark.parametrize("uri", ["<>", "<sip:a@b", "sip:a@b>", "<<sip:a@b>>", "< sip:a@b>"])
+def test_a_request_uri_with_stray_brackets_is_400(uri: str) -> None:
+    lines = list(REGISTER_LINES)
+    lines[0] = f"REGISTER {uri} SIP/2.0"
+    with pytest.raises(ParseError) as caught:
+        parse_message(msg(*lines))
+    assert caught.value.status == 400 and caught.value.request_headers is not None
 
 
 def test_typed_views_follow_edits_of_the_headers() -> None:

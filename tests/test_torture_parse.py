@@ -57,7 +57,7 @@ TORTURE: Final[dict[str, Outcome]] = {
     "scalar02": reject(),  # 3.1.2.4 CSeq >= 2**31 -> 400 (Max-Forwards 300 alone could be ignored)
     "scalarlg": reject(answerable=False),  # 3.1.2.5 response with overlarge CSeq: discard
     "quotbal": reject(),  # 3.1.2.6 unterminated quoted display name -> 400
-    "ltgtruri": reject(),  # 3.1.2.7 Request-URI in <> -> 400
+    "ltgtruri": VALID,  # 3.1.2.7 Request-URI in <>: "may choose to ignore the brackets"
     "lwsruri": reject(),  # 3.1.2.8 LWS inside the Request-URI -> 400
     "lwsstart": reject(),  # 3.1.2.9 several SP between Request-Line elements: may reject
     "trws": reject(),  # 3.1.2.10 SP after SIP/2.0: may reject

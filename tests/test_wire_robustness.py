@@ -340,7 +340,7 @@ EXPECTED: Final[dict[str, tuple[int, ...]]] = {
     "inv2543": (404,),  # sip:UserB@example.com is not registered
     "invut": (302,),
     "longreq": (302,),
-    "ltgtruri": (400,),
+    "ltgtruri": (302,),  # the brackets are ignored (RFC 4475 3.1.2.7)
     "lwsdisp": (302,),
     "lwsruri": (400,),
     "lwsstart": (400,),

@@ -79,6 +79,10 @@ class Front:
             if not isinstance(message, Request):
                 return None  # a response: a registrar sends no requests, so it has none to match
             request = message
+        if request.bracketed_uri:
+            log.debug(
+                "%s from %s:%s: Request-URI in <>, brackets ignored", request.method, *from_addr
+            )
         stamp_received(request.headers, from_addr)  # section 18.2.1: whatever the transport
         decision = self.transactions.decide(request, start)
         if decision.kind is Kind.ABSORBED_ACK:

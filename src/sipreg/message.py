@@ -73,6 +73,8 @@ class Request:
     headers: Headers
     body: bytes = b""
     version: str = "SIP/2.0"
+    #: The Request-URI came in <> (RFC 4475 3.1.2.7); it is sent on without them.
+    bracketed_uri: bool = field(default=False, kw_only=True)
     _views: dict[str, tuple[Headers, int, Any]] = field(
         default_factory=dict, init=False, repr=False
     )
@@ -227,10 +229,15 @@ def _request(m: re.Match[str], headers: Headers, body: bytes) -> Request:
     method, uri_text, version = m.groups()
     if version.upper() != "SIP/2.0":
         raise ParseError(f"SIP version {version} is not supported", status=505)
-    uri = parse_uri(uri_text)
+    # RFC 4475 section 3.1.2.7: an element "may choose to ignore the brackets" of a
+    # Request-URI in <>.  Net::SIP's own client sends one, as Kamailio accepts.
+    bracketed = len(uri_text) > 2 and uri_text[0] == "<" and uri_text[-1] == ">"
+    uri = parse_uri(uri_text[1:-1] if bracketed else uri_text)
     if isinstance(uri, SipUri) and uri.headers:
         raise ParseError("Request-URI must not carry headers")
-    return Request(method, uri, headers, body, "SIP/2.0")
+    request = Request(method, uri, headers, body, "SIP/2.0")
+    request.bracketed_uri = bracketed
+    return request
 
 
 def _response(m: re.Match[str], headers: Headers, body: bytes) -> Response:

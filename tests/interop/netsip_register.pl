@@ -39,9 +39,10 @@ my $sock = IO::Socket::INET->new(
 ) or die "cannot create $opt{proto} socket: $!\n";
 my $leg = Net::SIP::Leg->new(sock => $sock);
 
-# No ";transport=tcp" on the registrar: Net::SIP would put the URI in angle
-# brackets into the Request-URI.  The leg's protocol decides the transport.
-my $registrar = "sip:$opt{registrar}";
+# The registrar exactly as Net::SIP::Simple's documentation writes it
+# ("192.0.2.1:5060;transport=udp"): Net::SIP then sends the Request-URI in angle
+# brackets, REGISTER <sip:HOST:PORT;transport=udp> SIP/2.0, which sipreg accepts.
+my $registrar = "$opt{registrar};transport=$opt{proto}";
 # In angle brackets, so ";transport=tcp" is a URI parameter, not a header one.
 my $uri = sprintf('sip:%s@127.0.0.1:%d%s', $opt{user}, $sock->sockport,
     $opt{proto} eq 'tcp' ? ';transport=tcp' : '');

@@ -1,7 +1,9 @@
 """The Perl Net::SIP user agent (Debian ``libnet-sip-perl``) against ``sipreg serve``.
 
 ``netsip_register.pl`` registers with ``Net::SIP::Simple->register`` over a UDP
-or TCP leg and exits 0 only on a 2xx that lists its contact with an expiry.
+or TCP leg, the registrar given as its documentation shows (``HOST:PORT;transport=udp``,
+which makes it send ``REGISTER <sip:HOST:PORT;transport=udp> SIP/2.0``), and exits 0
+only on a 2xx that lists its contact with an expiry.
 The tests then stop the server and read the binding it committed.
 """
 
@@ -100,6 +102,9 @@ def test_netsip_registers(netsip_perl: str, server: Server, proto: str) -> None:
     user = f"netsip-{proto}"
     run = register(netsip_perl, server, proto, user)
     assert run.returncode == 0, run.explain(server)
+    # Configured as Net::SIP's documentation shows, it sends the Request-URI in <>.
+    sent = f"REGISTER <sip:{server.udp if proto == 'udp' else server.tcp};transport={proto}>"
+    assert sent in run.stderr, run.explain(server)
     assert 111 <= run.expires <= 120, run.explain(server)
     assert any(run.contact in listed for listed in run.listed), run.explain(server)
     if proto == "tcp":
