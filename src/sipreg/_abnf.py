@@ -114,3 +114,13 @@ DELTA_SECONDS_RE = full(DELTA_SECONDS)
 SCHEME_RE = full(SCHEME)
 URIC_RE = full(rf"{URIC}+")
 QUOTED_STRING_RE = re.compile(QUOTED_STRING)
+
+# --- authentication (RFC 3261 section 25, RFC 7616 section 3) --------------------------
+
+# auth-param = auth-param-name EQUAL ( token / quoted-string ), after the scheme or a COMMA;
+# COMMA = SWS "," SWS.  The digest parameters (dig-resp) have this shape too.
+AUTH_PARAM_RE = re.compile(rf"{SWS}({TOKEN}){SWS}={SWS}({QUOTED_STRING}|{TOKEN})")
+# request-digest = LDQUOT 32LHEX RDQUOT (MD5); SHA-256 digests are 64 hex digits (RFC 7616)
+LHEX_RE = re.compile(r"[0-9a-f]+\Z")
+# nc-value = 8LHEX
+NC_VALUE_RE = re.compile(r"[0-9a-fA-F]{8}\Z")

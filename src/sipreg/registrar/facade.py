@@ -30,7 +30,7 @@ from ..transactions import TransactionCache
 from ..uri import SipUri, parse_uri
 from .binding import Binding
 from .policy import Policy
-from .step import Register
+from .step import Register, names_this_registrar
 
 
 class Registrar:
@@ -83,7 +83,15 @@ class Registrar:
         self.mode = mode
         self.clock = clock  # wall time: binding expiry survives restarts
         self.transactions = TransactionCache()
-        steps: list[Step] = [] if authorize is None else [authorize]
+        steps: list[Step] = []
+        if authorize is not None and mode == "chain":
+            # A REGISTER this registrar passes on (section 10.3 step 1) is not its to check.
+            def ours(request: Request, source: Address) -> bool:
+                return request.method != "REGISTER" or names_this_registrar(request, policy)
+
+            authorize = Chain([authorize], when=ours)
+        if authorize is not None:
+            steps.append(authorize)
         steps.append(Register(policy, self.store, forward_foreign=mode == "chain"))
         if mode == "redirect":
             steps.append(Redirect(policy, self.store, self.transactions))

@@ -59,7 +59,7 @@ class Register(Step):
     async def handle(self, request: Request, ctx: Context) -> Response | None:
         if request.method != "REGISTER":
             return None
-        if self.forward_foreign and not _names_us(request, self.policy):
+        if self.forward_foreign and not names_this_registrar(request, self.policy):
             return None
         ruri = check_target(request, self.policy)
         ctx.aor = aor = check_aor(request, ruri, self.policy)
@@ -102,7 +102,7 @@ class Register(Step):
                 del self._locks[aor]
 
 
-def _names_us(request: Request, policy: Policy) -> bool:
+def names_this_registrar(request: Request, policy: Policy) -> bool:
     """True when the Request-URI names a served domain or this server (section 10.3 step 1)."""
     ruri = request.uri
     return isinstance(ruri, SipUri) and policy.accepts_request_uri(ruri.host)

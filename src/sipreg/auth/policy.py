@@ -1,0 +1,72 @@
+"""What authentication demands: the realm, nonce lifetime, qop, grants and abuse limits."""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+
+from ..errors import ParseError
+from ..uri import SipUri, parse_uri, unescape
+from .users import check_field
+
+# A realm goes into a quoted-string of every challenge: printable, no quote or backslash.
+_REALM = re.compile(r"[\x21\x23-\x5b\x5d-\x7e]+\Z")
+
+
+@dataclass(frozen=True, kw_only=True)
+class AuthPolicy:
+    """Authentication settings, checked when built (``ValueError`` names the setting).
+
+    ``grants`` maps a user name to the extra AORs it may bind besides its own
+    (aliases, or third-party registration); they are stored canonical.
+    ``max_failures`` failures of one user from one address within
+    ``failure_window`` seconds ban that user there for ``ban_time`` seconds;
+    failures for ``max_users`` distinct users from one address ban the address.
+    """
+
+    realm: str
+    nonce_lifetime: float = 300.0
+    allow_no_qop: bool = True
+    grants: Mapping[str, frozenset[str]] = field(default_factory=dict)
+    max_failures: int = 10
+    max_users: int = 5
+    failure_window: float = 60.0
+    ban_time: float = 300.0
+    methods: frozenset[str] = frozenset({"REGISTER"})
+
+    def __post_init__(self) -> None:
+        if not _REALM.match(self.realm):
+            raise ValueError(f"realm: {self.realm!r} must be printable, without quotes or spaces")
+        check_field("realm", self.realm)
+        for name in ("nonce_lifetime", "failure_window", "ban_time"):
+            if not getattr(self, name) > 0:
+                raise ValueError(f"{name}: must be positive")
+        for name in ("max_failures", "max_users"):
+            if getattr(self, name) < 1:
+                raise ValueError(f"{name}: must be at least 1")
+        grants = {
+            check_field("grants user name", user): frozenset(_aor(user, a) for a in aors)
+            for user, aors in self.grants.items()
+        }
+        object.__setattr__(self, "grants", grants)
+
+    def may_bind(self, user: str, to: SipUri, *, served: bool) -> bool:
+        """True when ``user`` may bind the AOR of ``to``: its own, or one granted to it.
+
+        Its own is in a served domain (``served``) with a user part (unescaped:
+        ``%61lice`` is ``alice``) that is its name.
+        """
+        if served and to.user is not None and unescape(to.user) == user:
+            return True
+        return to.address_of_record() in self.grants.get(user, frozenset())
+
+
+def _aor(user: str, text: str) -> str:
+    try:
+        uri = parse_uri(text)
+    except ParseError as err:
+        raise ValueError(f"grants: {user}: {text!r} is not a URI: {err.reason}") from None
+    if not isinstance(uri, SipUri) or uri.user is None:
+        raise ValueError(f"grants: {user}: {text!r} is not a SIP or SIPS address of record")
+    return uri.address_of_record()

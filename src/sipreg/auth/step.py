@@ -1,0 +1,235 @@
+"""The Authorize step: RFC 3261 section 10.3 steps 3 and 4 (section 22, RFC 7616, RFC 8760).
+
+Put in front of the register step, it challenges a request without valid
+Digest credentials with ``401`` and a ``WWW-Authenticate`` per algorithm
+(SHA-256 first, then MD5), and lets an authenticated user bind only its own
+AOR or one granted to it (else ``403``).  Everything an attacker could learn
+from is the same for an unknown user and a wrong password: the status, the
+challenge and the work done.  Bans (:class:`~sipreg.auth.guard.Guard`) are
+answered ``403`` before any digest work.
+"""
+
+from __future__ import annotations
+
+import hmac
+import logging
+import secrets
+from collections.abc import Callable
+from typing import Protocol
+
+from ..chain import Context, Filter, Step
+from ..errors import BadRequest, Forbidden, ParseError
+from ..message import Request, Response
+from ..registrar.policy import Policy
+from ..registrar.rules import check_target
+from ..responses import make_response
+from ..uri import SipUri, parse_uri, uri_equal
+from .digest import (
+    ALGORITHMS,
+    DIGEST_LENGTH,
+    Credentials,
+    canonical_algorithm,
+    challenge,
+    check_shape,
+    parse_credentials,
+    response,
+)
+from .guard import Ban, Guard
+from .nonce import Freshness, NonceCounts, Nonces
+from .policy import AuthPolicy
+from .users import User
+
+log = logging.getLogger("sipreg.auth")
+
+
+class CredentialSource(Protocol):
+    """Where user records come from: a users file (:class:`~sipreg.auth.users.Users`) or else."""
+
+    def lookup(self, name: str, realm: str) -> User | None:
+        """The user ``name`` of ``realm``, or None."""
+
+
+class Authorize(Step):
+    """Authenticates the requests of ``auth.methods`` (REGISTER by default).
+
+    ``policy`` is the registrar's: a REGISTER's Request-URI and Require are
+    checked first (section 10.3 steps 1 and 2 come before 3), and an AOR is a
+    user's own only in a served domain.  ``nonce_key`` keys the nonces; keep it
+    across restarts so that clients keep their nonces.  ``users`` may be replaced
+    at any time (a reload).  ``on_ban`` is told of every new ban, once.
+    """
+
+    def __init__(
+        self,
+        auth: AuthPolicy,
+        policy: Policy,
+        users: CredentialSource,
+        nonce_key: bytes,
+        *,
+        when: Filter | None = None,
+        counts: NonceCounts | None = None,
+        guard: Guard | None = None,
+        on_ban: Callable[[Ban], None] | None = None,
+    ) -> None:
+        super().__init__(when=when)
+        self.auth = auth
+        self.policy = policy
+        self.users = users
+        self.nonces = Nonces(nonce_key, auth.nonce_lifetime)
+        self.counts = counts if counts is not None else NonceCounts()
+        self.guard = guard or Guard(
+            max_failures=auth.max_failures,
+            max_users=auth.max_users,
+            window=auth.failure_window,
+            ban_time=auth.ban_time,
+        )
+        self.on_ban = on_ban if on_ban is not None else self._log_ban
+        # What an unknown user is checked against, so it costs what a known one does.
+        self._decoy = {a: secrets.token_hex(DIGEST_LENGTH[a] // 2) for a in ALGORITHMS}
+
+    async def handle(self, request: Request, ctx: Context) -> Response | None:
+        if request.method not in self.auth.methods:
+            return None
+        if request.method == "REGISTER":
+            check_target(request, self.policy)
+        else:
+            request.check()
+        address = ctx.source[0]
+        if self.guard.banned(address, None, ctx.now) is not None:
+            ctx.auth = "banned"
+            raise Forbidden()
+        credentials = self._credentials(request)
+        if credentials is None:
+            ctx.auth = "challenged"
+            return self._challenge(request, ctx.now, stale=False)
+        try:
+            username, algorithm = self._readable(credentials)
+        except ParseError:
+            ctx.auth = "invalid"
+            return self._challenge(request, ctx.now, stale=False)
+        if self.guard.banned(address, username, ctx.now) is not None:
+            ctx.auth = "banned"
+            raise Forbidden()
+        if not _same_uri(credentials.get("uri") or "", request):
+            ctx.auth = "invalid"
+            raise BadRequest("The Authorization uri is not the Request-URI")
+        verdict = self._verify(credentials, username, algorithm, request, ctx.now)
+        if verdict != "ok":
+            ctx.auth = verdict
+            if verdict == "failed":
+                ban = self.guard.failed(address, username, ctx.now)
+                if ban is not None:
+                    self.on_ban(ban)
+            return self._challenge(request, ctx.now, stale=verdict != "failed")
+        self.guard.succeeded(address, username)
+        ctx.user = username
+        if request.method == "REGISTER" and not self._may_bind(username, request):
+            ctx.auth = "forbidden"
+            raise Forbidden("Not allowed to register this address")
+        ctx.auth = "ok"
+        return None
+
+    def _credentials(self, request: Request) -> Credentials | None:
+        """The Digest credentials for our realm, if any (one header per credential, 7.3.1)."""
+        found = None
+        for value in request.headers.get_all("authorization"):
+            try:
+                credentials = parse_credentials(value)
+            except ParseError:
+                found = found or _GARBLED
+                continue
+            if credentials.is_digest and credentials.get("realm") == self.auth.realm:
+                return credentials
+        return found
+
+    def _readable(self, credentials: Credentials) -> tuple[str, str]:
+        """The user name and algorithm, or ParseError when the credentials cannot be checked."""
+        if credentials is _GARBLED:
+            raise ParseError("Malformed Authorization")
+        for name in ("username", "nonce", "uri", "response"):
+            if credentials.get(name) is None:
+                raise ParseError(f"Authorization without {name}")
+        algorithm = canonical_algorithm(credentials.get("algorithm"))
+        if algorithm is None:
+            raise ParseError("Authorization with an algorithm not offered")
+        qop = credentials.get("qop")
+        if qop is None:
+            if not self.auth.allow_no_qop:
+                raise ParseError("Authorization without qop")
+        elif qop.lower() != "auth" or None in (credentials.get("nc"), credentials.get("cnonce")):
+            raise ParseError("Authorization with a qop not offered, or without nc and cnonce")
+        check_shape(credentials, algorithm)
+        username = credentials.get("username")
+        assert username is not None
+        return username, algorithm
+
+    def _verify(
+        self, credentials: Credentials, username: str, algorithm: str, request: Request, now: float
+    ) -> str:
+        """``ok``, ``failed`` (wrong or forged), ``stale`` or ``replayed``."""
+        nonce = credentials.get("nonce") or ""
+        check = self.nonces.check(nonce, now, self.auth.realm)
+        user = self.users.lookup(username, self.auth.realm)
+        known = user.ha1(algorithm) if user is not None else None
+        qop = credentials.get("qop")
+        expected = response(
+            algorithm,
+            known or self._decoy[algorithm],
+            method=request.method,
+            uri=credentials.get("uri") or "",
+            nonce=nonce,
+            qop=None if qop is None else "auth",
+            nc=credentials.get("nc"),
+            cnonce=credentials.get("cnonce"),
+        )
+        digest = (credentials.get("response") or "").lower()
+        matched = hmac.compare_digest(expected, digest)
+        if not matched or known is None or check.freshness is Freshness.FORGED:
+            return "failed"
+        if check.freshness is Freshness.STALE:
+            return "stale"
+        self.counts.sweep(now - self.nonces.lifetime)
+        nc = 1 if qop is None else int(credentials.get("nc") or "1", 16)
+        if not self.counts.use(nonce, check.issued_at, nc):
+            return "replayed"
+        return "ok"
+
+    def _may_bind(self, username: str, request: Request) -> bool:
+        to = request.to.uri
+        if not isinstance(to, SipUri):
+            return True  # not an AOR at all: step 5 answers 400
+        return self.auth.may_bind(username, to, served=self.policy.serves(to.host))
+
+    def _log_ban(self, ban: Ban) -> None:
+        log.warning(
+            "banned %s for %g s after %d failed authentication(s)",
+            ban.describe(),
+            self.guard.ban_time,
+            ban.failures,
+        )
+
+    def _challenge(self, request: Request, now: float, *, stale: bool) -> Response:
+        """401 with one WWW-Authenticate per algorithm, most preferred first (RFC 8760 2.4)."""
+        nonce = self.nonces.issue(now, self.auth.realm)
+        extra = [
+            ("WWW-Authenticate", challenge(self.auth.realm, nonce, a, qop=True, stale=stale))
+            for a in ALGORITHMS
+        ]
+        return make_response(request.headers, 401, "Unauthorized", extra)
+
+
+# A stand-in for credentials that could not be parsed: answered like a missing parameter.
+_GARBLED = Credentials("Digest", {})
+
+
+def _same_uri(uri: str, request: Request) -> bool:
+    """True when the credentials' ``uri`` names the Request-URI (RFC 7616 3.4.6).
+
+    It is compared as a URI (section 19.1.4), its ``<>`` ignored as they are on
+    the Request-Line (Net::SIP signs the bracketed form it sends).
+    """
+    text = uri[1:-1] if uri.startswith("<") and uri.endswith(">") else uri
+    try:
+        return uri_equal(parse_uri(text), request.uri)
+    except ParseError:
+        return False

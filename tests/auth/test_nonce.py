@@ -1,0 +1,123 @@
+"""Stateless nonces on a fixed clock, and the bounded replay table."""
+
+from __future__ import annotations
+
+import base64
+
+import pytest
+from hypothesis import given
+from hypothesis import strategies as st
+
+from sipreg.auth.nonce import CLOCK_SKEW, Freshness, NonceCounts, Nonces
+
+KEY = b"k" * 32
+NOW = 1_000_000.0
+
+
+def test_a_fresh_nonce_checks_fresh_until_its_lifetime_ends() -> None:
+    nonces = Nonces(KEY, lifetime=300)
+    nonce = nonces.issue(NOW, "example.com")
+    assert nonces.check(nonce, NOW, "example.com").freshness is Freshness.FRESH
+    assert nonces.check(nonce, NOW + 299, "example.com").freshness is Freshness.FRESH
+    stale = nonces.check(nonce, NOW + 300, "example.com")
+    assert (stale.freshness, stale.issued_at) == (Freshness.STALE, NOW)
+
+
+def test_nonces_are_distinct_and_fit_a_quoted_string() -> None:
+    nonces = Nonces(KEY)
+    issued = {nonces.issue(NOW, "example.com") for _ in range(1000)}
+    assert len(issued) == 1000
+    assert all(n.isascii() and '"' not in n and "\\" not in n for n in issued)
+    assert nonces.issue(NOW, "r", salt=b"12345678") == nonces.issue(NOW, "r", salt=b"12345678")
+
+
+@pytest.mark.parametrize(
+    "forge",
+    [
+        lambda n: n[:-1] + ("A" if n[-1] != "A" else "B"),  # a flipped MAC character
+        lambda n: n[:-2],  # truncated
+        lambda n: n + "AAAA",  # too long
+        lambda n: "not base64 at all!",
+        lambda n: "",
+        lambda n: base64.urlsafe_b64encode(b"\x00" * 32).decode(),
+    ],
+)
+def test_a_forged_or_garbled_nonce_is_forged(forge: object) -> None:
+    nonces = Nonces(KEY)
+    nonce = nonces.issue(NOW, "example.com")
+    assert callable(forge)
+    assert nonces.check(forge(nonce), NOW, "example.com").freshness is Freshness.FORGED
+
+
+def test_a_nonce_is_bound_to_its_key_and_realm() -> None:
+    nonce = Nonces(KEY).issue(NOW, "example.com")
+    assert Nonces(b"x" * 32).check(nonce, NOW, "example.com").freshness is Freshness.FORGED
+    assert Nonces(KEY).check(nonce, NOW, "example.org").freshness is Freshness.FORGED
+
+
+def test_a_nonce_from_the_future_beyond_the_skew_is_stale() -> None:
+    nonces = Nonces(KEY)
+    nonce = nonces.issue(NOW + CLOCK_SKEW + 1, "r")
+    assert nonces.check(nonce, NOW, "r").freshness is Freshness.STALE
+    assert nonces.check(nonces.issue(NOW + 2, "r"), NOW, "r").freshness is Freshness.FRESH
+
+
+def test_settings_are_checked() -> None:
+    with pytest.raises(ValueError, match="16 bytes"):
+        Nonces(b"short")
+    with pytest.raises(ValueError, match="positive"):
+        Nonces(KEY, lifetime=0)
+    with pytest.raises(ValueError, match="8 bytes"):
+        Nonces(KEY).issue(NOW, "r", salt=b"x")
+
+
+@given(st.text(max_size=60))
+def test_any_text_is_forged(text: str) -> None:
+    assert Nonces(KEY).check(text, NOW, "r").freshness is Freshness.FORGED
+
+
+# --- nc replay tracking -------------------------------------------------------------------
+
+
+def test_an_nc_must_increase_per_nonce() -> None:
+    counts = NonceCounts()
+    assert counts.use("n1", NOW, 1)
+    assert not counts.use("n1", NOW, 1)  # the same header replayed
+    assert counts.use("n1", NOW, 2)
+    assert counts.use("n1", NOW, 5)  # a client may skip counts
+    assert not counts.use("n1", NOW, 4)
+    assert counts.use("n2", NOW, 1)  # another nonce counts on its own
+
+
+def test_the_table_is_bounded_and_forgets_safely() -> None:
+    counts = NonceCounts(max_entries=3)
+    for i in range(3):
+        assert counts.use(f"n{i}", NOW + i, 1)
+    assert counts.use("n3", NOW + 3, 1)  # n0, used longest ago, is dropped
+    assert len(counts) == 3
+    assert counts.horizon == NOW
+    assert not counts.use("n0", NOW, 2)  # its count is unknown now: refused, never replayable
+    assert not counts.use("old", NOW - 1, 1)  # issued before the horizon: refused too
+    assert counts.use("n1", NOW + 1, 2)  # still tracked
+    assert counts.use("later", NOW + 10, 1)
+
+
+def test_sweep_forgets_stale_nonces_and_moves_the_horizon() -> None:
+    counts = NonceCounts()
+    counts.use("old", NOW, 1)
+    counts.use("new", NOW + 100, 1)
+    counts.sweep(NOW + 50)
+    assert len(counts) == 1 and counts.horizon == NOW
+    assert not counts.use("old", NOW, 2)  # a stepped-back clock cannot revive it
+    assert not counts.use("new", NOW + 100, 1)
+
+
+@given(st.lists(st.tuples(st.integers(0, 9), st.integers(1, 20)), max_size=200))
+def test_no_nc_is_ever_accepted_twice_for_one_nonce(uses: list[tuple[int, int]]) -> None:
+    counts = NonceCounts(max_entries=4)
+    accepted: set[tuple[int, int]] = set()
+    for nonce, nc in uses:
+        if counts.use(f"n{nonce}", NOW + nonce, nc):
+            assert all(not (n == nonce and c >= nc) for n, c in accepted), (nonce, nc)
+            accepted.add((nonce, nc))
+        assert len(counts) <= 4
