@@ -41,6 +41,9 @@ def usage_error(capsys: pytest.CaptureFixture[str], *argv: str) -> str:
         (["serve", "--config", "/nonexistent/sipreg.toml"], "cannot read config file"),
         (["serve", "--colour"], "unrecognized arguments: --colour"),
         (["bindings", "list", "--store", "memory:", "sip:alice@[bad"], "bad AOR"),
+        (["serve", "--realm", "example.com"], "authentication needs both"),
+        (["serve", "--users", "users.txt"], "authentication needs both"),
+        (["serve", "--realm", 'a"b', "--users", "u"], "realm: 'a\"b' must be printable"),
         ([], "required: COMMAND"),
     ],
 )

@@ -1,7 +1,7 @@
-"""The ``sipreg`` command: ``serve``, ``bindings list`` and ``bindings remove``.
+"""The ``sipreg`` command: ``serve``, ``bindings list|remove`` and ``user add|remove|list``.
 
-Bad flags or settings exit with status 2 and a one-line message; a server or
-store that cannot start exits with status 1.
+Bad flags or settings exit with status 2 and a one-line message; a server,
+store or users file that cannot be used exits with status 1.
 """
 
 from __future__ import annotations
@@ -9,6 +9,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import contextlib
+import getpass
 import json
 import logging
 import os
@@ -17,6 +18,7 @@ import sys
 from collections.abc import AsyncIterator, Callable, Sequence
 
 from . import __version__
+from .auth.users import User, Users, UsersFileError, check_field, load_users, save_users
 from .config import LOG_LEVELS, Config, ConfigError, format_address, load_config
 from .errors import ParseError
 from .registrar.binding import Binding
@@ -28,11 +30,29 @@ from .uri import SipUri, parse_uri, uri_equal
 LOG_FORMAT = "%(asctime)s %(levelname)s %(name)s: %(message)s"
 
 
+class Failure(Exception):
+    """A command that could not do its work: exit status 1 with this one line."""
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     """Run the command line ``argv`` (default ``sys.argv[1:]``); the exit status."""
     parser = _parser()
     args = parser.parse_args(argv)
     usage: argparse.ArgumentParser = args.parser  # the subcommand's, for its error messages
+    command: Callable[[argparse.Namespace], int] = args.command
+    try:
+        return command(args)
+    except ConfigError as err:
+        usage.error(str(err))
+    except (Failure, OSError, sqlite3.Error, RuntimeError, UsersFileError) as err:
+        print(f"sipreg: error: {err}", file=sys.stderr)
+        return 1
+    except KeyboardInterrupt:
+        return 130
+
+
+def _config(args: argparse.Namespace) -> Config:
+    """The config the flags and ``--config`` make, with logging set up at its level."""
     overrides = {
         "listen": getattr(args, "listen", None),
         "domains": getattr(args, "domain", None),
@@ -40,35 +60,27 @@ def main(argv: Sequence[str] | None = None) -> int:
         "min_expires": getattr(args, "min_expires", None),
         "max_expires": getattr(args, "max_expires", None),
         "default_expires": getattr(args, "default_expires", None),
+        "realm": getattr(args, "realm", None),
+        "users": getattr(args, "users", None),
         "store": args.store,
         "data_dir": args.data_dir,
         "log_level": args.log_level,
     }
-    try:
-        config = load_config(args.config, overrides)
-    except ConfigError as err:
-        usage.error(str(err))
+    config = load_config(args.config, overrides)
     logging.basicConfig(level=config.log_level.upper(), format=LOG_FORMAT, stream=sys.stderr)
-    command: Callable[[Config, argparse.Namespace], int] = args.command
-    try:
-        return command(config, args)
-    except ConfigError as err:
-        usage.error(str(err))
-    except (OSError, sqlite3.Error, RuntimeError) as err:
-        print(f"sipreg: error: {err}", file=sys.stderr)
-        return 1
-    except KeyboardInterrupt:
-        return 130
+    return config
 
 
-def _serve(config: Config, args: argparse.Namespace) -> int:
+def _serve(args: argparse.Namespace) -> int:
     from .server import run
 
-    run(config)
+    run(_config(args))
     return 0
 
 
-def _list(config: Config, args: argparse.Namespace) -> int:
+def _list(args: argparse.Namespace) -> int:
+    config = _config(args)
+
     async def collect() -> list[str]:
         async with _opened(config) as store:
             registrar = Registrar(store=store)
@@ -81,7 +93,8 @@ def _list(config: Config, args: argparse.Namespace) -> int:
     return 0
 
 
-def _remove(config: Config, args: argparse.Namespace) -> int:
+def _remove(args: argparse.Namespace) -> int:
+    config = _config(args)
     aor = _aor(args.aor)
 
     async def remove() -> int:
@@ -97,6 +110,69 @@ def _remove(config: Config, args: argparse.Namespace) -> int:
         return 1
     print(f"removed {removed} binding(s) of {aor}")
     return 0
+
+
+def _user_add(args: argparse.Namespace) -> int:
+    name, realm = _checked("user name", args.name), _checked("realm", args.realm)
+    users = _users(args.users, missing_ok=True)
+    password = _password(args.password_stdin)
+    replaced = users.put(User.with_password(name, realm, password))
+    save_users(args.users, users)
+    done = "changed the password of" if replaced else "added"
+    print(f"{done} {name} of realm {realm} in {args.users}")
+    return 0
+
+
+def _user_remove(args: argparse.Namespace) -> int:
+    name = _checked("user name", args.name)
+    realm = None if args.realm is None else _checked("realm", args.realm)
+    users = _users(args.users)
+    removed = users.remove(name, realm)
+    if not removed:
+        raise Failure(
+            f"no user {name}{'' if realm is None else f' of realm {realm}'} in {args.users}"
+        )
+    save_users(args.users, users)
+    print(f"removed {name} ({removed} realm(s)) from {args.users}")
+    return 0
+
+
+def _user_list(args: argparse.Namespace) -> int:
+    for user in _users(args.users):
+        print(f"{user.name} {user.realm}")
+    return 0
+
+
+def _checked(what: str, text: str) -> str:
+    try:
+        return check_field(what, text)
+    except UsersFileError as err:
+        raise ConfigError(str(err)) from None
+
+
+def _users(path: str, *, missing_ok: bool = False) -> Users:
+    if missing_ok and not os.path.exists(path):
+        return Users()
+    return load_users(path)
+
+
+def _password(from_stdin: bool) -> str:
+    """The new password: one line of standard input, or asked twice at the terminal."""
+    if from_stdin:
+        line = sys.stdin.readline()
+        password = line[:-1] if line.endswith("\n") else line
+        password = password.removesuffix("\r")
+    else:
+        if not sys.stdin.isatty():
+            raise Failure(
+                "standard input is no terminal to ask for a password: use --password-stdin"
+            )
+        password = getpass.getpass("Password: ")
+        if getpass.getpass("Password again: ") != password:
+            raise Failure("the two passwords differ; nothing changed")
+    if not password:
+        raise Failure("an empty password is refused; nothing changed")
+    return password
 
 
 def format_binding(binding: Binding, now: float) -> str:
@@ -169,6 +245,8 @@ def _parser() -> argparse.ArgumentParser:
     serve.add_argument(
         "--default-expires", type=int, metavar="N", help="when none is asked for (3600)"
     )
+    serve.add_argument("--realm", metavar="R", help="authenticate with Digest in realm R")
+    serve.add_argument("--users", metavar="FILE", help="the users file (sipreg user add)")
     serve.set_defaults(command=_serve, parser=serve)
 
     bindings = commands.add_parser("bindings", help="inspect or edit the stored bindings")
@@ -180,4 +258,24 @@ def _parser() -> argparse.ArgumentParser:
     removal.add_argument("aor", metavar="AOR", help="the address of record")
     removal.add_argument("contact", nargs="?", metavar="CONTACT", help="only this contact")
     removal.set_defaults(command=_remove, parser=removal)
+
+    user = commands.add_parser("user", help="edit the users file (HA1s, never passwords)")
+    user_actions = user.add_subparsers(title="actions", required=True, metavar="ACTION")
+    users_file = argparse.ArgumentParser(add_help=False)
+    users_file.add_argument("--users", metavar="FILE", required=True, help="the users file")
+    add = user_actions.add_parser(
+        "add", parents=[users_file], help="add a user or set its password"
+    )
+    add.add_argument("--realm", metavar="R", required=True, help="the realm (as serve --realm)")
+    add.add_argument(
+        "--password-stdin", action="store_true", help="read the password from one line of stdin"
+    )
+    add.add_argument("name", metavar="NAME", help="the user name (the user part of its AOR)")
+    add.set_defaults(command=_user_add, parser=add)
+    drop = user_actions.add_parser("remove", parents=[users_file], help="remove a user")
+    drop.add_argument("--realm", metavar="R", help="only of this realm")
+    drop.add_argument("name", metavar="NAME")
+    drop.set_defaults(command=_user_remove, parser=drop)
+    listing = user_actions.add_parser("list", parents=[users_file], help="print name and realm")
+    listing.set_defaults(command=_user_list, parser=listing)
     return parser

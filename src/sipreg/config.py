@@ -15,6 +15,7 @@ from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from typing import Any, Literal
 
+from .auth.policy import AuthPolicy
 from .registrar.policy import Policy
 from .store import open_store
 
@@ -94,6 +95,8 @@ class Config:
 
     :attr:`policy` is the registrar :class:`~sipreg.registrar.policy.Policy` the
     settings make (checked by it); the server adds its own identities to it.
+    :attr:`auth` is the :class:`~sipreg.auth.policy.AuthPolicy` when ``realm``
+    is set (with a ``users`` file), else None: authentication is off.
     """
 
     listen: tuple[ListenSpec, ...] = DEFAULT_LISTEN
@@ -113,7 +116,17 @@ class Config:
     max_in_flight: int = 1024
     expire_interval: float = 10.0
     shutdown_timeout: float = 10.0
+    realm: str | None = None
+    users: str | None = None
+    nonce_lifetime: float = 300.0
+    allow_no_qop: bool = True
+    grants: Mapping[str, tuple[str, ...]] = field(default_factory=dict)
+    auth_max_failures: int = 10
+    auth_max_users: int = 5
+    auth_failure_window: float = 60.0
+    auth_ban_time: float = 300.0
     policy: Policy = field(init=False, repr=False, compare=False)
+    auth: AuthPolicy | None = field(init=False, repr=False, compare=False)
 
     def __post_init__(self) -> None:
         if not self.listen:
@@ -151,6 +164,31 @@ class Config:
             open_store(self.store_url)  # builds the store object; opens nothing
         except ValueError as err:
             raise ConfigError(f"store: {err}") from None
+        object.__setattr__(self, "auth", self._auth_policy())
+
+    def _auth_policy(self) -> AuthPolicy | None:
+        if (self.realm is None) != (self.users is None):
+            raise ConfigError("realm and users: authentication needs both, or neither")
+        if self.realm is None:
+            return None
+        try:
+            return AuthPolicy(
+                realm=self.realm,
+                nonce_lifetime=self.nonce_lifetime,
+                allow_no_qop=self.allow_no_qop,
+                grants={user: frozenset(aors) for user, aors in self.grants.items()},
+                max_failures=self.auth_max_failures,
+                max_users=self.auth_max_users,
+                failure_window=self.auth_failure_window,
+                ban_time=self.auth_ban_time,
+            )
+        except ValueError as err:
+            raise ConfigError(_auth_key(str(err))) from None
+
+    @property
+    def nonce_key_path(self) -> str:
+        """Where the nonce secret is kept (created 0600 on first use): in ``data_dir``."""
+        return os.path.join(self.data_dir or "", "sipreg-nonce.key")
 
     @property
     def store_url(self) -> str:
@@ -158,6 +196,26 @@ class Config:
         if self.store is not None and self.store.removeprefix("sqlite:").removeprefix("//"):
             return self.store
         return "sqlite:" + os.path.join(self.data_dir or "", "sipreg.db")
+
+
+def _auth_key(message: str) -> str:
+    """An AuthPolicy complaint with the setting named as the config file names it."""
+    for name in ("max_failures", "max_users", "failure_window", "ban_time"):
+        if message.startswith(f"{name}:"):
+            return "auth_" + message
+    return message
+
+
+def _boolean(key: str, value: object) -> bool:
+    if not isinstance(value, bool):
+        raise ConfigError(f"{key}: expected true or false, got {value!r}")
+    return value
+
+
+def _grants(key: str, value: object) -> dict[str, tuple[str, ...]]:
+    if not isinstance(value, Mapping):
+        raise ConfigError(f"{key}: expected a table of user = [AOR, ...], got {value!r}")
+    return {_string(key, user): _strings(f"{key}.{user}", aors) for user, aors in value.items()}
 
 
 def _integer(key: str, value: object) -> int:
@@ -211,6 +269,15 @@ _CHECKS: dict[str, Callable[[str, object], object]] = {
     "max_in_flight": _integer,
     "expire_interval": _number,
     "shutdown_timeout": _number,
+    "realm": _string,
+    "users": _string,
+    "nonce_lifetime": _number,
+    "allow_no_qop": _boolean,
+    "grants": _grants,
+    "auth_max_failures": _integer,
+    "auth_max_users": _integer,
+    "auth_failure_window": _number,
+    "auth_ban_time": _number,
 }
 
 

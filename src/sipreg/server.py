@@ -21,9 +21,12 @@ import signal
 import socket
 from collections.abc import Iterable
 
+from .auth.step import Authorize
+from .auth.users import Users, UsersFileError, load_users, too_open
 from .config import Config, ListenSpec, format_address
+from .keyfile import load_or_create_key
 from .registrar.facade import Registrar
-from .registrar.policy import checked_host
+from .registrar.policy import Policy, checked_host
 from .store import BindingStore, open_store
 from .transport import InFlight
 from .transport.tcp import TcpListener
@@ -44,6 +47,7 @@ class Server:
         self.config = config
         self.store: BindingStore = open_store(config.store_url)
         self.registrar: Registrar | None = None
+        self.authorize: Authorize | None = None
         self.in_flight = InFlight(config.max_in_flight)
         self.udp: list[UdpLeg] = []
         self.tcp: list[TcpListener] = []
@@ -64,10 +68,13 @@ class Server:
         listeners = sum(spec.transport == "tcp" for spec in config.listen)
         if listeners:
             self._max_connections = _connection_limit(config.max_connections, listeners)
+        policy = dataclasses.replace(config.policy, identities=tuple(await self._identities()))
+        self.authorize = self._authorize(policy)
         await self.store.open()
         try:
-            policy = dataclasses.replace(config.policy, identities=tuple(await self._identities()))
-            registrar = self.registrar = Registrar(policy=policy, store=self.store, mode="redirect")
+            registrar = self.registrar = Registrar(
+                policy=policy, store=self.store, authorize=self.authorize, mode="redirect"
+            )
             for spec in config.listen:
                 try:
                     await self._listen(spec, registrar)
@@ -80,7 +87,48 @@ class Server:
         log.debug("identities: %s", ", ".join(registrar.policy.identities))
         for address in self._bound:
             log.info("listening on %s", address)
+        if self.authorize is None:
+            log.warning(
+                "authentication is off (no realm): anyone can register any AOR of the served"
+                " domains; use --realm and --users"
+            )
         self._sweeper = asyncio.create_task(self._sweep())
+
+    def _authorize(self, policy: Policy) -> Authorize | None:
+        """The Authorize step the config asks for, its users file read; None if auth is off."""
+        auth, path = self.config.auth, self.config.users
+        if auth is None or path is None:
+            return None
+        users = self._read_users(path, auth.realm)
+        key = load_or_create_key(self.config.nonce_key_path)
+        return Authorize(auth, policy, users, key)
+
+    def reload(self) -> None:
+        """Re-read the users file (SIGHUP); a file that cannot be read keeps the users loaded."""
+        if self.authorize is None or self.config.users is None:
+            log.info("reload: authentication is off, nothing to re-read")
+            return
+        try:
+            self.authorize.users = self._read_users(self.config.users, self.authorize.auth.realm)
+        except UsersFileError as err:
+            log.error("reload: %s; keeping the users loaded before", err)
+
+    @staticmethod
+    def _read_users(path: str, realm: str) -> Users:
+        users = load_users(path)
+        if too_open(path):
+            log.warning(
+                "users file %s can be read by others: its HA1s are secrets (chmod 600)", path
+            )
+        count = sum(user.realm == realm for user in users)
+        others = len(users) - count
+        log.info(
+            "users file %s: %d user(s) of realm %s%s",
+            path, count, realm, f", {others} of other realms ignored" if others else "",
+        )  # fmt: skip
+        if not count:
+            log.warning("no user of realm %s in %s: every REGISTER will be refused", realm, path)
+        return users
 
     async def _listen(self, spec: ListenSpec, registrar: Registrar) -> None:
         config = self.config
@@ -238,12 +286,13 @@ async def serve(config: Config) -> None:
     loop = asyncio.get_running_loop()
     for signum in (signal.SIGTERM, signal.SIGINT):
         loop.add_signal_handler(signum, stopping.set)
+    loop.add_signal_handler(signal.SIGHUP, server.reload)
     log.info("ready")
     try:
         await stopping.wait()
         log.info("shutting down")
     finally:
-        for signum in (signal.SIGTERM, signal.SIGINT):
+        for signum in (signal.SIGTERM, signal.SIGINT, signal.SIGHUP):
             loop.remove_signal_handler(signum)
         await server.stop()
 
