@@ -4,8 +4,8 @@
 #   sh scripts/install-system-deps.sh [python] [interop]     (no argument: both)
 #
 #   python   python3-venv, when `$PYTHON -m venv` cannot work (no venv/ensurepip)
-#   interop  sip-tester (SIPp), sipsak, libnet-sip-perl (Net::SIP) and libnet-dns-perl: the real SIP peers
-#            the interop tests drive
+#   interop  sip-tester (SIPp), sipsak, sipvicious (svwar), libnet-sip-perl (Net::SIP) and
+#            libnet-dns-perl: the real SIP peers the interop tests drive
 #
 # As root, or with password-less sudo, it runs apt-get.  Otherwise it says what
 # to install and exits 0: the interop tests then skip, or fail when CI=true.
@@ -28,6 +28,7 @@ for group in $groups; do
     interop)
         command -v sipp >/dev/null 2>&1 || missing="$missing sip-tester"
         command -v sipsak >/dev/null 2>&1 || missing="$missing sipsak"
+        command -v svwar >/dev/null 2>&1 || missing="$missing sipvicious"
         perl -MNet::SIP -e 1 >/dev/null 2>&1 || missing="$missing libnet-sip-perl"
         # Net::SIP only recommends Net::DNS, which its dispatcher uses to resolve targets.
         perl -MNet::DNS -e 1 >/dev/null 2>&1 || missing="$missing libnet-dns-perl"

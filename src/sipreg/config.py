@@ -15,6 +15,7 @@ from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from typing import Any, Literal
 
+from .auth.digest import ALGORITHMS
 from .auth.policy import AuthPolicy
 from .registrar.policy import Policy
 from .store import open_store
@@ -120,6 +121,7 @@ class Config:
     users: str | None = None
     nonce_lifetime: float = 300.0
     allow_no_qop: bool = True
+    auth_algorithms: tuple[str, ...] = ALGORITHMS
     grants: Mapping[str, tuple[str, ...]] = field(default_factory=dict)
     auth_max_failures: int = 10
     auth_max_users: int = 5
@@ -176,6 +178,7 @@ class Config:
                 realm=self.realm,
                 nonce_lifetime=self.nonce_lifetime,
                 allow_no_qop=self.allow_no_qop,
+                algorithms=self.auth_algorithms,
                 grants={user: frozenset(aors) for user, aors in self.grants.items()},
                 max_failures=self.auth_max_failures,
                 max_users=self.auth_max_users,
@@ -200,7 +203,7 @@ class Config:
 
 def _auth_key(message: str) -> str:
     """An AuthPolicy complaint with the setting named as the config file names it."""
-    for name in ("max_failures", "max_users", "failure_window", "ban_time"):
+    for name in ("max_failures", "max_users", "failure_window", "ban_time", "algorithms"):
         if message.startswith(f"{name}:"):
             return "auth_" + message
     return message
@@ -273,6 +276,7 @@ _CHECKS: dict[str, Callable[[str, object], object]] = {
     "users": _string,
     "nonce_lifetime": _number,
     "allow_no_qop": _boolean,
+    "auth_algorithms": _strings,
     "grants": _grants,
     "auth_max_failures": _integer,
     "auth_max_users": _integer,

@@ -296,3 +296,20 @@ async def test_an_address_guessing_many_users_is_banned_whole() -> None:
     assert (await setup.send(register(C1))).status == 403  # even without credentials
     _, elsewhere = await setup.login(source=("192.0.2.99", 5060))
     assert elsewhere.status == 200
+
+
+async def test_the_offer_can_be_md5_only_for_clients_that_read_only_the_first() -> None:
+    setup = Setup(algorithms=("md5",))
+    challenge = await setup.send(register(C1))
+    assert [c["algorithm"] for c in challenges(challenge)] == ["MD5"]
+    _, final = await setup.login(algorithm="MD5", cseq=5)
+    assert final.status == 200
+    # SHA-256 is not offered, so not accepted either.
+    sha = credentials(challenge, "alice", "wonderland", algorithm="MD5").replace("MD5", "SHA-256")
+    assert (await setup.send(register(C1, cseq=9, extra=[("Authorization", sha)]))).status == 401
+
+
+@pytest.mark.parametrize("algorithms", [(), ("SHA-512-256",), ("MD5", "md5")])
+def test_the_offer_is_checked(algorithms: tuple[str, ...]) -> None:
+    with pytest.raises(ValueError, match="algorithms"):
+        AuthPolicy(realm=REALM, algorithms=algorithms)

@@ -7,7 +7,8 @@ PROTO:HOST:PORT`` log lines.  It stores bindings in SQLite under the test's
 server is stopped with SIGTERM and must exit 0.
 
 The peers are tools nobody here wrote: SIPp (Debian ``sip-tester``), the
-Perl Net::SIP user agent (``libnet-sip-perl``) and sipsak.  A missing tool skips the test
+Perl Net::SIP user agent (``libnet-sip-perl``), sipsak and SIPVicious' svwar
+(``sipvicious``).  A missing tool skips the test
 locally and fails it when ``CI=true``, so CI never passes by skipping.
 
 ``SIPREG_INTEROP_COMMAND`` replaces ``python -m sipreg`` (split like a shell
@@ -26,13 +27,14 @@ import socket
 import subprocess
 import sys
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
 import pytest
 
 from ci import in_ci
+from sipreg.auth.users import User, Users, save_users
 from sipreg.registrar.binding import Binding
 from sipreg.store.sqlite import SqliteStore
 
@@ -77,6 +79,12 @@ def sipp() -> str:
 def sipsak() -> str:
     """The path of the ``sipsak`` binary."""
     return binary("sipsak", "sipsak", "sipsak")
+
+
+@pytest.fixture(scope="session")
+def svwar() -> str:
+    """The path of SIPVicious' ``svwar``, the extension scanner."""
+    return binary("svwar", "SIPVicious svwar", "sipvicious")
 
 
 @pytest.fixture(scope="session")
@@ -209,6 +217,12 @@ class Server:
 StartServer = Callable[..., Server]
 
 
+def make_users(path: Path, users: dict[str, str], realm: str = DOMAIN) -> Path:
+    """A users file at ``path`` with ``users`` (name: password), as ``sipreg user add`` makes."""
+    save_users(str(path), Users([User.with_password(n, realm, p) for n, p in users.items()]))
+    return path
+
+
 def _start(
     tmp_path: Path,
     *,
@@ -217,6 +231,7 @@ def _start(
     default_expires: int,
     domain: str,
     name: str,
+    extra: Sequence[str],
 ) -> Server:
     log = tmp_path / f"{name}.log"
     db = tmp_path / f"{name}.db"
@@ -239,6 +254,7 @@ def _start(
         str(default_expires),
         "--log-level",
         "info",
+        *extra,
     ]
     with log.open("wb") as out:
         process = subprocess.Popen(
@@ -275,8 +291,9 @@ def start_server(tmp_path: Path) -> Iterator[StartServer]:
     """Start ``sipreg serve`` (UDP and TCP on loopback, SQLite in tmp_path).
 
     Call it with keyword overrides of ``min_expires`` (60), ``max_expires``
-    (3600), ``default_expires`` (3600) and ``domain`` (example.com).  Servers
-    still running at teardown are stopped with SIGTERM and must exit 0.
+    (3600), ``default_expires`` (3600) and ``domain`` (example.com), and more
+    ``serve`` flags in ``extra`` (``--realm``, ``--users``, ``--config``...).
+    Servers still running at teardown are stopped with SIGTERM and must exit 0.
     """
     servers: list[Server] = []
 
@@ -286,6 +303,7 @@ def start_server(tmp_path: Path) -> Iterator[StartServer]:
         max_expires: int = 3600,
         default_expires: int = 3600,
         domain: str = DOMAIN,
+        extra: Sequence[str] = (),
     ) -> Server:
         server = _start(
             tmp_path,
@@ -294,6 +312,7 @@ def start_server(tmp_path: Path) -> Iterator[StartServer]:
             default_expires=default_expires,
             domain=domain,
             name=f"sipreg{len(servers)}",
+            extra=extra,
         )
         servers.append(server)
         return server

@@ -3,11 +3,12 @@
 # over UDP or TCP and prints what the registrar answered.
 #
 #   netsip_register.pl --proto udp|tcp --registrar 127.0.0.1:5060 \
-#       --user alice --domain example.com [--expires 120] [--timeout 20] [--debug 3]
+#       --user alice --domain example.com [--password PW] [--expires 120] [--timeout 20] [--debug 3]
 #
 # Prints "contact URI" (the Contact URI it registers), then on success
 # "ok expires=<n>" and one "binding <Contact header value>" line per Contact
-# of the 200, and exits 0.  Any failure prints "fail ..." and exits 1; the
+# of the 200, and exits 0.  With --password it answers a challenge as
+# register(auth => [user, password]) does.  Any failure prints "fail ..." and exits 1; the
 # alarm bounds the whole run, so it never hangs.  --debug 3 makes Net::SIP
 # dump every packet it sends and receives on stderr.
 use strict;
@@ -17,8 +18,8 @@ use IO::Socket::INET;
 use Net::SIP;
 
 my %opt = (proto => 'udp', expires => 120, timeout => 20, debug => 0);
-GetOptions(\%opt, 'proto=s', 'registrar=s', 'user=s', 'domain=s', 'expires=i',
-    'timeout=i', 'debug=i')
+GetOptions(\%opt, 'proto=s', 'registrar=s', 'user=s', 'domain=s', 'password=s',
+    'expires=i', 'timeout=i', 'debug=i')
     or die "usage: $0 --proto udp|tcp --registrar HOST:PORT --user U --domain D\n";
 for my $need (qw(registrar user domain)) {
     defined $opt{$need} or die "missing --$need\n";
@@ -60,6 +61,7 @@ my ($result, %info);
 $ua->register(
     expires  => $opt{expires},
     cb_final => sub { ($result, %info) = @_ },
+    (defined $opt{password} ? (auth => [$opt{user}, $opt{password}]) : ()),
 );
 # With cb_final given, register() returns at once: run the loop until it fires.
 $ua->loop(\$result);

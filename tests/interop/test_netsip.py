@@ -13,10 +13,11 @@ import re
 import shlex
 import subprocess
 from dataclasses import dataclass
+from pathlib import Path
 
 import pytest
 
-from .conftest import DOMAIN, HERE, HOST, Server, StartServer
+from .conftest import DOMAIN, HERE, HOST, Server, StartServer, make_users
 
 pytestmark = pytest.mark.interop
 
@@ -64,9 +65,18 @@ class NetSipRun:
         return text
 
 
-def register(perl: str, server: Server, proto: str, user: str, *, expires: int = 120) -> NetSipRun:
+def register(
+    perl: str,
+    server: Server,
+    proto: str,
+    user: str,
+    *,
+    expires: int = 120,
+    password: str | None = None,
+) -> NetSipRun:
     """Register ``user@example.com`` with Net::SIP over ``proto`` (``udp`` or ``tcp``)."""
     target = server.udp if proto == "udp" else server.tcp
+    auth = [] if password is None else ["--password", password]
     args = [
         perl,
         str(SCRIPT),
@@ -84,6 +94,7 @@ def register(perl: str, server: Server, proto: str, user: str, *, expires: int =
         str(ALARM),
         "--debug",
         "3",
+        *auth,
     ]
     proc = subprocess.run(
         args,
@@ -154,3 +165,40 @@ def test_netsip_interval_too_brief_fails_with_423(
     assert "fail code=423" in run.stdout, run.explain(server)
     assert re.search(r"^Min-Expires:\s*60\s*$", run.stdout, re.M | re.I), run.explain(server)
     assert server.bindings() == []
+
+
+@pytest.fixture
+def auth_server(start_server: StartServer, tmp_path: Path) -> Server:
+    """A server that authenticates users of realm example.com, with the default offer."""
+    users = make_users(tmp_path / "users", {"erin": "er1n-pass", "frank": "fr4nk"})
+    return start_server(extra=["--realm", DOMAIN, "--users", str(users)])
+
+
+@pytest.mark.parametrize("proto", ["udp", "tcp"])
+def test_netsip_registers_with_credentials(
+    netsip_perl: str, auth_server: Server, proto: str
+) -> None:
+    """register(auth => [user, pass]) answers the MD5 challenge (Net::SIP skips SHA-256)."""
+    run = register(netsip_perl, auth_server, proto, "erin", password="er1n-pass")
+    assert run.returncode == 0, run.explain(auth_server)
+    assert "algorithm=SHA-256" in run.stderr and "401 Unauthorized" in run.stderr
+    assert re.search(r'Authorization: Digest .*uri="<sip:', run.stderr), run.explain(auth_server)
+    [binding] = auth_server.bindings()
+    assert (binding.aor, binding.contact, binding.transport) == (
+        f"sip:erin@{DOMAIN}",
+        run.contact,
+        proto,
+    )
+
+
+@pytest.mark.parametrize("proto", ["udp", "tcp"])
+def test_netsip_without_or_with_wrong_credentials_binds_nothing(
+    netsip_perl: str, auth_server: Server, proto: str
+) -> None:
+    wrong = register(netsip_perl, auth_server, proto, "frank", password="guess")
+    assert wrong.returncode == 1 and "fail code=401" in wrong.stdout, wrong.explain(auth_server)
+    none = register(netsip_perl, auth_server, proto, "frank")
+    assert none.returncode == 1 and "fail code=401" in none.stdout, none.explain(auth_server)
+    other = register(netsip_perl, auth_server, proto, "frank", password="er1n-pass")
+    assert other.returncode == 1, other.explain(auth_server)
+    assert auth_server.bindings() == []

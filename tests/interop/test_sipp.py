@@ -15,7 +15,7 @@ from pathlib import Path
 
 import pytest
 
-from .conftest import DOMAIN, HERE, HOST, Server, StartServer, free_udp_port
+from .conftest import DOMAIN, HERE, HOST, Server, StartServer, free_udp_port, make_users
 
 pytestmark = pytest.mark.interop
 
@@ -197,3 +197,57 @@ def test_sipp_interval_too_brief_gets_423_with_min_expires(
     assert re.search(r"423 Min-Expires:\s*60\b", run.logs), run.explain(server)
     # The refused REGISTER changed nothing.
     assert server.bindings() == []
+
+
+#: Users of the authentication test; SIPp registers each with its own password.
+AUTH_USERS = 200
+
+
+def sipp_version(sipp: str) -> tuple[int, ...]:
+    """SIPp's version, from ``sipp -v`` (``SIPp v3.6.1-SCTP-PCAP-RTPSTREAM``)."""
+    out = subprocess.run([sipp, "-v"], capture_output=True, text=True, timeout=30, check=False)
+    found = re.search(r"SIPp v(\d+)\.(\d+)(?:\.(\d+))?", out.stdout + out.stderr)
+    assert found, out.stdout + out.stderr
+    return tuple(int(part or 0) for part in found.groups())
+
+
+@pytest.mark.parametrize("offer", ["MD5", "default"])
+def test_sipp_authenticates_200_users(
+    sipp: str, start_server: StartServer, tmp_path: Path, offer: str
+) -> None:
+    """SIPp's [authentication] keyword registers 200 users, each with its own password.
+
+    SIPp reads only the first WWW-Authenticate and, before 3.7, computes MD5 only:
+    against sipreg's default offer (SHA-256 first, RFC 8760 section 2.4) it gives
+    up ("authentication must use MD5"), although RFC 8760 section 2.5 has a client
+    ignore a challenge it does not understand.  ``auth_algorithms = ["MD5"]`` is
+    the setting for such clients; with SIPp 3.7 or newer the default offer works.
+    """
+    passwords = {user(i): f"pw-{i}-{'x' * (i % 7)}" for i in range(AUTH_USERS)}
+    users = make_users(tmp_path / "users", passwords)
+    config = tmp_path / "auth.toml"
+    config.write_text('auth_algorithms = ["MD5"]\n' if offer == "MD5" else "")
+    server = start_server(extra=["--realm", DOMAIN, "--users", str(users), "--config", str(config)])
+    inject = tmp_path / "credentials.csv"
+    inject.write_text(
+        "SEQUENTIAL\n"
+        + "".join(
+            f"{n};[authentication username={n} password={p}]\n" for n, p in passwords.items()
+        ),
+        encoding="ascii",
+    )
+    run = run_sipp(
+        sipp, "register_auth.xml", server, tmp_path, calls=AUTH_USERS, rate=200, inject=inject
+    )
+    if offer == "default" and sipp_version(sipp) < (3, 7):
+        assert run.returncode != 0, run.explain(server)
+        assert "authentication must use MD5" in run.errors, run.explain(server)
+        assert server.bindings() == []
+        return
+    assert run.returncode == 0, run.explain(server)
+    assert run.stats.get("SuccessfulCall(C)") == str(AUTH_USERS), run.explain(server)
+    bindings = server.bindings()
+    assert sorted(b.aor for b in bindings) == sorted(f"sip:{n}@{DOMAIN}" for n in passwords)
+    assert all(
+        b.contact == f"sip:{b.aor[4:].split('@')[0]}@{HOST}:{run.local_port}" for b in bindings
+    )

@@ -8,6 +8,7 @@ from dataclasses import dataclass, field
 
 from ..errors import ParseError
 from ..uri import SipUri, parse_uri, unescape
+from .digest import ALGORITHMS, canonical_algorithm
 from .users import check_field
 
 # A realm goes into a quoted-string of every challenge: printable, no quote or backslash.
@@ -18,6 +19,10 @@ _REALM = re.compile(r"[\x21\x23-\x5b\x5d-\x7e]+\Z")
 class AuthPolicy:
     """Authentication settings, checked when built (``ValueError`` names the setting).
 
+    ``algorithms`` are the Digest algorithms offered (one challenge each, in this
+    order, RFC 8760 section 2.4) and the only ones accepted; SHA-256 then MD5 by
+    default.  A client that reads only the first challenge and knows only MD5
+    (SIPp before 3.7, sipsak 0.9.8) needs ``("MD5",)``.
     ``grants`` maps a user name to the extra AORs it may bind besides its own
     (aliases, or third-party registration); they are stored canonical.
     ``max_failures`` failures of one user from one address within
@@ -28,6 +33,7 @@ class AuthPolicy:
     realm: str
     nonce_lifetime: float = 300.0
     allow_no_qop: bool = True
+    algorithms: tuple[str, ...] = ALGORITHMS
     grants: Mapping[str, frozenset[str]] = field(default_factory=dict)
     max_failures: int = 10
     max_users: int = 5
@@ -39,6 +45,13 @@ class AuthPolicy:
         if not _REALM.match(self.realm):
             raise ValueError(f"realm: {self.realm!r} must be printable, without quotes or spaces")
         check_field("realm", self.realm)
+        algorithms = tuple(canonical_algorithm(a) for a in self.algorithms)
+        if not algorithms or None in algorithms or len(set(algorithms)) != len(algorithms):
+            raise ValueError(
+                f"algorithms: {list(self.algorithms)!r} must name some of"
+                f" {', '.join(ALGORITHMS)}, each once"
+            )
+        object.__setattr__(self, "algorithms", algorithms)
         for name in ("nonce_lifetime", "failure_window", "ban_time"):
             if not getattr(self, name) > 0:
                 raise ValueError(f"{name}: must be positive")

@@ -150,7 +150,7 @@ class Authorize(Step):
             if credentials.get(name) is None:
                 raise ParseError(f"Authorization without {name}")
         algorithm = canonical_algorithm(credentials.get("algorithm"))
-        if algorithm is None:
+        if algorithm not in self.auth.algorithms:
             raise ParseError("Authorization with an algorithm not offered")
         qop = credentials.get("qop")
         if qop is None:
@@ -213,7 +213,7 @@ class Authorize(Step):
         nonce = self.nonces.issue(now, self.auth.realm)
         extra = [
             ("WWW-Authenticate", challenge(self.auth.realm, nonce, a, qop=True, stale=stale))
-            for a in ALGORITHMS
+            for a in self.auth.algorithms
         ]
         return make_response(request.headers, 401, "Unauthorized", extra)
 
