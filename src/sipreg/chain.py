@@ -21,6 +21,7 @@ from typing import Protocol
 
 from .errors import ParseError
 from .message import Request, Response
+from .transactions import TransactionCache
 from .uri import SipUri, parse_uri
 
 Address = tuple[str, int]
@@ -48,7 +49,8 @@ class Leg(Protocol):
 class Context:
     """What a step knows of a request besides the request itself.
 
-    ``leg``, ``source`` and ``now`` (wall-clock seconds) come from the front.  The
+    ``leg``, ``source`` and ``now`` (wall-clock seconds) come from the front, and
+    ``transactions``, its transaction table (a CANCEL is matched against it).  The
     steps fill in the rest as they learn it; the front's outcome record reads it:
     ``aor`` (the address of record concerned), ``user`` (the authenticated user
     name), ``auth`` (how authentication went: ``ok``, ``challenged``, ``failed``,
@@ -59,6 +61,7 @@ class Context:
     leg: Leg
     source: Address
     now: float
+    transactions: TransactionCache
     aor: str | None = None
     user: str | None = None
     auth: str | None = None

@@ -144,7 +144,7 @@ class Front:
         start: float,
     ) -> int | None:
         """Run the chain for a request that is no retransmission; the status sent, or None."""
-        ctx = Context(leg=leg, source=from_addr, now=self.clock())
+        ctx = Context(leg=leg, source=from_addr, now=self.clock(), transactions=self.transactions)
         response = await self._run(request, ctx)
         if response is None:
             if key is not None:

@@ -3,3 +3,18 @@
 The maths (:mod:`.digest`), nonces (:mod:`.nonce`) and the brute-force guard
 (:mod:`.guard`) are sans-I/O: the clock and the secrets come in as arguments.
 """
+
+from .policy import AuthPolicy
+from .step import Authorize, CredentialSource
+from .users import User, Users, UsersFileError, load_users, save_users
+
+__all__ = [
+    "AuthPolicy",
+    "Authorize",
+    "CredentialSource",
+    "User",
+    "Users",
+    "UsersFileError",
+    "load_users",
+    "save_users",
+]

@@ -26,7 +26,6 @@ from ..routing.rules import ordered
 from ..routing.steps import Lookup, Redirect
 from ..store.base import BindingStore
 from ..store.memory import MemoryStore
-from ..transactions import TransactionCache
 from ..uri import SipUri, parse_uri
 from .binding import Binding
 from .policy import Policy
@@ -82,7 +81,6 @@ class Registrar:
         self.store: BindingStore = store if store is not None else MemoryStore()
         self.mode = mode
         self.clock = clock  # wall time: binding expiry survives restarts
-        self.transactions = TransactionCache()
         steps: list[Step] = []
         if authorize is not None and mode == "chain":
             # A REGISTER this registrar passes on (section 10.3 step 1) is not its to check.
@@ -94,7 +92,7 @@ class Registrar:
             steps.append(authorize)
         steps.append(Register(policy, self.store, forward_foreign=mode == "chain"))
         if mode == "redirect":
-            steps.append(Redirect(policy, self.store, self.transactions))
+            steps.append(Redirect(policy, self.store))
         else:
             steps.append(Lookup(policy, self.store))
         self.chain = Chain(steps)
@@ -104,9 +102,9 @@ class Registrar:
             clock=clock,
             timer_clock=timer_clock,
             tag_key=tag_key,
-            transactions=self.transactions,
             on_outcome=on_outcome,
         )
+        self.transactions = self.front.transactions
 
     # --- the Net::SIP::Registrar API ----------------------------------------------------
 

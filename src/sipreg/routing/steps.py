@@ -15,7 +15,7 @@ from ..message import Request, Response
 from ..registrar.policy import Policy
 from ..registrar.rules import check_required
 from ..store.base import BindingStore
-from ..transactions import TransactionCache, transaction_key
+from ..transactions import transaction_key
 from ..uri import SipUri
 from .rules import (
     KNOWN_METHODS,
@@ -30,21 +30,13 @@ from .rules import (
 class Redirect(Step):
     """Answers every request but REGISTER as a redirect server (ACKs get no answer).
 
-    ``transactions`` is the front's, so that a CANCEL is matched to its INVITE (section 9.2).
+    A CANCEL is matched to its INVITE in the front's transactions (section 9.2).
     """
 
-    def __init__(
-        self,
-        policy: Policy,
-        store: BindingStore,
-        transactions: TransactionCache,
-        *,
-        when: Filter | None = None,
-    ) -> None:
+    def __init__(self, policy: Policy, store: BindingStore, *, when: Filter | None = None) -> None:
         super().__init__(when=when)
         self.policy = policy
         self.store = store
-        self.transactions = transactions
 
     async def handle(self, request: Request, ctx: Context) -> Response | None:
         if request.method in ("REGISTER", "ACK"):
@@ -54,7 +46,7 @@ class Redirect(Step):
             return answer_self(request)
         if request.method == "CANCEL":
             cancelled = transaction_key(request, method="INVITE")
-            return answer_cancel(request, cancelled is not None and cancelled in self.transactions)
+            return answer_cancel(request, cancelled is not None and cancelled in ctx.transactions)
         # Section 8.2 order: method (405), Request-URI (416), then Require (420).
         aor = target_aor(request, self.policy)
         if aor is None and request.method != "OPTIONS":
