@@ -228,8 +228,9 @@ def test_lowercase_version_is_accepted() -> None:
     ids=["no-colon", "space-in-name", "no-name", "bad-char"],
 )
 def test_bad_header_line(line: str) -> None:
-    with pytest.raises(ParseError, match="Malformed header line") as caught:
+    with pytest.raises(ParseError, match="Malformed header line 4: no field name") as caught:
         parse_message(msg(*REGISTER_LINES[:3], line, *REGISTER_LINES[3:]))
+    assert line not in caught.value.reason  # never echoed: the reason is logged
     assert caught.value.answerable is True
     headers = caught.value.request_headers
     assert headers is not None

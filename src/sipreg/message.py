@@ -263,10 +263,11 @@ def _unfold(lines: list[str]) -> list[str]:
 
 def _parse_headers(lines: list[str]) -> Headers:
     headers = Headers()
-    for line in _unfold(lines):
+    for number, line in enumerate(_unfold(lines), 2):
         m = _abnf.HEADER_LINE_RE.match(line)
         if not m:
-            raise ParseError(f"Malformed header line {line[:40]!r}")
+            # The line is not echoed: it is logged, and it may hold anything (a credential).
+            raise ParseError(f"Malformed header line {number}: no field name and colon")
         headers.add(m.group(1), m.group(2).strip(" \t"))
     return headers
 
