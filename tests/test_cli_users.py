@@ -32,19 +32,18 @@ def run(*argv: str, stdin: str = "") -> subprocess.CompletedProcess[str]:
     )
 
 
+def add(
+    users: str, name: str, stdin: str, realm: str = "example.com"
+) -> subprocess.CompletedProcess[str]:
+    """``sipreg user add --users USERS --realm REALM NAME --password-stdin``."""
+    return run(
+        "user", "add", "--users", users, "--realm", realm, name, "--password-stdin", stdin=stdin
+    )
+
+
 def test_add_from_stdin_list_and_remove(tmp_path: Path) -> None:
     users = str(tmp_path / "users")
-    done = run(
-        "user",
-        "add",
-        "--users",
-        users,
-        "--realm",
-        "example.com",
-        "alice",
-        "--password-stdin",
-        stdin="wonder land\n",
-    )
+    done = add(users, "alice", "wonder land\n")
     assert done.returncode == 0, done.stderr
     assert done.stdout == f"added alice of realm example.com in {users}\n"
     assert stat.S_IMODE(os.stat(users).st_mode) == 0o600
@@ -54,29 +53,9 @@ def test_add_from_stdin_list_and_remove(tmp_path: Path) -> None:
     assert user.ha1("MD5") == ha1("MD5", "alice", "example.com", "wonder land")
     assert user.ha1("SHA-256") == ha1("SHA-256", "alice", "example.com", "wonder land")
 
-    again = run(
-        "user",
-        "add",
-        "--users",
-        users,
-        "--realm",
-        "example.com",
-        "alice",
-        "--password-stdin",
-        stdin="new\n",
-    )
+    again = add(users, "alice", "new\n")
     assert again.returncode == 0 and again.stdout.startswith("changed the password of alice")
-    run(
-        "user",
-        "add",
-        "--users",
-        users,
-        "--realm",
-        "example.com",
-        "bob",
-        "--password-stdin",
-        stdin="b",
-    )
+    add(users, "bob", "b")
     listed = run("user", "list", "--users", users)
     assert (listed.returncode, listed.stdout) == (0, "alice example.com\nbob example.com\n")
 
@@ -118,17 +97,7 @@ def test_failures_are_one_clear_line(
 def test_a_broken_users_file_is_left_alone(tmp_path: Path) -> None:
     users = tmp_path / "users"
     users.write_text("this is not a users line\n")
-    done = run(
-        "user",
-        "add",
-        "--users",
-        str(users),
-        "--realm",
-        "r",
-        "alice",
-        "--password-stdin",
-        stdin="pw",
-    )
+    done = add(str(users), "alice", "pw", realm="r")
     assert done.returncode == 1 and "line 1" in done.stderr
     assert users.read_text() == "this is not a users line\n"
 

@@ -268,21 +268,13 @@ def test_max_contact_length_is_checked_and_reaches_the_policy() -> None:
 
 def test_the_registrar_settings_make_one_policy() -> None:
     """TOML/flags -> Config -> Policy: each registrar setting reaches the Policy once."""
-    config = Config(
-        domains=("example.com",),
-        aliases=("sip.example.com",),
-        min_expires=60,
-        max_expires=600,
-        default_expires=120,
-        max_contacts=4,
-        max_contact_length=100,
-    )
-    assert config.policy == Policy(
-        domains=("example.com",),
-        identities=("sip.example.com",),
-        min_expires=60,
-        max_expires=600,
-        default_expires=120,
-        max_contacts=4,
-        max_contact_length=100,
-    )
+    numbers = {
+        "min_expires": 60,
+        "max_expires": 600,
+        "default_expires": 120,
+        "max_contacts": 4,
+        "max_contact_length": 100,
+    }
+    config = Config(domains=("example.com",), aliases=("sip.example.com",), **numbers)
+    expected = Policy(domains=("example.com",), identities=("sip.example.com",), **numbers)
+    assert config.policy == expected
