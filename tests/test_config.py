@@ -268,7 +268,7 @@ def test_max_contact_length_is_checked_and_reaches_the_policy() -> None:
 
 def test_the_registrar_settings_make_one_policy() -> None:
     """TOML/flags -> Config -> Policy: each registrar setting reaches the Policy once."""
-    numbers = {
+    numbers: dict[str, Any] = {
         "min_expires": 60,
         "max_expires": 600,
         "default_expires": 120,
