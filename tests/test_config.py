@@ -278,3 +278,36 @@ def test_the_registrar_settings_make_one_policy() -> None:
     config = Config(domains=("example.com",), aliases=("sip.example.com",), **numbers)
     expected = Policy(domains=("example.com",), identities=("sip.example.com",), **numbers)
     assert config.policy == expected
+
+
+def test_auth_settings_reach_the_auth_policy(tmp_path: Path) -> None:
+    path = tmp_path / "sipreg.toml"
+    path.write_text(
+        'realm = "example.com"\nusers = "/etc/sipreg/users"\nauth_algorithms = ["md5"]\n'
+        'auth_methods = ["register", "INVITE"]\nauth_ban_time = 30\n'
+        '[grants]\nalice = ["sip:sales@Example.COM"]\n'
+    )
+    auth = load_config(str(path)).auth
+    assert auth is not None
+    assert (auth.realm, auth.algorithms, auth.ban_time) == ("example.com", ("MD5",), 30.0)
+    assert auth.methods == frozenset({"REGISTER", "INVITE"})
+    assert auth.grants == {"alice": frozenset({"sip:sales@example.com"})}
+    assert Config().auth is None
+
+
+@pytest.mark.parametrize(
+    ("text", "complaint"),
+    [
+        ('realm = "r"\nusers = "u"\nauth_algorithms = ["SHA-512"]\n', "auth_algorithms"),
+        ('realm = "r"\nusers = "u"\nauth_methods = ["IN VITE"]\n', "auth_methods"),
+        ('realm = "r"\nusers = "u"\nauth_max_failures = 0\n', "auth_max_failures"),
+        ('realm = "r"\nusers = "u"\ngrants = { alice = ["tel:+1"] }\n', "grants: alice"),
+        ('realm = "r"\nusers = "u"\nallow_no_qop = "yes"\n', "allow_no_qop: expected true"),
+        ('realm = "r"\n', "authentication needs both"),
+    ],
+)
+def test_bad_auth_settings_name_their_key(tmp_path: Path, text: str, complaint: str) -> None:
+    path = tmp_path / "sipreg.toml"
+    path.write_text(text)
+    with pytest.raises(ConfigError, match=complaint):
+        load_config(str(path))

@@ -122,6 +122,7 @@ class Config:
     nonce_lifetime: float = 300.0
     allow_no_qop: bool = True
     auth_algorithms: tuple[str, ...] = ALGORITHMS
+    auth_methods: tuple[str, ...] = ("REGISTER",)
     grants: Mapping[str, tuple[str, ...]] = field(default_factory=dict)
     auth_max_failures: int = 10
     auth_max_users: int = 5
@@ -179,6 +180,7 @@ class Config:
                 nonce_lifetime=self.nonce_lifetime,
                 allow_no_qop=self.allow_no_qop,
                 algorithms=self.auth_algorithms,
+                methods=frozenset(self.auth_methods),
                 grants={user: frozenset(aors) for user, aors in self.grants.items()},
                 max_failures=self.auth_max_failures,
                 max_users=self.auth_max_users,
@@ -203,7 +205,14 @@ class Config:
 
 def _auth_key(message: str) -> str:
     """An AuthPolicy complaint with the setting named as the config file names it."""
-    for name in ("max_failures", "max_users", "failure_window", "ban_time", "algorithms"):
+    for name in (
+        "max_failures",
+        "max_users",
+        "failure_window",
+        "ban_time",
+        "algorithms",
+        "methods",
+    ):
         if message.startswith(f"{name}:"):
             return "auth_" + message
     return message
@@ -277,6 +286,7 @@ _CHECKS: dict[str, Callable[[str, object], object]] = {
     "nonce_lifetime": _number,
     "allow_no_qop": _boolean,
     "auth_algorithms": _strings,
+    "auth_methods": _strings,
     "grants": _grants,
     "auth_max_failures": _integer,
     "auth_max_users": _integer,

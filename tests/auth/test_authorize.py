@@ -313,3 +313,13 @@ async def test_the_offer_can_be_md5_only_for_clients_that_read_only_the_first() 
 def test_the_offer_is_checked(algorithms: tuple[str, ...]) -> None:
     with pytest.raises(ValueError, match="algorithms"):
         AuthPolicy(realm=REALM, algorithms=algorithms)
+
+
+async def test_lookups_can_be_challenged_too() -> None:
+    """With INVITE in the methods, a stranger cannot learn which AORs are bound."""
+    setup = Setup(methods=frozenset({"REGISTER", "invite"}))
+    _, final = await setup.login()
+    assert final.status == 200
+    assert (await setup.send(build("INVITE", ALICE))).status == 401
+    assert (await setup.send(build("INVITE", "sip:nobody@example.com"))).status == 401
+    assert (await setup.send(build("OPTIONS", f"sip:{SERVER_IP}"))).status == 200

@@ -6,6 +6,7 @@ import re
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 
+from .. import _abnf
 from ..errors import ParseError
 from ..uri import SipUri, parse_uri, unescape
 from .digest import ALGORITHMS, canonical_algorithm
@@ -28,6 +29,8 @@ class AuthPolicy:
     ``max_failures`` failures of one user from one address within
     ``failure_window`` seconds ban that user there for ``ban_time`` seconds;
     failures for ``max_users`` distinct users from one address ban the address.
+    ``methods`` are the requests challenged: REGISTER by default; add INVITE and
+    OPTIONS and a redirect server tells nobody unauthenticated which AORs are bound.
     """
 
     realm: str
@@ -52,6 +55,10 @@ class AuthPolicy:
                 f" {', '.join(ALGORITHMS)}, each once"
             )
         object.__setattr__(self, "algorithms", algorithms)
+        methods = frozenset(m.upper() for m in self.methods)
+        if not methods or not all(_abnf.TOKEN_RE.match(m) for m in methods):
+            raise ValueError(f"methods: {sorted(self.methods)!r} must name SIP methods")
+        object.__setattr__(self, "methods", methods)
         for name in ("nonce_lifetime", "failure_window", "ban_time"):
             if not getattr(self, name) > 0:
                 raise ValueError(f"{name}: must be positive")

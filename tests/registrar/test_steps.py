@@ -1,0 +1,62 @@
+"""Each step alone, as the only step of a front: Register, Redirect and Lookup."""
+
+from __future__ import annotations
+
+from sipreg.chain import Chain, Step
+from sipreg.front import Front
+from sipreg.registrar.step import Register
+from sipreg.routing.steps import Lookup, Redirect
+from sipreg.store.memory import MemoryStore
+
+from .helpers import ALICE, CLIENT, SERVER_IP, Clock, FakeLeg, build, policy, register, request
+
+C1 = "sip:alice@198.51.100.7:5062"
+
+
+def front(*steps: Step, clock: Clock | None = None) -> Front:
+    clock = clock or Clock()
+    return Front(Chain(steps), clock=clock, timer_clock=clock)
+
+
+async def test_register_alone_answers_every_register_and_passes_the_rest_on() -> None:
+    store = MemoryStore()
+    alone = front(Register(policy(), store))
+    leg = FakeLeg()
+    assert await alone.receive(register(C1), leg, CLIENT) == 200
+    assert [b.contact for b in (await store.load(ALICE)).bindings] == [C1]
+    assert await alone.receive(register(C1, ruri="sip:example.org"), leg, CLIENT) == 403
+    assert await alone.receive(build("INVITE", ALICE), leg, CLIENT) is None
+
+
+async def test_register_that_forwards_foreign_domains_passes_them_on() -> None:
+    alone = front(Register(policy(), MemoryStore(), forward_foreign=True))
+    leg = FakeLeg()
+    assert await alone.receive(register(C1, ruri="sip:example.org"), leg, CLIENT) is None
+    assert leg.sent == []
+
+
+async def test_redirect_alone() -> None:
+    store = MemoryStore()
+    clock = Clock()
+    registrar = front(Register(policy(), store), clock=clock)
+    await registrar.receive(register(C1), FakeLeg(), CLIENT)
+    alone = front(Redirect(policy(), store), clock=clock)
+    leg = FakeLeg()
+    assert await alone.receive(build("INVITE", ALICE), leg, CLIENT) == 302
+    assert await alone.receive(build("INVITE", "sip:nobody@example.com"), leg, CLIENT) == 404
+    assert await alone.receive(build("OPTIONS", f"sip:{SERVER_IP}"), leg, CLIENT) == 200
+    assert await alone.receive(register(C1), leg, CLIENT) is None  # not its to answer
+
+
+async def test_lookup_alone_rewrites_and_passes_on() -> None:
+    store = MemoryStore()
+    clock = Clock()
+    await front(Register(policy(), store), clock=clock).receive(register(C1), FakeLeg(), CLIENT)
+    alone = front(Lookup(policy(), store), clock=clock)
+    invite = request(build("INVITE", ALICE))
+    leg = FakeLeg()
+    assert await alone.receive(invite, leg, CLIENT) is None
+    assert str(invite.uri) == C1 and leg.sent == []
+    unknown = request(build("INVITE", "sip:nobody@example.com"))
+    assert await alone.receive(unknown, leg, CLIENT) is None
+    assert str(unknown.uri) == "sip:nobody@example.com"
