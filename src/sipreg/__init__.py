@@ -6,9 +6,10 @@ the message layer (:func:`parse_message`, :class:`Request`, :class:`Response`),
 URIs (:func:`parse_uri`, :func:`uri_equal`), the stores and the error tree.
 """
 
-from .chain import Chain, Context, Leg, Step, aor_in, source_in, unless
+from .chain import Chain, Context, Step, aor_in, source_in, unless
 from .errors import ParseError, SipError
 from .front import Front
+from .leg import Leg
 from .message import Request, Response, parse_message
 from .outcome import Outcome
 from .registrar.binding import Binding

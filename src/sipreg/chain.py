@@ -17,32 +17,15 @@ import abc
 import ipaddress
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass
-from typing import Protocol
 
 from .errors import ParseError
+from .leg import Address, Leg
 from .message import Request, Response
 from .transactions import TransactionCache
 from .uri import SipUri, parse_uri
 
-Address = tuple[str, int]
-
 #: Decides whether a step applies to a request from a source address.
 Filter = Callable[[Request, Address], bool]
-
-
-class Leg(Protocol):
-    """A socket the server listens on: how a response goes back."""
-
-    @property
-    def transport(self) -> str:
-        """``udp``, ``tcp`` or ``tls``."""
-
-    @property
-    def local(self) -> Address:
-        """The local address and port."""
-
-    def deliver(self, data: bytes, addr: Address) -> None:
-        """Send ``data`` to ``addr`` (for a stream leg, on its connection)."""
 
 
 @dataclass(slots=True, kw_only=True)

@@ -18,8 +18,9 @@ import time
 from collections.abc import Callable
 from typing import Protocol
 
-from .chain import Address, Context, Leg, Step
+from .chain import Context, Step
 from .errors import ParseError, ServerInternalError, SipError
+from .leg import Address, Leg
 from .message import Request, Response, parse_message, split_head
 from .outcome import Outcome, OutcomeLog
 from .responses import ToTags, error_response
@@ -91,7 +92,7 @@ class Front:
         if decision.kind is Kind.RETRANSMISSION:
             answer = decision.answer
             assert answer is not None
-            self._deliver(answer.data, leg, answer.destination)
+            self._deliver(answer.data, answer.leg, answer.destination)
             self._record(request, leg, from_addr, start, answer.status, "", repeat=True)
             return answer.status
         key = decision.key
@@ -107,16 +108,17 @@ class Front:
         if key is None:  # UNTRACKED
             return await self._answer(request, None, leg, from_addr, start)
         self._in_progress[key] = outcome = asyncio.get_running_loop().create_future()
+        status = None
         try:
             status = await self._answer(request, key, leg, from_addr, start)
         except BaseException:
-            # Never answered: forget it, or its retransmissions would be absorbed for 32 s.
+            # Never answered: forget it, or its retransmissions would be absorbed for as long.
             self.transactions.forget(key)
-            outcome.set_result(None)
             raise
         finally:
-            del self._in_progress[key]
-        outcome.set_result(status)
+            if self._in_progress.get(key) is outcome:
+                del self._in_progress[key]
+            outcome.set_result(status)
         return status
 
     def reject(self, error: SipError, data: bytes, leg: Leg, from_addr: Address) -> int | None:
@@ -158,7 +160,8 @@ class Front:
             # Section 17.2: a non-INVITE transaction over a reliable transport ends with
             # its answer (Timer J is zero); an INVITE one waits for its ACK (or Timer H).
             if leg.transport == "udp" or request.method == "INVITE":
-                self.transactions.complete(key, Answer(response.status, data, dest))
+                answer = Answer(response.status, data, dest, leg)
+                self.transactions.complete(key, answer, self.timer_clock())
             else:
                 self.transactions.forget(key)
         self._deliver(data, leg, dest)

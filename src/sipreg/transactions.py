@@ -13,6 +13,7 @@ from collections import OrderedDict
 from dataclasses import dataclass
 
 from .errors import ParseError
+from .leg import Address, Leg
 from .message import Request
 
 MAGIC_COOKIE = "z9hG4bK"
@@ -23,11 +24,16 @@ TransactionKey = tuple[str, ...]
 
 @dataclass(frozen=True)
 class Answer:
-    """The final response a transaction sent: its status, bytes and destination."""
+    """The final response a transaction sent: its status, bytes, and where it went.
+
+    A retransmission gets it again through the same ``leg``, whichever leg the
+    copy came in on: a stream's answer never goes to another connection.
+    """
 
     status: int
     data: bytes
-    destination: tuple[str, int]
+    destination: Address
+    leg: Leg
 
 
 class Kind(enum.Enum):
@@ -92,9 +98,13 @@ def transaction_key(request: Request, method: str | None = None) -> TransactionK
 class TransactionCache:
     """Which requests are in progress or answered.
 
-    Bounded by ``max_entries`` and by ``max_bytes`` of kept responses: past
-    either bound the oldest transactions are dropped first (a retransmission of
-    one of them is then processed again, which the CSeq rules make harmless).
+    Transactions in progress are kept until they complete or are forgotten: the
+    requests being handled bound them (the server's in-flight limit), and
+    dropping one would let its retransmission be handled twice.  Answered ones
+    live for ``lifetime`` (Timer J) from their answer, bounded by ``max_entries``
+    and by ``max_bytes`` of kept responses: past either bound the oldest are
+    dropped first (a retransmission of one of them is then processed again,
+    which the CSeq rules make harmless).
     """
 
     def __init__(
@@ -103,14 +113,15 @@ class TransactionCache:
         self.lifetime = lifetime
         self.max_entries = max_entries
         self.max_bytes = max_bytes
+        self._pending: dict[TransactionKey, Transaction] = {}
         self._entries: OrderedDict[TransactionKey, Transaction] = OrderedDict()
         self._bytes = 0
 
     def __len__(self) -> int:
-        return len(self._entries)
+        return len(self._pending) + len(self._entries)
 
     def __contains__(self, key: object) -> bool:
-        return key in self._entries
+        return key in self._pending or key in self._entries
 
     @property
     def kept_bytes(self) -> int:
@@ -121,7 +132,7 @@ class TransactionCache:
         """Classify ``request`` (section 17.2.3 matching); a NEW one begins a transaction.
 
         A NEW transaction must end in :meth:`complete` or :meth:`forget`, also
-        when handling it fails, or its retransmissions are absorbed until it expires.
+        when handling it fails, or its retransmissions are absorbed for as long.
         """
         key = transaction_key(request)
         if request.method == "ACK":  # an ACK opens no transaction (17.2.1)
@@ -140,32 +151,35 @@ class TransactionCache:
     def begin(self, key: TransactionKey, now: float) -> Transaction | None:
         """Start a transaction: None when it is new, else the one already under way."""
         self.sweep(now)
-        existing = self._entries.get(key)
+        existing = self._pending.get(key) or self._entries.get(key)
         if existing is not None:
             return existing
-        while len(self._entries) >= self.max_entries:
-            self._drop_oldest()
-        self._entries[key] = Transaction(now + self.lifetime)
+        self._pending[key] = Transaction(float("inf"))
         return None
 
-    def complete(self, key: TransactionKey, answer: Answer) -> None:
-        """Record the final response sent for ``key``."""
-        transaction = self._entries.get(key)
+    def complete(self, key: TransactionKey, answer: Answer, now: float) -> None:
+        """Record the final response sent for ``key`` at ``now``; it is kept for Timer J."""
+        transaction = self._pending.pop(key, None)
         if transaction is None:
             return
         transaction.answer = answer
+        transaction.expires_at = now + self.lifetime
+        self._entries[key] = transaction
         self._bytes += len(answer.data)
-        while self._bytes > self.max_bytes:
+        while self._entries and (
+            self._bytes > self.max_bytes or len(self._entries) > self.max_entries
+        ):
             self._drop_oldest()
 
     def forget(self, key: TransactionKey) -> None:
         """End ``key`` now: unanswered, or answered over a reliable transport (Timer J = 0)."""
+        self._pending.pop(key, None)
         transaction = self._entries.pop(key, None)
         if transaction is not None and transaction.answer is not None:
             self._bytes -= len(transaction.answer.data)
 
     def sweep(self, now: float) -> None:
-        """Remove entries whose lifetime has ended (oldest first, so O(removed))."""
+        """Remove answered entries whose lifetime has ended (oldest first, so O(removed))."""
         while self._entries and next(iter(self._entries.values())).expires_at <= now:
             self._drop_oldest()
 

@@ -2,14 +2,17 @@
 
 from __future__ import annotations
 
+import asyncio
+
 import pytest
 
-from sipreg.chain import Chain, Context, Step, aor_in, source_in, unless
+from sipreg.chain import Chain, Context, Filter, Step, aor_in, source_in, unless
 from sipreg.errors import Forbidden
 from sipreg.front import Front
 from sipreg.message import Request, Response
 from sipreg.responses import make_response
 from sipreg.store.memory import MemoryStore
+from sipreg.transactions import TransactionCache
 
 from .helpers import (
     ALICE,
@@ -39,8 +42,8 @@ class Recorder(Step):
 class Answer(Step):
     """Answers every request with ``status``."""
 
-    def __init__(self, status: int) -> None:
-        super().__init__()
+    def __init__(self, status: int, *, when: Filter | None = None) -> None:
+        super().__init__(when=when)
         self.status = status
 
     async def handle(self, request: Request, ctx: Context) -> Response | None:
@@ -110,3 +113,44 @@ async def test_a_library_user_puts_a_step_in_front_of_the_registrar() -> None:
     assert await reg.receive(register("sip:alice@192.0.2.9"), leg, CLIENT) == 200
     assert await reg.query(ALICE) == ["sip:alice@192.0.2.9"]
     assert await reg.query(BOB) == []
+
+
+class Gated(Step):
+    """Answers 200 once its gate opens."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.gate = asyncio.Event()
+        self.runs = 0
+
+    async def handle(self, request: Request, ctx: Context) -> Response | None:
+        self.runs += 1
+        await self.gate.wait()
+        return make_response(request.headers, 200)
+
+
+async def test_a_slow_request_stays_in_progress_whatever_else_comes_and_goes() -> None:
+    """Neither Timer J nor the cache's bounds let a retransmission of it run twice."""
+    clock = Clock()
+    slow = Gated()
+    front = Front(
+        Chain([Answer(404, when=unless(aor_in(ALICE))), slow]),
+        clock=clock,
+        timer_clock=clock,
+        transactions=TransactionCache(max_entries=3, max_bytes=1000),
+    )
+    leg = FakeLeg()
+    data = build("OPTIONS", ALICE)
+    first = asyncio.create_task(front.receive(data, leg, CLIENT))
+    await asyncio.sleep(0)
+    for i in range(10):  # other requests fill the cache, and time passes
+        assert (
+            await front.receive(build("OPTIONS", BOB, to=BOB, call_id=f"o{i}"), leg, CLIENT) == 404
+        )
+        clock.advance(10)
+    copies = [asyncio.create_task(front.receive(data, leg, CLIENT)) for _ in range(2)]
+    await asyncio.sleep(0)
+    assert slow.runs == 1
+    slow.gate.set()
+    assert await asyncio.wait_for(asyncio.gather(first, *copies), 5) == [200, 200, 200]
+    assert slow.runs == 1

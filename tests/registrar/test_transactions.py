@@ -10,9 +10,10 @@ from sipreg.headers import Headers
 from sipreg.transactions import TIMER_J, Answer, Kind, TransactionCache, transaction_key
 from sipreg.via import response_destination, stamp_received
 
-from .helpers import START, build, request
+from .helpers import START, FakeLeg, build, request
 
 VIA = "SIP/2.0/UDP 198.51.100.7:5062;branch=z9hG4bK-abc"
+LEG = FakeLeg()
 
 
 def key(method: str = "INVITE", **kw: Any) -> tuple[str, ...] | None:
@@ -62,22 +63,36 @@ def test_cache_begin_complete_and_repeat() -> None:
     assert cache.begin(k, START) is None
     pending = cache.begin(k, START + 1)
     assert pending is not None and pending.answer is None
-    answer = Answer(200, b"SIP/2.0 200 OK\r\n\r\n", ("192.0.2.1", 5060))
-    cache.complete(k, answer)
+    answer = Answer(200, b"SIP/2.0 200 OK\r\n\r\n", ("192.0.2.1", 5060), LEG)
+    cache.complete(k, answer, START + 1)
     done = cache.begin(k, START + 2)
     assert done is not None and done.answer == answer
     assert k in cache and len(cache) == 1
 
 
-def test_cache_entries_live_for_timer_j() -> None:
+def test_answers_live_for_timer_j_from_the_answer() -> None:
     cache = TransactionCache()
-    cache.begin(("a",), START)
-    cache.begin(("b",), START + 10)
-    cache.sweep(START + TIMER_J - 0.1)
+    for key, at in [(("a",), START), (("b",), START + 10)]:
+        cache.begin(key, at)
+        cache.complete(key, Answer(200, b"x", ("192.0.2.1", 5060), LEG), at + 1)
+    cache.sweep(START + 1 + TIMER_J - 0.1)
     assert len(cache) == 2
-    cache.sweep(START + TIMER_J)
+    cache.sweep(START + 1 + TIMER_J)
     assert ("a",) not in cache and ("b",) in cache
-    assert cache.begin(("a",), START + TIMER_J) is None  # new again
+    assert cache.begin(("a",), START + 1 + TIMER_J) is None  # new again
+
+
+def test_a_transaction_in_progress_is_never_dropped() -> None:
+    """Dropping it would let its retransmission be handled a second time meanwhile."""
+    cache = TransactionCache(max_entries=2, max_bytes=150)
+    cache.begin(("slow",), START)
+    for i in range(10):  # many answered transactions, and Timer J long over
+        key = (str(i),)
+        cache.begin(key, START + 100 * i)
+        cache.complete(key, Answer(200, b"x" * 100, ("192.0.2.1", 5060), LEG), START + 100 * i)
+    pending = cache.begin(("slow",), START + 901)
+    assert pending is not None and pending.answer is None
+    assert cache.kept_bytes == 100 and len(cache) == 2  # the newest answer, and the one pending
 
 
 def test_decide_classifies_each_request() -> None:
@@ -86,9 +101,9 @@ def test_decide_classifies_each_request() -> None:
     first = cache.decide(invite, START)
     assert first.kind is Kind.NEW and first.key == transaction_key(invite)
     assert cache.decide(invite, START + 1).kind is Kind.IN_PROGRESS
-    answer = Answer(302, b"SIP/2.0 302 Moved\r\n\r\n", ("198.51.100.7", 5062))
+    answer = Answer(302, b"SIP/2.0 302 Moved\r\n\r\n", ("198.51.100.7", 5062), LEG)
     assert first.key is not None
-    cache.complete(first.key, answer)
+    cache.complete(first.key, answer, START + 1)
     again = cache.decide(invite, START + 2)
     assert (again.kind, again.answer) == (Kind.RETRANSMISSION, answer)
     ack = request(build("ACK", "sip:alice@example.com", via=VIA))
@@ -97,7 +112,7 @@ def test_decide_classifies_each_request() -> None:
     assert cache.decide(stray, START + 3).kind is Kind.UNTRACKED  # an ACK opens nothing
     unreadable = request(build("OPTIONS", "sip:alice@example.com", via="garbage"))
     assert cache.decide(unreadable, START).kind is Kind.UNTRACKED
-    assert cache.decide(invite, START + 2 + TIMER_J).kind is Kind.NEW  # Timer J is over
+    assert cache.decide(invite, START + 1 + TIMER_J).kind is Kind.NEW  # Timer J is over
     assert len(cache) == 1
 
 
@@ -105,11 +120,15 @@ def test_cache_forget_and_bound() -> None:
     cache = TransactionCache(max_entries=3)
     for i in range(5):
         cache.begin((str(i),), START)
+        cache.complete((str(i),), Answer(200, b"x", ("192.0.2.1", 5060), LEG), START)
     assert len(cache) == 3
     assert ("0",) not in cache and ("4",) in cache  # the oldest go first
     cache.forget(("4",))
     cache.forget(("nothing",))
     assert ("4",) not in cache
+    cache.begin(("p",), START)
+    cache.forget(("p",))  # one in progress is forgotten too
+    assert ("p",) not in cache
 
 
 def stamped(via: str, source: tuple[str, int]) -> tuple[str, tuple[str, int]]:
@@ -183,7 +202,7 @@ def test_cache_bounds_the_bytes_it_keeps() -> None:
     for i in range(5):
         key = (str(i),)
         cache.begin(key, START)
-        cache.complete(key, Answer(200, b"x" * 100, ("192.0.2.1", 5060)))
+        cache.complete(key, Answer(200, b"x" * 100, ("192.0.2.1", 5060), LEG), START)
     assert cache.kept_bytes == 200 and len(cache) == 2
     assert ("0",) not in cache and ("4",) in cache  # the oldest went first
     cache.forget(("4",))

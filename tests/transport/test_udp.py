@@ -9,8 +9,8 @@ from collections.abc import AsyncIterator
 import pytest
 
 from ci import in_ci
-from sipreg.chain import Leg
 from sipreg.errors import SipError
+from sipreg.leg import Leg
 from sipreg.registrar.facade import Registrar
 from sipreg.store.memory import MemoryStore
 from sipreg.transport import InFlight

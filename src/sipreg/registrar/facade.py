@@ -17,9 +17,10 @@ import time
 from collections.abc import Callable, Sequence
 from typing import Any, Literal
 
-from ..chain import Address, Chain, Leg, Step
+from ..chain import Chain, Step
 from ..errors import SipError
 from ..front import Dispatcher, Front
+from ..leg import Address, Leg
 from ..message import Request
 from ..outcome import Outcome
 from ..routing.rules import ordered

@@ -12,8 +12,8 @@ import logging
 from collections.abc import Callable, Coroutine
 from typing import Any, Protocol
 
-from ..chain import Leg
 from ..errors import SipError
+from ..leg import Leg
 from ..throttle import Throttle
 
 log = logging.getLogger("sipreg.transport")
