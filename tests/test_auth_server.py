@@ -184,6 +184,9 @@ def test_a_lockout_and_its_expiry(phone: Phone, server: SipregProcess) -> None:
 
 
 def test_the_nonce_key_is_kept_in_the_data_dir(tmp_path: Path, users: Path) -> None:
+    """After a restart a nonce of before still checks: the phone is told stale=true and
+    signs again by itself, where a new key would make it a failure.  Its nc counts are
+    gone with the old process, so the old nonce itself is not accepted (no replay)."""
     args = ["--realm", "example.com", "--users", str(users), "--data-dir", str(tmp_path)]
     first = SipregProcess("memory:", tmp_path, args)
     phone = Phone(first, "udp")
@@ -195,8 +198,10 @@ def test_the_nonce_key_is_kept_in_the_data_dir(tmp_path: Path, users: Path) -> N
     second = SipregProcess("memory:", tmp_path, args)
     try:
         phone.sock.connect(second.udp)
-        # A nonce issued before the restart is still good after it.
-        assert phone.send(authorization=credentials(challenge, "alice", "wonderland")).status == 200
+        stale = phone.send(authorization=credentials(challenge, "alice", "wonderland"))
+        assert stale.status == 401
+        assert all(c.get("stale") == "true" for c in challenges(stale))
+        assert phone.send(authorization=credentials(stale, "alice", "wonderland")).status == 200
     finally:
         phone.close()
         assert second.stop() == 0

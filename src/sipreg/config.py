@@ -8,6 +8,7 @@ The TOML keys are the :class:`Config` field names (``listen``, ``domains``,
 from __future__ import annotations
 
 import ipaddress
+import math
 import os
 import re
 import tomllib
@@ -140,8 +141,8 @@ class Config:
         if not 1024 <= self.max_message_size <= 16 * 1024 * 1024:
             raise ConfigError("max_message_size: must be between 1024 and 16777216")
         for name in ("tcp_idle_timeout", "expire_interval", "shutdown_timeout"):
-            if not getattr(self, name) > 0:
-                raise ConfigError(f"{name}: must be positive")
+            if not 0 < getattr(self, name) < math.inf:
+                raise ConfigError(f"{name}: must be positive and finite")
         level = self.log_level.lower()
         if level not in LOG_LEVELS:
             raise ConfigError(

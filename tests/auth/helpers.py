@@ -23,6 +23,7 @@ def credentials(
     nc: int = 1,
     cnonce: str = "0a4f113b",
     qop: bool = True,
+    qop_text: str = "auth",
     realm: str | None = None,
     nonce: str | None = None,
 ) -> str:
@@ -38,7 +39,7 @@ def credentials(
         method=method,
         uri=uri,
         nonce=nonce,
-        qop="auth" if qop else None,
+        qop=qop_text if qop else None,
         nc=nc_text if qop else None,
         cnonce=cnonce if qop else None,
     )
@@ -47,5 +48,5 @@ def credentials(
         f' response="{digest}", algorithm={algorithm}'
     )
     if qop:
-        value += f', qop=auth, nc={nc_text}, cnonce="{cnonce}"'
+        value += f', qop={qop_text}, nc={nc_text}, cnonce="{cnonce}"'
     return value

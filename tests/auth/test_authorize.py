@@ -323,3 +323,54 @@ async def test_lookups_can_be_challenged_too() -> None:
     assert (await setup.send(build("INVITE", ALICE))).status == 401
     assert (await setup.send(build("INVITE", "sip:nobody@example.com"))).status == 401
     assert (await setup.send(build("OPTIONS", f"sip:{SERVER_IP}"))).status == 200
+
+
+async def test_spoofed_failures_ban_nobody() -> None:
+    """Failures count only on a nonce issued to the address: a spoofer never receives one."""
+    setup = Setup(max_users=3, max_failures=2)
+    for name in ["u1", "u2", "u3", "alice", "alice"]:  # as if from the victim, no round trip
+        forged = (
+            f'Digest username="{name}", realm="{REALM}", nonce="{"A" * 43}", uri="sip:example.com",'
+            f' response="{"0" * 64}", algorithm=SHA-256, qop=auth, nc=00000001, cnonce="x"'
+        )
+        answer = await setup.send(register(C1, call_id=name, extra=[("Authorization", forged)]))
+        assert answer.status == 401
+    _, final = await setup.login()  # the victim, from the spoofed address
+    assert final.status == 200
+
+
+async def test_a_nonce_from_another_address_is_no_oracle(setup: Setup) -> None:
+    """The right password on a nonce issued elsewhere gets what a wrong one gets."""
+    challenge = await setup.send(register(C1), ("203.0.113.66", 5060))
+    right = credentials(challenge, "alice", "wonderland")
+    wrong = credentials(challenge, "alice", "guess")
+    first = await setup.send(register(C1, cseq=2, extra=[("Authorization", right)]))
+    second = await setup.send(register(C1, cseq=2, call_id="b", extra=[("Authorization", wrong)]))
+    assert (first.status, second.status) == (401, 401)
+    assert shape(first) == shape(second)
+    assert await setup.registrar.query(ALICE) == []
+
+
+async def test_a_header_captured_before_a_restart_binds_nothing_after_it() -> None:
+    before = Setup()
+    challenge = await before.send(register(C1))
+    value = credentials(challenge, "alice", "wonderland")
+    assert (await before.send(register(C1, cseq=2, extra=[("Authorization", value)]))).status == 200
+    after = Setup()  # the same nonce key, a new process
+    replay = await after.send(
+        register("sip:mallory@203.0.113.66", cseq=3, extra=[("Authorization", value)])
+    )
+    assert replay.status == 401
+    assert all(c.get("stale") == "true" for c in challenges(replay))  # the owner just signs again
+    assert await after.registrar.query(ALICE) == []
+
+
+async def test_qop_is_hashed_as_the_client_spelt_it(setup: Setup) -> None:
+    challenge = await setup.send(register(C1))
+    value = credentials(challenge, "alice", "wonderland", qop_text="Auth")
+    assert (await setup.send(register(C1, cseq=2, extra=[("Authorization", value)]))).status == 200
+
+
+def test_ack_and_cancel_cannot_be_challenged() -> None:
+    with pytest.raises(ValueError, match="ACK and CANCEL"):
+        AuthPolicy(realm=REALM, methods=frozenset({"REGISTER", "ACK"}))

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from sipreg.auth.guard import Guard
+from sipreg.auth.guard import Guard, source_key
 
 NOW = 1_000.0
 OFFICE = "203.0.113.7"
@@ -68,7 +68,7 @@ def test_memory_is_bounded_under_a_spoofed_flood() -> None:
 
 def test_long_user_names_are_bounded() -> None:
     guard = Guard(max_failures=2)
-    name = "x" * 100_000
+    name = "é" * 100_000
     guard.failed(OFFICE, name, NOW)
     assert guard.failed(OFFICE, name + "y", NOW) is not None  # the same counter
     assert guard.banned(OFFICE, name + "z", NOW) is not None
@@ -79,3 +79,16 @@ def test_limits_are_checked() -> None:
         Guard(max_failures=0)
     with pytest.raises(ValueError):
         Guard(window=0)
+
+
+def test_an_ipv6_source_counts_as_its_64() -> None:
+    """One host picks addresses from its /64 at will: hopping does not escape the count."""
+    guard = Guard(max_failures=3)
+    for i in range(3):
+        ban = guard.failed(f"2001:db8:1:2::{i + 1}", "alice", NOW)
+    assert ban is not None and ban.address == "2001:db8:1:2::/64"
+    assert guard.banned("2001:db8:1:2:ffff::9", "alice", NOW) is not None
+    assert guard.banned("2001:db8:1:3::1", "alice", NOW) is None
+    assert source_key("::ffff:192.0.2.7") == "192.0.2.7"
+    assert source_key("fe80::1%eth0") == "fe80::/64"
+    assert source_key("192.0.2.7") == "192.0.2.7" and source_key("not-an-ip") == "not-an-ip"

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import base64
+from collections.abc import Callable
 
 import pytest
 from hypothesis import given
@@ -12,68 +13,97 @@ from sipreg.auth.nonce import CLOCK_SKEW, Freshness, NonceCounts, Nonces
 
 KEY = b"k" * 32
 NOW = 1_000_000.0
+IP = "198.51.100.7"
 
 
 def test_a_fresh_nonce_checks_fresh_until_its_lifetime_ends() -> None:
     nonces = Nonces(KEY, lifetime=300)
-    nonce = nonces.issue(NOW, "example.com")
-    assert nonces.check(nonce, NOW, "example.com").freshness is Freshness.FRESH
-    assert nonces.check(nonce, NOW + 299, "example.com").freshness is Freshness.FRESH
-    stale = nonces.check(nonce, NOW + 300, "example.com")
+    nonce = nonces.issue(NOW, "example.com", IP)
+    fresh = nonces.check(nonce, NOW, "example.com", IP)
+    assert (fresh.freshness, fresh.issued_at, fresh.ours) == (Freshness.FRESH, NOW, True)
+    assert nonces.check(nonce, NOW + 299.9, "example.com", IP).freshness is Freshness.FRESH
+    stale = nonces.check(nonce, NOW + 300, "example.com", IP)
     assert (stale.freshness, stale.issued_at) == (Freshness.STALE, NOW)
+
+
+def test_the_issue_time_is_kept_to_the_millisecond() -> None:
+    nonces = Nonces(KEY)
+    assert nonces.check(nonces.issue(NOW + 0.123, "r", IP), NOW + 1, "r", IP).issued_at == (
+        NOW + 0.123
+    )
 
 
 def test_nonces_are_distinct_and_fit_a_quoted_string() -> None:
     nonces = Nonces(KEY)
-    issued = {nonces.issue(NOW, "example.com") for _ in range(1000)}
+    issued = {nonces.issue(NOW, "example.com", IP) for _ in range(1000)}
     assert len(issued) == 1000
-    assert all(n.isascii() and '"' not in n and "\\" not in n for n in issued)
-    assert nonces.issue(NOW, "r", salt=b"12345678") == nonces.issue(NOW, "r", salt=b"12345678")
+    assert all(len(n) == 43 and n.isascii() and '"' not in n and "\\" not in n for n in issued)
+    salt = b"123456"
+    assert nonces.issue(NOW, "r", IP, salt=salt) == nonces.issue(NOW, "r", IP, salt=salt)
+
+
+def _flip(nonce: str, at: int) -> str:
+    return nonce[:at] + ("B" if nonce[at] == "A" else "A") + nonce[at + 1 :]
 
 
 @pytest.mark.parametrize(
     "forge",
     [
-        lambda n: n[:-1] + ("A" if n[-1] != "A" else "B"),  # a flipped MAC character
+        lambda n: _flip(n, 30),  # a MAC character
+        lambda n: _flip(n, 42),  # the last character: two of its bits are spare
+        lambda n: n[:3] + "." + n[3:],  # base64 would skip the dot
         lambda n: n[:-2],  # truncated
         lambda n: n + "AAAA",  # too long
-        lambda n: "not base64 at all!",
+        lambda n: n + "=",  # padded
+        lambda n: "not base64 at all! not base64 at all! not b",
         lambda n: "",
-        lambda n: base64.urlsafe_b64encode(b"\x00" * 32).decode(),
+        lambda n: base64.urlsafe_b64encode(b"\x00" * 32).decode().rstrip("="),
     ],
 )
-def test_a_forged_or_garbled_nonce_is_forged(forge: object) -> None:
+def test_a_forged_garbled_or_respelled_nonce_is_forged(forge: Callable[[str], str]) -> None:
     nonces = Nonces(KEY)
-    nonce = nonces.issue(NOW, "example.com")
-    assert callable(forge)
-    assert nonces.check(forge(nonce), NOW, "example.com").freshness is Freshness.FORGED
+    for _ in range(20):  # a few nonces, so the spare bits of the last character vary
+        nonce = nonces.issue(NOW, "example.com", IP)
+        assert forge(nonce) != nonce
+        assert nonces.check(forge(nonce), NOW, "example.com", IP).freshness is Freshness.FORGED
 
 
-def test_a_nonce_is_bound_to_its_key_and_realm() -> None:
-    nonce = Nonces(KEY).issue(NOW, "example.com")
-    assert Nonces(b"x" * 32).check(nonce, NOW, "example.com").freshness is Freshness.FORGED
-    assert Nonces(KEY).check(nonce, NOW, "example.org").freshness is Freshness.FORGED
+def test_a_nonce_is_bound_to_its_key_realm_and_client_address() -> None:
+    nonce = Nonces(KEY).issue(NOW, "example.com", IP)
+    assert Nonces(b"x" * 32).check(nonce, NOW, "example.com", IP).freshness is Freshness.FORGED
+    assert Nonces(KEY).check(nonce, NOW, "example.org", IP).freshness is Freshness.FORGED
+    other = Nonces(KEY).check(nonce, NOW, "example.com", "203.0.113.66")
+    assert other.freshness is Freshness.FORGED  # a captured nonce sent from elsewhere
+
+
+def test_another_process_with_the_same_key_checks_the_nonce_but_not_as_its_own() -> None:
+    before_restart = Nonces(KEY).issue(NOW, "example.com", IP)
+    after = Nonces(KEY).check(before_restart, NOW + 1, "example.com", IP)
+    assert (after.freshness, after.ours) == (Freshness.FRESH, False)
 
 
 def test_a_nonce_from_the_future_beyond_the_skew_is_stale() -> None:
     nonces = Nonces(KEY)
-    nonce = nonces.issue(NOW + CLOCK_SKEW + 1, "r")
-    assert nonces.check(nonce, NOW, "r").freshness is Freshness.STALE
-    assert nonces.check(nonces.issue(NOW + 2, "r"), NOW, "r").freshness is Freshness.FRESH
+    nonce = nonces.issue(NOW + CLOCK_SKEW + 1, "r", IP)
+    assert nonces.check(nonce, NOW, "r", IP).freshness is Freshness.STALE
+    assert nonces.check(nonces.issue(NOW + 2, "r", IP), NOW, "r", IP).freshness is Freshness.FRESH
 
 
 def test_settings_are_checked() -> None:
     with pytest.raises(ValueError, match="16 bytes"):
         Nonces(b"short")
-    with pytest.raises(ValueError, match="positive"):
-        Nonces(KEY, lifetime=0)
-    with pytest.raises(ValueError, match="8 bytes"):
-        Nonces(KEY).issue(NOW, "r", salt=b"x")
+    for lifetime in (0, float("inf")):
+        with pytest.raises(ValueError, match="positive and finite"):
+            Nonces(KEY, lifetime=lifetime)
+    with pytest.raises(ValueError, match="6 bytes"):
+        Nonces(KEY).issue(NOW, "r", IP, salt=b"x")
+    with pytest.raises(ValueError, match="4 bytes"):
+        Nonces(KEY, epoch=b"x")
 
 
 @given(st.text(max_size=60))
 def test_any_text_is_forged(text: str) -> None:
-    assert Nonces(KEY).check(text, NOW, "r").freshness is Freshness.FORGED
+    assert Nonces(KEY).check(text, NOW, "r", IP).freshness is Freshness.FORGED
 
 
 # --- nc replay tracking -------------------------------------------------------------------

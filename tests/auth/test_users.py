@@ -92,3 +92,13 @@ def test_too_open(tmp_path: Path) -> None:
     path.write_text("")
     os.chmod(path, 0o640)
     assert too_open(str(path))
+
+
+@pytest.mark.skipif(os.getuid() != 0, reason="only root can give a file away")
+def test_root_rewriting_a_servers_file_keeps_its_owner(tmp_path: Path) -> None:
+    path = tmp_path / "users"
+    save_users(str(path), Users([User.with_password("a", "r", "x")]))
+    os.chown(path, 65534, 65534)  # nobody: the server's user, say
+    save_users(str(path), Users([User.with_password("b", "r", "y")]))
+    info = os.stat(path)
+    assert (info.st_uid, info.st_gid, stat.S_IMODE(info.st_mode)) == (65534, 65534, 0o600)

@@ -2,6 +2,7 @@
 
 Many phones share one public address behind NAT, so failures are counted per
 (source address, user name): one phone with a stale password bans only itself.
+An IPv6 source counts as its /64, which one host can hop around in.
 A source that fails for several distinct user names within the window is
 guessing or scanning, and the whole address is banned.  A ban is checked before
 any digest work.  Every table is bounded, so a flood from spoofed sources cannot
@@ -12,6 +13,7 @@ Sans-I/O: ``now`` comes in; the caller logs the bans this returns.
 
 from __future__ import annotations
 
+import ipaddress
 from collections import OrderedDict, deque
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -21,7 +23,9 @@ _K = TypeVar("_K")
 _V = TypeVar("_V")
 
 #: How much of a user name a counter keys on: enough to tell names apart, bounded.
-_NAME = 256
+_NAME = 64
+#: An IPv6 source counts as its /64: one host has a whole /64 to pick addresses from.
+_IPV6_PREFIX = 64
 
 
 @dataclass(frozen=True)
@@ -56,7 +60,7 @@ class Guard:
         max_users: int = 5,
         window: float = 60.0,
         ban_time: float = 300.0,
-        max_tracked: int = 65536,
+        max_tracked: int = 16384,
     ) -> None:
         if min(max_failures, max_users, max_tracked) < 1 or window <= 0 or ban_time <= 0:
             raise ValueError("the guard's limits must be positive")
@@ -71,6 +75,7 @@ class Guard:
 
     def banned(self, address: str, user: str | None, now: float) -> Ban | None:
         """The ban that refuses ``user`` (None: anyone) from ``address`` at ``now``, if any."""
+        address = source_key(address)
         keys: list[tuple[str, str | None]] = [(address, None)]
         if user is not None:
             keys.append((address, user[:_NAME]))
@@ -85,7 +90,7 @@ class Guard:
 
     def failed(self, address: str, user: str, now: float) -> Ban | None:
         """Count a failure; the ban it brings about, if this one crosses a limit."""
-        user = user[:_NAME]
+        address, user = source_key(address), user[:_NAME]
         limit = self.max_tracked
         times = _touch(self._pairs, (address, user), lambda: deque(maxlen=self.max_failures), limit)
         times.append(now)
@@ -106,7 +111,7 @@ class Guard:
 
     def succeeded(self, address: str, user: str) -> None:
         """A user proved its password from ``address``: its failures there are forgiven."""
-        user = user[:_NAME]
+        address, user = source_key(address), user[:_NAME]
         self._pairs.pop((address, user), None)
         users = self._users.get(address)
         if users is not None:
@@ -119,6 +124,19 @@ class Guard:
         while len(self._bans) > self.max_tracked:
             self._bans.popitem(last=False)
         return ban
+
+
+def source_key(address: str) -> str:
+    """What the guard counts a source address as: itself, or its /64 for IPv6."""
+    try:
+        ip = ipaddress.ip_address(address.partition("%")[0])
+    except ValueError:
+        return address
+    if isinstance(ip, ipaddress.IPv6Address):
+        if ip.ipv4_mapped is not None:
+            return str(ip.ipv4_mapped)
+        return str(ipaddress.IPv6Network((ip, _IPV6_PREFIX), strict=False))
+    return str(ip)
 
 
 def _touch(table: OrderedDict[_K, _V], key: _K, new: Callable[[], _V], limit: int) -> _V:

@@ -1,12 +1,17 @@
 """Stateless nonces and bounded replay tracking (RFC 7616 sections 3.3 and 5.5).
 
-A nonce is ``base64url(issued || salt || mac)``: the issue time in whole
-seconds, eight random bytes that make every nonce distinct, and an HMAC-SHA256
-over both and the realm, keyed with a server secret.  Checking one needs no
-state: a forged or garbled nonce fails its MAC, and an old one is stale.
+A nonce is ``base64url(epoch || issued || salt || mac)``: the epoch of the
+:class:`Nonces` that issued it (random, one per process), the issue time in
+milliseconds, random bytes that make every nonce distinct, and an HMAC-SHA256
+over all of them, the realm and the address of the client it was issued to,
+keyed with a server secret.  Checking one needs no state: a forged, garbled or
+re-spelled nonce, or one presented from another address, fails its MAC, and an
+old one is stale.
 
 What a nonce cannot say by itself is whether its ``nc`` was seen before; that
-is :class:`NonceCounts`, bounded in memory.
+is :class:`NonceCounts`, in memory and bounded.  It knows only the nonces of its
+own epoch: one issued before a restart (the key is kept, so it still checks) is
+reported as not ours, and the client gets a fresh nonce instead of a replay.
 """
 
 from __future__ import annotations
@@ -20,11 +25,13 @@ import secrets
 from collections import OrderedDict
 from dataclasses import dataclass
 
-_CONTEXT = b"sipreg nonce v1\x00"
-_TIME = 8
-_SALT = 8
+_CONTEXT = b"sipreg nonce v2\x00"
+_EPOCH = 4
+_TIME = 6  # milliseconds since 1970: enough until the year 10889
+_SALT = 6
 _MAC = 16
-_LENGTH = _TIME + _SALT + _MAC
+_HEAD = _EPOCH + _TIME + _SALT
+_LENGTH = _HEAD + _MAC
 #: Seconds a nonce may seem to come from the future (clocks of a cluster's nodes differ).
 CLOCK_SKEW = 5.0
 
@@ -32,58 +39,88 @@ CLOCK_SKEW = 5.0
 class Freshness(enum.Enum):
     """What a nonce is worth."""
 
-    FORGED = "forged"  #: not made by this server (or garbled): a plain failure
-    STALE = "stale"  #: made here, but too old: a fresh challenge with stale=true
+    FORGED = "forged"  #: not made here for this realm and address (or garbled)
+    STALE = "stale"  #: made here, but too old (or from the future)
     FRESH = "fresh"
 
 
 @dataclass(frozen=True)
 class NonceCheck:
-    """The verdict on a nonce, and when it was issued (0 when forged)."""
+    """The verdict on a nonce; when it was issued, and whether by these Nonces (this epoch)."""
 
     freshness: Freshness
     issued_at: float = 0.0
+    ours: bool = False
 
 
 class Nonces:
-    """Issues and checks nonces keyed with ``key``; they live ``lifetime`` seconds."""
+    """Issues and checks nonces keyed with ``key``; they live ``lifetime`` seconds.
 
-    def __init__(self, key: bytes, lifetime: float = 300.0) -> None:
+    ``epoch`` (random unless given) tells this instance's nonces from those of
+    another process holding the same key.
+    """
+
+    def __init__(self, key: bytes, lifetime: float = 300.0, epoch: bytes | None = None) -> None:
         if len(key) < 16:
             raise ValueError("a nonce key needs at least 16 bytes")
-        if lifetime <= 0:
-            raise ValueError("a nonce lifetime must be positive")
+        if not 0 < lifetime < float("inf"):
+            raise ValueError("a nonce lifetime must be positive and finite")
         self._key = key
         self.lifetime = lifetime
+        self.epoch = secrets.token_bytes(_EPOCH) if epoch is None else epoch
+        if len(self.epoch) != _EPOCH:
+            raise ValueError(f"a nonce epoch has {_EPOCH} bytes")
 
-    def issue(self, now: float, realm: str, salt: bytes | None = None) -> str:
-        """A new nonce for ``realm`` at ``now``; ``salt`` (8 bytes) is random unless given."""
+    def issue(self, now: float, realm: str, address: str, salt: bytes | None = None) -> str:
+        """A new nonce for a client at ``address`` in ``realm``, at ``now``.
+
+        ``salt`` (6 bytes) is random unless given.
+        """
         salt = secrets.token_bytes(_SALT) if salt is None else salt
         if len(salt) != _SALT:
             raise ValueError(f"a nonce salt has {_SALT} bytes")
-        head = int(now).to_bytes(_TIME, "big") + salt
-        return base64.urlsafe_b64encode(head + self._mac(head, realm)).decode().rstrip("=")
+        head = self.epoch + int(now * 1000).to_bytes(_TIME, "big") + salt
+        raw = head + self._mac(head, realm, address)
+        return base64.urlsafe_b64encode(raw).decode().rstrip("=")
 
-    def check(self, nonce: str, now: float, realm: str) -> NonceCheck:
-        """Whether ``nonce`` is one of ours for ``realm``, and still fresh at ``now``."""
-        try:
-            raw = base64.urlsafe_b64decode(nonce + "=" * (-len(nonce) % 4))
-        except (binascii.Error, ValueError):
+    def check(self, nonce: str, now: float, realm: str, address: str) -> NonceCheck:
+        """Whether ``nonce`` is one of ours for ``realm`` and ``address``, and fresh at ``now``."""
+        raw = _decode(nonce)
+        if raw is None:
             return NonceCheck(Freshness.FORGED)
-        if len(raw) != _LENGTH:
+        head, mac = raw[:_HEAD], raw[_HEAD:]
+        if not hmac.compare_digest(mac, self._mac(head, realm, address)):
             return NonceCheck(Freshness.FORGED)
-        head, mac = raw[: _TIME + _SALT], raw[_TIME + _SALT :]
-        if not hmac.compare_digest(mac, self._mac(head, realm)):
-            return NonceCheck(Freshness.FORGED)
-        issued = float(int.from_bytes(head[:_TIME], "big"))
+        issued = int.from_bytes(head[_EPOCH : _EPOCH + _TIME], "big") / 1000
+        ours = hmac.compare_digest(head[:_EPOCH], self.epoch)
         age = now - issued
         if age >= self.lifetime or age < -CLOCK_SKEW:
-            return NonceCheck(Freshness.STALE, issued)
-        return NonceCheck(Freshness.FRESH, issued)
+            return NonceCheck(Freshness.STALE, issued, ours)
+        return NonceCheck(Freshness.FRESH, issued, ours)
 
-    def _mac(self, head: bytes, realm: str) -> bytes:
-        message = _CONTEXT + head + realm.encode("utf-8", "surrogateescape")
+    def _mac(self, head: bytes, realm: str, address: str) -> bytes:
+        message = b"\x00".join(
+            [_CONTEXT + head, *(t.encode("utf-8", "surrogateescape") for t in (realm, address))]
+        )
         return hmac.new(self._key, message, hashlib.sha256).digest()[:_MAC]
+
+
+def _decode(nonce: str) -> bytes | None:
+    """The bytes of a nonce in its one canonical spelling, or None.
+
+    base64 decoding skips characters outside its alphabet and ignores the spare
+    bits of the last one; a nonce spelled any other way than it was issued is
+    refused, so one nonce cannot pass for many in :class:`NonceCounts`.
+    """
+    if len(nonce) != 43 or not nonce.isascii():
+        return None
+    try:
+        raw = base64.b64decode(nonce + "=", altchars=b"-_", validate=True)
+    except (binascii.Error, ValueError):
+        return None
+    if len(raw) != _LENGTH or base64.urlsafe_b64encode(raw).decode().rstrip("=") != nonce:
+        return None
+    return raw
 
 
 class NonceCounts:

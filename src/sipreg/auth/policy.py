@@ -16,6 +16,16 @@ from .users import check_field
 _REALM = re.compile(r"[\x21\x23-\x5b\x5d-\x7e]+\Z")
 
 
+#: The upper bound of each numeric setting (seconds, or counts).
+_LIMITS = {
+    "nonce_lifetime": 86400.0,
+    "failure_window": 86400.0,
+    "ban_time": 30 * 86400.0,
+    "max_failures": 10_000,
+    "max_users": 10_000,
+}
+
+
 @dataclass(frozen=True, kw_only=True)
 class AuthPolicy:
     """Authentication settings, checked when built (``ValueError`` names the setting).
@@ -58,13 +68,13 @@ class AuthPolicy:
         methods = frozenset(m.upper() for m in self.methods)
         if not methods or not all(_abnf.TOKEN_RE.match(m) for m in methods):
             raise ValueError(f"methods: {sorted(self.methods)!r} must name SIP methods")
+        if methods & {"ACK", "CANCEL"}:
+            raise ValueError("methods: ACK and CANCEL cannot be challenged (RFC 3261 22.1)")
         object.__setattr__(self, "methods", methods)
-        for name in ("nonce_lifetime", "failure_window", "ban_time"):
-            if not getattr(self, name) > 0:
-                raise ValueError(f"{name}: must be positive")
-        for name in ("max_failures", "max_users"):
-            if getattr(self, name) < 1:
-                raise ValueError(f"{name}: must be at least 1")
+        for name, most in _LIMITS.items():
+            value = getattr(self, name)
+            if not 0 < value <= most:
+                raise ValueError(f"{name}: must be above 0 and at most {most:g}")
         grants = {
             check_field("grants user name", user): frozenset(_aor(user, a) for a in aors)
             for user, aors in self.grants.items()

@@ -94,33 +94,34 @@ class Authorize(Step):
             check_target(request, self.policy)
         else:
             request.check()
-        address = ctx.source[0]
+        address = ctx.source[0].partition("%")[0].lower()  # an IPv6 scope is no address
         if self.guard.banned(address, None, ctx.now) is not None:
             ctx.auth = "banned"
             raise Forbidden()
         credentials = self._credentials(request)
         if credentials is None:
             ctx.auth = "challenged"
-            return self._challenge(request, ctx.now, stale=False)
+            return self._challenge(request, ctx.now, address, stale=False)
         try:
             username, algorithm = self._readable(credentials)
         except ParseError:
             ctx.auth = "invalid"
-            return self._challenge(request, ctx.now, stale=False)
+            return self._challenge(request, ctx.now, address, stale=False)
         if self.guard.banned(address, username, ctx.now) is not None:
             ctx.auth = "banned"
             raise Forbidden()
         if not _same_uri(credentials.get("uri") or "", request):
             ctx.auth = "invalid"
             raise BadRequest("The Authorization uri is not the Request-URI")
-        verdict = self._verify(credentials, username, algorithm, request, ctx.now)
+        verdict = self._verify(credentials, username, algorithm, request, ctx.now, address)
         if verdict != "ok":
             ctx.auth = verdict
             if verdict == "failed":
                 ban = self.guard.failed(address, username, ctx.now)
                 if ban is not None:
                     self.on_ban(ban)
-            return self._challenge(request, ctx.now, stale=verdict != "failed")
+            stale = verdict in ("stale", "replayed")
+            return self._challenge(request, ctx.now, address, stale=stale)
         self.guard.succeeded(address, username)
         ctx.user = username
         if request.method == "REGISTER" and not self._may_bind(username, request):
@@ -164,32 +165,48 @@ class Authorize(Step):
         return username, algorithm
 
     def _verify(
-        self, credentials: Credentials, username: str, algorithm: str, request: Request, now: float
+        self,
+        credentials: Credentials,
+        username: str,
+        algorithm: str,
+        request: Request,
+        now: float,
+        address: str,
     ) -> str:
-        """``ok``, ``failed`` (wrong or forged), ``stale`` or ``replayed``."""
+        """``ok``, ``failed`` (a wrong password), ``invalid``, ``stale`` or ``replayed``.
+
+        Only a wrong digest on a nonce issued to this address counts as ``failed``:
+        that nonce proves the client receives what is sent to the address, so a
+        spoofed datagram cannot make failures (and bans) for somebody else.  The
+        digest is computed in every case, so that every answer costs the same.
+        """
         nonce = credentials.get("nonce") or ""
-        check = self.nonces.check(nonce, now, self.auth.realm)
+        check = self.nonces.check(nonce, now, self.auth.realm, address)
         user = self.users.lookup(username, self.auth.realm)
         known = user.ha1(algorithm) if user is not None else None
-        qop = credentials.get("qop")
         expected = response(
             algorithm,
             known or self._decoy[algorithm],
             method=request.method,
             uri=credentials.get("uri") or "",
             nonce=nonce,
-            qop=None if qop is None else "auth",
+            qop=credentials.get("qop"),  # as sent: the client hashed its own spelling
             nc=credentials.get("nc"),
             cnonce=credentials.get("cnonce"),
         )
         digest = (credentials.get("response") or "").lower()
-        matched = hmac.compare_digest(expected, digest)
-        if not matched or known is None or check.freshness is Freshness.FORGED:
+        right = hmac.compare_digest(expected, digest) and known is not None
+        if check.freshness is Freshness.FORGED:
+            # Not issued to this address (or at all): a plain fresh challenge, whether the
+            # digest was right or not, so that it is no oracle for guesses the guard does
+            # not count.  A client whose address changed meanwhile just signs again.
+            return "invalid"
+        if not right:
             return "failed"
-        if check.freshness is Freshness.STALE:
-            return "stale"
+        if check.freshness is Freshness.STALE or not check.ours:
+            return "stale"  # too old, or issued before this process started
         self.counts.sweep(now - self.nonces.lifetime)
-        nc = 1 if qop is None else int(credentials.get("nc") or "1", 16)
+        nc = 1 if credentials.get("qop") is None else int(credentials.get("nc") or "1", 16)
         if not self.counts.use(nonce, check.issued_at, nc):
             return "replayed"
         return "ok"
@@ -208,9 +225,9 @@ class Authorize(Step):
             ban.failures,
         )
 
-    def _challenge(self, request: Request, now: float, *, stale: bool) -> Response:
+    def _challenge(self, request: Request, now: float, address: str, *, stale: bool) -> Response:
         """401 with one WWW-Authenticate per algorithm, most preferred first (RFC 8760 2.4)."""
-        nonce = self.nonces.issue(now, self.auth.realm)
+        nonce = self.nonces.issue(now, self.auth.realm, address)
         extra = [
             ("WWW-Authenticate", challenge(self.auth.realm, nonce, a, qop=True, stale=stale))
             for a in self.auth.algorithms

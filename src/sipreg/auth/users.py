@@ -8,6 +8,7 @@ for that realm.  Errors name the file and line, never an HA1.
 
 from __future__ import annotations
 
+import contextlib
 import os
 import re
 import stat
@@ -129,7 +130,7 @@ def _parse_line(text: str) -> User | None:
 
 
 def save_users(path: str, users: Users) -> None:
-    """Write ``users`` to ``path`` atomically, mode 0600."""
+    """Write ``users`` to ``path`` atomically, mode 0600, keeping the old file's owner."""
     directory = os.path.dirname(os.path.abspath(path))
     lines = ["# sipreg users: name:realm:MD5-HA1:SHA-256-HA1 (written by `sipreg user`)"]
     lines += [":".join([u.name, u.realm, *(u.ha1(a) or "" for a in COLUMNS)]) for u in users]
@@ -139,6 +140,7 @@ def save_users(path: str, users: Users) -> None:
     except OSError as err:
         raise UsersFileError(f"cannot write users file {path}: {_why(err)}") from None
     try:
+        _keep_owner(fd, path)
         with os.fdopen(fd, "wb") as f:
             f.write(data)
             f.flush()
@@ -148,6 +150,18 @@ def save_users(path: str, users: Users) -> None:
         os.unlink(temporary)
         raise UsersFileError(f"cannot write users file {path}: {_why(err)}") from None
     _sync_directory(directory)
+
+
+def _keep_owner(fd: int, path: str) -> None:
+    """Give the new file the owner of the one it replaces (root editing a server's file)."""
+    try:
+        old = os.stat(path)
+    except FileNotFoundError:
+        return
+    if (old.st_uid, old.st_gid) != (os.getuid(), os.getgid()):
+        # Not root: the file becomes ours, as any rewrite would make it.
+        with contextlib.suppress(PermissionError):
+            os.fchown(fd, old.st_uid, old.st_gid)
 
 
 def too_open(path: str) -> bool:
