@@ -210,8 +210,10 @@ def test_the_nonce_key_is_kept_in_the_data_dir(tmp_path: Path, users: Path) -> N
 def test_sighup_rereads_the_users_file_and_a_broken_one_is_kept_out(
     server: SipregProcess, users: Path
 ) -> None:
+    alice = Phone(server, "tcp")
     phone = Phone(server, "udp", user="carol")
     try:
+        assert alice.login("wonderland").status == 200
         assert phone.login("c4rol").status == 401
         add_user(users, "carol", "c4rol")
         server.proc.send_signal(signal.SIGHUP)
@@ -224,7 +226,12 @@ def test_sighup_rereads_the_users_file_and_a_broken_one_is_kept_out(
             r"ERROR sipreg.server: reload: .* line 5: .*; keeping the users loaded before"
         )
         assert phone.login("c4rol").status == 200
+        # Reloads drop no binding: alice's is still there.
+        assert alice.login("wonderland").headers.values("contact") == [
+            f"<{alice.contact}>;expires=300"
+        ]
     finally:
+        alice.close()
         phone.close()
 
 
