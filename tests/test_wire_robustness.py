@@ -647,7 +647,7 @@ def test_connections_beyond_max_connections(configured: Start) -> None:
     finally:
         for peer in peers:
             peer.close()
-    assert server.logged().count("too many connections") == 1  # once per episode, not per peer
+    assert server.logged().count("too many tcp connections") == 1  # once per episode, not per peer
 
 
 def test_connections_beyond_the_open_file_limit(configured: Start) -> None:
@@ -675,7 +675,7 @@ def test_connections_beyond_the_open_file_limit(configured: Start) -> None:
         finally:
             for peer in peers:
                 peer.close()
-        assert ("too many connections" in server.logged()) is (fit < 150)
+        assert ("too many tcp connections" in server.logged()) is (fit < 150)
 
 
 def test_half_closed_connection_still_gets_its_answers(server: Sipreg) -> None:

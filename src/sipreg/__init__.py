@@ -9,7 +9,7 @@ URIs (:func:`parse_uri`, :func:`uri_equal`), the stores and the error tree.
 from .chain import Chain, Context, Step, aor_in, source_in, unless
 from .errors import ParseError, SipError
 from .front import Front
-from .leg import Leg
+from .leg import Capabilities, Leg
 from .message import Request, Response, parse_message
 from .outcome import Outcome
 from .registrar.binding import Binding
@@ -25,6 +25,7 @@ __version__ = "0.1.0"
 __all__ = [
     "Binding",
     "BindingStore",
+    "Capabilities",
     "Chain",
     "Context",
     "Front",

@@ -20,6 +20,7 @@ from typing import Protocol
 
 from .chain import Context, Step
 from .errors import ParseError, ServerInternalError, SipError
+from .headers import Headers
 from .leg import Address, Leg
 from .message import Request, Response, parse_message, split_head
 from .outcome import Outcome, OutcomeLog
@@ -74,7 +75,7 @@ class Front:
             request = packet
         else:
             try:
-                message = parse_message(packet, datagram=leg.transport == "udp")
+                message = parse_message(packet, datagram=leg.capabilities.message_framed)
             except ParseError as err:
                 return self._refuse(err, leg, from_addr, start)
             if not isinstance(message, Request):
@@ -155,11 +156,11 @@ class Front:
             return None
         self._tags.stamp(response, request.headers)
         data = response.to_bytes()
-        dest = self._destination(request, leg, from_addr)
+        dest = self._destination(request.headers, leg, from_addr)
         if key is not None:
             # Section 17.2: a non-INVITE transaction over a reliable transport ends with
             # its answer (Timer J is zero); an INVITE one waits for its ACK (or Timer H).
-            if leg.transport == "udp" or request.method == "INVITE":
+            if not leg.capabilities.reliable or request.method == "INVITE":
                 answer = Answer(response.status, data, dest, leg)
                 self.transactions.complete(key, answer, self.timer_clock())
             else:
@@ -186,7 +187,7 @@ class Front:
         if err.answerable and err.request_headers is not None:
             headers = err.request_headers
             stamp_received(headers, from_addr)
-            dest = response_destination(headers, from_addr) if leg.transport == "udp" else from_addr
+            dest = self._destination(headers, leg, from_addr)
             response = error_response(err, headers)
             self._tags.stamp(response, headers)
             self._deliver(response.to_bytes(), leg, dest)
@@ -243,10 +244,11 @@ class Front:
             leg.deliver(data, addr)
 
     @staticmethod
-    def _destination(request: Request, leg: Leg, from_addr: Address) -> Address:
-        if leg.transport == "udp":
-            return response_destination(request.headers, from_addr)
-        return from_addr
+    def _destination(headers: Headers, leg: Leg, from_addr: Address) -> Address:
+        """Over a connection, its peer; else where section 18.2.2 and RFC 3581 say."""
+        if leg.capabilities.reliable:
+            return from_addr
+        return response_destination(headers, from_addr)
 
 
 def _to_aor(request: Request) -> str | None:

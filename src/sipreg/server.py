@@ -28,8 +28,8 @@ from .keyfile import load_or_create_key
 from .registrar.facade import Registrar
 from .registrar.policy import Policy, checked_host
 from .store import BindingStore, open_store
-from .transport import InFlight
-from .transport.tcp import TcpListener
+from .transport.base import InFlight
+from .transport.stream import StreamListener
 from .transport.udp import UdpLeg, listen_udp
 
 log = logging.getLogger("sipreg.server")
@@ -50,7 +50,7 @@ class Server:
         self.authorize: Authorize | None = None
         self.in_flight = InFlight(config.max_in_flight)
         self.udp: list[UdpLeg] = []
-        self.tcp: list[TcpListener] = []
+        self.tcp: list[StreamListener] = []
         self._bound: list[str] = []
         self._sweeper: asyncio.Task[None] | None = None
         self._max_connections = config.max_connections  # per TCP listener
@@ -139,7 +139,7 @@ class Server:
             self.udp.append(leg)
             self._bound.append(format_address("udp", *leg.local))
             return
-        listener = TcpListener(
+        listener = StreamListener(
             registrar,
             self.in_flight,
             max_size=config.max_message_size,

@@ -7,6 +7,7 @@ from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
+from sipreg.leg import Capabilities
 from sipreg.message import Request, Response, parse_message
 from sipreg.registrar.facade import Registrar
 from sipreg.registrar.policy import Policy
@@ -41,6 +42,10 @@ class FakeLeg:
     transport: str = "udp"
     local: tuple[str, int] = (SERVER_IP, 5060)
     sent: list[tuple[bytes, tuple[str, int]]] = field(default_factory=list)
+
+    @property
+    def capabilities(self) -> Capabilities:
+        return Capabilities.of(self.transport)
 
     def deliver(self, data: bytes, addr: tuple[str, int]) -> None:
         self.sent.append((data, addr))

@@ -10,8 +10,8 @@ import pytest
 from ci import in_ci
 from sipreg.registrar.facade import Registrar
 from sipreg.store.memory import MemoryStore
-from sipreg.transport import InFlight
-from sipreg.transport.tcp import TcpListener
+from sipreg.transport.base import InFlight
+from sipreg.transport.stream import StreamListener as TcpListener
 
 from .helpers import TIMEOUT, TcpClient, host_port, ipv6_loopback, register, status, tcp_client
 

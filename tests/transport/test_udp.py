@@ -13,7 +13,7 @@ from sipreg.errors import SipError
 from sipreg.leg import Leg
 from sipreg.registrar.facade import Registrar
 from sipreg.store.memory import MemoryStore
-from sipreg.transport import InFlight
+from sipreg.transport.base import InFlight
 from sipreg.transport.udp import UdpLeg, listen_udp
 
 from .helpers import TIMEOUT, host_port, ipv6_loopback, register, status, udp_client

@@ -4,10 +4,12 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import socket
 from typing import Any, cast
 
 from ..errors import MessageTooLarge
-from . import Handler, InFlight, Throttled
+from ..leg import Capabilities
+from .base import Handler, InFlight, Throttled
 
 log = logging.getLogger("sipreg.transport")
 
@@ -20,6 +22,7 @@ class UdpLeg(asyncio.DatagramProtocol):
     """
 
     transport = "udp"
+    capabilities = Capabilities.of("udp")
 
     def __init__(self, handler: Handler, in_flight: InFlight, max_size: int = 65535) -> None:
         self.handler = handler
@@ -66,11 +69,21 @@ class UdpLeg(asyncio.DatagramProtocol):
 
 
 async def listen_udp(
-    host: str, port: int, handler: Handler, in_flight: InFlight, max_size: int = 65535
+    host: str,
+    port: int,
+    handler: Handler,
+    in_flight: InFlight,
+    max_size: int = 65535,
+    sock: socket.socket | None = None,
 ) -> UdpLeg:
-    """Bind a UDP socket on ``host``:``port`` (0 picks a free port) and serve it."""
+    """Serve a UDP socket: ``sock`` if given (bound already), else one bound on ``host``:``port``.
+
+    Port 0 picks a free port.
+    """
     loop = asyncio.get_running_loop()
-    _, leg = await loop.create_datagram_endpoint(
-        lambda: UdpLeg(handler, in_flight, max_size), local_addr=(host, port)
-    )
+    factory = lambda: UdpLeg(handler, in_flight, max_size)  # noqa: E731
+    if sock is not None:
+        _, leg = await loop.create_datagram_endpoint(factory, sock=sock)
+    else:
+        _, leg = await loop.create_datagram_endpoint(factory, local_addr=(host, port))
     return leg

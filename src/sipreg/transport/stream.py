@@ -1,15 +1,18 @@
-"""The TCP legs: one per connection, framed by :class:`~sipreg.framing.StreamFramer`.
+"""Stream connections: TCP, TLS and WebSocket share one connection class; a framer differs.
 
 Each connection is the leg its requests came in on, so answers go back on it.
-A CRLF CRLF keep-alive gets a CRLF.  A framing error is answered (400 or 513)
-when the message head can be read, then the connection is closed.  A peer that
-half-closes still gets the answers to what it sent before the connection closes.
+What tells messages apart in the byte stream is the connection's
+:class:`Framer`: Content-Length for TCP and TLS (:class:`ContentLengthFramer`),
+WebSocket frames for WS and WSS (:mod:`.websocket`).  A CRLF CRLF keep-alive
+gets a CRLF.  A framing error is answered (400 or 513) when the message head
+can be read, then the connection is closed.  A peer that half-closes still gets
+the answers to what it sent before the connection closes.
 
 Flow control: at most :data:`MAX_PER_CONNECTION` messages of a connection are
 handled at once, none is started while the transport's write buffer is over
 its high-water mark (a peer that does not read its answers) nor while the
-server's :class:`~sipreg.transport.InFlight` is busy; the framed messages wait
-meanwhile and reading pauses, so what a connection holds in memory stays bounded.
+server's :class:`~sipreg.transport.base.InFlight` is busy; the framed messages
+wait meanwhile and reading pauses, so what a connection holds stays bounded.
 
 A connection is idle when its peer has neither begun nor finished a message for
 ``idle_timeout`` seconds, so a head trickled a byte at a time does not keep it.
@@ -20,43 +23,123 @@ already written.
 from __future__ import annotations
 
 import asyncio
+import itertools
 import logging
+import socket
+import ssl
 from collections import deque
-from typing import cast
+from collections.abc import Callable
+from typing import Protocol, cast
 
 from ..config import format_address
-from ..framing import Broken, KeepAlive, StreamFramer
-from . import Handler, InFlight, Throttled
+from ..framing import Broken, Framed, KeepAlive, StreamFramer
+from ..leg import Capabilities
+from .base import ConnectionEvents, Handler, InFlight, NoEvents, Throttled
 
 log = logging.getLogger("sipreg.transport")
 
 #: Messages of one connection handled at once; the rest wait and reading pauses.
 MAX_PER_CONNECTION = 32
 
+_ids = itertools.count(1)
 
-class TcpConnection(asyncio.Protocol):
+
+class Closing:
+    """The framer's word that the peer ended the stream cleanly (a WebSocket close)."""
+
+
+CLOSING = Closing()
+
+
+class Framer(Protocol):
+    """Cuts a connection's bytes into messages, and wraps what is sent on it.
+
+    ``feed`` returns whole messages, keep-alives, at most one :class:`Broken`
+    (nothing follows it) and :data:`CLOSING`.  A framer that speaks a protocol of
+    its own (WebSocket) queues its handshake, pongs and close for
+    :meth:`data_to_send`.
+    """
+
+    def feed(self, data: bytes) -> list[Framed | Closing]:
+        """Add ``data``; what it completes, in order."""
+
+    @property
+    def pending(self) -> int:
+        """Bytes received that are no whole message yet."""
+
+    @property
+    def ready(self) -> bool:
+        """True once the connection may carry SIP (after any handshake)."""
+
+    def wrap(self, message: bytes) -> bytes:
+        """The bytes that send ``message`` on the connection."""
+
+    def reply(self, ping: KeepAlive) -> bytes:
+        """The bytes that answer a keep-alive."""
+
+    def data_to_send(self) -> bytes:
+        """Protocol bytes the framer produced meanwhile (handshake, pongs, close)."""
+
+    def ping(self) -> bytes:
+        """Bytes that ask the peer for a sign of life, or b"" where the protocol has none."""
+
+
+class ContentLengthFramer:
+    """TCP and TLS: RFC 3261 section 18.3 framing by Content-Length (:class:`StreamFramer`)."""
+
+    def __init__(self, max_size: int) -> None:
+        self._framer = StreamFramer(max_size)
+
+    def feed(self, data: bytes) -> list[Framed | Closing]:
+        return list(self._framer.feed(data))
+
+    @property
+    def pending(self) -> int:
+        return self._framer.pending
+
+    @property
+    def ready(self) -> bool:
+        return True
+
+    def wrap(self, message: bytes) -> bytes:
+        return message
+
+    def reply(self, ping: KeepAlive) -> bytes:
+        return b"\r\n" * ping.count
+
+    def data_to_send(self) -> bytes:
+        return b""
+
+    def ping(self) -> bytes:
+        return b""  # RFC 5626 pings are the client's to send
+
+
+class StreamConnection(asyncio.Protocol):
     """One accepted connection, and the leg that answers on it."""
 
-    transport = "tcp"
-
-    def __init__(self, listener: TcpListener) -> None:
+    def __init__(self, listener: StreamListener) -> None:
         self.listener = listener
+        self.transport = listener.kind
+        self.capabilities = listener.capabilities
+        self.connection_id = ""
         self.local: tuple[str, int] = ("", 0)
         self.peer: tuple[str, int] = ("", 0)
         self._stream: asyncio.Transport | None = None
-        self._framer = StreamFramer(listener.max_size)
+        self._framer = listener.framer(listener.max_size)
         self._queued: deque[bytes | KeepAlive] = deque()  # framed, not yet started
         self._tasks = 0
         self._writing_paused = False
         self._closing = False
+        self._announced = False
         self._last_read = 0.0  # when the peer last sent a whole message or began one
+        self._pinged = False  # since then
         self._idle_timer: asyncio.TimerHandle | None = None
 
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
         self._stream = stream = cast(asyncio.Transport, transport)  # uvloop's is no subclass
         sockname, peername = (transport.get_extra_info(k) for k in ("sockname", "peername"))
         if sockname is None or peername is None:
-            log.debug("tcp connection reset before it was accepted")
+            log.debug("%s connection reset before it was accepted", self.transport)
             stream.abort()  # the peer is gone: its socket has no address any more
             return
         self.local, self.peer = _address(sockname), _address(peername)
@@ -65,7 +148,12 @@ class TcpConnection(asyncio.Protocol):
             listener.refusing.warn(*self.peer)
             stream.abort()
             return
+        self.connection_id = (
+            f"{format_address(self.transport, *self.local)}"
+            f"<-{format_address(self.transport, *self.peer)}#{next(_ids)}"
+        )
         listener.connections.add(self)
+        self._announce()
         self._pump()
         loop = asyncio.get_running_loop()
         self._last_read = loop.time()
@@ -78,21 +166,28 @@ class TcpConnection(asyncio.Protocol):
         if self._idle_timer is not None:
             self._idle_timer.cancel()
         self._stream = None
+        if self._announced:
+            self.listener.events.closed(self)
 
     def data_received(self, data: bytes) -> None:
         if self._closing:
             return  # the stream broke: it closes once its answers are out
         unfinished = self._framer.pending
         items = self._framer.feed(data)
+        self._flush_framer()
         if items or not unfinished:
             # Bytes that only extend an unfinished message are no activity: a head
             # trickled a byte at a time (slowloris) still meets the idle timeout.
             self._last_read = asyncio.get_running_loop().time()
+            self._pinged = False
         for item in items:
             if isinstance(item, Broken):
                 self._broken(item)
+            elif isinstance(item, Closing):
+                self._closing = True
             else:
                 self._queued.append(item)
+        self._announce()
         self._pump()
 
     def eof_received(self) -> bool:
@@ -112,9 +207,11 @@ class TcpConnection(asyncio.Protocol):
         self._pump()
 
     def deliver(self, data: bytes, addr: tuple[str, int]) -> None:
-        """Write ``data`` on this connection (``addr`` is its peer); dropped once closed."""
-        if self._stream is not None and not self._stream.is_closing():
-            self._stream.write(data)
+        """Send the message ``data`` on this connection (``addr`` is its peer).
+
+        Dropped once the connection is closed.
+        """
+        self._write(self._framer.wrap(data))
 
     def pause(self) -> None:
         """Stop reading (shutdown)."""
@@ -124,6 +221,19 @@ class TcpConnection(asyncio.Protocol):
         """Close after the pending writes are flushed."""
         if self._stream is not None:
             self._stream.close()
+
+    def _write(self, data: bytes) -> None:
+        if data and self._stream is not None and not self._stream.is_closing():
+            self._stream.write(data)
+
+    def _flush_framer(self) -> None:
+        self._write(self._framer.data_to_send())
+
+    def _announce(self) -> None:
+        """Tell the events of the connection once it may carry SIP (WS: after its handshake)."""
+        if not self._announced and self._framer.ready and self._stream is not None:
+            self._announced = True
+            self.listener.events.opened(self)
 
     def _pump(self) -> None:
         """Start queued messages within the limits; read only when none wait."""
@@ -136,7 +246,7 @@ class TcpConnection(asyncio.Protocol):
         ):
             item = self._queued.popleft()
             if isinstance(item, KeepAlive):
-                self.deliver(b"\r\n" * item.count, self.peer)
+                self._write(self._framer.reply(item))
             elif in_flight.busy:  # the server is: wait for a task to end
                 self._queued.appendleft(item)
                 in_flight.wait(self._pump)
@@ -156,7 +266,8 @@ class TcpConnection(asyncio.Protocol):
     def _broken(self, broken: Broken) -> None:
         """The stream cannot be framed: answer its error (what came before still is), close."""
         self._closing = True
-        self.listener.handler.reject(broken.error, broken.head, self, self.peer)
+        if broken.head:
+            self.listener.handler.reject(broken.error, broken.head, self, self.peer)
 
     def _start(self, message: bytes) -> None:
         self._tasks += 1
@@ -171,45 +282,75 @@ class TcpConnection(asyncio.Protocol):
 
     def _check_idle(self) -> None:
         loop = asyncio.get_running_loop()
-        left = self._last_read + self.listener.idle_timeout - loop.time()
+        timeout = self.listener.idle_timeout
+        left = self._last_read + timeout - loop.time()
         if left <= 0 and not self._tasks:
-            log.debug("closing idle connection from %s", format_address("tcp", *self.peer))
+            log.debug("closing idle connection %s", self.connection_id)
             if self._stream is not None and self._stream.get_write_buffer_size():
                 self._stream.abort()  # its peer does not read: close() would wait forever
             else:
                 self.close()
             return
-        delay = left if left > 0 else min(1.0, self.listener.idle_timeout)
+        if left <= timeout / 2 and not self._pinged:
+            # Half the idle time is gone: a peer that can be asked (WebSocket) is asked to
+            # show it is there; its pong is activity.
+            self._pinged = True
+            self._write(self._framer.ping())
+        if left > timeout / 2:
+            delay = left - timeout / 2
+        else:
+            delay = left if left > 0 else min(1.0, timeout)
         self._idle_timer = loop.call_later(delay, self._check_idle)
 
 
-class TcpListener:
-    """A listening TCP socket and its connections."""
+class StreamListener:
+    """A listening socket for one stream transport (``kind``), and its connections.
+
+    ``framer`` makes each connection's :class:`Framer`; ``tls`` is the server's
+    SSL context for TLS and WSS (its certificate may be reloaded while it runs).
+    """
 
     def __init__(
         self,
         handler: Handler,
         in_flight: InFlight,
         *,
+        kind: str = "tcp",
+        framer: Callable[[int], Framer] = ContentLengthFramer,
+        tls: ssl.SSLContext | None = None,
         max_size: int = 65535,
         idle_timeout: float = 300.0,
         max_connections: int = 1024,
+        events: ConnectionEvents | None = None,
     ) -> None:
         self.handler = handler
         self.in_flight = in_flight
+        self.kind = kind
+        self.capabilities = Capabilities.of(kind)
+        if self.capabilities.secure != (tls is not None):
+            raise ValueError(f"{kind}: a TLS context is needed exactly for a secure transport")
+        self.framer = framer
+        self.tls = tls
         self.max_size = max_size
         self.idle_timeout = idle_timeout
         self.max_connections = max_connections
-        self.connections: set[TcpConnection] = set()
-        self.refusing = Throttled("too many connections: refusing %s:%s")
+        self.events: ConnectionEvents = events if events is not None else NoEvents()
+        self.connections: set[StreamConnection] = set()
+        self.refusing = Throttled(f"too many {kind} connections: refusing %s:%s")
         self.reading = True
         self.local: tuple[str, int] = ("", 0)
         self._server: asyncio.Server | None = None
 
-    async def listen(self, host: str, port: int) -> None:
-        """Bind ``host``:``port`` (0 picks a free port) and accept connections."""
+    async def listen(
+        self, host: str = "", port: int = 0, sock: socket.socket | None = None
+    ) -> None:
+        """Accept connections on ``host``:``port`` (0 picks a free port) or a bound ``sock``."""
         loop = asyncio.get_running_loop()
-        self._server = await loop.create_server(lambda: TcpConnection(self), host, port)
+        factory = lambda: StreamConnection(self)  # noqa: E731
+        if sock is not None:
+            self._server = await loop.create_server(factory, sock=sock, ssl=self.tls)
+        else:
+            self._server = await loop.create_server(factory, host, port, ssl=self.tls)
         self.local = _address(self._server.sockets[0].getsockname())
 
     def stop_reading(self) -> None:

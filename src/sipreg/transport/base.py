@@ -1,0 +1,160 @@
+"""The transport contract: what a listener feeds, what it tells, and the bound on work.
+
+Each listener hands every message to a :class:`Handler` (the front's
+``receive`` and ``reject``) as a task tracked by :class:`InFlight`, which bounds
+the work in progress and lets the server wait for it when it shuts down.  A
+stream listener tells :class:`ConnectionEvents` when a connection opens and
+closes (connection-bound bindings and flows need that).  A leg's
+:class:`~sipreg.leg.Capabilities` say what the front may assume of it.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from collections.abc import Callable, Coroutine
+from typing import Any, Protocol
+
+from ..errors import SipError
+from ..leg import Leg
+from ..throttle import Throttle
+
+log = logging.getLogger("sipreg.transport")
+
+
+class Handler(Protocol):
+    """What a transport feeds: the ``Registrar`` in the server."""
+
+    async def receive(self, packet: bytes, leg: Leg, from_addr: tuple[str, int]) -> int | None:
+        """Handle one whole message."""
+
+    def reject(
+        self, error: SipError, data: bytes, leg: Leg, from_addr: tuple[str, int]
+    ) -> int | None:
+        """Answer a message the transport refused, starting with ``data``."""
+
+
+class Connection(Protocol):
+    """A stream connection as the events see it: a leg with an identity."""
+
+    @property
+    def connection_id(self) -> str:
+        """Unique in this process for as long as it runs, e.g. ``tcp:127.0.0.1:5060<-...#7``."""
+
+    @property
+    def transport(self) -> str:
+        """``tcp``, ``tls``, ``ws`` or ``wss``."""
+
+    @property
+    def peer(self) -> tuple[str, int]:
+        """The remote address and port."""
+
+
+class ConnectionEvents(Protocol):
+    """Told when a stream connection opens and when it closes (once each)."""
+
+    def opened(self, connection: Connection) -> None:
+        """``connection`` was accepted (for TLS and WS: its handshake is done)."""
+
+    def closed(self, connection: Connection) -> None:
+        """``connection`` is gone; nothing more can be sent on it."""
+
+
+class NoEvents:
+    """Connection events nobody listens to."""
+
+    def opened(self, connection: Connection) -> None:
+        """Nothing to do."""
+
+    def closed(self, connection: Connection) -> None:
+        """Nothing to do."""
+
+
+class InFlight:
+    """The handler tasks now running, at most ``limit`` of them.
+
+    A datagram that finds it :attr:`full` is dropped: it cannot wait.  A stream can:
+    a connection that finds it :attr:`busy` (three quarters full) stops reading and
+    asks to be called back with :meth:`wait`.  So pipelining connections cannot
+    start tasks without bound, nor take the slots datagrams need.
+    """
+
+    def __init__(self, limit: int = 1024) -> None:
+        self.limit = limit
+        self._tasks: set[asyncio.Task[None]] = set()
+        self._waiting: dict[Callable[[], None], None] = {}  # an ordered set
+
+    def __len__(self) -> int:
+        return len(self._tasks)
+
+    @property
+    def full(self) -> bool:
+        """True when ``limit`` tasks are running."""
+        return len(self._tasks) >= self.limit
+
+    @property
+    def busy(self) -> bool:
+        """True when three quarters of ``limit`` tasks are running: streams wait then."""
+        return len(self._tasks) >= self.limit - self.limit // 4
+
+    def wait(self, wake: Callable[[], None]) -> None:
+        """Call ``wake`` once a task ends and it is not :attr:`busy`; first come, first called."""
+        self._waiting[wake] = None
+
+    def cancel_wait(self, wake: Callable[[], None]) -> None:
+        """Forget a :meth:`wait`."""
+        self._waiting.pop(wake, None)
+
+    def start(self, work: Coroutine[Any, Any, object]) -> asyncio.Task[None]:
+        """Run ``work`` as a task; an exception it raises is logged, not propagated."""
+        task = asyncio.get_running_loop().create_task(_guarded(work))
+        self._tasks.add(task)
+        task.add_done_callback(self._finished)
+        return task
+
+    def _finished(self, task: asyncio.Task[None]) -> None:
+        self._tasks.discard(task)
+        while self._waiting and not self.busy:
+            wake = next(iter(self._waiting))
+            del self._waiting[wake]
+            wake()
+
+    async def drain(self, timeout: float) -> int:
+        """Wait up to ``timeout`` seconds for the running tasks, then cancel the rest.
+
+        Returns the number cancelled.
+        """
+        if not self._tasks:
+            return 0
+        _, pending = await asyncio.wait(set(self._tasks), timeout=timeout)
+        for task in pending:
+            task.cancel()
+        if pending:
+            await asyncio.wait(pending)
+        return len(pending)
+
+
+class Throttled:
+    """A warning logged at most once per ``interval`` seconds, saying how often it recurred.
+
+    What an overload drops (datagrams, connections) is dropped many times a second;
+    a warning each time would flood the log.
+    """
+
+    def __init__(self, message: str, interval: float = 10.0) -> None:
+        self.message = message
+        self._throttle = Throttle(1 / interval)
+
+    def warn(self, *args: object) -> None:
+        """Log the warning, or count it if one was logged less than ``interval`` s ago."""
+        allowed, held = self._throttle.allow(asyncio.get_running_loop().time())
+        if allowed:
+            suffix = f" ({held} more since the last warning)" if held else ""
+            log.warning(self.message + suffix, *args)
+
+
+async def _guarded(work: Coroutine[Any, Any, object]) -> None:
+    try:
+        await work
+    except Exception:
+        log.exception("handling a message failed")
