@@ -45,14 +45,14 @@ def test_listen_spec_prints_ipv6_in_brackets() -> None:
 @pytest.mark.parametrize(
     ("spec", "complaint"),
     [
-        ("udp:127.0.0.1", "use udp:HOST:PORT"),
-        ("sctp:127.0.0.1:5060", "transport must be udp or tcp"),
-        ("udp:[::1:5060", "use udp:HOST:PORT"),
-        ("udp:::1:5060", "use udp:HOST:PORT"),
+        ("udp:127.0.0.1", "use TRANSPORT:HOST:PORT"),
+        ("sctp:127.0.0.1:5060", "transport must be one of udp, tcp, tls, ws, wss"),
+        ("udp:[::1:5060", "use TRANSPORT:HOST:PORT"),
+        ("udp:::1:5060", "use TRANSPORT:HOST:PORT"),
         ("udp:[nope]:5060", "not an IPv6 address"),
         ("udp::5060", "no host"),
         ("tcp:127.0.0.1:65536", "port above 65535"),
-        ("tcp:127.0.0.1:-1", "use udp:HOST:PORT"),
+        ("tcp:127.0.0.1:-1", "use TRANSPORT:HOST:PORT"),
     ],
 )
 def test_bad_listen_specs_are_refused(spec: str, complaint: str) -> None:

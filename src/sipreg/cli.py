@@ -61,6 +61,9 @@ def _config(args: argparse.Namespace) -> Config:
         "max_expires": getattr(args, "max_expires", None),
         "default_expires": getattr(args, "default_expires", None),
         "realm": getattr(args, "realm", None),
+        "tls_cert": getattr(args, "tls_cert", None),
+        "tls_key": getattr(args, "tls_key", None),
+        "tls_ca": getattr(args, "tls_ca", None),
         "users": getattr(args, "users", None),
         "store": args.store,
         "data_dir": args.data_dir,
@@ -233,8 +236,8 @@ def _parser() -> argparse.ArgumentParser:
         "--listen",
         action="append",
         metavar="SPEC",
-        help="udp:HOST:PORT, tcp:HOST:PORT or udp:[::1]:PORT; repeatable "
-        "(default udp and tcp on 0.0.0.0:5060)",
+        help="TRANSPORT:HOST:PORT, TRANSPORT one of udp, tcp, tls, ws, wss; IPv6 in brackets;"
+        " repeatable (default udp and tcp on 0.0.0.0:5060)",
     )
     serve.add_argument("--domain", action="append", metavar="D", help="served domain; repeatable")
     serve.add_argument(
@@ -244,6 +247,11 @@ def _parser() -> argparse.ArgumentParser:
     serve.add_argument("--max-expires", type=int, metavar="N", help="longer is capped (300)")
     serve.add_argument(
         "--default-expires", type=int, metavar="N", help="when none is asked for (3600)"
+    )
+    serve.add_argument("--tls-cert", metavar="FILE", help="certificate chain (PEM) for tls/wss")
+    serve.add_argument("--tls-key", metavar="FILE", help="its private key (PEM)")
+    serve.add_argument(
+        "--tls-ca", metavar="FILE", help="ask TLS clients for certificates signed by these CAs"
     )
     serve.add_argument("--realm", metavar="R", help="authenticate with Digest in realm R")
     serve.add_argument("--users", metavar="FILE", help="the users file (sipreg user add)")

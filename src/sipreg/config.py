@@ -21,7 +21,8 @@ from .auth.policy import AuthPolicy
 from .registrar.policy import Policy
 from .store import open_store
 
-TransportName = Literal["udp", "tcp"]
+TransportName = Literal["udp", "tcp", "tls", "ws", "wss"]
+TRANSPORT_NAMES: tuple[TransportName, ...] = ("udp", "tcp", "tls", "ws", "wss")
 
 LOG_LEVELS = ("debug", "info", "warning", "error", "critical")
 
@@ -36,7 +37,10 @@ class ConfigError(ValueError):
 
 @dataclass(frozen=True)
 class ListenSpec:
-    """One socket to listen on: ``udp:HOST:PORT`` or ``tcp:HOST:PORT`` (IPv6 in brackets)."""
+    """One socket to listen on: ``TRANSPORT:HOST:PORT`` (IPv6 in brackets).
+
+    The transport is ``udp``, ``tcp``, ``tls``, ``ws`` or ``wss``.
+    """
 
     transport: TransportName
     host: str
@@ -50,6 +54,11 @@ class ListenSpec:
         """True for ``0.0.0.0`` and ``::``, which listen on every address."""
         return self.host in ("0.0.0.0", "::")
 
+    @property
+    def secure(self) -> bool:
+        """True for TLS and WSS, which need a certificate."""
+        return self.transport in ("tls", "wss")
+
 
 def format_address(transport: str, host: str, port: int) -> str:
     """``udp:127.0.0.1:5060`` or ``udp:[::1]:5060``."""
@@ -57,15 +66,17 @@ def format_address(transport: str, host: str, port: int) -> str:
 
 
 def parse_listen(spec: str) -> ListenSpec:
-    """Parse ``udp:HOST:PORT``, ``tcp:HOST:PORT`` or ``udp:[IPV6]:PORT``."""
+    """Parse ``TRANSPORT:HOST:PORT`` (``udp:0.0.0.0:5060``, ``wss:[::1]:8443``...)."""
     m = _LISTEN.fullmatch(spec.strip())
     if not m:
         raise ConfigError(
-            f"bad listen spec {spec!r}: use udp:HOST:PORT, tcp:HOST:PORT or udp:[::1]:PORT"
+            f"bad listen spec {spec!r}: use TRANSPORT:HOST:PORT (udp:HOST:PORT, tls:[::1]:5061...)"
         )
-    transport = m["transport"]
-    if transport not in ("udp", "tcp"):
-        raise ConfigError(f"bad listen spec {spec!r}: transport must be udp or tcp")
+    transport = next((t for t in TRANSPORT_NAMES if t == m["transport"]), None)
+    if transport is None:
+        raise ConfigError(
+            f"bad listen spec {spec!r}: transport must be one of {', '.join(TRANSPORT_NAMES)}"
+        )
     port = int(m["port"])
     if port > 65535:
         raise ConfigError(f"bad listen spec {spec!r}: port above 65535")
@@ -80,7 +91,7 @@ def parse_listen(spec: str) -> ListenSpec:
         host = m["host"]
         if not host:
             raise ConfigError(f"bad listen spec {spec!r}: no host")
-    return ListenSpec("udp" if transport == "udp" else "tcp", host, port)
+    return ListenSpec(transport, host, port)
 
 
 DEFAULT_LISTEN = (ListenSpec("udp", "0.0.0.0", 5060), ListenSpec("tcp", "0.0.0.0", 5060))
@@ -129,12 +140,24 @@ class Config:
     auth_max_users: int = 5
     auth_failure_window: float = 60.0
     auth_ban_time: float = 300.0
+    tls_cert: str | None = None
+    tls_key: str | None = None
+    tls_ca: str | None = None
+    ws_origins: tuple[str, ...] = ()
     policy: Policy = field(init=False, repr=False, compare=False)
     auth: AuthPolicy | None = field(init=False, repr=False, compare=False)
 
     def __post_init__(self) -> None:
         if not self.listen:
             raise ConfigError("listen: at least one listen spec is needed")
+        twice = sorted({str(s) for s in self.listen if self.listen.count(s) > 1})
+        if twice:
+            raise ConfigError(f"listen: {', '.join(twice)} is given more than once")
+        secure = [str(s) for s in self.listen if s.secure]
+        if secure and (self.tls_cert is None or self.tls_key is None):
+            raise ConfigError(f"tls_cert and tls_key: {', '.join(secure)} needs a certificate")
+        if self.tls_ca is not None and not secure:
+            raise ConfigError("tls_ca: it asks TLS clients for certificates, but nothing is TLS")
         for name in ("max_contacts", "max_connections", "max_in_flight"):
             if getattr(self, name) < 1:
                 raise ConfigError(f"{name}: must be at least 1")
@@ -293,6 +316,10 @@ _CHECKS: dict[str, Callable[[str, object], object]] = {
     "auth_max_users": _integer,
     "auth_failure_window": _number,
     "auth_ban_time": _number,
+    "tls_cert": _string,
+    "tls_key": _string,
+    "tls_ca": _string,
+    "ws_origins": _strings,
 }
 
 

@@ -13,13 +13,15 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import dataclasses
+import functools
 import ipaddress
 import logging
 import os
 import resource
 import signal
 import socket
-from collections.abc import Iterable
+import ssl
+from collections.abc import Callable, Iterable
 
 from .auth.step import Authorize
 from .auth.users import Users, UsersFileError, load_users, too_open
@@ -29,8 +31,11 @@ from .registrar.facade import Registrar
 from .registrar.policy import Policy, checked_host
 from .store import BindingStore, open_store
 from .transport.base import InFlight
-from .transport.stream import StreamListener
+from .transport.stream import ContentLengthFramer, Framer, StreamListener
+from .transport.tls import TlsError, server_context
+from .transport.tls import reload as reload_tls
 from .transport.udp import UdpLeg, listen_udp
+from .transport.websocket import WebSocketFramer
 
 log = logging.getLogger("sipreg.server")
 
@@ -48,6 +53,7 @@ class Server:
         self.store: BindingStore = open_store(config.store_url)
         self.registrar: Registrar | None = None
         self.authorize: Authorize | None = None
+        self.tls: ssl.SSLContext | None = None
         self.in_flight = InFlight(config.max_in_flight)
         self.udp: list[UdpLeg] = []
         self.tcp: list[StreamListener] = []
@@ -65,9 +71,11 @@ class Server:
         config = self.config
         if config.data_dir:
             os.makedirs(config.data_dir, exist_ok=True)
-        listeners = sum(spec.transport == "tcp" for spec in config.listen)
+        listeners = sum(spec.transport != "udp" for spec in config.listen)
         if listeners:
             self._max_connections = _connection_limit(config.max_connections, listeners)
+        if config.tls_cert is not None and config.tls_key is not None:
+            self.tls = server_context(config.tls_cert, config.tls_key, config.tls_ca)
         policy = dataclasses.replace(config.policy, identities=tuple(await self._identities()))
         self.authorize = self._authorize(policy)
         await self.store.open()
@@ -92,6 +100,11 @@ class Server:
                 "authentication is off (no realm): anyone can register any AOR of the served"
                 " domains; use --realm and --users"
             )
+        if any(s.transport in ("ws", "wss") for s in config.listen) and not config.ws_origins:
+            log.warning(
+                "ws_origins is empty: a page of any web site may register through this"
+                " server's WebSocket listeners"
+            )
         self._sweeper = asyncio.create_task(self._sweep())
 
     def _authorize(self, policy: Policy) -> Authorize | None:
@@ -104,14 +117,23 @@ class Server:
         return Authorize(auth, policy, users, key)
 
     def reload(self) -> None:
-        """Re-read the users file (SIGHUP); a file that cannot be read keeps the users loaded."""
-        if self.authorize is None or self.config.users is None:
-            log.info("reload: authentication is off, nothing to re-read")
-            return
-        try:
-            self.authorize.users = self._read_users(self.config.users, self.authorize.auth.realm)
-        except UsersFileError as err:
-            log.error("reload: %s; keeping the users loaded before", err)
+        """Re-read the users file and the certificate (SIGHUP); what cannot be read is kept.
+
+        Connections already up keep the certificate they were made with.
+        """
+        config = self.config
+        if self.tls is not None and config.tls_cert is not None and config.tls_key is not None:
+            try:
+                reload_tls(self.tls, config.tls_cert, config.tls_key)
+            except TlsError as err:
+                log.error("reload: %s; keeping the certificate loaded before", err)
+            else:
+                log.info("reload: certificate %s loaded", config.tls_cert)
+        if self.authorize is not None and config.users is not None:
+            try:
+                self.authorize.users = self._read_users(config.users, self.authorize.auth.realm)
+            except UsersFileError as err:
+                log.error("reload: %s; keeping the users loaded before", err)
 
     @staticmethod
     def _read_users(path: str, realm: str) -> Users:
@@ -139,16 +161,22 @@ class Server:
             self.udp.append(leg)
             self._bound.append(format_address("udp", *leg.local))
             return
+        framer: Callable[[int], Framer] = ContentLengthFramer
+        if spec.transport in ("ws", "wss"):
+            framer = functools.partial(WebSocketFramer, origins=config.ws_origins)
         listener = StreamListener(
             registrar,
             self.in_flight,
+            kind=spec.transport,
+            framer=framer,
+            tls=self.tls if spec.secure else None,
             max_size=config.max_message_size,
             idle_timeout=config.tcp_idle_timeout,
             max_connections=self._max_connections,
         )
         await listener.listen(spec.host, spec.port)
         self.tcp.append(listener)
-        self._bound.append(format_address("tcp", *listener.local))
+        self._bound.append(format_address(spec.transport, *listener.local))
 
     async def stop(self) -> None:
         """Stop reading, finish requests in progress (bounded), close sockets and store."""

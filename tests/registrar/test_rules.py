@@ -52,9 +52,9 @@ def plan(
     return plan_register(req, AorState(aor, bindings, version), now, p, SOURCE)
 
 
-def validate(req: Request, p: Policy) -> str:
+def validate(req: Request, p: Policy, *, secure: bool = True) -> str:
     """Steps 1 and 2, then (authentication would come here) step 5; the AOR."""
-    return check_aor(req, check_target(req, p), p)
+    return check_aor(req, check_target(req, p, secure=secure), p, secure=secure)
 
 
 def refusal(data: bytes, *bindings: Binding, pol: Policy | None = None) -> SipError:
@@ -86,6 +86,19 @@ def test_aor_is_canonical() -> None:
 def test_aor_keeps_port_and_sips_scheme() -> None:
     req = request(register(C1, aor="sips:alice@example.com:5061"))
     assert validate(req, policy()) == "sips:alice@example.com:5061"
+
+
+@pytest.mark.parametrize(
+    ("ruri", "aor", "status"),
+    [("sips:example.com", ALICE, 416), ("sip:example.com", "sips:alice@example.com", 403)],
+)
+def test_sips_needs_tls(ruri: str, aor: str, status: int) -> None:
+    """RFC 5630: a sips Request-URI (416) or AOR (403) over a transport that is not TLS."""
+    req = request(register(C1, ruri=ruri, aor=aor))
+    with pytest.raises(SipError) as caught:
+        validate(req, policy(), secure=False)
+    assert caught.value.status == status
+    assert validate(req, policy(), secure=True) == aor
 
 
 def test_to_in_an_unserved_domain_is_404() -> None:

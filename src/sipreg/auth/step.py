@@ -91,7 +91,7 @@ class Authorize(Step):
         if request.method not in self.auth.methods:
             return None
         if request.method == "REGISTER":
-            check_target(request, self.policy)
+            check_target(request, self.policy, secure=ctx.leg.capabilities.secure)
         else:
             request.check()
         address = ctx.source[0].partition("%")[0].lower()  # an IPv6 scope is no address

@@ -66,26 +66,36 @@ def check_required(request: Request, policy: Policy) -> None:
         raise BadExtension(unsupported)
 
 
-def check_request_uri(request: Request, policy: Policy) -> SipUri:
-    """Step 1: the Request-URI must name a served domain or this server (else 416/403)."""
+def check_request_uri(request: Request, policy: Policy, *, secure: bool) -> SipUri:
+    """Step 1: the Request-URI must name a served domain or this server (else 416/403).
+
+    A ``sips:`` one must have come over TLS (``secure``), else 416 (RFC 5630 section
+    4.1: a SIPS URI is secured hop by hop, the last hop included).
+    """
     ruri = request.uri
     if not isinstance(ruri, SipUri):
         raise UnsupportedUriScheme(f"Unsupported Request-URI scheme {ruri.scheme}")
+    if ruri.scheme == "sips" and not secure:
+        raise UnsupportedUriScheme("A sips Request-URI needs TLS (RFC 5630)")
     if not policy.accepts_request_uri(ruri.host):
         raise Forbidden(f"Domain {ruri.host} is not served here")
     return ruri
 
 
-def address_of_record(request: Request, ruri: SipUri, policy: Policy) -> str:
+def address_of_record(request: Request, ruri: SipUri, policy: Policy, *, secure: bool) -> str:
     """Step 5: the canonical AOR from To, which must be valid for the Request-URI's domain.
 
     A Request-URI naming a served domain admits AORs under that same served
     domain; one naming this server itself (say its IP address) admits any served one.
+    A ``sips:`` AOR is registered over TLS only (``secure``), else 403: its
+    bindings are reached only over TLS, so they must be made over it too.
     """
     to = request.to.uri
     if not isinstance(to, SipUri):
         # Section 10.2: the AOR "MUST be a SIP URI or SIPS URI"; RFC 4475 3.3.4 (unksm2).
         raise BadRequest("The To URI is not a SIP or SIPS address of record")
+    if to.scheme == "sips" and not secure:
+        raise Forbidden("A sips address of record is registered over TLS only (RFC 5630)")
     if policy.served_domain(to.host) is None:
         raise NotFound(f"Address of record {to.host} is not in a served domain")
     ruri_domain = policy.served_domain(ruri.host)
@@ -242,24 +252,24 @@ def _ok(request: Request, bindings: list[Binding] | tuple[Binding, ...], now: fl
     return make_response(request.headers, 200, "OK", extra)
 
 
-def check_target(request: Request, policy: Policy) -> SipUri:
+def check_target(request: Request, policy: Policy, *, secure: bool) -> SipUri:
     """Steps 1 and 2, after the fields every request needs: the Request-URI, then Require.
 
-    Authentication (steps 3 and 4) comes after these and before :func:`check_aor`.
-    Returns the Request-URI.
+    ``secure`` says the request came over TLS.  Authentication (steps 3 and 4)
+    comes after these and before :func:`check_aor`.  Returns the Request-URI.
     """
     request.check()
-    ruri = check_request_uri(request, policy)  # step 1 comes before step 2
+    ruri = check_request_uri(request, policy, secure=secure)  # step 1 comes before step 2
     check_required(request, policy)
     return ruri
 
 
-def check_aor(request: Request, ruri: SipUri, policy: Policy) -> str:
+def check_aor(request: Request, ruri: SipUri, policy: Policy, *, secure: bool) -> str:
     """Step 5, and the body rule: everything left to check before the store is read.
 
     Returns the canonical AOR.
     """
-    aor = address_of_record(request, ruri, policy)
+    aor = address_of_record(request, ruri, policy, secure=secure)
     _check_body(request)
     return aor
 

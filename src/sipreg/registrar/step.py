@@ -61,8 +61,9 @@ class Register(Step):
             return None
         if self.forward_foreign and not names_this_registrar(request, self.policy):
             return None
-        ruri = check_target(request, self.policy)
-        ctx.aor = aor = check_aor(request, ruri, self.policy)
+        secure = ctx.leg.capabilities.secure
+        ruri = check_target(request, self.policy, secure=secure)
+        ctx.aor = aor = check_aor(request, ruri, self.policy, secure=secure)
         source = Source(ctx.leg.transport, ctx.source, ctx.leg.local)
         async with self._aor_lock(aor):
             for _ in range(MAX_CONFLICT_RETRIES):

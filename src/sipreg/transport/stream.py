@@ -83,6 +83,9 @@ class Framer(Protocol):
     def ping(self) -> bytes:
         """Bytes that ask the peer for a sign of life, or b"" where the protocol has none."""
 
+    def goodbye(self, *, idle: bool = False) -> bytes:
+        """Bytes that end the stream (a WebSocket close), or b"": after a Broken, or ``idle``."""
+
 
 class ContentLengthFramer:
     """TCP and TLS: RFC 3261 section 18.3 framing by Content-Length (:class:`StreamFramer`)."""
@@ -112,6 +115,9 @@ class ContentLengthFramer:
 
     def ping(self) -> bytes:
         return b""  # RFC 5626 pings are the client's to send
+
+    def goodbye(self, *, idle: bool = False) -> bytes:
+        return b""
 
 
 class StreamConnection(asyncio.Protocol):
@@ -157,7 +163,7 @@ class StreamConnection(asyncio.Protocol):
         self._pump()
         loop = asyncio.get_running_loop()
         self._last_read = loop.time()
-        self._idle_timer = loop.call_later(self.listener.idle_timeout, self._check_idle)
+        self._idle_timer = loop.call_later(self.listener.idle_timeout / 2, self._check_idle)
 
     def connection_lost(self, exc: Exception | None) -> None:
         self.listener.connections.discard(self)
@@ -268,6 +274,7 @@ class StreamConnection(asyncio.Protocol):
         self._closing = True
         if broken.head:
             self.listener.handler.reject(broken.error, broken.head, self, self.peer)
+        self._write(self._framer.goodbye())
 
     def _start(self, message: bytes) -> None:
         self._tasks += 1
@@ -289,6 +296,7 @@ class StreamConnection(asyncio.Protocol):
             if self._stream is not None and self._stream.get_write_buffer_size():
                 self._stream.abort()  # its peer does not read: close() would wait forever
             else:
+                self._write(self._framer.goodbye(idle=True))
                 self.close()
             return
         if left <= timeout / 2 and not self._pinged:
