@@ -22,7 +22,9 @@ TIMEOUT: Final = 10.0
 class SipregProcess:
     """``python -m sipreg serve`` on UDP and TCP 127.0.0.1, port 0, for example.com.
 
-    ``python`` replaces ``[sys.executable, "-m", "sipreg"]``; ``args`` are more flags.
+    ``python`` replaces ``[sys.executable, "-m", "sipreg"]``; ``args`` are more flags;
+    ``listen`` replaces the two listen specs.  ``ports`` maps each transport to the port
+    it got (``addresses`` to its host and port).
     """
 
     def __init__(
@@ -31,10 +33,11 @@ class SipregProcess:
         cwd: Path,
         args: Sequence[str] = (),
         python: Sequence[str] | None = None,
+        listen: Sequence[str] = ("udp:127.0.0.1:0", "tcp:127.0.0.1:0"),
     ) -> None:
         argv = [
             *(python or [sys.executable, "-m", "sipreg"]), "serve",
-            "--listen", "udp:127.0.0.1:0", "--listen", "tcp:127.0.0.1:0",
+            *(flag for spec in listen for flag in ("--listen", spec)),
             "--store", store, "--domain", "example.com", *args,
         ]  # fmt: skip
         self.store = store
@@ -46,11 +49,12 @@ class SipregProcess:
         self._lines: queue.Queue[str | None] = queue.Queue()
         threading.Thread(target=self._read, daemon=True).start()
         self.ports: dict[str, int] = {}
+        self.addresses: dict[str, tuple[str, int]] = {}
         while "ready" not in self.next_line():
             pass
-        assert set(self.ports) == {"udp", "tcp"}, self.log
-        self.udp = ("127.0.0.1", self.ports["udp"])
-        self.tcp = ("127.0.0.1", self.ports["tcp"])
+        assert len(self.addresses) == len(listen), self.log
+        self.udp = self.addresses.get("udp", ("127.0.0.1", 0))
+        self.tcp = self.addresses.get("tcp", ("127.0.0.1", 0))
 
     def _read(self) -> None:
         assert self.proc.stderr is not None
@@ -63,9 +67,10 @@ class SipregProcess:
         line = self._lines.get(timeout=TIMEOUT)
         assert line is not None, "the server exited:\n" + "".join(self.log)
         self.log.append(line)
-        m = re.search(r"listening on (udp|tcp):127\.0\.0\.1:(\d+)$", line.rstrip())
+        m = re.search(r"listening on (\w+):\[?([0-9a-f.:]+?)\]?:(\d+)$", line.rstrip())
         if m:
-            self.ports[m.group(1)] = int(m.group(2))
+            self.ports[m.group(1)] = int(m.group(3))
+            self.addresses[m.group(1)] = (m.group(2), int(m.group(3)))
         return line
 
     def wait_for(self, pattern: str) -> str:

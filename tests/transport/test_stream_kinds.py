@@ -13,6 +13,7 @@ from pathlib import Path
 import pytest
 from websockets.asyncio.client import ClientConnection, connect
 from websockets.exceptions import ConnectionClosed, InvalidStatus
+from websockets.typing import Subprotocol
 
 from certs import Certs, make_certs
 from ci import in_ci
@@ -130,7 +131,7 @@ def ws_url(listener: StreamListener) -> str:
 
 
 def ws_connect(listener: StreamListener, certs: Certs, **kw: object) -> connect:
-    kw.setdefault("subprotocols", ["sip"])
+    kw.setdefault("subprotocols", [Subprotocol("sip")])
     if listener.kind == "wss":
         kw["ssl"] = client_context(certs)
         kw["server_hostname"] = "localhost"
