@@ -20,7 +20,7 @@ from sipreg.config import Config, ListenSpec
 from sipreg.registrar.binding import Binding
 from sipreg.registrar.facade import Registrar
 from sipreg.server import Server
-from sipreg.store.base import Change
+from sipreg.store.base import Change, open_store
 from sipreg.store.memory import MemoryStore
 from sipreg_process import SipregProcess
 
@@ -353,5 +353,27 @@ async def test_server_sweeps_expired_bindings() -> None:
         async with asyncio.timeout(TIMEOUT):
             while await server.store.aors():
                 await asyncio.sleep(0.02)
+    finally:
+        await server.stop()
+
+
+async def test_bindings_of_connections_of_the_last_run_are_removed_at_start(
+    tmp_path: Path,
+) -> None:
+    """Their connections died with the process that held them."""
+    store_url = f"sqlite:{tmp_path / 'x.db'}"
+    store = open_store(store_url)
+    await store.open()
+    now = time.time()
+    tied = Binding(aor=ALICE, contact="sip:a@h;transport=ws", expires_at=now + 300,
+                   call_id="c", cseq=1, connection="ws:127.0.0.1:80<-127.0.0.1:5#1")  # fmt: skip
+    kept = Binding(aor=ALICE, contact="sip:a@192.0.2.9", expires_at=now + 300, call_id="d", cseq=1)
+    await store.apply(Change(ALICE, 0, upsert=(tied, kept)))
+    await store.close()
+    server = Server(Config(listen=(ListenSpec("udp", "127.0.0.1", 0),), store=store_url))
+    await server.start()
+    try:
+        assert server.registrar is not None
+        assert await server.registrar.query(ALICE) == ["sip:a@192.0.2.9"]
     finally:
         await server.stop()

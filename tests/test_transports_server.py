@@ -15,6 +15,7 @@ import ssl
 import subprocess
 import sys
 from collections.abc import Iterator
+from contextlib import AsyncExitStack
 from pathlib import Path
 
 import pytest
@@ -88,8 +89,10 @@ def client_context(certs: Certs) -> ssl.SSLContext:
     return ssl.create_default_context(cafile=str(certs.ca))
 
 
-async def ask(transport: str, address: tuple[str, int], certs: Certs, user: str) -> bytes:
-    """REGISTER ``user`` over ``transport``; the answer."""
+async def ask(
+    transport: str, address: tuple[str, int], certs: Certs, user: str, stack: AsyncExitStack
+) -> bytes:
+    """REGISTER ``user`` over ``transport``; the answer.  A connection stays open on ``stack``."""
     host, port = address
     family = socket.AF_INET6 if ":" in host else socket.AF_INET
     if transport == "udp":
@@ -101,48 +104,61 @@ async def ask(transport: str, address: tuple[str, int], certs: Certs, user: str)
     if transport in ("ws", "wss"):
         url = f"{transport}://{bracket(host)}:{port}/"
         context = client_context(certs) if transport == "wss" else None
-        async with connect(
-            url, subprotocols=[SIP], open_timeout=TIMEOUT, ssl=context,
-            server_hostname="localhost" if context else None,
-        ) as ws:  # fmt: skip
-            await ws.send(register(user, transport, host, 9).decode())
-            answer = await asyncio.wait_for(ws.recv(), TIMEOUT)
-            return answer.encode() if isinstance(answer, str) else answer
+        ws = await stack.enter_async_context(
+            connect(
+                url, subprotocols=[SIP], open_timeout=TIMEOUT, ssl=context,
+                server_hostname="localhost" if context else None,
+            )
+        )  # fmt: skip
+        await ws.send(register(user, transport, host, 9).decode())
+        answer = await asyncio.wait_for(ws.recv(), TIMEOUT)
+        return answer.encode() if isinstance(answer, str) else answer
     tls = client_context(certs) if transport == "tls" else None
     reader, writer = await asyncio.wait_for(
         asyncio.open_connection(host, port, ssl=tls, server_hostname="localhost" if tls else None),
         TIMEOUT,
     )
-    try:
-        writer.write(register(user, transport, host, writer.get_extra_info("sockname")[1]))
-        framer = StreamFramer()
-        while True:
-            chunk = await asyncio.wait_for(reader.read(65536), TIMEOUT)
-            assert chunk
-            found = [m for m in framer.feed(chunk) if isinstance(m, bytes)]
-            if found:
-                return found[0]
-    finally:
-        writer.close()
+    stack.callback(writer.close)
+    writer.write(register(user, transport, host, writer.get_extra_info("sockname")[1]))
+    framer = StreamFramer()
+    while True:
+        chunk = await asyncio.wait_for(reader.read(65536), TIMEOUT)
+        assert chunk
+        found = [m for m in framer.feed(chunk) if isinstance(m, bytes)]
+        if found:
+            return found[0]
 
 
-async def test_every_transport_registers_and_is_listed(server: SipregProcess, certs: Certs) -> None:
-    for transport in TRANSPORTS:
-        answer = await ask(transport, server.addresses[transport], certs, f"u-{transport}")
-        assert answer.startswith(b"SIP/2.0 200 OK"), (transport, answer)
-        host = server.addresses[transport][0]
-        via = re.search(rb"^Via: (.*)\r$", answer, re.M)
-        assert via is not None
-        if transport == "udp":  # rport asked: received and rport filled in, IPv6 bare
-            assert f";received={host}".encode() in via.group(1)
-    assert server.stop() == 0
-    listed = subprocess.run(
+def listed(server: SipregProcess) -> str:
+    """What ``sipreg bindings list`` prints of the server's store, beside it."""
+    return subprocess.run(
         [sys.executable, "-m", "sipreg", "bindings", "list", "--store", server.store],
         capture_output=True, text=True, timeout=TIMEOUT, check=True,
     ).stdout  # fmt: skip
-    for transport in TRANSPORTS:
-        line = next(ln for ln in listed.splitlines() if ln.startswith(f"sip:u-{transport}@"))
-        assert f" source={transport}:" in line, listed
+
+
+async def test_every_transport_registers_and_is_listed(server: SipregProcess, certs: Certs) -> None:
+    async with AsyncExitStack() as stack:
+        for transport in TRANSPORTS:
+            answer = await ask(
+                transport, server.addresses[transport], certs, f"u-{transport}", stack
+            )
+            assert answer.startswith(b"SIP/2.0 200 OK"), (transport, answer)
+            host = server.addresses[transport][0]
+            via = re.search(rb"^Via: (.*)\r$", answer, re.M)
+            assert via is not None
+            if transport == "udp":  # rport asked: received and rport filled in, IPv6 bare
+                assert f";received={host}".encode() in via.group(1)
+        lines = listed(server).splitlines()
+        for transport in TRANSPORTS:
+            line = next(ln for ln in lines if ln.startswith(f"sip:u-{transport}@"))
+            assert f" source={transport}:" in line, lines
+    # The WebSocket connections closed: their bindings went with them, through the store.
+    server.wait_for(r"closed: removed 1 binding")
+    server.wait_for(r"closed: removed 1 binding")
+    assert server.stop() == 0
+    left = {ln.split()[0] for ln in listed(server).splitlines()}
+    assert left == {f"sip:u-{t}@example.com" for t in ("udp", "tcp", "tls")}
 
 
 def test_sigterm_with_tls_and_websocket_connections_open(

@@ -120,6 +120,7 @@ class Config:
     default_expires: int = 3600
     max_contacts: int = 32
     max_contact_length: int = 1024
+    bind_to_connection: bool = False
     store: str | None = None
     data_dir: str | None = None
     log_level: str = "info"
@@ -181,6 +182,7 @@ class Config:
                 identities=self.aliases,
                 max_contacts=self.max_contacts,
                 max_contact_length=self.max_contact_length,
+                bind_to_connection=self.bind_to_connection,
             )
         except ValueError as err:
             raise ConfigError(str(err).replace("identities", "aliases")) from None
@@ -296,6 +298,7 @@ _CHECKS: dict[str, Callable[[str, object], object]] = {
     "default_expires": _integer,
     "max_contacts": _integer,
     "max_contact_length": _integer,
+    "bind_to_connection": _boolean,
     "store": _string,
     "data_dir": _string,
     "log_level": _string,

@@ -54,5 +54,9 @@ class Leg(Protocol):
     def local(self) -> Address:
         """The local address and port."""
 
+    @property
+    def connection_id(self) -> str | None:
+        """For a stream connection, its unique name in this process; None for a datagram leg."""
+
     def deliver(self, data: bytes, addr: Address) -> None:
         """Send ``data`` to ``addr`` (for a stream leg, on its connection)."""

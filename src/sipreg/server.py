@@ -83,6 +83,7 @@ class Server:
             registrar = self.registrar = Registrar(
                 policy=policy, store=self.store, authorize=self.authorize, mode="redirect"
             )
+            await self._forget_old_connections()
             for spec in config.listen:
                 try:
                     await self._listen(spec, registrar)
@@ -106,6 +107,16 @@ class Server:
                 " server's WebSocket listeners"
             )
         self._sweeper = asyncio.create_task(self._sweep())
+
+    async def _forget_old_connections(self) -> None:
+        """Remove the bindings tied to connections of an earlier run: they are all gone."""
+        stale = await self.store.connection_bound()
+        for aor in sorted({b.aor for b in stale}):
+            await self.store.remove(aor, [b.key for b in stale if b.aor == aor])
+        if stale:
+            log.info(
+                "removed %d binding(s) of connections that ended with the last run", len(stale)
+            )
 
     def _authorize(self, policy: Policy) -> Authorize | None:
         """The Authorize step the config asks for, its users file read; None if auth is off."""
@@ -173,6 +184,7 @@ class Server:
             max_size=config.max_message_size,
             idle_timeout=config.tcp_idle_timeout,
             max_connections=self._max_connections,
+            events=registrar,
         )
         await listener.listen(spec.host, spec.port)
         self.tcp.append(listener)
@@ -192,6 +204,8 @@ class Server:
         if cancelled:
             log.warning("shutdown: gave up on %d request(s) in progress", cancelled)
         await self._close_sockets()
+        if self.registrar is not None:
+            await self.registrar.settle()  # the closed connections' bindings go first
         await self.store.close()
         log.info("stopped")
 

@@ -42,6 +42,7 @@ class FakeLeg:
     transport: str = "udp"
     local: tuple[str, int] = (SERVER_IP, 5060)
     sent: list[tuple[bytes, tuple[str, int]]] = field(default_factory=list)
+    connection_id: str | None = None
 
     @property
     def capabilities(self) -> Capabilities:

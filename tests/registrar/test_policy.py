@@ -143,7 +143,7 @@ def test_defaults() -> None:
     p = Policy()
     assert (p.min_expires, p.max_expires, p.default_expires) == (30, 300, 3600)
     assert p.domains == ()
-    assert p.supported == SUPPORTED_OPTIONS == frozenset({"path"})
+    assert p.supported == SUPPORTED_OPTIONS == frozenset({"path", "outbound"})
 
 
 @pytest.mark.parametrize(

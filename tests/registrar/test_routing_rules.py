@@ -87,7 +87,7 @@ def test_options_to_the_server_is_200_with_allow_accept_supported() -> None:
     assert response.status == 200
     assert response.headers.values("allow") == ALLOWED
     assert response.headers.get("accept") == "application/sdp"
-    assert response.headers.get("supported") == "path"
+    assert response.headers.get("supported") == "outbound, path"
     assert response.headers.get("call-id") == "call-1@client.example.net"
 
 

@@ -9,7 +9,7 @@ import pytest
 
 from sipreg.errors import SipError
 from sipreg.message import Request
-from sipreg.registrar.binding import Binding
+from sipreg.registrar.binding import Binding, outbound_key
 from sipreg.registrar.policy import Policy
 from sipreg.registrar.rules import (
     RegisterPlan,
@@ -604,3 +604,69 @@ def test_only_a_body_marked_optional_is_ignored(disposition: str | None, status:
     data = register(C1, extra=extra, body=b"hello")
     got = plan(data).response.status if status == 200 else refusal(data).status
     assert got == status
+
+
+# --- outbound (RFC 5626 section 6) --------------------------------------------------------
+
+INSTANCE = '"<urn:uuid:f81d4fae-7dec-11d0-a765-00a0c91e6bf6>"'
+JSSIP = f"<sip:x7k2@abc.invalid;transport=ws>;+sip.ice;reg-id=1;+sip.instance={INSTANCE}"
+OUTBOUND = [("Supported", "path, gruu, outbound")]
+
+
+def test_an_outbound_contact_binds_by_instance_and_reg_id() -> None:
+    first = plan(register(JSSIP, extra=OUTBOUND))
+    [b] = upserted(first).values()
+    assert b.key == outbound_key("urn:uuid:f81d4fae-7dec-11d0-a765-00a0c91e6bf6", 1)
+    assert first.response.headers.get("require") == "outbound"
+    [c] = contacts_of(first.response)  # the 200 echoes it with its parameters
+    assert str(c.uri) == "sip:x7k2@abc.invalid;transport=ws"
+    assert c.param("+sip.instance") == INSTANCE and c.param("reg-id") == "1"
+    assert c.param("+sip.ice") == ""
+    # After a reconnect: another URI, another Call-ID, the same instance and reg-id.
+    moved = JSSIP.replace("x7k2@abc.invalid", "q9p1@def.invalid")
+    again = plan(register(moved, extra=OUTBOUND, call_id="new-call"), b)
+    assert again.change is not None and again.change.remove == ()
+    [replaced] = upserted(again).values()
+    assert (replaced.key, replaced.contact) == (b.key, "sip:q9p1@def.invalid;transport=ws")
+    assert [str(c.uri) for c in contacts_of(again.response)] == [replaced.contact]
+
+
+def test_an_outbound_refresh_with_the_same_call_id_needs_a_higher_cseq() -> None:
+    [b] = upserted(plan(register(JSSIP, extra=OUTBOUND, cseq=5))).values()
+    assert refusal(register(JSSIP, extra=OUTBOUND, cseq=5), b).status == 400
+    assert plan(register(JSSIP, extra=OUTBOUND, cseq=6), b).response.status == 200
+
+
+@pytest.mark.parametrize(
+    "extra",
+    [
+        [],  # no Supported: outbound
+        [*OUTBOUND, ("Via", "SIP/2.0/UDP edge.example.com;branch=z9hG4bK-e")],  # not first hop
+        [*OUTBOUND, ("Via", "SIP/2.0/UDP e;branch=z9hG4bK-e"), ("Path", "<sip:edge;lr>")],
+    ],
+    ids=["not-supported", "second-hop-no-path", "path-without-ob"],
+)
+def test_outbound_is_not_applied_without_its_conditions(extra: list[tuple[str, str]]) -> None:
+    p = plan(register(JSSIP, extra=extra))
+    [b] = upserted(p).values()
+    assert b.key == b.contact == "sip:x7k2@abc.invalid;transport=ws"
+    assert p.response.headers.get("require") is None
+
+
+def test_outbound_through_an_edge_proxy_that_took_part() -> None:
+    extra = [*OUTBOUND, ("Via", "SIP/2.0/UDP e;branch=z9hG4bK-e"), ("Path", "<sip:edge;lr;ob>")]
+    p = plan(register(JSSIP, extra=extra))
+    assert p.response.headers.get("require") == "outbound"
+    [b] = upserted(p).values()
+    assert b.key.startswith("<urn:uuid:")
+
+
+def test_a_plain_register_does_not_touch_an_outbound_binding_of_the_same_uri() -> None:
+    [ob] = upserted(plan(register(JSSIP, extra=OUTBOUND))).values()
+    p = plan(register("<sip:x7k2@abc.invalid;transport=ws>", call_id="plain"), ob)
+    assert {b.key for b in p.bindings} == {ob.key, "sip:x7k2@abc.invalid;transport=ws"}
+
+
+def test_the_same_flow_twice_in_one_register_is_400() -> None:
+    other = JSSIP.replace("x7k2", "zzz")
+    assert refusal(register(JSSIP, other, extra=OUTBOUND)).status == 400

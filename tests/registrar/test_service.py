@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import re
+from dataclasses import dataclass
 from email.utils import formatdate
 from typing import Any
 
@@ -31,6 +32,7 @@ from .helpers import (
     contacts_of,
     listed,
     make_registrar,
+    policy,
     register,
     request,
 )
@@ -512,7 +514,7 @@ async def test_redirect_options_to_the_server_is_200(redirector: Registrar, leg:
         response = leg.last()
         assert response.headers.values("allow") == ["REGISTER", "OPTIONS", "ACK", "CANCEL"]
         assert response.headers.get("accept") == "application/sdp"
-        assert response.headers.get("supported") == "path"
+        assert response.headers.get("supported") == "outbound, path"
 
 
 async def test_redirect_other_methods_to_the_server_are_405(
@@ -998,3 +1000,39 @@ async def test_transaction_timers_run_on_the_timer_clock(leg: FakeLeg) -> None:
     assert len(leg.sent) == 2 and leg.sent[0][0] == leg.sent[1][0]
     mono.advance(TIMER_J)
     assert await send(reg, data, leg) == 400  # the transaction is over: a stale CSeq now
+
+
+# --- bindings tied to a connection ----------------------------------------------------------
+
+
+@dataclass
+class Closed:
+    """A closed connection as the events name it."""
+
+    connection_id: str
+    transport: str = "ws"
+    peer: tuple[str, int] = CLIENT
+
+
+async def test_a_websocket_binding_goes_when_its_connection_closes(clock: Clock) -> None:
+    reg = make_registrar(clock)
+    ws = FakeLeg(transport="ws", connection_id="ws:192.0.2.1:80<-198.51.100.7:5062#1")
+    udp = FakeLeg()
+    assert await reg.receive(register(C1), ws, CLIENT) == 200
+    assert await reg.receive(register(C2, call_id="other"), udp, CLIENT) == 200
+    [tied] = [b for b in await reg.bindings(ALICE) if b.contact == C1]
+    assert tied.connection == ws.connection_id
+    reg.closed(Closed("ws:some-other-connection#9"))
+    reg.closed(Closed("ws:192.0.2.1:80<-198.51.100.7:5062#1"))
+    await reg.settle()
+    assert await reg.query(ALICE) == [C2]
+
+
+@pytest.mark.parametrize("bind", [True, False])
+async def test_tcp_bindings_are_tied_when_bind_to_connection(clock: Clock, bind: bool) -> None:
+    reg = Registrar(policy=policy(bind_to_connection=bind), clock=clock, timer_clock=clock)
+    tcp = FakeLeg(transport="tcp", connection_id="tcp:c#2")
+    assert await reg.receive(register(C1), tcp, CLIENT) == 200
+    reg.closed(Closed("tcp:c#2", "tcp"))
+    await reg.settle()
+    assert await reg.query(ALICE) == ([] if bind else [C1])

@@ -7,7 +7,7 @@ import asyncio
 import pytest
 
 from sipreg.errors import StoreConflict
-from sipreg.registrar.binding import Binding
+from sipreg.registrar.binding import Binding, outbound_key
 from sipreg.store.base import FLOOR_SLOTS, BindingStore, Change
 
 from .helpers import ALICE, BOB, binding
@@ -282,3 +282,27 @@ async def test_concurrent_applies_on_one_version_exactly_one_wins(store: Binding
     state = await store.load(ALICE)
     assert state.bindings == winners[0].upsert
     assert state.version not in (0, held)
+
+
+async def test_bindings_are_keyed_apart_from_their_contact(store: BindingStore) -> None:
+    """An outbound binding (RFC 5626) keeps its key while its contact changes."""
+    key = outbound_key("urn:uuid:00000000-0000-0000-0000-000000000001", 1)
+    first = binding(contact="sip:alice@192.0.2.1;transport=ws", key=key)
+    await put(store, first)
+    moved = binding(contact="sip:alice@192.0.2.99;transport=ws", key=key, cseq=2)
+    await put(store, moved)
+    assert (await store.load(ALICE)).bindings == (moved,)
+    plain = binding(contact="sip:alice@192.0.2.5")
+    await put(store, plain)
+    assert {b.key for b in (await store.load(ALICE)).bindings} == {key, plain.contact}
+    assert await store.remove(ALICE, [key]) == 1
+    assert (await store.load(ALICE)).bindings == (plain,)
+
+
+async def test_connection_bound_bindings_are_found(store: BindingStore) -> None:
+    ws = binding(contact="sip:a@h1;transport=ws", connection="ws:127.0.0.1:80<-x#1")
+    other = binding(BOB, contact="sip:b@h2;transport=ws", connection="ws:127.0.0.1:80<-y#2")
+    await put(store, ws, binding(contact="sip:a@h3"))
+    await put(store, other)
+    assert await store.connection_bound() == [ws, other]
+    assert (await store.load(ALICE)).bindings[0].connection == ws.connection

@@ -10,11 +10,16 @@ from dataclasses import dataclass, field
 class Binding:
     """A contact address bound to an AOR until ``expires_at`` (seconds since the epoch).
 
-    ``contact`` is the contact URI as the client sent it; two bindings of one AOR
-    never hold URIs that are equal by RFC 3261 section 19.1.4.  ``params`` are the
-    Contact header parameters other than ``expires`` and ``q``, in order, so the
-    200 OK can list them back.  ``source``, ``transport`` and ``local`` say where
-    the REGISTER came from and on which socket, for a later outbound/proxy step.
+    ``contact`` is the contact URI as the client sent it.  ``key`` tells the
+    AOR's bindings apart: the contact URI itself (two bindings of one AOR never
+    hold URIs equal by RFC 3261 section 19.1.4), or, for an outbound binding
+    (RFC 5626 section 6), its instance and reg-id (:func:`outbound_key`).
+    ``params`` are the Contact header parameters other than ``expires`` and
+    ``q``, in order, so the 200 OK can list them back.  ``source``,
+    ``transport`` and ``local`` say where the REGISTER came from and on which
+    socket; ``connection`` names the connection it came over when the binding
+    lives only as long as that connection does (WebSocket, or TCP/TLS with
+    ``bind_to_connection``).
     """
 
     aor: str
@@ -32,6 +37,12 @@ class Binding:
     instance: str | None = None
     reg_id: int | None = None
     path: tuple[str, ...] = field(default=())
+    key: str = ""
+    connection: str | None = None
+
+    def __post_init__(self) -> None:
+        if not self.key:
+            object.__setattr__(self, "key", self.contact)
 
     def remaining(self, now: float) -> int:
         """Whole seconds left before expiry, rounded up: a live binding never shows 0."""
@@ -65,10 +76,10 @@ class AorState:
 
 @dataclass(frozen=True)
 class Change:
-    """What one REGISTER does to one AOR: remove these contacts, then upsert those bindings.
+    """What one REGISTER does to one AOR: remove these bindings, then upsert those.
 
-    ``remove`` holds stored ``Binding.contact`` strings.  ``upsert`` replaces a
-    binding with the same ``contact`` or adds one.  ``version`` is the version
+    ``remove`` holds stored ``Binding.key`` strings.  ``upsert`` replaces a
+    binding with the same ``key`` or adds one.  ``version`` is the version
     the change was planned against.  Raises ``ValueError`` if a binding to
     upsert belongs to another AOR.
     """
@@ -87,3 +98,11 @@ class Change:
     def empty(self) -> bool:
         """True when the change writes nothing."""
         return not self.remove and not self.upsert
+
+
+def outbound_key(instance: str, reg_id: int) -> str:
+    """The key of an outbound binding: its ``+sip.instance`` and ``reg-id`` (RFC 5626 6).
+
+    No contact URI starts with ``<``, so no URI-keyed binding has this key.
+    """
+    return f"<{instance}>;reg-id={reg_id}"

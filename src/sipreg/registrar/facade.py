@@ -13,6 +13,8 @@ from the same pieces.
 
 from __future__ import annotations
 
+import asyncio
+import logging
 import time
 from collections.abc import Callable, Sequence
 from typing import Any, Literal
@@ -27,10 +29,13 @@ from ..routing.rules import ordered
 from ..routing.steps import Lookup, Redirect
 from ..store.base import BindingStore
 from ..store.memory import MemoryStore
+from ..transport.base import Connection
 from ..uri import SipUri, parse_uri
 from .binding import Binding
 from .policy import Policy
 from .step import Register, names_this_registrar
+
+log = logging.getLogger("sipreg.register")
 
 
 class Registrar:
@@ -91,7 +96,8 @@ class Registrar:
             authorize = Chain([authorize], when=ours)
         if authorize is not None:
             steps.append(authorize)
-        steps.append(Register(policy, self.store, forward_foreign=mode == "chain"))
+        self.register = Register(policy, self.store, forward_foreign=mode == "chain")
+        steps.append(self.register)
         if mode == "redirect":
             steps.append(Redirect(policy, self.store))
         else:
@@ -106,6 +112,7 @@ class Registrar:
             on_outcome=on_outcome,
         )
         self.transactions = self.front.transactions
+        self._releases: set[asyncio.Task[None]] = set()
 
     # --- the Net::SIP::Registrar API ----------------------------------------------------
 
@@ -153,6 +160,31 @@ class Registrar:
     async def expire(self) -> int:
         """Remove expired bindings; the number removed."""
         return len(await self.store.expire(self.clock()))
+
+    # --- connection events (a stream listener tells them) ---------------------------------
+
+    def opened(self, connection: Connection) -> None:
+        """A connection opened: nothing is bound to it yet."""
+
+    def closed(self, connection: Connection) -> None:
+        """A connection closed: the bindings tied to it go (through the store)."""
+        task = asyncio.get_running_loop().create_task(self._release(connection))
+        self._releases.add(task)
+        task.add_done_callback(self._releases.discard)
+
+    async def settle(self) -> None:
+        """Wait for the removals of closed connections' bindings still under way."""
+        while self._releases:
+            await asyncio.wait(set(self._releases))
+
+    async def _release(self, connection: Connection) -> None:
+        try:
+            removed = await self.register.release(connection.connection_id)
+        except Exception:
+            log.exception("removing the bindings of %s failed", connection.connection_id)
+            return
+        if removed:
+            log.info("%s closed: removed %d binding(s)", connection.connection_id, removed)
 
 
 def _domains(domains: str | Sequence[str] | None, domain: str | None) -> tuple[str, ...]:

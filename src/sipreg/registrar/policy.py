@@ -8,8 +8,8 @@ from dataclasses import dataclass, field
 
 from ..uri import canonical_host
 
-#: Option tags this registrar implements (RFC 3327 Path).
-SUPPORTED_OPTIONS: frozenset[str] = frozenset({"path"})
+#: Option tags this registrar implements: RFC 3327 Path, RFC 5626 outbound.
+SUPPORTED_OPTIONS: frozenset[str] = frozenset({"path", "outbound"})
 
 #: RFC 3261 section 10.3 step 7: 423 is allowed "if and only if the expiration interval
 #: is greater than zero AND smaller than one hour AND less than a registrar-configured
@@ -93,6 +93,9 @@ class Policy:
     host names or IP addresses (see :func:`checked_host`), stored lower case
     with IPv6 addresses in brackets.
 
+    ``bind_to_connection`` ties a binding made over TCP or TLS to its connection,
+    as one made over WebSocket always is: it goes when the connection closes.
+
     ``min_expires`` is at most one hour (:data:`MAX_MIN_EXPIRES`) and at most
     ``default_expires``, so that it is enforced and a REGISTER that names no
     expiry is not refused.  Raises ``ValueError`` naming the setting.
@@ -105,6 +108,7 @@ class Policy:
     identities: tuple[str, ...] = ()
     max_contacts: int = 32
     max_contact_length: int = 1024
+    bind_to_connection: bool = False
     supported: frozenset[str] = field(default=SUPPORTED_OPTIONS)
 
     def __post_init__(self) -> None:

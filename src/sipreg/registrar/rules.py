@@ -25,8 +25,8 @@ from ..errors import (
 from ..headers import parse_contacts, parse_delta_seconds, parse_option_tags
 from ..message import Request, Response
 from ..responses import make_response
-from ..uri import NameAddr, SipUri, Uri, format_params, parse_uri, uri_equal
-from .binding import AorState, Binding, Change
+from ..uri import NameAddr, SipUri, Uri, format_params, parse_name_addr, parse_uri, uri_equal
+from .binding import AorState, Binding, Change, outbound_key
 from .policy import Policy, covers
 
 #: Section 10.3 step 7 allows a 423 only for intervals below one hour.
@@ -35,11 +35,16 @@ _ONE_HOUR = 3600
 
 @dataclass(frozen=True)
 class Source:
-    """Where a request came from and on which local socket."""
+    """Where a request came from, on which local socket, and the connection to tie it to.
+
+    ``connection`` is set when the bindings it makes live only as long as the
+    connection they came over (see :attr:`Binding.connection`).
+    """
 
     transport: str
     address: tuple[str, int]
     local: tuple[str, int]
+    connection: str | None = None
 
 
 @dataclass(frozen=True)
@@ -132,12 +137,16 @@ def plan_register(
 ) -> RegisterPlan:
     """Apply RFC 3261 section 10.3 steps 6 to 8 to the AOR's stored ``state``.
 
+    A contact with ``+sip.instance`` and ``reg-id`` in a REGISTER that asks for
+    outbound (RFC 5626 section 6) binds by that instance and reg-id: the same pair
+    replaces its binding whatever its URI and Call-ID, and the 200 carries
+    ``Require: outbound``.  Any other contact binds by its URI (section 19.1.4).
     The request must have passed :func:`check_target` and :func:`check_aor`.
     Raises a SipError when it must fail whole.
     """
     aor = state.aor
     live = [b for b in state.bindings if not b.is_expired(now)]
-    dead = [b.contact for b in state.bindings if b.is_expired(now)]
+    dead = [b.key for b in state.bindings if b.is_expired(now)]
     if any(not v.strip(" \t") for v in request.headers.get_all("contact")):
         raise BadRequest("Empty Contact header field")
     contacts = parse_contacts(request.headers.values("contact"))
@@ -148,42 +157,87 @@ def plan_register(
             raise BadRequest("Contact: * requires Expires: 0")
         for b in live:
             _check_order(b, request)
-        return _plan(request, state, now, (*dead, *(b.contact for b in live)), (), ())
+        return _plan(request, state, now, (*dead, *(b.key for b in live)), (), (), False)
 
     if not contacts:  # a query
         change = Change(aor, state.version, remove=tuple(dead)) if dead else None
-        return RegisterPlan(aor, change, tuple(live), _ok(request, live, now))
+        return RegisterPlan(aor, change, tuple(live), _ok(request, live, now, False))
 
     if len(contacts) > policy.max_contacts:  # before any quadratic work
         raise Forbidden(f"Too many contacts (at most {policy.max_contacts})")
-    wanted: list[tuple[Uri, NameAddr, int]] = []
+    outbound = outbound_requested(request)
+    wanted: list[tuple[Uri, NameAddr, int, str | None]] = []
     for c in contacts:
         if len(str(c)) > policy.max_contact_length:
             raise BadRequest(f"Contact longer than {policy.max_contact_length} characters")
         expires = _requested_expires(c, header_expires, policy)
         if 0 < expires < min(policy.min_expires, _ONE_HOUR):  # step 7: "if and only if"
             raise IntervalTooBrief(policy.min_expires)
+        key = _flow_key(c) if outbound else None
         # Step 7 takes contacts in turn: a second copy would meet the binding the first
         # made, with the same Call-ID and CSeq, and "the request fails".
-        if any(uri_equal(w[0], c.uri) for w in wanted):
+        if any(w[3] == key if key else w[3] is None and uri_equal(w[0], c.uri) for w in wanted):
             raise BadRequest(f"Contact {c.uri} is listed twice")
-        wanted.append((c.uri, c, expires))
+        wanted.append((c.uri, c, expires, key))
 
     remove: list[str] = list(dead)
     upsert: list[Binding] = []
-    kept = {b.contact: b for b in live}
-    for uri, contact, expires in wanted:
-        # 19.1.4 equality is not transitive, so one URI can match several bindings.
-        for existing in (b for b in live if uri_equal(parsed_contact(b.contact), uri)):
-            _check_order(existing, request)
-            kept.pop(existing.contact, None)
-            if existing.contact != str(uri) or expires == 0:
-                remove.append(existing.contact)
+    kept = {b.key: b for b in live}
+    for uri, contact, expires, key in wanted:
+        if key is not None:  # RFC 5626 section 6: the flow's binding, whatever its Call-ID
+            matches = [b for b in live if b.key == key]
+            for existing in matches:
+                if existing.call_id == request.call_id:
+                    _check_order(existing, request)
+        else:  # 19.1.4 equality is not transitive, so one URI can match several bindings
+            matches = [
+                b for b in live if b.key == b.contact and uri_equal(parsed_contact(b.contact), uri)
+            ]
+            for existing in matches:
+                _check_order(existing, request)
+        new_key = key or str(uri)
+        for existing in matches:
+            kept.pop(existing.key, None)
+            if existing.key != new_key or expires == 0:
+                remove.append(existing.key)
         if expires:
-            upsert.append(_binding(aor, uri, contact, expires, request, now, policy, source))
+            upsert.append(
+                _binding(aor, uri, contact, expires, request, now, policy, source, new_key)
+            )
     if len(kept) + len(upsert) > policy.max_contacts:
         raise Forbidden(f"Too many contacts for {aor} (at most {policy.max_contacts})")
-    return _plan(request, state, now, tuple(remove), tuple(upsert), tuple(kept.values()))
+    flows = any(w[3] is not None for w in wanted)
+    return _plan(request, state, now, tuple(remove), tuple(upsert), tuple(kept.values()), flows)
+
+
+def outbound_requested(request: Request) -> bool:
+    """True when a REGISTER asks for outbound processing (RFC 5626 sections 4.2.1 and 6).
+
+    It must say ``Supported: outbound``, and come straight from the client (one Via)
+    or through an edge proxy that took part (the first Path URI has ``ob``).
+    """
+    supported = parse_option_tags(request.headers.values("supported"), "Supported")
+    if "outbound" not in (t.lower() for t in supported):
+        return False
+    if len(request.vias) == 1:
+        return True
+    paths = request.headers.values("path")
+    if not paths:
+        return False
+    try:
+        first = parse_name_addr(paths[0], "Path").uri
+    except ParseError:
+        return False
+    return isinstance(first, SipUri) and first.param("ob") is not None
+
+
+def _flow_key(contact: NameAddr) -> str | None:
+    """The outbound key of a Contact with ``+sip.instance`` and ``reg-id``, else None."""
+    instance, reg_id = contact.param("+sip.instance"), contact.param("reg-id")
+    if not instance or not reg_id or not reg_id.isdigit():
+        return None
+    urn = instance[1:-1] if len(instance) > 1 and instance[0] == '"' == instance[-1] else instance
+    return outbound_key(urn.strip("<>").lower(), int(reg_id))
 
 
 def _plan(
@@ -193,10 +247,11 @@ def _plan(
     remove: tuple[str, ...],
     upsert: tuple[Binding, ...],
     kept: tuple[Binding, ...],
+    outbound: bool,
 ) -> RegisterPlan:
     current = sorted(kept + upsert, key=Binding.preference)
     change = Change(state.aor, state.version, remove=remove, upsert=upsert)
-    return RegisterPlan(state.aor, change, tuple(current), _ok(request, current, now))
+    return RegisterPlan(state.aor, change, tuple(current), _ok(request, current, now, outbound))
 
 
 def _binding(
@@ -208,12 +263,14 @@ def _binding(
     now: float,
     policy: Policy,
     source: Source,
+    key: str,
 ) -> Binding:
     q = contact.param("q")
     reg_id = contact.param("reg-id")
     params = tuple((n, v) for n, v in contact.params if n.lower() not in ("expires", "q"))
     return Binding(
         aor=aor,
+        key=key,
         contact=str(uri),
         expires_at=now + policy.clamp_expires(expires),
         call_id=request.call_id,
@@ -228,6 +285,7 @@ def _binding(
         instance=contact.param("+sip.instance"),
         reg_id=int(reg_id) if reg_id and reg_id.isdigit() else None,
         path=tuple(request.headers.values("path")),
+        connection=source.connection,
     )
 
 
@@ -242,12 +300,16 @@ def format_qvalue(q: float) -> str:
     return f"{min(1.0, max(0.0, q)):.3f}".rstrip("0").rstrip(".")
 
 
-def _ok(request: Request, bindings: list[Binding] | tuple[Binding, ...], now: float) -> Response:
-    """Step 8: 200 listing every current binding, with Date and a To tag."""
+def _ok(
+    request: Request, bindings: list[Binding] | tuple[Binding, ...], now: float, outbound: bool
+) -> Response:
+    """Step 8: 200 listing every current binding, with Date (the front adds the To tag)."""
     extra = [("Contact", contact_value(b, now)) for b in bindings]
     supported = parse_option_tags(request.headers.values("supported"), "Supported")
     if "path" in (t.lower() for t in supported):  # RFC 3327 section 5.3
         extra += [("Path", p) for p in request.headers.values("path")]
+    if outbound:  # RFC 5626 section 6: outbound processing was applied
+        extra.append(("Require", "outbound"))
     extra.append(("Date", formatdate(now, usegmt=True)))
     return make_response(request.headers, 200, "OK", extra)
 

@@ -17,7 +17,7 @@ from dataclasses import dataclass, field
 from ..chain import Context, Filter, Step
 from ..errors import ServerInternalError, ServiceUnavailable, StoreConflict, StoreUnavailable
 from ..message import Request, Response
-from ..store.base import MAX_CONFLICT_RETRIES, BindingStore
+from ..store.base import MAX_CONFLICT_RETRIES, BindingStore, Change
 from ..uri import SipUri
 from .policy import Policy
 from .rules import Source, check_aor, check_target, plan_register
@@ -55,16 +55,23 @@ class Register(Step):
         self.store = store
         self.forward_foreign = forward_foreign
         self._locks: dict[str, _AorLock] = {}
+        self._by_connection: dict[str, set[str]] = {}  # connection -> AORs bound over it
 
     async def handle(self, request: Request, ctx: Context) -> Response | None:
         if request.method != "REGISTER":
             return None
         if self.forward_foreign and not names_this_registrar(request, self.policy):
             return None
-        secure = ctx.leg.capabilities.secure
-        ruri = check_target(request, self.policy, secure=secure)
-        ctx.aor = aor = check_aor(request, ruri, self.policy, secure=secure)
-        source = Source(ctx.leg.transport, ctx.source, ctx.leg.local)
+        capabilities = ctx.leg.capabilities
+        ruri = check_target(request, self.policy, secure=capabilities.secure)
+        ctx.aor = aor = check_aor(request, ruri, self.policy, secure=capabilities.secure)
+        # A WebSocket peer cannot be reached but over its connection: its bindings go
+        # with it.  Over TCP and TLS that is the operator's choice.
+        tied = capabilities.reliable and (
+            capabilities.message_framed or self.policy.bind_to_connection
+        )
+        connection = ctx.leg.connection_id if tied else None
+        source = Source(ctx.leg.transport, ctx.source, ctx.leg.local, connection)
         async with self._aor_lock(aor):
             for _ in range(MAX_CONFLICT_RETRIES):
                 try:
@@ -73,6 +80,8 @@ class Register(Step):
                     if plan.change is None or plan.change.empty:
                         break
                     await self.store.apply(plan.change)
+                    if connection is not None and plan.change.upsert:
+                        self._by_connection.setdefault(connection, set()).add(aor)
                 except StoreConflict:
                     continue
                 except StoreUnavailable as err:
@@ -86,6 +95,27 @@ class Register(Step):
                 raise ServerInternalError("The binding store is busy; try again")
         ctx.bindings = len(plan.bindings)
         return plan.response
+
+    async def release(self, connection: str) -> int:
+        """Remove the bindings tied to ``connection``, which closed; how many.
+
+        Each AOR is changed through the store like any other change.
+        """
+        removed = 0
+        for aor in sorted(self._by_connection.pop(connection, ())):
+            async with self._aor_lock(aor):
+                for _ in range(MAX_CONFLICT_RETRIES):
+                    state = await self.store.load(aor)
+                    keys = tuple(b.key for b in state.bindings if b.connection == connection)
+                    if not keys:
+                        break
+                    try:
+                        await self.store.apply(Change(aor, state.version, remove=keys))
+                    except StoreConflict:
+                        continue
+                    removed += len(keys)
+                    break
+        return removed
 
     @contextlib.asynccontextmanager
     async def _aor_lock(self, aor: str) -> AsyncIterator[None]:

@@ -13,7 +13,7 @@ from ..errors import (
 )
 from ..message import Request, Response
 from ..registrar.binding import Binding
-from ..registrar.policy import Policy
+from ..registrar.policy import SUPPORTED_OPTIONS, Policy
 from ..registrar.rules import contact_value, parsed_contact
 from ..responses import make_response
 from ..uri import SipUri
@@ -73,7 +73,11 @@ def answer_self(request: Request) -> Response:
             request.headers,
             200,
             "OK",
-            [("Allow", ", ".join(ALLOWED)), ("Accept", "application/sdp"), ("Supported", "path")],
+            [
+                ("Allow", ", ".join(ALLOWED)),
+                ("Accept", "application/sdp"),
+                ("Supported", ", ".join(sorted(SUPPORTED_OPTIONS))),
+            ],
         )
     if request.method not in KNOWN_METHODS:
         raise NotImplementedMethod(ALLOWED)

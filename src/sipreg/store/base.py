@@ -68,7 +68,7 @@ class BindingStore(abc.ABC):
 
     @abc.abstractmethod
     async def load(self, aor: str) -> AorState:
-        """The AOR's bindings and version (no bindings and its floor if it has none)."""
+        """The AOR's bindings, sorted by key, and version (its floor if it has none)."""
 
     @abc.abstractmethod
     async def apply(self, change: Change) -> None:
@@ -84,7 +84,7 @@ class BindingStore(abc.ABC):
     async def expire(self, now: float) -> list[Binding]:
         """Remove and return bindings with ``expires_at <= now``.
 
-        Returns them ordered by ``(expires_at, aor, contact)`` and changes the
+        Returns them ordered by ``(expires_at, aor, key)`` and changes the
         version of each AOR that lost one, so changes planned before conflict.
         Costs O(expired bindings), not O(all bindings).
         """
@@ -93,16 +93,23 @@ class BindingStore(abc.ABC):
     async def aors(self) -> list[str]:
         """Every AOR with at least one stored binding, sorted."""
 
-    async def remove(self, aor: str, contacts: Sequence[str] | None = None) -> int:
-        """Remove the named contacts of ``aor`` (all when None); the number removed.
+    @abc.abstractmethod
+    async def connection_bound(self) -> list[Binding]:
+        """Every binding tied to a connection (``Binding.connection`` set), by AOR and key.
+
+        A server that starts has no connections yet: it removes these.
+        """
+
+    async def remove(self, aor: str, keys: Sequence[str] | None = None) -> int:
+        """Remove the bindings of ``aor`` with these keys (all when None); how many.
 
         Retries a conflict up to :data:`MAX_CONFLICT_RETRIES` times, so it is safe
         beside a running server; raises ``StoreConflict`` if the AOR kept changing.
         """
         for _ in range(MAX_CONFLICT_RETRIES):
             state = await self.load(aor)
-            wanted = {b.contact for b in state.bindings}
-            targets = tuple(wanted if contacts is None else wanted.intersection(contacts))
+            wanted = {b.key for b in state.bindings}
+            targets = tuple(sorted(wanted if keys is None else wanted.intersection(keys)))
             if not targets:
                 return 0
             try:

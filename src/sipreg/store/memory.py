@@ -21,7 +21,7 @@ class MemoryStore(BindingStore):
     """Bindings in process memory: fast, shared with nothing, lost on exit.
 
     ``apply`` never awaits, so each change is atomic on the event loop.  Expiry
-    pops a heap of ``(expires_at, aor, contact)`` with lazy deletion: an entry
+    pops a heap of ``(expires_at, aor, key)`` with lazy deletion: an entry
     whose binding was since removed or given another expiry is skipped, and the
     heap is rebuilt once such stale entries outnumber the live bindings, so
     ``expire`` costs O(expired) amortised and the heap stays O(bindings).
@@ -38,7 +38,7 @@ class MemoryStore(BindingStore):
 
     async def load(self, aor: str) -> AorState:
         bindings = self._bindings.get(aor, {})
-        ordered = tuple(bindings[contact] for contact in sorted(bindings))
+        ordered = tuple(bindings[key] for key in sorted(bindings))
         return AorState(aor, ordered, self._version(aor))
 
     async def apply(self, change: Change) -> None:
@@ -46,16 +46,16 @@ class MemoryStore(BindingStore):
         if change.version != version:
             raise StoreConflict(f"{change.aor}: planned on version {change.version}, now {version}")
         bindings = self._bindings.setdefault(change.aor, {})
-        for contact in change.remove:
-            if bindings.pop(contact, None) is not None:
+        for key in change.remove:
+            if bindings.pop(key, None) is not None:
                 self._count -= 1
         for binding in change.upsert:
-            old = bindings.get(binding.contact)
-            bindings[binding.contact] = binding
+            old = bindings.get(binding.key)
+            bindings[binding.key] = binding
             if old is None:
                 self._count += 1
             if old is None or old.expires_at != binding.expires_at:
-                heapq.heappush(self._heap, (binding.expires_at, change.aor, binding.contact))
+                heapq.heappush(self._heap, (binding.expires_at, change.aor, binding.key))
         self._clock += 1
         self._stamp(change.aor, self._clock)
         if len(self._heap) > 2 * self._count + _HEAP_SLACK:
@@ -65,12 +65,12 @@ class MemoryStore(BindingStore):
         expired: list[Binding] = []
         heap = self._heap
         while heap and heap[0][0] <= now:
-            expires_at, aor, contact = heapq.heappop(heap)
+            expires_at, aor, key = heapq.heappop(heap)
             bindings = self._bindings.get(aor)
-            binding = bindings.get(contact) if bindings else None
+            binding = bindings.get(key) if bindings else None
             if bindings is None or binding is None or binding.expires_at != expires_at:
                 continue  # stale: removed or refreshed since this entry was pushed
-            del bindings[contact]
+            del bindings[key]
             expired.append(binding)
         if expired:
             self._clock += 1
@@ -81,6 +81,14 @@ class MemoryStore(BindingStore):
 
     async def aors(self) -> list[str]:
         return sorted(self._bindings)
+
+    async def connection_bound(self) -> list[Binding]:
+        return [
+            bindings[key]
+            for aor, bindings in sorted(self._bindings.items())
+            for key in sorted(bindings)
+            if bindings[key].connection is not None
+        ]
 
     def _version(self, aor: str) -> int:
         version = self._versions.get(aor)
@@ -97,8 +105,8 @@ class MemoryStore(BindingStore):
 
     def _rebuild_heap(self) -> None:
         self._heap = [
-            (binding.expires_at, aor, contact)
+            (binding.expires_at, aor, key)
             for aor, bindings in self._bindings.items()
-            for contact, binding in bindings.items()
+            for key, binding in bindings.items()
         ]
         heapq.heapify(self._heap)

@@ -77,17 +77,55 @@ _MIGRATIONS: tuple[tuple[str, ...], ...] = (
         WHERE EXISTS (SELECT 1 FROM aors WHERE aor NOT IN (SELECT aor FROM bindings))""",
         "DELETE FROM aors WHERE aor NOT IN (SELECT aor FROM bindings)",
     ),
+    # 3: a binding key apart from the contact (RFC 5626 outbound: instance and reg-id),
+    # and the connection a binding lives as long as.  The old rows keep their contact
+    # as their key.
+    (
+        """CREATE TABLE bindings_3 (
+            aor TEXT NOT NULL,
+            key TEXT NOT NULL,
+            contact TEXT NOT NULL,
+            expires_at REAL NOT NULL,
+            call_id TEXT NOT NULL,
+            cseq INTEGER NOT NULL,
+            q REAL,
+            params TEXT NOT NULL,
+            registered_at REAL NOT NULL,
+            source_host TEXT NOT NULL,
+            source_port INTEGER NOT NULL,
+            transport TEXT NOT NULL,
+            local_host TEXT NOT NULL,
+            local_port INTEGER NOT NULL,
+            user_agent TEXT,
+            instance TEXT,
+            reg_id INTEGER,
+            path TEXT NOT NULL,
+            connection TEXT,
+            PRIMARY KEY (aor, key)
+        )""",
+        """INSERT INTO bindings_3 SELECT aor, contact, contact, expires_at, call_id, cseq, q,
+            params, registered_at, source_host, source_port, transport, local_host, local_port,
+            user_agent, instance, reg_id, path, NULL FROM bindings""",
+        "DROP TABLE bindings",
+        "ALTER TABLE bindings_3 RENAME TO bindings",
+        "CREATE INDEX bindings_expires_at ON bindings (expires_at)",
+        "CREATE INDEX bindings_connection ON bindings (connection) WHERE connection IS NOT NULL",
+    ),
 )
 SCHEMA_VERSION = len(_MIGRATIONS)
 
 _COLUMNS = (
-    "aor, contact, expires_at, call_id, cseq, q, params, registered_at, source_host,"
-    " source_port, transport, local_host, local_port, user_agent, instance, reg_id, path"
+    "aor, key, contact, expires_at, call_id, cseq, q, params, registered_at, source_host,"
+    " source_port, transport, local_host, local_port, user_agent, instance, reg_id, path,"
+    " connection"
 )
-_UPSERT = f"INSERT OR REPLACE INTO bindings ({_COLUMNS}) VALUES ({', '.join('?' * 17)})"
-_SELECT_AOR = f"SELECT {_COLUMNS} FROM bindings WHERE aor = ? ORDER BY contact"
+_UPSERT = f"INSERT OR REPLACE INTO bindings ({_COLUMNS}) VALUES ({', '.join('?' * 19)})"
+_SELECT_AOR = f"SELECT {_COLUMNS} FROM bindings WHERE aor = ? ORDER BY key"
 _SELECT_EXPIRED = (
-    f"SELECT {_COLUMNS} FROM bindings WHERE expires_at <= ? ORDER BY expires_at, aor, contact"
+    f"SELECT {_COLUMNS} FROM bindings WHERE expires_at <= ? ORDER BY expires_at, aor, key"
+)
+_SELECT_CONNECTION_BOUND = (
+    f"SELECT {_COLUMNS} FROM bindings WHERE connection IS NOT NULL ORDER BY aor, key"
 )
 
 
@@ -153,6 +191,9 @@ class SqliteStore(BindingStore):
 
     async def aors(self) -> list[str]:
         return await self._call(_aors)
+
+    async def connection_bound(self) -> list[Binding]:
+        return await self._call(_connection_bound)
 
     async def _call(self, fn: Callable[[sqlite3.Connection, *_Ts], _T], *args: *_Ts) -> _T:
         """Run ``fn(connection, *args)`` on the SQLite thread."""
@@ -281,8 +322,8 @@ def _apply(con: sqlite3.Connection, change: Change) -> None:
     if change.version != version:
         raise StoreConflict(f"{change.aor}: planned on version {change.version}, now {version}")
     con.executemany(
-        "DELETE FROM bindings WHERE aor = ? AND contact = ?",
-        [(change.aor, contact) for contact in change.remove],
+        "DELETE FROM bindings WHERE aor = ? AND key = ?",
+        [(change.aor, key) for key in change.remove],
     )
     con.executemany(_UPSERT, [_to_row(binding) for binding in change.upsert])
     _stamp(con, (change.aor,), _tick(con))
@@ -334,6 +375,10 @@ def _stamp(con: sqlite3.Connection, aors: Iterable[str], version: int) -> None:
             )
 
 
+def _connection_bound(con: sqlite3.Connection) -> list[Binding]:
+    return [_from_row(r) for r in con.execute(_SELECT_CONNECTION_BOUND)]
+
+
 def _aors(con: sqlite3.Connection) -> list[str]:
     return [r[0] for r in con.execute("SELECT DISTINCT aor FROM bindings ORDER BY aor")]
 
@@ -341,6 +386,7 @@ def _aors(con: sqlite3.Connection) -> list[str]:
 def _to_row(b: Binding) -> tuple[object, ...]:
     return (
         b.aor,
+        b.key,
         b.contact,
         b.expires_at,
         b.call_id,
@@ -355,6 +401,7 @@ def _to_row(b: Binding) -> tuple[object, ...]:
         _text(b.instance),
         b.reg_id,
         json.dumps(b.path),
+        b.connection,
     )
 
 
@@ -368,6 +415,7 @@ def _text(value: str | None) -> str | None:
 def _from_row(row: Sequence[Any]) -> Binding:
     (
         aor,
+        key,
         contact,
         expires_at,
         call_id,
@@ -384,9 +432,11 @@ def _from_row(row: Sequence[Any]) -> Binding:
         instance,
         reg_id,
         path,
+        connection,
     ) = row
     return Binding(
         aor=aor,
+        key=key,
         contact=contact,
         expires_at=expires_at,
         call_id=call_id,
@@ -401,4 +451,5 @@ def _from_row(row: Sequence[Any]) -> Binding:
         instance=instance,
         reg_id=reg_id,
         path=tuple(json.loads(path)),
+        connection=connection,
     )

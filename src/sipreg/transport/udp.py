@@ -23,6 +23,7 @@ class UdpLeg(asyncio.DatagramProtocol):
 
     transport = "udp"
     capabilities = Capabilities.of("udp")
+    connection_id = None
 
     def __init__(self, handler: Handler, in_flight: InFlight, max_size: int = 65535) -> None:
         self.handler = handler
