@@ -1,8 +1,10 @@
 # Two commands a new user needs: `make run` and `make test`.
 #
 #   make test       ruff check, ruff format --check, mypy --strict, then pytest: every
-#                   test, the interop group (SIPp, Net::SIP) included.  As root it first
-#                   apt-installs the Debian packages those need (scripts/install-system-deps.sh).
+#                   test, the interop group (SIPp, Net::SIP, sipsak, svwar, JsSIP in
+#                   Chromium) included.  As root it first apt-installs the Debian packages
+#                   those need (scripts/install-system-deps.sh), and npm-installs the
+#                   browser phone's packages (tests/browser, pinned in package-lock.json).
 #   make interop    only the interop tests
 #   PYTEST_ARGS=... extra pytest arguments, e.g. PYTEST_ARGS="-x -k sipp"
 #
@@ -16,7 +18,10 @@ PYTEST_ARGS ?=
 # What ruff and mypy check.
 CODE := src tests $(wildcard bench)
 
-.PHONY: run test lint typecheck pytest interop system-deps bench clean
+BROWSER := tests/browser
+BROWSER_STAMP := $(BROWSER)/node_modules/.built
+
+.PHONY: run test lint typecheck pytest interop system-deps browser-deps bench clean
 
 $(STAMP): pyproject.toml
 	PYTHON=$(PYTHON) sh scripts/install-system-deps.sh python
@@ -31,6 +36,16 @@ run: $(STAMP)
 system-deps:
 	sh scripts/install-system-deps.sh interop
 
+# JsSIP, esbuild and playwright-core from the npm registry, as the lock file pins them,
+# and the phone bundled for the page.  Without npm the browser test skips (fails in CI).
+browser-deps: $(BROWSER_STAMP)
+
+$(BROWSER_STAMP): $(BROWSER)/package-lock.json $(BROWSER)/phone.js
+	@if command -v npm >/dev/null 2>&1; then \
+		cd $(BROWSER) && npm ci --no-audit --no-fund --loglevel=error && npm run --silent build \
+			&& touch node_modules/.built; \
+	else echo "browser-deps: no npm; the browser test will say so"; fi
+
 lint: $(STAMP)
 	$(BIN)/ruff check $(CODE)
 	$(BIN)/ruff format --check $(CODE)
@@ -38,10 +53,10 @@ lint: $(STAMP)
 typecheck: $(STAMP)
 	$(BIN)/mypy --strict $(CODE)
 
-pytest: $(STAMP) system-deps
+pytest: $(STAMP) system-deps browser-deps
 	$(BIN)/pytest $(PYTEST_ARGS)
 
-interop: $(STAMP) system-deps
+interop: $(STAMP) system-deps browser-deps
 	$(BIN)/pytest -m interop $(PYTEST_ARGS)
 
 test: lint typecheck pytest
@@ -50,4 +65,4 @@ bench: $(STAMP)
 	$(BIN)/python bench/register_load.py $(ARGS)
 
 clean:
-	rm -rf $(VENV) .mypy_cache .pytest_cache .ruff_cache
+	rm -rf $(VENV) .mypy_cache .pytest_cache .ruff_cache $(BROWSER)/node_modules $(BROWSER)/build

@@ -4,8 +4,9 @@
 #   sh scripts/install-system-deps.sh [python] [interop]     (no argument: both)
 #
 #   python   python3-venv, when `$PYTHON -m venv` cannot work (no venv/ensurepip)
-#   interop  sip-tester (SIPp), sipsak, sipvicious (svwar), libnet-sip-perl (Net::SIP) and
-#            libnet-dns-perl: the real SIP peers the interop tests drive
+#   interop  sip-tester (SIPp), sipsak, sipvicious (svwar), libnet-sip-perl (Net::SIP),
+#            libnet-dns-perl, chromium and npm: the real SIP peers the interop tests drive
+#            (the browser phone's own packages come from the npm registry: make browser-deps)
 #
 # As root, or with password-less sudo, it runs apt-get.  Otherwise it says what
 # to install and exits 0: the interop tests then skip, or fail when CI=true.
@@ -29,6 +30,8 @@ for group in $groups; do
         command -v sipp >/dev/null 2>&1 || missing="$missing sip-tester"
         command -v sipsak >/dev/null 2>&1 || missing="$missing sipsak"
         command -v svwar >/dev/null 2>&1 || missing="$missing sipvicious"
+        command -v chromium >/dev/null 2>&1 || missing="$missing chromium"
+        command -v npm >/dev/null 2>&1 || missing="$missing npm"
         perl -MNet::SIP -e 1 >/dev/null 2>&1 || missing="$missing libnet-sip-perl"
         # Net::SIP only recommends Net::DNS, which its dispatcher uses to resolve targets.
         perl -MNet::DNS -e 1 >/dev/null 2>&1 || missing="$missing libnet-dns-perl"

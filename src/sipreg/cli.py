@@ -105,7 +105,7 @@ def _remove(args: argparse.Namespace) -> int:
             if args.contact is None:
                 return await store.remove(aor)
             stored = (await store.load(aor)).bindings
-            return await store.remove(aor, [b.contact for b in stored if _same(b, args.contact)])
+            return await store.remove(aor, [b.key for b in stored if _same(b, args.contact)])
 
     removed = asyncio.run(remove())
     if not removed:

@@ -17,7 +17,7 @@ from dataclasses import dataclass, field
 from typing import Any, Literal
 
 from .auth.digest import ALGORITHMS
-from .auth.policy import AuthPolicy
+from .auth.policy import MD5_ONLY_AGENTS, AuthPolicy
 from .registrar.policy import Policy
 from .store import open_store
 
@@ -135,6 +135,7 @@ class Config:
     nonce_lifetime: float = 300.0
     allow_no_qop: bool = True
     auth_algorithms: tuple[str, ...] = ALGORITHMS
+    auth_md5_only_agents: tuple[str, ...] = MD5_ONLY_AGENTS
     auth_methods: tuple[str, ...] = ("REGISTER",)
     grants: Mapping[str, tuple[str, ...]] = field(default_factory=dict)
     auth_max_failures: int = 10
@@ -206,6 +207,7 @@ class Config:
                 nonce_lifetime=self.nonce_lifetime,
                 allow_no_qop=self.allow_no_qop,
                 algorithms=self.auth_algorithms,
+                md5_only_agents=self.auth_md5_only_agents,
                 methods=frozenset(self.auth_methods),
                 grants={user: frozenset(aors) for user, aors in self.grants.items()},
                 max_failures=self.auth_max_failures,
@@ -313,6 +315,7 @@ _CHECKS: dict[str, Callable[[str, object], object]] = {
     "nonce_lifetime": _number,
     "allow_no_qop": _boolean,
     "auth_algorithms": _strings,
+    "auth_md5_only_agents": _strings,
     "auth_methods": _strings,
     "grants": _grants,
     "auth_max_failures": _integer,

@@ -374,3 +374,27 @@ async def test_qop_is_hashed_as_the_client_spelt_it(setup: Setup) -> None:
 def test_ack_and_cancel_cannot_be_challenged() -> None:
     with pytest.raises(ValueError, match="ACK and CANCEL"):
         AuthPolicy(realm=REALM, methods=frozenset({"REGISTER", "ACK"}))
+
+
+@pytest.mark.parametrize(
+    ("agent", "offered"),
+    [
+        (None, ["SHA-256", "MD5"]),
+        ("Linphone/5.2", ["SHA-256", "MD5"]),
+        ("JsSIP 3.13.8", ["MD5"]),
+        ("sipsak 0.9.8.1", ["MD5"]),
+        ("SIPp", ["MD5"]),
+        ("MyJsSIP", ["SHA-256", "MD5"]),  # a prefix, not a substring
+    ],
+)
+async def test_clients_that_read_only_the_first_challenge_are_offered_md5(
+    agent: str | None, offered: list[str]
+) -> None:
+    setup = Setup()
+    extra = [] if agent is None else [("User-Agent", agent)]
+    challenge = await setup.send(register(C1, extra=extra))
+    assert [c["algorithm"] for c in challenges(challenge)] == offered
+    # Either algorithm is still accepted, whoever asks.
+    value = credentials(challenge, "alice", "wonderland", algorithm=offered[-1])
+    ok = await setup.send(register(C1, cseq=2, extra=[*extra, ("Authorization", value)]))
+    assert ok.status == 200

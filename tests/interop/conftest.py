@@ -45,7 +45,7 @@ HOST = "127.0.0.1"
 START_TIMEOUT = 30.0
 STOP_TIMEOUT = 15.0
 
-_LISTENING = re.compile(r"listening on (udp|tcp):(\S+):(\d+)")
+_LISTENING = re.compile(r"listening on (\w+):(\S+):(\d+)")
 
 
 def require(available: bool, what: str, package: str) -> None:
@@ -142,7 +142,18 @@ class Server:
     db: Path
     udp_port: int = 0
     tcp_port: int = 0
+    ports: dict[str, int] = field(default_factory=dict)
     returncode: int | None = field(default=None)
+
+    def wait_for(self, pattern: str, timeout: float = START_TIMEOUT) -> str:
+        """The first line of the server's log matching ``pattern``, waiting for it (bounded)."""
+        deadline = time.monotonic() + timeout
+        while True:
+            found = re.search(rf"^.*{pattern}.*$", self.log_text(limit=1 << 20), re.M)
+            if found:
+                return found.group(0)
+            assert time.monotonic() < deadline, f"no {pattern!r} in:\n{self.log_text()}"
+            time.sleep(0.05)
 
     @property
     def udp(self) -> str:
@@ -263,9 +274,11 @@ def _start(
     server = Server(process=process, log=log, db=db)
     deadline = time.monotonic() + START_TIMEOUT
     while True:
-        ports = {m[1]: int(m[3]) for m in _LISTENING.finditer(server.log_text(limit=1 << 20))}
-        if "udp" in ports and "tcp" in ports:
+        text = server.log_text(limit=1 << 20)
+        ports = {m[1]: int(m[3]) for m in _LISTENING.finditer(text)}
+        if "udp" in ports and "tcp" in ports and " ready" in text:
             server.udp_port, server.tcp_port = ports["udp"], ports["tcp"]
+            server.ports = ports
             return server
         if process.poll() is not None:
             server.returncode = process.returncode

@@ -54,11 +54,14 @@ def test_sipsak_gets_423_below_min_expires(sipsak: str, start_server: StartServe
     assert server.bindings() == []
 
 
-def auth_server(start_server: StartServer, tmp_path: Path, offer: str = "MD5") -> Server:
-    """A server for ``localhost`` authenticating carol; ``offer`` MD5 or the default."""
+def auth_server(start_server: StartServer, tmp_path: Path, *, full_offer: bool = False) -> Server:
+    """A server for ``localhost`` authenticating carol.
+
+    With ``full_offer`` even clients known to read only the first challenge get both.
+    """
     users = make_users(tmp_path / "users", {"carol": "c4r0l-pw"}, realm="localhost")
     config = tmp_path / "auth.toml"
-    config.write_text('auth_algorithms = ["MD5"]\n' if offer == "MD5" else "")
+    config.write_text("auth_md5_only_agents = []\n" if full_offer else "")
     return start_server(
         domain="localhost",
         extra=["--realm", "localhost", "--users", str(users), "--config", str(config)],
@@ -84,10 +87,10 @@ def sipsak_auth(
 def test_sipsak_registers_with_credentials(
     sipsak: str, start_server: StartServer, tmp_path: Path, transport: str
 ) -> None:
-    """sipsak -a answers an MD5 challenge.
+    """sipsak -a answers the MD5 challenge it is offered.
 
-    sipsak 0.9.8 reads only the first WWW-Authenticate, so it needs
-    ``auth_algorithms = ["MD5"]`` (see the next test).
+    sipsak 0.9.8 reads only the first WWW-Authenticate, so it is on the default
+    ``auth_md5_only_agents`` (see the last test).
     """
     server = auth_server(start_server, tmp_path)
     proc = sipsak_auth(sipsak, server, transport, "c4r0l-pw")
@@ -110,13 +113,13 @@ def test_sipsak_with_a_wrong_password_binds_nothing(
 def test_sipsak_reads_only_the_first_challenge(
     sipsak: str, start_server: StartServer, tmp_path: Path
 ) -> None:
-    """Against the default offer (SHA-256 first, RFC 8760 2.4) sipsak 0.9.8 gives up.
+    """Against the full offer (SHA-256 first, RFC 8760 2.4) sipsak 0.9.8 gives up.
 
     RFC 8760 section 2.5 has a client ignore a challenge it does not understand and
-    use the next; sipsak does not.  This pins that down: once it does, the default
-    offer serves it too and this test says so.
+    use the next; sipsak does not, which is why its User-Agent is on the default
+    ``auth_md5_only_agents``.  Once it does, this test says so.
     """
-    server = auth_server(start_server, tmp_path, offer="default")
+    server = auth_server(start_server, tmp_path, full_offer=True)
     proc = sipsak_auth(sipsak, server, "udp", "c4r0l-pw")
     assert proc.returncode != 0, proc.stdout
     assert "unsupported authentication algorithm" in proc.stdout + proc.stderr

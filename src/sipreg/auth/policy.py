@@ -16,6 +16,10 @@ from .users import check_field
 _REALM = re.compile(r"[\x21\x23-\x5b\x5d-\x7e]+\Z")
 
 
+#: User-Agent prefixes of clients seen to read only the first challenge and know only MD5:
+#: JsSIP 3.13, sipsak 0.9.8 and SIPp 3.6 (whose scenarios say "User-Agent: SIPp").
+MD5_ONLY_AGENTS = ("JsSIP", "sipsak", "SIPp")
+
 #: The upper bound of each numeric setting (seconds, or counts).
 _LIMITS = {
     "nonce_lifetime": 86400.0,
@@ -32,8 +36,10 @@ class AuthPolicy:
 
     ``algorithms`` are the Digest algorithms offered (one challenge each, in this
     order, RFC 8760 section 2.4) and the only ones accepted; SHA-256 then MD5 by
-    default.  A client that reads only the first challenge and knows only MD5
-    (SIPp before 3.7, sipsak 0.9.8) needs ``("MD5",)``.
+    default.  Some clients read only the first challenge and know only MD5, though
+    RFC 8760 section 2.5 has them skip one they do not understand: those whose
+    User-Agent starts with one of ``md5_only_agents`` are offered MD5 alone (which
+    weakens nothing: every client may pick MD5 from the full offer anyway).
     ``grants`` maps a user name to the extra AORs it may bind besides its own
     (aliases, or third-party registration); they are stored canonical.
     ``max_failures`` failures of one user from one address within
@@ -47,6 +53,7 @@ class AuthPolicy:
     nonce_lifetime: float = 300.0
     allow_no_qop: bool = True
     algorithms: tuple[str, ...] = ALGORITHMS
+    md5_only_agents: tuple[str, ...] = MD5_ONLY_AGENTS
     grants: Mapping[str, frozenset[str]] = field(default_factory=dict)
     max_failures: int = 10
     max_users: int = 5
@@ -80,6 +87,16 @@ class AuthPolicy:
             for user, aors in self.grants.items()
         }
         object.__setattr__(self, "grants", grants)
+
+    def offer(self, user_agent: str | None) -> tuple[str, ...]:
+        """The algorithms to challenge a client with this User-Agent with, preferred first."""
+        if (
+            user_agent is not None
+            and "MD5" in self.algorithms
+            and user_agent.startswith(self.md5_only_agents)
+        ):
+            return ("MD5",)
+        return self.algorithms
 
     def may_bind(self, user: str, to: SipUri, *, served: bool) -> bool:
         """True when ``user`` may bind the AOR of ``to``: its own, or one granted to it.

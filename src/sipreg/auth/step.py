@@ -230,7 +230,7 @@ class Authorize(Step):
         nonce = self.nonces.issue(now, self.auth.realm, address)
         extra = [
             ("WWW-Authenticate", challenge(self.auth.realm, nonce, a, qop=True, stale=stale))
-            for a in self.auth.algorithms
+            for a in self.auth.offer(request.headers.get("user-agent"))
         ]
         return make_response(request.headers, 401, "Unauthorized", extra)
 
