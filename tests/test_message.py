@@ -16,7 +16,14 @@ from sipreg.errors import (
     SipError,
 )
 from sipreg.headers import CSeq, Headers
-from sipreg.message import Request, Response, content_length, parse_message, split_head
+from sipreg.message import (
+    Limits,
+    Request,
+    Response,
+    content_length,
+    parse_message,
+    split_head,
+)
 from sipreg.responses import ToTags, error_response, make_response
 from sipreg.uri import SipUri, parse_uri
 
@@ -554,3 +561,24 @@ def test_error_response(error: SipError, status: int, extra: list[tuple[str, str
 
 
 _COPIED: Final = {"Via", "From", "To", "Call-ID", "CSeq"}
+
+
+def test_too_many_header_fields_is_400() -> None:
+    many = [f"X-H{i}: v" for i in range(200)]
+    with pytest.raises(ParseError, match="More than 128 header fields") as caught:
+        parse_message(msg(*REGISTER_LINES, *many))
+    assert caught.value.status == 400 and caught.value.request_headers is not None
+    assert parse_message(msg(*REGISTER_LINES, *many), limits=Limits(max_headers=300))
+
+
+def test_an_overlong_header_line_is_400_even_when_folded() -> None:
+    long_line = "X-Long: " + "a" * 9000
+    with pytest.raises(ParseError, match="longer than 8192 characters"):
+        parse_message(msg(*REGISTER_LINES, long_line))
+    folded = "X-Folded: a" + "\r\n b" * 5000  # joined as it is read: stopped early
+    started = time.perf_counter()
+    with pytest.raises(ParseError, match="longer than 8192"):
+        parse_message(msg(*REGISTER_LINES, folded))
+    assert time.perf_counter() - started < 0.5
+    with pytest.raises(ValueError):
+        Limits(max_headers=1)

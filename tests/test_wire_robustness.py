@@ -675,7 +675,11 @@ def test_connections_beyond_the_open_file_limit(configured: Start) -> None:
         finally:
             for peer in peers:
                 peer.close()
-        assert ("too many tcp connections" in server.logged()) is (fit < 150)
+        # Past the limit the silent connections (all of them here, connected before any
+        # asked) make room for new ones, so 150 served in turn still leaves only ``fit``.
+        logged = server.logged()
+        full = "too many tcp connections" in logged or "dropping silent ones" in logged
+        assert full is (fit < 150)
 
 
 def test_half_closed_connection_still_gets_its_answers(server: Sipreg) -> None:
@@ -763,7 +767,7 @@ def test_pipelining_connections_wait_for_the_in_flight_limit(configured: Start) 
     # serialises them, so whatever is started piles up in progress.  TCP must not start
     # more than max_in_flight allows (it was 32 per connection, whatever the limit), and
     # must leave UDP, which cannot wait, room to be served meanwhile.
-    server = configured("max_in_flight = 64\n")
+    server = configured("max_in_flight = 64\nmax_header_line = 65536\n")
     before = server.memory()
     via, pad = "TCP 127.0.0.1:9", "X-Pad: " + "p" * 60000
     contact = "Contact: <sip:pile@192.0.2.1>"

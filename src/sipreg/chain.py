@@ -14,13 +14,13 @@ Net::SIP builds its servers the same way (``Net::SIP::ReceiveChain`` with an
 from __future__ import annotations
 
 import abc
-import ipaddress
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 
 from .errors import ParseError
 from .leg import Address, Leg
 from .message import Request, Response
+from .networks import Networks
 from .transactions import TransactionCache
 from .uri import SipUri, parse_uri
 
@@ -88,16 +88,8 @@ class Chain(Step):
 
 def source_in(*networks: str) -> Filter:
     """A filter true for requests whose source address is in one of ``networks`` (CIDR)."""
-    parsed = [ipaddress.ip_network(n, strict=False) for n in networks]
-
-    def match(request: Request, source: Address) -> bool:
-        try:
-            address = ipaddress.ip_address(source[0].partition("%")[0])
-        except ValueError:
-            return False
-        return any(address in network for network in parsed)
-
-    return match
+    inside = Networks(networks)
+    return lambda request, source: source[0] in inside
 
 
 def aor_in(*aors: str) -> Filter:

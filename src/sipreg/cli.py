@@ -60,6 +60,7 @@ def _config(args: argparse.Namespace) -> Config:
         "min_expires": getattr(args, "min_expires", None),
         "max_expires": getattr(args, "max_expires", None),
         "default_expires": getattr(args, "default_expires", None),
+        "tcp_idle_timeout": getattr(args, "tcp_idle_timeout", None),
         "realm": getattr(args, "realm", None),
         "tls_cert": getattr(args, "tls_cert", None),
         "tls_key": getattr(args, "tls_key", None),
@@ -248,6 +249,10 @@ def _parser() -> argparse.ArgumentParser:
     serve.add_argument(
         "--default-expires", type=int, metavar="N", help="when none is asked for (3600)"
     )
+    serve.add_argument(
+        "--tcp-idle-timeout", type=float, metavar="SECONDS",
+        help="close a TCP/TLS/WS connection quiet this long (default 60)",
+    )  # fmt: skip
     serve.add_argument("--tls-cert", metavar="FILE", help="certificate chain (PEM) for tls/wss")
     serve.add_argument("--tls-key", metavar="FILE", help="its private key (PEM)")
     serve.add_argument(

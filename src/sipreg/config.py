@@ -18,6 +18,9 @@ from typing import Any, Literal
 
 from .auth.digest import ALGORITHMS
 from .auth.policy import MD5_ONLY_AGENTS, AuthPolicy
+from .guards import SCANNERS
+from .message import Limits
+from .networks import LOOPBACK, Networks
 from .registrar.policy import Policy
 from .store import open_store
 
@@ -120,13 +123,24 @@ class Config:
     default_expires: int = 3600
     max_contacts: int = 32
     max_contact_length: int = 1024
+    max_contacts_policy: str = "reject"
     bind_to_connection: bool = False
     store: str | None = None
     data_dir: str | None = None
     log_level: str = "info"
     max_message_size: int = 65535
-    tcp_idle_timeout: float = 300.0
+    max_headers: int = 128
+    max_header_line: int = 8192
+    tcp_idle_timeout: float = 60.0
+    message_timeout: float = 10.0
+    tls_handshake_timeout: float = 10.0
     max_connections: int = 1024
+    max_connections_per_ip: int = 128
+    trusted_networks: tuple[str, ...] = LOOPBACK
+    rate_limit: float = 50.0
+    rate_burst: int = 100
+    rate_limit_action: str = "503"
+    scanner_user_agents: tuple[str, ...] = SCANNERS
     max_in_flight: int = 1024
     expire_interval: float = 10.0
     shutdown_timeout: float = 10.0
@@ -148,6 +162,8 @@ class Config:
     ws_origins: tuple[str, ...] = ()
     policy: Policy = field(init=False, repr=False, compare=False)
     auth: AuthPolicy | None = field(init=False, repr=False, compare=False)
+    limits: Limits = field(init=False, repr=False, compare=False)
+    trusted: Networks = field(init=False, repr=False, compare=False)
 
     def __post_init__(self) -> None:
         if not self.listen:
@@ -160,12 +176,15 @@ class Config:
             raise ConfigError(f"tls_cert and tls_key: {', '.join(secure)} needs a certificate")
         if self.tls_ca is not None and not secure:
             raise ConfigError("tls_ca: it asks TLS clients for certificates, but nothing is TLS")
-        for name in ("max_contacts", "max_connections", "max_in_flight"):
+        for name in ("max_contacts", "max_connections", "max_in_flight", "max_connections_per_ip"):
             if getattr(self, name) < 1:
                 raise ConfigError(f"{name}: must be at least 1")
         if not 1024 <= self.max_message_size <= 16 * 1024 * 1024:
             raise ConfigError("max_message_size: must be between 1024 and 16777216")
-        for name in ("tcp_idle_timeout", "expire_interval", "shutdown_timeout"):
+        for name in (
+            "tcp_idle_timeout", "message_timeout", "tls_handshake_timeout", "expire_interval",
+            "shutdown_timeout",
+        ):  # fmt: skip
             if not 0 < getattr(self, name) < math.inf:
                 raise ConfigError(f"{name}: must be positive and finite")
         level = self.log_level.lower()
@@ -183,6 +202,7 @@ class Config:
                 identities=self.aliases,
                 max_contacts=self.max_contacts,
                 max_contact_length=self.max_contact_length,
+                max_contacts_policy=self.max_contacts_policy,
                 bind_to_connection=self.bind_to_connection,
             )
         except ValueError as err:
@@ -195,6 +215,24 @@ class Config:
         except ValueError as err:
             raise ConfigError(f"store: {err}") from None
         object.__setattr__(self, "auth", self._auth_policy())
+        try:
+            object.__setattr__(self, "trusted", Networks(self.trusted_networks))
+        except ValueError as err:
+            raise ConfigError(f"trusted_networks: {err}") from None
+        if not 0 <= self.rate_limit < math.inf:
+            raise ConfigError("rate_limit: must be 0 (no limit) or positive, and finite")
+        if self.rate_burst < 1:
+            raise ConfigError("rate_burst: must be at least 1")
+        if self.rate_limit_action not in ("503", "drop"):
+            raise ConfigError(f"rate_limit_action: {self.rate_limit_action!r} is not 503 or drop")
+        try:
+            object.__setattr__(
+                self,
+                "limits",
+                Limits(max_headers=self.max_headers, max_header_line=self.max_header_line),
+            )
+        except ValueError as err:
+            raise ConfigError(str(err)) from None
 
     def _auth_policy(self) -> AuthPolicy | None:
         if (self.realm is None) != (self.users is None):
@@ -300,13 +338,24 @@ _CHECKS: dict[str, Callable[[str, object], object]] = {
     "default_expires": _integer,
     "max_contacts": _integer,
     "max_contact_length": _integer,
+    "max_contacts_policy": _string,
     "bind_to_connection": _boolean,
     "store": _string,
     "data_dir": _string,
     "log_level": _string,
     "max_message_size": _integer,
+    "max_headers": _integer,
+    "max_header_line": _integer,
     "tcp_idle_timeout": _number,
+    "message_timeout": _number,
+    "tls_handshake_timeout": _number,
     "max_connections": _integer,
+    "max_connections_per_ip": _integer,
+    "trusted_networks": _strings,
+    "rate_limit": _number,
+    "rate_burst": _integer,
+    "rate_limit_action": _string,
+    "scanner_user_agents": _strings,
     "max_in_flight": _integer,
     "expire_interval": _number,
     "shutdown_timeout": _number,

@@ -157,6 +157,17 @@ class MessageTooLarge(SipError):
     status = 513
 
 
+class Dropped(Exception):
+    """A request to leave unanswered (a scanner, a flood): the front sends nothing.
+
+    The reason goes into the request's outcome record, never onto the wire.
+    """
+
+    def __init__(self, reason: str) -> None:
+        super().__init__(reason)
+        self.reason = reason
+
+
 class StoreConflict(Exception):
     """The AOR changed between load and apply; the caller retries."""
 

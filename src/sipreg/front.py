@@ -19,10 +19,10 @@ from collections.abc import Callable
 from typing import Protocol
 
 from .chain import Context, Step
-from .errors import ParseError, ServerInternalError, SipError
+from .errors import Dropped, ParseError, ServerInternalError, SipError
 from .headers import Headers
 from .leg import Address, Leg
-from .message import Request, Response, parse_message, split_head
+from .message import DEFAULT_LIMITS, Limits, Request, Response, parse_message, split_head
 from .outcome import Outcome, OutcomeLog
 from .responses import ToTags, error_response
 from .transactions import Answer, Kind, TransactionCache, TransactionKey
@@ -45,7 +45,8 @@ class Front:
     ``clock`` is wall time (binding expiry survives restarts); ``timer_clock``
     runs the transaction timers and durations, immune to clock steps.
     ``tag_key`` keys the To tags (random when not given); ``on_outcome`` gets
-    every :class:`~sipreg.outcome.Outcome` (by default the log writes it).
+    every :class:`~sipreg.outcome.Outcome` (by default the log writes it);
+    ``limits`` bound what a message head may hold.
     """
 
     def __init__(
@@ -58,8 +59,10 @@ class Front:
         tag_key: bytes | None = None,
         transactions: TransactionCache | None = None,
         on_outcome: Callable[[Outcome], None] | None = None,
+        limits: Limits = DEFAULT_LIMITS,
     ) -> None:
         self.chain = chain
+        self.limits = limits
         self.dispatcher = dispatcher
         self.clock = clock
         self.timer_clock = timer_clock
@@ -75,7 +78,9 @@ class Front:
             request = packet
         else:
             try:
-                message = parse_message(packet, datagram=leg.capabilities.message_framed)
+                message = parse_message(
+                    packet, datagram=leg.capabilities.message_framed, limits=self.limits
+                )
             except ParseError as err:
                 return self._refuse(err, leg, from_addr, start)
             if not isinstance(message, Request):
@@ -130,7 +135,7 @@ class Front:
         """
         start = self.timer_clock()
         try:
-            message = parse_message(split_head(data)[0] + b"\r\n\r\n")
+            message = parse_message(split_head(data)[0] + b"\r\n\r\n", limits=self.limits)
         except ParseError as err:
             headers = err.request_headers
         else:
@@ -148,11 +153,16 @@ class Front:
     ) -> int | None:
         """Run the chain for a request that is no retransmission; the status sent, or None."""
         ctx = Context(leg=leg, source=from_addr, now=self.clock(), transactions=self.transactions)
-        response = await self._run(request, ctx)
+        try:
+            response = await self._run(request, ctx)
+        except Dropped as dropped:
+            response, reason = None, f"dropped: {dropped.reason}"
+        else:
+            reason = "passed on"
         if response is None:
             if key is not None:
                 self.transactions.forget(key)
-            self._record(request, leg, from_addr, start, None, "passed on", ctx=ctx)
+            self._record(request, leg, from_addr, start, None, reason, ctx=ctx)
             return None
         self._tags.stamp(response, request.headers)
         data = response.to_bytes()
@@ -173,6 +183,8 @@ class Front:
         """The chain's answer, with every error it raises made into a response."""
         try:
             return await self.chain.handle(request, ctx)
+        except Dropped:
+            raise  # no answer at all: the caller records it
         except SipError as err:
             return None if request.method == "ACK" else error_response(err, request)
         except Exception:  # a store failure or a bug: answer 500, keep serving

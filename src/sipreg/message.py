@@ -188,11 +188,31 @@ def split_head(data: bytes) -> tuple[bytes, bytes]:
     return data.rstrip(b"\r\n"), b""
 
 
-def parse_message(data: bytes, *, datagram: bool = True) -> Message:
+@dataclass(frozen=True)
+class Limits:
+    """Bounds on a message's head, each refused with a 400 that says which."""
+
+    #: Header fields (after unfolding), e.g. 34 Vias and a dozen more in RFC 4475 longreq.
+    max_headers: int = 128
+    #: Characters of one header field, folded lines joined.
+    max_header_line: int = 8192
+
+    def __post_init__(self) -> None:
+        if self.max_headers < 16 or self.max_header_line < 256:
+            raise ValueError("max_headers must be at least 16, max_header_line at least 256")
+
+
+DEFAULT_LIMITS = Limits()
+
+
+def parse_message(
+    data: bytes, *, datagram: bool = True, limits: Limits = DEFAULT_LIMITS
+) -> Message:
     """Parse one whole message.
 
     With ``datagram`` a Content-Length longer than the bytes left is an error
-    (RFC 3261 section 18.3) and extra bytes after the body are dropped.
+    (RFC 3261 section 18.3) and extra bytes after the body are dropped.  A head
+    past ``limits`` is an error too.
     """
     head_bytes, rest = split_head(data)
     lines = re.split(r"\r?\n", _decode(head_bytes))
@@ -204,7 +224,7 @@ def parse_message(data: bytes, *, datagram: bool = True) -> Message:
             raise ParseError("Malformed Request-Line", request_headers=_lenient_headers(lines[1:]))
         raise ParseError("Malformed start line", answerable=False)
     try:
-        headers = _parse_headers(lines[1:])
+        headers = _parse_headers(lines[1:], limits)
     except ParseError as err:
         if request_line:
             err.request_headers = _lenient_headers(lines[1:])
@@ -249,7 +269,7 @@ def _response(m: re.Match[str], headers: Headers, body: bytes) -> Response:
     return Response(int(code), reason or " ", headers, body, "SIP/2.0")
 
 
-def _unfold(lines: list[str]) -> list[str]:
+def _unfold(lines: list[str], limits: Limits) -> list[str]:
     out: list[str] = []
     for line in lines:
         if line[:1] in (" ", "\t"):
@@ -258,12 +278,18 @@ def _unfold(lines: list[str]) -> list[str]:
             out[-1] = out[-1].rstrip(" \t") + " " + line.strip(" \t")
         else:
             out.append(line)
+        if len(out[-1]) > limits.max_header_line:  # checked as it grows: no quadratic join
+            raise ParseError(
+                f"Header line {len(out) + 1} longer than {limits.max_header_line} characters"
+            )
+        if len(out) > limits.max_headers:
+            raise ParseError(f"More than {limits.max_headers} header fields")
     return out
 
 
-def _parse_headers(lines: list[str]) -> Headers:
+def _parse_headers(lines: list[str], limits: Limits) -> Headers:
     headers = Headers()
-    for number, line in enumerate(_unfold(lines), 2):
+    for number, line in enumerate(_unfold(lines, limits), 2):
         m = _abnf.HEADER_LINE_RE.match(line)
         if not m:
             # The line is not echoed: it is logged, and it may hold anything (a credential).

@@ -44,8 +44,8 @@ class Outcome:
 
     @property
     def refused(self) -> bool:
-        """True for garbage and for REGISTERs refused other than by a first challenge."""
-        if self.method is None:
+        """True for garbage, drops, and REGISTERs refused other than by a first challenge."""
+        if self.method is None or self.reason.startswith("dropped"):
             return True
         return (
             self.method == "REGISTER"

@@ -25,12 +25,14 @@ from collections.abc import Callable, Iterable
 
 from .auth.step import Authorize
 from .auth.users import Users, UsersFileError, load_users, too_open
+from .chain import Step
 from .config import Config, ListenSpec, format_address
+from .guards import RateLimit, Scanners
 from .keyfile import load_or_create_key
 from .registrar.facade import Registrar
 from .registrar.policy import Policy, checked_host
 from .store import BindingStore, open_store
-from .transport.base import InFlight
+from .transport.base import InFlight, PerSource
 from .transport.stream import ContentLengthFramer, Framer, StreamListener
 from .transport.tls import TlsError, server_context
 from .transport.tls import reload as reload_tls
@@ -55,6 +57,7 @@ class Server:
         self.authorize: Authorize | None = None
         self.tls: ssl.SSLContext | None = None
         self.in_flight = InFlight(config.max_in_flight)
+        self.per_source = PerSource(config.max_connections_per_ip, config.trusted)
         self.udp: list[UdpLeg] = []
         self.tcp: list[StreamListener] = []
         self._bound: list[str] = []
@@ -81,7 +84,12 @@ class Server:
         await self.store.open()
         try:
             registrar = self.registrar = Registrar(
-                policy=policy, store=self.store, authorize=self.authorize, mode="redirect"
+                policy=policy,
+                store=self.store,
+                guards=self._guards(),
+                authorize=self.authorize,
+                mode="redirect",
+                limits=config.limits,
             )
             await self._forget_old_connections()
             for spec in config.listen:
@@ -107,6 +115,21 @@ class Server:
                 " server's WebSocket listeners"
             )
         self._sweeper = asyncio.create_task(self._sweep())
+
+    def _guards(self) -> list[Step]:
+        """The steps before all others: the scanner filter, the per-source rate limit."""
+        config = self.config
+        guards: list[Step] = [Scanners(config.scanner_user_agents)]
+        if config.rate_limit:
+            guards.append(
+                RateLimit(
+                    config.rate_limit,
+                    config.rate_burst,
+                    action=config.rate_limit_action,
+                    trusted=config.trusted,
+                )
+            )
+        return guards
 
     async def _forget_old_connections(self) -> None:
         """Remove the bindings tied to connections of an earlier run: they are all gone."""
@@ -184,6 +207,9 @@ class Server:
             max_size=config.max_message_size,
             idle_timeout=config.tcp_idle_timeout,
             max_connections=self._max_connections,
+            per_source=self.per_source,
+            message_timeout=config.message_timeout,
+            handshake_timeout=config.tls_handshake_timeout,
             events=registrar,
         )
         await listener.listen(spec.host, spec.port)

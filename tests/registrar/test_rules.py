@@ -670,3 +670,16 @@ def test_a_plain_register_does_not_touch_an_outbound_binding_of_the_same_uri() -
 def test_the_same_flow_twice_in_one_register_is_400() -> None:
     other = JSSIP.replace("x7k2", "zzz")
     assert refusal(register(JSSIP, other, extra=OUTBOUND)).status == 400
+
+
+def test_replace_oldest_evicts_the_bindings_that_expire_soonest() -> None:
+    p_ = policy(max_contacts=2, max_contacts_policy="replace-oldest")
+    soon = stored("sip:alice@192.0.2.1", expires_in=10, call_id="a")
+    later = stored("sip:alice@192.0.2.2", expires_in=200, call_id="b")
+    p = plan(register(C1, call_id="c"), soon, later, pol=p_)
+    assert p.evicted == (soon,)
+    assert p.change is not None and soon.key in p.change.remove
+    assert {b.contact for b in p.bindings} == {later.contact, C1}
+    assert refusal(register(C1, call_id="c"), soon, later, pol=policy(max_contacts=2)).status == 403
+    with pytest.raises(ValueError, match="max_contacts_policy"):
+        policy(max_contacts_policy="random")

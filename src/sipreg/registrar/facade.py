@@ -5,7 +5,7 @@ it answered with, or None when the request is not for it: in ``chain`` mode a
 request for a registered AOR then has its Request-URI rewritten for the next
 step.  In ``redirect`` mode, the standalone server's, such requests get a 302.
 
-The chain it builds is ``[Authorize (when given), Register, Lookup or Redirect]``;
+The chain it builds is ``[guards..., Authorize (when given), Register, Lookup or Redirect]``;
 :attr:`Registrar.chain` is a :class:`~sipreg.chain.Chain` whose ``steps`` a
 library user may extend, or they build their own :class:`~sipreg.front.Front`
 from the same pieces.
@@ -23,7 +23,7 @@ from ..chain import Chain, Step
 from ..errors import SipError
 from ..front import Dispatcher, Front
 from ..leg import Address, Leg
-from ..message import Request
+from ..message import DEFAULT_LIMITS, Limits, Request
 from ..outcome import Outcome
 from ..routing.rules import ordered
 from ..routing.steps import Lookup, Redirect
@@ -45,7 +45,8 @@ class Registrar:
     that make one (``min_expires``, ``max_expires``, ``domains`` or ``domain``...)
     as Net::SIP::Registrar takes them.  ``authorize`` is a step (say
     :class:`~sipreg.auth.step.Authorize`) put in front of the registrar; without
-    one anyone may register any served AOR, as with Net::SIP.
+    one anyone may register any served AOR, as with Net::SIP.  ``guards`` go
+    first of all (:mod:`sipreg.guards`: a scanner filter, a rate limit).
     """
 
     def __init__(
@@ -54,12 +55,14 @@ class Registrar:
         *,
         policy: Policy | None = None,
         store: BindingStore | None = None,
+        guards: Sequence[Step] = (),
         authorize: Step | None = None,
         mode: Literal["chain", "redirect"] = "chain",
         clock: Callable[[], float] = time.time,
         timer_clock: Callable[[], float] = time.monotonic,
         tag_key: bytes | None = None,
         on_outcome: Callable[[Outcome], None] | None = None,
+        limits: Limits = DEFAULT_LIMITS,
         min_expires: int | None = None,
         max_expires: int | None = None,
         default_expires: int | None = None,
@@ -87,7 +90,7 @@ class Registrar:
         self.store: BindingStore = store if store is not None else MemoryStore()
         self.mode = mode
         self.clock = clock  # wall time: binding expiry survives restarts
-        steps: list[Step] = []
+        steps: list[Step] = list(guards)
         if authorize is not None and mode == "chain":
             # A REGISTER this registrar passes on (section 10.3 step 1) is not its to check.
             def ours(request: Request, source: Address) -> bool:
@@ -110,6 +113,7 @@ class Registrar:
             timer_clock=timer_clock,
             tag_key=tag_key,
             on_outcome=on_outcome,
+            limits=limits,
         )
         self.transactions = self.front.transactions
         self._releases: set[asyncio.Task[None]] = set()

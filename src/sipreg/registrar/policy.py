@@ -93,6 +93,10 @@ class Policy:
     host names or IP addresses (see :func:`checked_host`), stored lower case
     with IPv6 addresses in brackets.
 
+    An AOR past ``max_contacts`` bindings is refused with 403
+    (``max_contacts_policy = "reject"``), or makes room by evicting the bindings
+    that expire soonest (``"replace-oldest"``).
+
     ``bind_to_connection`` ties a binding made over TCP or TLS to its connection,
     as one made over WebSocket always is: it goes when the connection closes.
 
@@ -108,6 +112,7 @@ class Policy:
     identities: tuple[str, ...] = ()
     max_contacts: int = 32
     max_contact_length: int = 1024
+    max_contacts_policy: str = "reject"
     bind_to_connection: bool = False
     supported: frozenset[str] = field(default=SUPPORTED_OPTIONS)
 
@@ -134,6 +139,10 @@ class Policy:
             )
         if self.max_contacts < 1:
             raise ValueError("max_contacts: must be at least 1")
+        if self.max_contacts_policy not in ("reject", "replace-oldest"):
+            raise ValueError(
+                f"max_contacts_policy: {self.max_contacts_policy!r} is not reject or replace-oldest"
+            )
         if self.max_contact_length < 64:
             raise ValueError("max_contact_length: must be at least 64")
         domains = tuple(checked_host("domains", d, wildcard=True) for d in self.domains)

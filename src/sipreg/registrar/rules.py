@@ -6,6 +6,7 @@ stored state are arguments.  Every refusal is a :class:`~sipreg.errors.SipError`
 
 from __future__ import annotations
 
+import dataclasses
 from dataclasses import dataclass
 from email.utils import formatdate
 from functools import lru_cache
@@ -49,12 +50,17 @@ class Source:
 
 @dataclass(frozen=True)
 class RegisterPlan:
-    """The outcome of a REGISTER: the change to store (None for a query) and the 200 to send."""
+    """The outcome of a REGISTER: the change to store (None for a query) and the 200 to send.
+
+    ``evicted`` are the bindings the change removes to make room (``max_contacts_policy``
+    ``replace-oldest``).
+    """
 
     aor: str
     change: Change | None
     bindings: tuple[Binding, ...]
     response: Response
+    evicted: tuple[Binding, ...] = ()
 
 
 @lru_cache(maxsize=8192)
@@ -204,10 +210,19 @@ def plan_register(
             upsert.append(
                 _binding(aor, uri, contact, expires, request, now, policy, source, new_key)
             )
-    if len(kept) + len(upsert) > policy.max_contacts:
-        raise Forbidden(f"Too many contacts for {aor} (at most {policy.max_contacts})")
+    excess = len(kept) + len(upsert) - policy.max_contacts
+    evicted: tuple[Binding, ...] = ()
+    if excess > 0:
+        if policy.max_contacts_policy == "reject":
+            raise Forbidden(f"Too many contacts for {aor} (at most {policy.max_contacts})")
+        # replace-oldest: the bindings this request leaves alone that expire soonest go.
+        evicted = tuple(sorted(kept.values(), key=lambda b: (b.expires_at, b.key))[:excess])
+        for b in evicted:
+            del kept[b.key]
+            remove.append(b.key)
     flows = any(w[3] is not None for w in wanted)
-    return _plan(request, state, now, tuple(remove), tuple(upsert), tuple(kept.values()), flows)
+    plan = _plan(request, state, now, tuple(remove), tuple(upsert), tuple(kept.values()), flows)
+    return dataclasses.replace(plan, evicted=evicted) if evicted else plan
 
 
 def outbound_requested(request: Request) -> bool:

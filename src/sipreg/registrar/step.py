@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import logging
 from collections.abc import AsyncIterator
 from dataclasses import dataclass, field
 
@@ -21,6 +22,8 @@ from ..store.base import MAX_CONFLICT_RETRIES, BindingStore, Change
 from ..uri import SipUri
 from .policy import Policy
 from .rules import Source, check_aor, check_target, plan_register
+
+log = logging.getLogger("sipreg.register")
 
 #: The Retry-After of a 503 while the store is unavailable.
 RETRY_AFTER = 5
@@ -93,6 +96,11 @@ class Register(Step):
             else:
                 # Section 10.3 step 7: a failed back-end commit "MUST fail with a 500".
                 raise ServerInternalError("The binding store is busy; try again")
+        if plan.evicted:
+            log.info(
+                "%s: evicted %d binding(s) expiring soonest to stay within max_contacts: %s",
+                aor, len(plan.evicted), ", ".join(b.contact for b in plan.evicted),
+            )  # fmt: skip
         ctx.bindings = len(plan.bindings)
         return plan.response
 

@@ -17,6 +17,7 @@ from typing import Any, Protocol
 
 from ..errors import SipError
 from ..leg import Leg
+from ..networks import Networks
 from ..throttle import Throttle
 
 log = logging.getLogger("sipreg.transport")
@@ -68,6 +69,40 @@ class NoEvents:
 
     def closed(self, connection: Connection) -> None:
         """Nothing to do."""
+
+
+class PerSource:
+    """How many connections each source address holds, across listeners, at most ``limit``.
+
+    Many phones behind one NAT share an address, so the limit is generous; it stops
+    one host from taking every connection.  Addresses in ``trusted`` (a local edge
+    proxy) have no limit.  Entries go with their last connection.
+    """
+
+    def __init__(self, limit: int = 128, trusted: Networks | None = None) -> None:
+        self.limit = limit
+        self.trusted = trusted if trusted is not None else Networks(())
+        self._open: dict[str, int] = {}
+
+    def admit(self, address: str) -> bool:
+        """Count a connection from ``address``; False (counting nothing) past the limit."""
+        if address in self.trusted:
+            return True
+        held = self._open.get(address, 0)
+        if held >= self.limit:
+            return False
+        self._open[address] = held + 1
+        return True
+
+    def release(self, address: str) -> None:
+        """A connection from ``address`` is gone."""
+        if address in self.trusted:
+            return
+        held = self._open.get(address, 0) - 1
+        if held > 0:
+            self._open[address] = held
+        else:
+            self._open.pop(address, None)
 
 
 class InFlight:

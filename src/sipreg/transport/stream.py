@@ -17,7 +17,9 @@ wait meanwhile and reading pauses, so what a connection holds stays bounded.
 A connection is idle when its peer has neither begun nor finished a message for
 ``idle_timeout`` seconds, so a head trickled a byte at a time does not keep it.
 An idle connection is closed, or aborted if its peer has not read the answers
-already written.
+already written.  A message begun must be whole within ``message_timeout``
+seconds (slow-loris), a TLS handshake done within ``handshake_timeout``, and one
+source address may hold at most ``per_source.limit`` connections at once.
 """
 
 from __future__ import annotations
@@ -34,7 +36,7 @@ from typing import Protocol, cast
 from ..config import format_address
 from ..framing import Broken, Framed, KeepAlive, StreamFramer
 from ..leg import Capabilities
-from .base import ConnectionEvents, Handler, InFlight, NoEvents, Throttled
+from .base import ConnectionEvents, Handler, InFlight, NoEvents, PerSource, Throttled
 
 log = logging.getLogger("sipreg.transport")
 
@@ -140,6 +142,9 @@ class StreamConnection(asyncio.Protocol):
         self._last_read = 0.0  # when the peer last sent a whole message or began one
         self._pinged = False  # since then
         self._idle_timer: asyncio.TimerHandle | None = None
+        self._message_timer: asyncio.TimerHandle | None = None  # armed while a message is due
+        self._admitted = False
+        self._spoke = False  # a message (or keep-alive) came on it
 
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
         self._stream = stream = cast(asyncio.Transport, transport)  # uvloop's is no subclass
@@ -150,10 +155,15 @@ class StreamConnection(asyncio.Protocol):
             return
         self.local, self.peer = _address(sockname), _address(peername)
         listener = self.listener
-        if len(listener.connections) >= listener.max_connections:
+        if len(listener.connections) >= listener.max_connections and not listener.make_room():
             listener.refusing.warn(*self.peer)
             stream.abort()
             return
+        if not listener.per_source.admit(self.peer[0]):
+            listener.crowding.warn(self.peer[0], listener.per_source.limit)
+            stream.abort()
+            return
+        self._admitted = True
         self.connection_id = (
             f"{format_address(self.transport, *self.local)}"
             f"<-{format_address(self.transport, *self.peer)}#{next(_ids)}"
@@ -167,10 +177,13 @@ class StreamConnection(asyncio.Protocol):
 
     def connection_lost(self, exc: Exception | None) -> None:
         self.listener.connections.discard(self)
+        if self._admitted:
+            self.listener.per_source.release(self.peer[0])
         self.listener.in_flight.cancel_wait(self._pump)
         self._queued.clear()  # nobody is left to answer
-        if self._idle_timer is not None:
-            self._idle_timer.cancel()
+        for timer in (self._idle_timer, self._message_timer):
+            if timer is not None:
+                timer.cancel()
         self._stream = None
         if self._announced:
             self.listener.events.closed(self)
@@ -193,8 +206,26 @@ class StreamConnection(asyncio.Protocol):
                 self._closing = True
             else:
                 self._queued.append(item)
+                self._spoke = True
+        self._watch_message()
         self._announce()
         self._pump()
+
+    def _watch_message(self) -> None:
+        """A message begun must be whole within ``message_timeout``, however it trickles."""
+        if not self._framer.pending:
+            if self._message_timer is not None:
+                self._message_timer.cancel()
+                self._message_timer = None
+        elif self._message_timer is None and not self._closing:
+            loop = asyncio.get_running_loop()
+            self._message_timer = loop.call_later(self.listener.message_timeout, self._stalled)
+
+    def _stalled(self) -> None:
+        log.debug("closing %s: a message came too slowly", self.connection_id)
+        self._message_timer = None
+        if self._stream is not None:
+            self._stream.abort()
 
     def eof_received(self) -> bool:
         """The peer has half-closed: answer what it sent, then close (not at once)."""
@@ -227,6 +258,25 @@ class StreamConnection(asyncio.Protocol):
         """Close after the pending writes are flushed."""
         if self._stream is not None:
             self._stream.close()
+
+    def abort(self) -> None:
+        """Close now, dropping what is not written; it leaves the listener's count at once."""
+        self.listener.connections.discard(self)
+        if self._stream is not None:
+            self._stream.abort()
+
+    @property
+    def silent(self) -> bool:
+        """True when its peer has sent no message, nor begun one, since it connected."""
+        return not (self._spoke or self._framer.pending)
+
+    @property
+    def last_read(self) -> float:
+        """When its peer last began or finished a message (loop time)."""
+        return self._last_read
+
+    def __str__(self) -> str:
+        return self.connection_id or f"{self.transport} connection"
 
     def _write(self, data: bytes) -> None:
         if data and self._stream is not None and not self._stream.is_closing():
@@ -329,6 +379,9 @@ class StreamListener:
         max_size: int = 65535,
         idle_timeout: float = 300.0,
         max_connections: int = 1024,
+        per_source: PerSource | None = None,
+        message_timeout: float = 10.0,
+        handshake_timeout: float = 10.0,
         events: ConnectionEvents | None = None,
     ) -> None:
         self.handler = handler
@@ -342,9 +395,16 @@ class StreamListener:
         self.max_size = max_size
         self.idle_timeout = idle_timeout
         self.max_connections = max_connections
+        self.per_source = per_source if per_source is not None else PerSource()
+        self.message_timeout = message_timeout
+        self.handshake_timeout = handshake_timeout
         self.events: ConnectionEvents = events if events is not None else NoEvents()
         self.connections: set[StreamConnection] = set()
         self.refusing = Throttled(f"too many {kind} connections: refusing %s:%s")
+        self.evicting = Throttled(
+            f"{kind} connections at max_connections (%d): dropping silent ones for new ones"
+        )
+        self.crowding = Throttled(f"{kind}: %s holds %d connections already: refusing more")
         self.reading = True
         self.local: tuple[str, int] = ("", 0)
         self._server: asyncio.Server | None = None
@@ -355,11 +415,32 @@ class StreamListener:
         """Accept connections on ``host``:``port`` (0 picks a free port) or a bound ``sock``."""
         loop = asyncio.get_running_loop()
         factory = lambda: StreamConnection(self)  # noqa: E731
+        # A TLS handshake has its own bound: connection_made comes only after it.
+        handshake = self.handshake_timeout if self.tls is not None else None
         if sock is not None:
-            self._server = await loop.create_server(factory, sock=sock, ssl=self.tls)
+            self._server = await loop.create_server(
+                factory, sock=sock, ssl=self.tls, ssl_handshake_timeout=handshake
+            )
         else:
-            self._server = await loop.create_server(factory, host, port, ssl=self.tls)
+            self._server = await loop.create_server(
+                factory, host, port, ssl=self.tls, ssl_handshake_timeout=handshake
+            )
         self.local = _address(self._server.sockets[0].getsockname())
+
+    def make_room(self) -> bool:
+        """At ``max_connections``: drop the oldest connection that never sent a message.
+
+        A flood of connections that say nothing cannot keep a new client out until
+        the idle timeout; a phone that registered over its connection is never dropped.
+        """
+        silent = [c for c in self.connections if c.silent]
+        if not silent:
+            return False
+        victim = min(silent, key=lambda c: c.last_read)
+        log.debug("%s: dropping the silent connection %s for a new one", self.kind, victim)
+        self.evicting.warn(self.max_connections)
+        victim.abort()
+        return True
 
     def stop_reading(self) -> None:
         """Accept no more connections and read nothing more on the open ones."""

@@ -53,12 +53,15 @@ class WebSocketFramer:
         self._out = bytearray()
         self._partial = bytearray()
         self._close_code = 1002  # protocol error, unless a message was too big
+        self._unfinished = 0  # bytes fed since an event last came whole
 
     def feed(self, data: bytes) -> list[Framed | Closing]:
         out: list[Framed | Closing] = []
+        self._unfinished += len(data)
         try:
             self._ws.receive_data(data)
             for event in self._ws.events():
+                self._unfinished = 0  # something came whole: a handshake, frame or message
                 if isinstance(event, Request):
                     if not self._accept(event):
                         out.append(CLOSING)
@@ -83,7 +86,9 @@ class WebSocketFramer:
 
     @property
     def pending(self) -> int:
-        return len(self._partial)
+        # What wsproto holds of a frame or handshake not yet whole counts too: a peer
+        # trickling one frame a byte at a time is still slow.
+        return len(self._partial) + self._unfinished
 
     @property
     def ready(self) -> bool:
