@@ -287,12 +287,12 @@ def test_bad_flags_exit_2_without_traceback() -> None:
     assert "Traceback" not in done.stderr
 
 
-def test_port_in_use_exits_1_with_a_message(tmp_path: Path) -> None:
+def test_port_in_use_exits_2_with_one_line(tmp_path: Path) -> None:
     with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as taken:
         taken.bind(("127.0.0.1", 0))
         port = taken.getsockname()[1]
         done = sipreg("serve", "--listen", f"udp:127.0.0.1:{port}", "--store", "memory:")
-    assert done.returncode == 1
+    assert done.returncode == 2
     assert (
         done.stderr
         == f"sipreg: error: cannot listen on udp:127.0.0.1:{port}: Address already in use\n"

@@ -1,7 +1,8 @@
 """The ``sipreg`` command: ``serve``, ``bindings list|remove`` and ``user add|remove|list``.
 
-Bad flags or settings exit with status 2 and a one-line message; a server,
-store or users file that cannot be used exits with status 1.
+Bad flags or settings, and a server that cannot start (a port taken, a
+certificate, store or users file that cannot be used), exit with status 2 and a
+one-line message; a command that fails at its work exits with status 1.
 """
 
 from __future__ import annotations
@@ -20,7 +21,7 @@ from collections.abc import AsyncIterator, Callable, Sequence
 from . import __version__
 from .auth.users import User, Users, UsersFileError, check_field, load_users, save_users
 from .config import LOG_LEVELS, Config, ConfigError, format_address, load_config
-from .errors import ParseError
+from .errors import ParseError, StartupError
 from .registrar.binding import Binding
 from .registrar.facade import Registrar
 from .store import BindingStore, open_store
@@ -38,12 +39,12 @@ def main(argv: Sequence[str] | None = None) -> int:
     """Run the command line ``argv`` (default ``sys.argv[1:]``); the exit status."""
     parser = _parser()
     args = parser.parse_args(argv)
-    usage: argparse.ArgumentParser = args.parser  # the subcommand's, for its error messages
     command: Callable[[argparse.Namespace], int] = args.command
     try:
         return command(args)
-    except ConfigError as err:
-        usage.error(str(err))
+    except (ConfigError, StartupError) as err:  # a setting, or what it names, is unusable
+        print(f"sipreg: error: {err}", file=sys.stderr)
+        return 2
     except (Failure, OSError, sqlite3.Error, RuntimeError, UsersFileError) as err:
         print(f"sipreg: error: {err}", file=sys.stderr)
         return 1
@@ -260,17 +261,17 @@ def _parser() -> argparse.ArgumentParser:
     )
     serve.add_argument("--realm", metavar="R", help="authenticate with Digest in realm R")
     serve.add_argument("--users", metavar="FILE", help="the users file (sipreg user add)")
-    serve.set_defaults(command=_serve, parser=serve)
+    serve.set_defaults(command=_serve)
 
     bindings = commands.add_parser("bindings", help="inspect or edit the stored bindings")
     actions = bindings.add_subparsers(title="actions", required=True, metavar="ACTION")
     listing = actions.add_parser("list", parents=[common], help="print the live bindings")
     listing.add_argument("aor", nargs="?", metavar="AOR", help="only this address of record")
-    listing.set_defaults(command=_list, parser=listing)
+    listing.set_defaults(command=_list)
     removal = actions.add_parser("remove", parents=[common], help="remove bindings")
     removal.add_argument("aor", metavar="AOR", help="the address of record")
     removal.add_argument("contact", nargs="?", metavar="CONTACT", help="only this contact")
-    removal.set_defaults(command=_remove, parser=removal)
+    removal.set_defaults(command=_remove)
 
     user = commands.add_parser("user", help="edit the users file (HA1s, never passwords)")
     user_actions = user.add_subparsers(title="actions", required=True, metavar="ACTION")
@@ -284,11 +285,11 @@ def _parser() -> argparse.ArgumentParser:
         "--password-stdin", action="store_true", help="read the password from one line of stdin"
     )
     add.add_argument("name", metavar="NAME", help="the user name (the user part of its AOR)")
-    add.set_defaults(command=_user_add, parser=add)
+    add.set_defaults(command=_user_add)
     drop = user_actions.add_parser("remove", parents=[users_file], help="remove a user")
     drop.add_argument("--realm", metavar="R", help="only of this realm")
     drop.add_argument("name", metavar="NAME")
-    drop.set_defaults(command=_user_remove, parser=drop)
+    drop.set_defaults(command=_user_remove)
     listing = user_actions.add_parser("list", parents=[users_file], help="print name and realm")
-    listing.set_defaults(command=_user_list, parser=listing)
+    listing.set_defaults(command=_user_list)
     return parser

@@ -23,6 +23,7 @@ from .message import Limits
 from .networks import LOOPBACK, Networks
 from .registrar.policy import Policy
 from .store import open_store
+from .store.base import URL_SCHEME
 
 TransportName = Literal["udp", "tcp", "tls", "ws", "wss"]
 TRANSPORT_NAMES: tuple[TransportName, ...] = ("udp", "tcp", "tls", "ws", "wss")
@@ -263,10 +264,20 @@ class Config:
 
     @property
     def store_url(self) -> str:
-        """The store URL, with the ``sqlite:sipreg.db`` default placed in ``data_dir``."""
-        if self.store is not None and self.store.removeprefix("sqlite:").removeprefix("//"):
-            return self.store
-        return "sqlite:" + os.path.join(self.data_dir or "", "sipreg.db")
+        """The store URL: a SQLite path that is not absolute lives in ``data_dir``.
+
+        No store, or ``sqlite:`` alone, is ``sipreg.db`` there.
+        """
+        store = self.store or "sqlite:"
+        if store.startswith("sqlite:"):
+            path = store.removeprefix("sqlite:").removeprefix("//") or "sipreg.db"
+        elif URL_SCHEME.match(store):
+            return store  # memory:, or a store that keeps no file here
+        else:
+            path = store
+        if self.data_dir and not os.path.isabs(path):
+            path = os.path.join(self.data_dir, path)
+        return "sqlite:" + path
 
 
 def _auth_key(message: str) -> str:

@@ -174,3 +174,7 @@ class StoreConflict(Exception):
 
 class StoreUnavailable(RuntimeError):
     """The store cannot be reached now (closed, locked, unreachable); a later try may work."""
+
+
+class StartupError(Exception):
+    """The server cannot start: the message is one line saying what and why."""

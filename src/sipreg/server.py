@@ -27,11 +27,13 @@ from .auth.step import Authorize
 from .auth.users import Users, UsersFileError, load_users, too_open
 from .chain import Step
 from .config import Config, ListenSpec, format_address
+from .errors import StartupError
 from .guards import RateLimit, Scanners
 from .keyfile import load_or_create_key
 from .registrar.facade import Registrar
 from .registrar.policy import Policy, checked_host
 from .store import BindingStore, open_store
+from .store.sqlite import StoreOpenError
 from .transport.base import InFlight, PerSource
 from .transport.stream import ContentLengthFramer, Framer, StreamListener
 from .transport.tls import TlsError, server_context
@@ -70,9 +72,21 @@ class Server:
         return list(self._bound)
 
     async def start(self) -> None:
-        """Open the store, bind every listener and start the expiry sweep."""
+        """Open the store, bind every listener and start the expiry sweep.
+
+        Raises :class:`StartupError`, one line naming what and why, when a folder,
+        certificate, users file, key, store or port cannot be used.
+        """
+        try:
+            await self._start()
+        except (OSError, TlsError, UsersFileError, StoreOpenError, ValueError) as err:
+            raise StartupError(str(err)) from err
+
+    async def _start(self) -> None:
         config = self.config
         if config.data_dir:
+            if os.path.exists(config.data_dir) and not os.path.isdir(config.data_dir):
+                raise StartupError(f"--data-dir {config.data_dir} is a file, not a folder")
             os.makedirs(config.data_dir, exist_ok=True)
         listeners = sum(spec.transport != "udp" for spec in config.listen)
         if listeners:

@@ -130,12 +130,12 @@ def open_store(url: str) -> BindingStore:
         from .sqlite import SqliteStore
 
         return SqliteStore(url.removeprefix("sqlite:").removeprefix("//") or "sipreg.db")
-    if _SCHEME.match(url) or not url:
+    if URL_SCHEME.match(url) or not url:
         raise ValueError(f"unknown store URL {url!r}: use memory:, sqlite:PATH or a file path")
     from .sqlite import SqliteStore
 
     return SqliteStore(url)
 
 
-# A URL scheme (RFC 3986): what is no file path.  A one-letter one is a Windows drive.
-_SCHEME = re.compile(r"[A-Za-z][A-Za-z0-9+.\-]+:")
+#: A URL scheme (RFC 3986): what is no file path.  A one-letter one is a Windows drive.
+URL_SCHEME = re.compile(r"[A-Za-z][A-Za-z0-9+.\-]+:")

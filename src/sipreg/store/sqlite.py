@@ -276,16 +276,42 @@ def migrate(con: sqlite3.Connection) -> int:
     return found
 
 
+class StoreOpenError(RuntimeError):
+    """A SQLite store that cannot be opened; the message names the file and the cause."""
+
+
 def _connect(path: str) -> sqlite3.Connection:
-    con = sqlite3.connect(path, isolation_level=None, check_same_thread=False)
+    try:
+        con = sqlite3.connect(path, isolation_level=None, check_same_thread=False)
+    except sqlite3.Error as err:
+        raise StoreOpenError(_why_not(path, err)) from None
     try:
         con.execute("PRAGMA journal_mode = WAL")
         con.execute("PRAGMA synchronous = FULL")
         migrate(con)
+    except sqlite3.Error as err:
+        con.close()
+        raise StoreOpenError(_why_not(path, err)) from None
     except BaseException:
         con.close()
         raise
     return con
+
+
+def _why_not(path: str, err: sqlite3.Error) -> str:
+    """Why the store at ``path`` did not open, in words that name the file (not SQLite's)."""
+    folder = os.path.dirname(os.path.abspath(path))
+    if os.path.isdir(path):
+        return f"the store {path} is a folder, not a SQLite file"
+    if not os.path.isdir(folder):
+        return f"cannot create the store {path}: the folder {folder} does not exist"
+    if not os.access(folder, os.W_OK | os.X_OK) and not os.path.exists(path):
+        return f"cannot create the store {path}: the folder {folder} is not writable"
+    if "not a database" in str(err):
+        return f"the store {path} is not a SQLite database"
+    if os.path.exists(path) and not os.access(path, os.R_OK | os.W_OK):
+        return f"cannot open the store {path}: no permission to read and write it"
+    return f"cannot open the store {path}: {err}"
 
 
 @contextmanager
