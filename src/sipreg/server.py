@@ -17,12 +17,14 @@ import functools
 import ipaddress
 import logging
 import os
+import platform
 import resource
 import signal
 import socket
 import ssl
 from collections.abc import Callable, Iterable
 
+from . import __version__
 from .auth.step import Authorize
 from .auth.users import Users, UsersFileError, load_users, too_open
 from .chain import Step
@@ -115,7 +117,7 @@ class Server:
             await self._close_sockets()
             await self.store.close()
             raise
-        log.debug("identities: %s", ", ".join(registrar.policy.identities))
+        self._describe(registrar)
         for address in self._bound:
             log.info("listening on %s", address)
         if self.authorize is None:
@@ -129,6 +131,47 @@ class Server:
                 " server's WebSocket listeners"
             )
         self._sweeper = asyncio.create_task(self._sweep())
+
+    def _describe(self, registrar: Registrar) -> None:
+        """Log what this server is: its version, loop, store, domains, auth and limits."""
+        config, policy = self.config, registrar.policy
+        loop = type(asyncio.get_running_loop())
+        log.info(
+            "sipreg %s, Python %s, event loop %s.%s",
+            __version__, platform.python_version(), loop.__module__.partition(".")[0],
+            loop.__name__,
+        )  # fmt: skip
+        store = config.store_url
+        if store.startswith("sqlite:"):
+            store = "sqlite:" + os.path.abspath(store.removeprefix("sqlite:"))
+        log.info("store %s", store)
+        log.info("domains: %s", ", ".join(policy.domains) if policy.domains else "every domain")
+        log.info("identities: %s", ", ".join(policy.identities))
+        if self.authorize is not None:
+            auth = self.authorize.auth
+            log.info(
+                "authentication on: realm %s, users file %s, offering %s",
+                auth.realm, config.users, " then ".join(auth.algorithms),
+            )  # fmt: skip
+        log.info(
+            "expires %d..%d s (default %d), at most %d bindings an AOR (%s), messages of at"
+            " most %d bytes, %d header fields, %d characters a header line",
+            policy.min_expires, policy.max_expires,
+            policy.clamp_expires(policy.default_expires), policy.max_contacts,
+            policy.max_contacts_policy, config.max_message_size, config.max_headers,
+            config.max_header_line,
+        )  # fmt: skip
+        rate = "no rate limit"
+        if config.rate_limit:
+            rate = f"{config.rate_limit:g}/s a source, bursts of {config.rate_burst}"
+            rate += f" ({config.rate_limit_action})"
+        log.info(
+            "%s; %d connections a listener, %d a source; idle %g s, a message %g s, a TLS"
+            " handshake %g s; trusted: %s",
+            rate, self._max_connections, config.max_connections_per_ip, config.tcp_idle_timeout,
+            config.message_timeout, config.tls_handshake_timeout,
+            ", ".join(config.trusted_networks) or "none",
+        )  # fmt: skip
 
     def _guards(self) -> list[Step]:
         """The steps before all others: the scanner filter, the per-source rate limit."""
