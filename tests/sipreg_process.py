@@ -24,7 +24,8 @@ class SipregProcess:
 
     ``python`` replaces ``[sys.executable, "-m", "sipreg"]``; ``args`` are more flags;
     ``listen`` replaces the two listen specs.  ``ports`` maps each transport to the port
-    it got (``addresses`` to its host and port).
+    it got (``addresses`` to its host and port).  ``domain`` None leaves the served
+    domains to ``args`` (a config file, say).
     """
 
     def __init__(
@@ -34,11 +35,12 @@ class SipregProcess:
         args: Sequence[str] = (),
         python: Sequence[str] | None = None,
         listen: Sequence[str] = ("udp:127.0.0.1:0", "tcp:127.0.0.1:0"),
+        domain: str | None = "example.com",
     ) -> None:
         argv = [
             *(python or [sys.executable, "-m", "sipreg"]), "serve",
             *(flag for spec in listen for flag in ("--listen", spec)),
-            "--store", store, "--domain", "example.com", *args,
+            "--store", store, *(["--domain", domain] if domain else []), *args,
         ]  # fmt: skip
         self.store = store
         self.proc = subprocess.Popen(

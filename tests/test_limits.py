@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import contextlib
 import resource
+import signal
 import socket
 import ssl
 import time
@@ -238,3 +239,35 @@ def test_a_burst_of_idle_connections_leaves_room_for_registrations(start: Start)
         for sock in idle:
             sock.close()
         resource.setrlimit(resource.RLIMIT_NOFILE, (soft, hard))
+
+
+def test_sighup_reloads_domains_and_limits_and_keeps_a_broken_config_out(
+    tmp_path: Path, certs: Certs
+) -> None:
+    config = tmp_path / "live.toml"
+    config.write_text('domains = ["example.com"]\ntrusted_networks = []\nrate_limit = 0\n')
+    server = SipregProcess(
+        "memory:", tmp_path, ["--config", str(config)], listen=("udp:127.0.0.1:0",), domain=None
+    )
+    try:
+
+        def other() -> bytes:  # a new transaction each time
+            return request("REGISTER", "zed").replace(b"example.com", b"example.org")
+
+        assert (udp_ask(server, other()) or b"").startswith(b"SIP/2.0 403")
+        config.write_text(
+            'domains = ["example.com", "example.org"]\ntrusted_networks = []\n'
+            "rate_limit = 1\nrate_burst = 1\n"
+        )
+        server.proc.send_signal(signal.SIGHUP)
+        server.wait_for("reload: config applied")
+        assert (udp_ask(server, other()) or b"").startswith(b"SIP/2.0 200")  # a new domain
+        assert (udp_ask(server, request()) or b"").startswith(b"SIP/2.0 503")  # a new limit
+        config.write_text("domains = [\n")  # broken
+        server.proc.send_signal(signal.SIGHUP)
+        server.wait_for("reload: .*keeping the config loaded before")
+        config.write_text(f'domains = ["example.com"]\ndata_dir = "{tmp_path / "elsewhere"}"\n')
+        server.proc.send_signal(signal.SIGHUP)
+        server.wait_for("reload: data_dir changed: that takes a restart")
+    finally:
+        assert server.stop() == 0

@@ -52,7 +52,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         return 130
 
 
-def _config(args: argparse.Namespace) -> Config:
+def _config(args: argparse.Namespace, *, logs: bool = True) -> Config:
     """The config the flags and ``--config`` make, with logging set up at its level."""
     overrides = {
         "listen": getattr(args, "listen", None),
@@ -72,14 +72,15 @@ def _config(args: argparse.Namespace) -> Config:
         "log_level": args.log_level,
     }
     config = load_config(args.config, overrides)
-    logging.basicConfig(level=config.log_level.upper(), format=LOG_FORMAT, stream=sys.stderr)
+    if logs:
+        logging.basicConfig(level=config.log_level.upper(), format=LOG_FORMAT, stream=sys.stderr)
     return config
 
 
 def _serve(args: argparse.Namespace) -> int:
     from .server import run
 
-    run(_config(args))
+    run(_config(args), load=lambda: _config(args, logs=False))
     return 0
 
 

@@ -44,7 +44,8 @@ class RateLimit(Step):
     """A token bucket per source address: ``rate`` requests a second, ``burst`` at once.
 
     Past it a request gets ``503`` with ``Retry-After`` (``action="503"``) or no
-    answer (``action="drop"``).  Addresses in ``trusted`` are not limited.  At most
+    answer (``action="drop"``).  A ``rate`` of 0 limits nothing.  Addresses in
+    ``trusted`` are not limited.  At most
     ``max_sources`` buckets are kept, the least recently used going first, so a
     flood from spoofed addresses cannot exhaust memory (it only forgets buckets).
     """
@@ -60,8 +61,10 @@ class RateLimit(Step):
         when: Filter | None = None,
     ) -> None:
         super().__init__(when=when)
-        if rate <= 0 or burst < 1 or max_sources < 1:
-            raise ValueError("a rate limit needs a positive rate, burst and table size")
+        if rate < 0 or burst < 1 or max_sources < 1:
+            raise ValueError(
+                "a rate limit needs a rate of 0 or more, and a positive burst and size"
+            )
         if action not in ("503", "drop"):
             raise ValueError(f"rate_limit_action: {action!r} is not 503 or drop")
         self.rate = rate
@@ -73,7 +76,7 @@ class RateLimit(Step):
 
     async def handle(self, request: Request, ctx: Context) -> Response | None:
         address = ctx.source[0]
-        if address in self.trusted or self._take(address, ctx.now):
+        if not self.rate or address in self.trusted or self._take(address, ctx.now):
             return None
         if self.action == "drop" or request.method == "ACK":
             raise Dropped("rate limit")

@@ -28,7 +28,7 @@ from . import __version__
 from .auth.step import Authorize
 from .auth.users import Users, UsersFileError, load_users, too_open
 from .chain import Step
-from .config import Config, ListenSpec, format_address
+from .config import Config, ConfigError, ListenSpec, format_address
 from .errors import StartupError
 from .guards import RateLimit, Scanners
 from .keyfile import load_or_create_key
@@ -52,9 +52,12 @@ _RESERVED_FILES = 64
 
 
 class Server:
-    """A running sipreg: create, ``await start()``, later ``await stop()``."""
+    """A running sipreg: create, ``await start()``, later ``await stop()``.
 
-    def __init__(self, config: Config) -> None:
+    ``load`` reads the config again (the file and the flags), for a reload.
+    """
+
+    def __init__(self, config: Config, load: Callable[[], Config] | None = None) -> None:
         self.config = config
         self.store: BindingStore = open_store(config.store_url)
         self.registrar: Registrar | None = None
@@ -62,6 +65,13 @@ class Server:
         self.tls: ssl.SSLContext | None = None
         self.in_flight = InFlight(config.max_in_flight)
         self.per_source = PerSource(config.max_connections_per_ip, config.trusted)
+        self.load = load
+        self._reloads: set[asyncio.Task[None]] = set()
+        self._scanners = Scanners(config.scanner_user_agents)
+        self._rate = RateLimit(
+            config.rate_limit, config.rate_burst, action=config.rate_limit_action,
+            trusted=config.trusted,
+        )  # fmt: skip
         self.udp: list[UdpLeg] = []
         self.tcp: list[StreamListener] = []
         self._bound: list[str] = []
@@ -175,18 +185,7 @@ class Server:
 
     def _guards(self) -> list[Step]:
         """The steps before all others: the scanner filter, the per-source rate limit."""
-        config = self.config
-        guards: list[Step] = [Scanners(config.scanner_user_agents)]
-        if config.rate_limit:
-            guards.append(
-                RateLimit(
-                    config.rate_limit,
-                    config.rate_burst,
-                    action=config.rate_limit_action,
-                    trusted=config.trusted,
-                )
-            )
-        return guards
+        return [self._scanners, self._rate]
 
     async def _forget_old_connections(self) -> None:
         """Remove the bindings tied to connections of an earlier run: they are all gone."""
@@ -208,10 +207,23 @@ class Server:
         return Authorize(auth, policy, users, key)
 
     def reload(self) -> None:
-        """Re-read the users file and the certificate (SIGHUP); what cannot be read is kept.
+        """SIGHUP: re-read the config, the users file and the certificate, in a task.
 
-        Connections already up keep the certificate they were made with.
+        What cannot be read is logged and the old kept.  Connections already up keep
+        the certificate they were made with.
         """
+        task = asyncio.get_running_loop().create_task(self._reload())
+        self._reloads.add(task)
+        task.add_done_callback(self._reloads.discard)
+
+    async def _reload(self) -> None:
+        if self.load is not None:
+            try:
+                new = self.load()
+            except ConfigError as err:
+                log.error("reload: %s; keeping the config loaded before", err)
+            else:
+                await self._apply(new)
         config = self.config
         if self.tls is not None and config.tls_cert is not None and config.tls_key is not None:
             try:
@@ -225,6 +237,44 @@ class Server:
                 self.authorize.users = self._read_users(config.users, self.authorize.auth.realm)
             except UsersFileError as err:
                 log.error("reload: %s; keeping the users loaded before", err)
+
+    async def _apply(self, new: Config) -> None:
+        """Take what may change while running from ``new``; say what needs a restart."""
+        old, registrar = self.config, self.registrar
+        assert registrar is not None
+        fixed = [
+            name for name in ("listen", "store_url", "data_dir", "realm", "max_connections")
+            if getattr(old, name) != getattr(new, name)
+        ]  # fmt: skip
+        if fixed:
+            log.warning("reload: %s changed: that takes a restart", ", ".join(fixed))
+        users = new.users if new.realm == old.realm else old.users
+        new = dataclasses.replace(
+            new, listen=old.listen, store=old.store, data_dir=old.data_dir, realm=old.realm,
+            users=users, max_connections=old.max_connections,
+        )  # fmt: skip
+        self.config = new
+        registrar.set_policy(
+            dataclasses.replace(new.policy, identities=tuple(await self._identities()))
+        )
+        if self.authorize is not None and new.auth is not None:
+            self.authorize.configure(new.auth)
+        registrar.front.limits = new.limits
+        self._scanners.agents = tuple(a.lower() for a in new.scanner_user_agents)
+        rate = self._rate
+        rate.rate, rate.burst, rate.action = new.rate_limit, new.rate_burst, new.rate_limit_action
+        rate.trusted = new.trusted
+        self.per_source.limit, self.per_source.trusted = new.max_connections_per_ip, new.trusted
+        for leg in self.udp:
+            leg.max_size = new.max_message_size
+        for listener in self.tcp:
+            listener.max_size = new.max_message_size
+            listener.idle_timeout = new.tcp_idle_timeout
+            listener.message_timeout = new.message_timeout
+            listener.handshake_timeout = new.tls_handshake_timeout
+            if listener.kind in ("ws", "wss"):
+                listener.framer = functools.partial(WebSocketFramer, origins=new.ws_origins)
+        log.info("reload: config applied")
 
     @staticmethod
     def _read_users(path: str, realm: str) -> Users:
@@ -403,9 +453,9 @@ def _outbound(address: str, family: socket.AddressFamily) -> str:
     return "" if ipaddress.ip_address(local).is_unspecified else local
 
 
-async def serve(config: Config) -> None:
-    """Run a server until SIGTERM or SIGINT, then stop it gracefully."""
-    server = Server(config)
+async def serve(config: Config, load: Callable[[], Config] | None = None) -> None:
+    """Run a server until SIGTERM or SIGINT, then stop it gracefully; SIGHUP reloads."""
+    server = Server(config, load)
     await server.start()
     stopping = asyncio.Event()
     loop = asyncio.get_running_loop()
@@ -422,12 +472,12 @@ async def serve(config: Config) -> None:
         await server.stop()
 
 
-def run(config: Config) -> None:
+def run(config: Config, load: Callable[[], Config] | None = None) -> None:
     """Run :func:`serve` on a new event loop, uvloop's when installed."""
     try:
         import uvloop
     except ImportError:
-        asyncio.run(serve(config))
+        asyncio.run(serve(config, load))
     else:
         with asyncio.Runner(loop_factory=uvloop.new_event_loop) as runner:
-            runner.run(serve(config))
+            runner.run(serve(config, load))

@@ -87,6 +87,16 @@ class Authorize(Step):
         # What an unknown user is checked against, so it costs what a known one does.
         self._decoy = {a: secrets.token_hex(DIGEST_LENGTH[a] // 2) for a in ALGORITHMS}
 
+    def configure(self, auth: AuthPolicy) -> None:
+        """Take new settings (a reload), keeping the nonces, counts and bans in force."""
+        if auth.realm != self.auth.realm:
+            raise ValueError("the realm cannot change while the server runs")
+        self.auth = auth
+        self.nonces.lifetime = auth.nonce_lifetime
+        guard = self.guard
+        guard.max_failures, guard.max_users = auth.max_failures, auth.max_users
+        guard.window, guard.ban_time = auth.failure_window, auth.ban_time
+
     async def handle(self, request: Request, ctx: Context) -> Response | None:
         if request.method not in self.auth.methods:
             return None

@@ -118,6 +118,17 @@ class Registrar:
         self.transactions = self.front.transactions
         self._releases: set[asyncio.Task[None]] = set()
 
+    def set_policy(self, policy: Policy) -> None:
+        """Serve by ``policy`` from now on (a reload): so does every step holding a Policy."""
+        self.policy = policy
+        pending: list[Step] = [self.chain]
+        while pending:
+            step = pending.pop()
+            if isinstance(step, Chain):
+                pending.extend(step.steps)
+            elif isinstance(getattr(step, "policy", None), Policy):
+                step.policy = policy  # type: ignore[attr-defined]
+
     # --- the Net::SIP::Registrar API ----------------------------------------------------
 
     @property
