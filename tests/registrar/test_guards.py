@@ -68,4 +68,4 @@ def test_settings_are_checked() -> None:
     with pytest.raises(ValueError, match="rate_limit_action"):
         RateLimit(action="tarpit")
     with pytest.raises(ValueError):
-        RateLimit(rate=0)
+        RateLimit(rate=-1)
