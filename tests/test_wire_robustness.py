@@ -25,7 +25,7 @@ import subprocess
 import sys
 import threading
 import time
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 from pathlib import Path
 from typing import Final, Protocol
 
@@ -59,17 +59,22 @@ class Sipreg(SipregProcess):
     """
 
     def __init__(
-        self, tmp_path: Path, config: str = "", files: tuple[int, int] | None = None
+        self,
+        tmp_path: Path,
+        config: str = "",
+        files: tuple[int, int] | None = None,
+        flags: Sequence[str] = (),
+        listen: Sequence[str] = ("udp:127.0.0.1:0", "tcp:127.0.0.1:0"),
     ) -> None:
         python = None
         if files is not None:
             python = [sys.executable, "-c", _WITH_FILES, *map(str, files)]
-        args: list[str] = []
+        args = list(flags)
         if config:
             path = tmp_path / "sipreg.toml"
             path.write_text(config)
             args += ["--config", str(path)]
-        super().__init__(f"sqlite:{tmp_path / 'x.db'}", tmp_path, args, python)
+        super().__init__(f"sqlite:{tmp_path / 'x.db'}", tmp_path, args, python, listen)
 
     def memory(self, field: str = "VmHWM") -> int:
         """A memory figure of the server process in KiB (VmHWM: its peak resident size)."""
