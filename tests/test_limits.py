@@ -17,6 +17,9 @@ from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import pytest
+from websockets.exceptions import ConnectionClosed
+from websockets.sync.client import connect
+from websockets.typing import Subprotocol
 
 from certs import Certs, make_certs
 from sipreg_process import SipregProcess
@@ -177,8 +180,13 @@ def test_a_tls_client_that_never_finishes_its_handshake(start: Start, certs: Cer
             assert tls.recv(65536).startswith(b"SIP/2.0 200")
 
 
-def test_oversized_messages_on_udp_and_tcp(start: Start) -> None:
-    server = start("max_message_size = 4096\n")
+def test_oversized_messages_on_every_transport(start: Start, certs: Certs) -> None:
+    """A head that could be read gets 513; a connection is then closed.
+
+    A WebSocket closes with code 1009 (message too big).
+    """
+    listen = ("udp:127.0.0.1:0", "tcp:127.0.0.1:0", "tls:127.0.0.1:0", "ws:127.0.0.1:0")
+    server = start("max_message_size = 4096\n", listen)
     big = request("REGISTER").replace(
         b"Content-Length: 0", b"X-Pad: " + b"x" * 5000 + b"\r\nContent-Length: 0"
     )
@@ -188,6 +196,25 @@ def test_oversized_messages_on_udp_and_tcp(start: Start) -> None:
         sock.sendall(big.replace(b"/UDP", b"/TCP"))
         assert sock.recv(65536).startswith(b"SIP/2.0 513")
         assert closed(sock, TIMEOUT)
+    with socket.create_connection(server.tcp, timeout=TIMEOUT) as sock:
+        sock.sendall(b"\x00garbage" * 1000)  # no head to answer: dropped, closed
+        assert sock.recv(65536) == b""
+    context = ssl.create_default_context(cafile=str(certs.ca))
+    with socket.create_connection(server.addresses["tls"], timeout=TIMEOUT) as raw, \
+            context.wrap_socket(raw, server_hostname="localhost") as tls:  # fmt: skip
+        tls.sendall(big.replace(b"/UDP", b"/TLS"))
+        assert tls.recv(65536).startswith(b"SIP/2.0 513")
+        assert closed(tls, TIMEOUT)
+    host, port = server.addresses["ws"]
+    with connect(f"ws://{host}:{port}", subprotocols=[Subprotocol("sip")]) as ws:
+        ws.send(big.replace(b"/UDP", b"/WS").decode())
+        assert str(ws.recv(timeout=TIMEOUT)).startswith("SIP/2.0 513")
+        with pytest.raises(ConnectionClosed) as ended:
+            ws.recv(timeout=TIMEOUT)
+        assert ended.value.rcvd is not None and ended.value.rcvd.code == 1009
+    with connect(f"ws://{host}:{port}", subprotocols=[Subprotocol("sip")]) as ws:
+        ws.send(request("REGISTER", transport="WS").decode())  # the next one is served
+        assert str(ws.recv(timeout=TIMEOUT)).startswith("SIP/2.0 200")
 
 
 def test_header_limits(start: Start) -> None:
@@ -269,5 +296,47 @@ def test_sighup_reloads_domains_and_limits_and_keeps_a_broken_config_out(
         config.write_text(f'domains = ["example.com"]\ndata_dir = "{tmp_path / "elsewhere"}"\n')
         server.proc.send_signal(signal.SIGHUP)
         server.wait_for("reload: data_dir changed: that takes a restart")
+    finally:
+        assert server.stop() == 0
+
+
+def test_sighup_reloads_the_certificate_and_keeps_tls_connections_up(
+    tmp_path: Path, certs: Certs
+) -> None:
+    renewed = make_certs(tmp_path)  # another CA, another server certificate
+    cert, key = tmp_path / "live.pem", tmp_path / "live.key"
+    cert.write_bytes(certs.cert.read_bytes())
+    key.write_bytes(certs.key.read_bytes())
+    server = SipregProcess(
+        "memory:", tmp_path, ["--tls-cert", str(cert), "--tls-key", str(key)],
+        listen=("udp:127.0.0.1:0", "tls:127.0.0.1:0"),
+    )  # fmt: skip
+    old_ca = ssl.create_default_context(cafile=str(certs.ca))
+    new_ca = ssl.create_default_context(cafile=str(renewed.ca))
+
+    def tls_register(context: ssl.SSLContext) -> bytes:
+        with socket.create_connection(server.addresses["tls"], timeout=TIMEOUT) as raw, \
+                context.wrap_socket(raw, server_hostname="localhost") as tls:  # fmt: skip
+            tls.sendall(request("REGISTER", transport="TLS"))
+            return tls.recv(65536)
+
+    try:
+        with socket.create_connection(server.addresses["tls"], timeout=TIMEOUT) as raw, \
+                old_ca.wrap_socket(raw, server_hostname="localhost") as up:  # fmt: skip
+            up.sendall(request("REGISTER", "up", transport="TLS"))
+            assert up.recv(65536).startswith(b"SIP/2.0 200")
+            cert.write_bytes(renewed.cert.read_bytes())
+            key.write_bytes(renewed.key.read_bytes())
+            server.proc.send_signal(signal.SIGHUP)
+            server.wait_for(f"reload: certificate {cert} loaded")
+            up.sendall(request("REGISTER", "up", transport="TLS"))  # the same connection
+            assert up.recv(65536).startswith(b"SIP/2.0 200")
+        assert tls_register(new_ca).startswith(b"SIP/2.0 200")
+        with pytest.raises(ssl.SSLCertVerificationError):
+            tls_register(old_ca)
+        key.write_bytes(certs.other_key.read_bytes())  # a key that does not match
+        server.proc.send_signal(signal.SIGHUP)
+        server.wait_for("reload: .*keeping the certificate loaded before")
+        assert tls_register(new_ca).startswith(b"SIP/2.0 200")
     finally:
         assert server.stop() == 0
