@@ -1028,6 +1028,38 @@ async def test_a_websocket_binding_goes_when_its_connection_closes(clock: Clock)
     assert await reg.query(ALICE) == [C2]
 
 
+class HeldCommitStore(MemoryStore):
+    """A memory store whose commits wait until the test opens the gate."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.entered, self.gate = asyncio.Event(), asyncio.Event()
+
+    async def apply(self, change: Change) -> None:
+        self.entered.set()
+        await self.gate.wait()
+        await super().apply(change)
+
+
+async def test_a_connection_that_closes_while_its_register_commits_leaves_no_binding(
+    clock: Clock,
+) -> None:
+    store = HeldCommitStore()
+    reg = make_registrar(clock, store=store)
+    ws = FakeLeg(transport="ws", connection_id="ws:c#3")
+    pending = asyncio.create_task(reg.receive(register(C1), ws, CLIENT))
+    await asyncio.wait_for(store.entered.wait(), 5)
+    reg.closed(Closed("ws:c#3"))  # before the binding is committed
+    await asyncio.sleep(0)
+    store.gate.set()
+    assert await asyncio.wait_for(pending, 5) == 200
+    await reg.settle()
+    assert await reg.query(ALICE) == []
+    later = FakeLeg(transport="ws", connection_id="ws:c#4")  # another connection binds again
+    assert await reg.receive(register(C1, call_id="again"), later, CLIENT) == 200
+    assert await reg.query(ALICE) == [C1]
+
+
 @pytest.mark.parametrize("bind", [True, False])
 async def test_tcp_bindings_are_tied_when_bind_to_connection(clock: Clock, bind: bool) -> None:
     reg = Registrar(policy=policy(bind_to_connection=bind), clock=clock, timer_clock=clock)

@@ -21,7 +21,7 @@ from ..message import Request, Response
 from ..store.base import MAX_CONFLICT_RETRIES, BindingStore, Change
 from ..uri import SipUri
 from .policy import Policy
-from .rules import Source, check_aor, check_target, plan_register
+from .rules import RegisterPlan, Source, check_aor, check_target, plan_register
 
 log = logging.getLogger("sipreg.register")
 
@@ -59,6 +59,10 @@ class Register(Step):
         self.forward_foreign = forward_foreign
         self._locks: dict[str, _AorLock] = {}
         self._by_connection: dict[str, set[str]] = {}  # connection -> AORs bound over it
+        # REGISTERs under way over each tied connection, and those connections that
+        # closed meanwhile: such a REGISTER removes what it bound once committed.
+        self._in_flight: dict[str, int] = {}
+        self._closed: set[str] = set()
 
     async def handle(self, request: Request, ctx: Context) -> Response | None:
         if request.method != "REGISTER":
@@ -75,27 +79,17 @@ class Register(Step):
         )
         connection = ctx.leg.connection_id if tied else None
         source = Source(ctx.leg.transport, ctx.source, ctx.leg.local, connection)
-        async with self._aor_lock(aor):
-            for _ in range(MAX_CONFLICT_RETRIES):
-                try:
-                    state = await self.store.load(aor)
-                    plan = plan_register(request, state, ctx.now, self.policy, source)
-                    if plan.change is None or plan.change.empty:
-                        break
-                    await self.store.apply(plan.change)
-                    if connection is not None and plan.change.upsert:
-                        self._by_connection.setdefault(connection, set()).add(aor)
-                except StoreConflict:
-                    continue
-                except StoreUnavailable as err:
-                    raise ServiceUnavailable(
-                        "The binding store is unavailable; try again",
-                        headers=[("Retry-After", str(RETRY_AFTER))],
-                    ) from err
-                break
-            else:
-                # Section 10.3 step 7: a failed back-end commit "MUST fail with a 500".
-                raise ServerInternalError("The binding store is busy; try again")
+        if connection is None:
+            plan = await self._commit(request, ctx.now, aor, source)
+        else:
+            self._in_flight[connection] = self._in_flight.get(connection, 0) + 1
+            try:
+                plan = await self._commit(request, ctx.now, aor, source)
+            finally:
+                self._in_flight[connection] -= 1
+                if not self._in_flight[connection]:
+                    del self._in_flight[connection]
+                    self._closed.discard(connection)
         if plan.evicted:
             log.info(
                 "%s: evicted %d binding(s) expiring soonest to stay within max_contacts: %s",
@@ -104,26 +98,60 @@ class Register(Step):
         ctx.bindings = len(plan.bindings)
         return plan.response
 
+    async def _commit(self, request: Request, now: float, aor: str, source: Source) -> RegisterPlan:
+        """Plan the REGISTER against the stored state and commit it (section 10.3 steps 6-7)."""
+        connection = source.connection
+        async with self._aor_lock(aor):
+            for _ in range(MAX_CONFLICT_RETRIES):
+                try:
+                    state = await self.store.load(aor)
+                    plan = plan_register(request, state, now, self.policy, source)
+                    if plan.change is None or plan.change.empty:
+                        return plan
+                    await self.store.apply(plan.change)
+                except StoreConflict:
+                    continue
+                except StoreUnavailable as err:
+                    raise ServiceUnavailable(
+                        "The binding store is unavailable; try again",
+                        headers=[("Retry-After", str(RETRY_AFTER))],
+                    ) from err
+                if connection is not None and plan.change.upsert:
+                    if connection in self._closed:  # it closed while this was under way
+                        await self._remove_tied(aor, connection)
+                    else:
+                        self._by_connection.setdefault(connection, set()).add(aor)
+                return plan
+        # Section 10.3 step 7: a failed back-end commit "MUST fail with a 500".
+        raise ServerInternalError("The binding store is busy; try again")
+
     async def release(self, connection: str) -> int:
         """Remove the bindings tied to ``connection``, which closed; how many.
 
-        Each AOR is changed through the store like any other change.
+        Each AOR is changed through the store like any other change.  A REGISTER
+        over it still under way removes what it binds itself.
         """
+        if connection in self._in_flight:
+            self._closed.add(connection)
         removed = 0
         for aor in sorted(self._by_connection.pop(connection, ())):
             async with self._aor_lock(aor):
-                for _ in range(MAX_CONFLICT_RETRIES):
-                    state = await self.store.load(aor)
-                    keys = tuple(b.key for b in state.bindings if b.connection == connection)
-                    if not keys:
-                        break
-                    try:
-                        await self.store.apply(Change(aor, state.version, remove=keys))
-                    except StoreConflict:
-                        continue
-                    removed += len(keys)
-                    break
+                removed += await self._remove_tied(aor, connection)
         return removed
+
+    async def _remove_tied(self, aor: str, connection: str) -> int:
+        """Remove the bindings of ``aor`` tied to ``connection`` (its lock held); how many."""
+        for _ in range(MAX_CONFLICT_RETRIES):
+            state = await self.store.load(aor)
+            keys = tuple(b.key for b in state.bindings if b.connection == connection)
+            if not keys:
+                return 0
+            try:
+                await self.store.apply(Change(aor, state.version, remove=keys))
+            except StoreConflict:
+                continue
+            return len(keys)
+        return 0
 
     @contextlib.asynccontextmanager
     async def _aor_lock(self, aor: str) -> AsyncIterator[None]:
