@@ -4,7 +4,7 @@
 #   sh scripts/install-system-deps.sh [python] [interop]     (no argument: both)
 #
 #   python   python3-venv, when `$PYTHON -m venv` cannot work (no venv/ensurepip)
-#   interop  sip-tester (SIPp), sipsak, sipvicious (svwar), libnet-sip-perl (Net::SIP),
+#   interop  sip-tester (SIPp), sipsak, baresip, sipvicious (svwar), libnet-sip-perl (Net::SIP),
 #            libnet-dns-perl, chromium and npm: the real SIP peers the interop tests drive
 #            (the browser phone's own packages come from the npm registry: make browser-deps)
 #
@@ -29,6 +29,7 @@ for group in $groups; do
     interop)
         command -v sipp >/dev/null 2>&1 || missing="$missing sip-tester"
         command -v sipsak >/dev/null 2>&1 || missing="$missing sipsak"
+        command -v baresip >/dev/null 2>&1 || missing="$missing baresip"
         command -v svwar >/dev/null 2>&1 || missing="$missing sipvicious"
         command -v chromium >/dev/null 2>&1 || missing="$missing chromium"
         command -v npm >/dev/null 2>&1 || missing="$missing npm"

@@ -384,6 +384,7 @@ def test_ack_and_cancel_cannot_be_challenged() -> None:
         ("JsSIP 3.13.8", ["MD5"]),
         ("sipsak 0.9.8.1", ["MD5"]),
         ("SIPp", ["MD5"]),
+        ("baresip v1.0.0 (x86_64/linux)", ["MD5"]),
         ("MyJsSIP", ["SHA-256", "MD5"]),  # a prefix, not a substring
     ],
 )

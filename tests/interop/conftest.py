@@ -7,8 +7,8 @@ PROTO:HOST:PORT`` log lines.  It stores bindings in SQLite under the test's
 server is stopped with SIGTERM and must exit 0.
 
 The peers are tools nobody here wrote: SIPp (Debian ``sip-tester``), the
-Perl Net::SIP user agent (``libnet-sip-perl``), sipsak and SIPVicious' svwar
-(``sipvicious``).  A missing tool skips the test
+Perl Net::SIP user agent (``libnet-sip-perl``), sipsak, the baresip softphone
+and SIPVicious' svwar (``sipvicious``).  A missing tool skips the test
 locally and fails it when ``CI=true``, so CI never passes by skipping.
 
 ``SIPREG_INTEROP_COMMAND`` replaces ``python -m sipreg`` (split like a shell
@@ -82,6 +82,12 @@ def sipsak() -> str:
 
 
 @pytest.fixture(scope="session")
+def baresip() -> str:
+    """The path of the ``baresip`` softphone."""
+    return binary("baresip", "the baresip softphone", "baresip")
+
+
+@pytest.fixture(scope="session")
 def svwar() -> str:
     """The path of SIPVicious' ``svwar``, the extension scanner."""
     return binary("svwar", "SIPVicious svwar", "sipvicious")
@@ -143,6 +149,8 @@ class Server:
     udp_port: int = 0
     tcp_port: int = 0
     ports: dict[str, int] = field(default_factory=dict)
+    #: The port of each listener by ``KIND:HOST`` (``"tls:[::1]"``), when a kind listens twice.
+    listeners: dict[str, int] = field(default_factory=dict)
     returncode: int | None = field(default=None)
 
     def wait_for(self, pattern: str, timeout: float = START_TIMEOUT) -> str:
@@ -275,10 +283,12 @@ def _start(
     deadline = time.monotonic() + START_TIMEOUT
     while True:
         text = server.log_text(limit=1 << 20)
-        ports = {m[1]: int(m[3]) for m in _LISTENING.finditer(text)}
+        found = [(m[1], m[2], int(m[3])) for m in _LISTENING.finditer(text)]
+        ports = {kind: port for kind, _, port in reversed(found)}  # the first of each kind
         if "udp" in ports and "tcp" in ports and " ready" in text:
             server.udp_port, server.tcp_port = ports["udp"], ports["tcp"]
             server.ports = ports
+            server.listeners = {f"{kind}:{host}": port for kind, host, port in found}
             return server
         if process.poll() is not None:
             server.returncode = process.returncode

@@ -18,7 +18,7 @@ _REALM = re.compile(r"[\x21\x23-\x5b\x5d-\x7e]+\Z")
 
 #: User-Agent prefixes of clients seen to read only the first challenge and know only MD5:
 #: JsSIP 3.13, sipsak 0.9.8 and SIPp 3.6 (whose scenarios say "User-Agent: SIPp").
-MD5_ONLY_AGENTS = ("JsSIP", "sipsak", "SIPp")
+MD5_ONLY_AGENTS = ("JsSIP", "sipsak", "SIPp", "baresip")
 
 #: The upper bound of each numeric setting (seconds, or counts).
 _LIMITS = {
