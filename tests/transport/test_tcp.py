@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import socket
 from collections.abc import AsyncIterator
 
 import pytest
@@ -68,6 +69,25 @@ async def test_register_answered_on_the_connection(
     [binding] = await registrar.bindings("sip:alice@example.com")
     assert binding.transport == "tcp"
     assert binding.source == (listener.local[0], client.port)
+
+
+async def test_a_listener_serves_a_socket_bound_before(registrar: Registrar) -> None:
+    """A worker process is handed a bound, listening socket (SO_REUSEPORT, or inherited)."""
+    sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+    sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEPORT, 1)
+    sock.bind(("127.0.0.1", 0))
+    sock.listen(16)
+    listener = TcpListener(registrar, InFlight(), max_size=4096)
+    await listener.listen(sock=sock)
+    try:
+        assert listener.local == sock.getsockname()
+        client = await tcp_client(*listener.local)
+        await client.send(register(via="127.0.0.1:9", transport="TCP"))
+        assert status(await client.next()) == 200
+        await client.close()
+    finally:
+        listener.stop_reading()
+        listener.close()
 
 
 async def test_two_messages_in_one_segment_get_two_answers(client: TcpClient) -> None:

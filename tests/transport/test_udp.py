@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import re
+import socket
 from collections.abc import AsyncIterator
 
 import pytest
@@ -58,6 +59,22 @@ async def test_register_answered_at_the_via_address(leg: UdpLeg, registrar: Regi
         assert bindings[0].local == (host, port)
     finally:
         client.close()
+
+
+async def test_a_leg_serves_a_socket_bound_before(registrar: Registrar) -> None:
+    """A worker process is handed a bound socket (SO_REUSEPORT, or inherited)."""
+    sock = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+    sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEPORT, 1)
+    sock.bind(("127.0.0.1", 0))
+    leg = await listen_udp("", 0, registrar, InFlight(), sock=sock)
+    client = await udp_client("127.0.0.1")
+    try:
+        assert leg.local == sock.getsockname()
+        client.send(register(via=f"127.0.0.1:{client.port}"), leg.local)
+        assert status(await client.next()) == 200
+    finally:
+        client.close()
+        leg.close()
 
 
 @pytest.mark.parametrize("leg", HOSTS, indirect=True)
