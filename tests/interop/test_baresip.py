@@ -28,21 +28,23 @@ TIMEOUT = 30
 KINDS = ("udp", "tcp", "tls")
 
 
-def baresip_config(directory: Path, ca: Path, ports: dict[str, int], password: str) -> Path:
-    """A baresip config folder: no audio device, an account a transport."""
+def baresip_config(directory: Path, ca: Path | None, ports: dict[str, int], password: str) -> Path:
+    """A baresip config folder: no audio device, an account for each transport in ``ports``."""
     directory.mkdir()
-    (directory / "config").write_text(
-        "module_path /usr/lib/baresip/modules\n"
-        "module account.so\nmodule g711.so\nmodule aufile.so\n"
-        "sip_listen [::1]:0\n"
-        f"sip_cafile {ca}\n"
-        "audio_player aufile,/dev/null\naudio_source aufile,/dev/null\n"
-    )
+    lines = [
+        "module_path /usr/lib/baresip/modules",
+        "module account.so", "module g711.so", "module aufile.so",
+        "sip_listen [::1]:0",
+        "audio_player aufile,/dev/null", "audio_source aufile,/dev/null",
+    ]  # fmt: skip
+    if ca is not None:
+        lines.append(f"sip_cafile {ca}")
+    (directory / "config").write_text("\n".join(lines) + "\n")
     (directory / "accounts").write_text(
         "".join(
             f'<sip:alice@{DOMAIN};transport={kind}>;outbound="sip:[::1]:{ports[kind]};'
             f'transport={kind}";regint=300;auth_pass={password}\n'
-            for kind in KINDS
+            for kind in ports
         )
     )
     return directory
@@ -88,4 +90,30 @@ def test_baresip_registers_on_ipv6_over_udp_tcp_and_tls(
     for kind in KINDS:
         assert f"{{0/{kind.upper()}/v6}} 200 OK" in said, said
     server.wait_for(rf"REGISTER sip:alice@{DOMAIN} from .* -> 200 OK, 0 binding", timeout=TIMEOUT)
+    assert server.bindings() == []
+
+
+def test_the_full_offer_defeats_baresip_1_0(
+    baresip: str, start_server: StartServer, tmp_path: Path
+) -> None:
+    """Offered SHA-256 first, as any client not on ``auth_md5_only_agents`` is, it gives up.
+
+    Once a baresip takes the MD5 challenge, this test says so: drop it from the list.
+    """
+    users = make_users(tmp_path / "users", {"alice": "s0ftph0ne"})
+    config = tmp_path / "sipreg.toml"
+    config.write_text("auth_md5_only_agents = []\n")
+    server = start_server(
+        extra=["--listen", "udp:[::1]:0", "--realm", DOMAIN, "--users", str(users),
+               "--config", str(config)]
+    )  # fmt: skip
+    phone = baresip_config(
+        tmp_path / "baresip", None, {"udp": server.listeners["udp:[::1]"]},
+        "s0ftph0ne",
+    )  # fmt: skip
+    said = subprocess.run(
+        [baresip, "-f", str(phone), "-t", "3"],
+        stdin=subprocess.DEVNULL, capture_output=True, text=True, timeout=TIMEOUT, check=False,
+    ).stdout  # fmt: skip
+    assert "Register: Function not implemented" in said, said  # its answer to the 401
     assert server.bindings() == []
