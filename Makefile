@@ -27,7 +27,7 @@ $(STAMP): pyproject.toml
 	PYTHON=$(PYTHON) sh scripts/install-system-deps.sh python
 	$(PYTHON) -m venv $(VENV)
 	$(BIN)/pip install -q --upgrade pip
-	$(BIN)/pip install -q -e '.[dev,uvloop]'
+	$(BIN)/pip install -q -e '.[dev]'
 	touch $(STAMP)
 
 run: $(STAMP)
