@@ -24,6 +24,7 @@ from .networks import LOOPBACK, Networks
 from .registrar.policy import Policy
 from .store import open_store
 from .store.base import URL_SCHEME
+from .transactions import DEFAULT_RATE
 
 TransportName = Literal["udp", "tcp", "tls", "ws", "wss"]
 TRANSPORT_NAMES: tuple[TransportName, ...] = ("udp", "tcp", "tls", "ws", "wss")
@@ -143,6 +144,7 @@ class Config:
     rate_limit_action: str = "503"
     scanner_user_agents: tuple[str, ...] = SCANNERS
     max_in_flight: int = 1024
+    answer_cache_rate: float = DEFAULT_RATE
     expire_interval: float = 10.0
     shutdown_timeout: float = 10.0
     realm: str | None = None
@@ -184,7 +186,7 @@ class Config:
             raise ConfigError("max_message_size: must be between 1024 and 16777216")
         for name in (
             "tcp_idle_timeout", "message_timeout", "tls_handshake_timeout", "expire_interval",
-            "shutdown_timeout",
+            "shutdown_timeout", "answer_cache_rate",
         ):  # fmt: skip
             if not 0 < getattr(self, name) < math.inf:
                 raise ConfigError(f"{name}: must be positive and finite")
@@ -368,6 +370,7 @@ _CHECKS: dict[str, Callable[[str, object], object]] = {
     "rate_limit_action": _string,
     "scanner_user_agents": _strings,
     "max_in_flight": _integer,
+    "answer_cache_rate": _number,
     "expire_interval": _number,
     "shutdown_timeout": _number,
     "realm": _string,

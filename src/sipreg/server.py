@@ -36,6 +36,7 @@ from .registrar.facade import Registrar
 from .registrar.policy import Policy, checked_host
 from .store import BindingStore, open_store
 from .store.sqlite import StoreOpenError
+from .transactions import TransactionCache, cache_bytes
 from .transport.base import InFlight, PerSource
 from .transport.stream import ContentLengthFramer, Framer, StreamListener
 from .transport.tls import TlsError, server_context
@@ -116,6 +117,7 @@ class Server:
                 authorize=self.authorize,
                 mode="redirect",
                 limits=config.limits,
+                transactions=TransactionCache(max_bytes=cache_bytes(config.answer_cache_rate)),
             )
             await self._forget_old_connections()
             for spec in config.listen:

@@ -137,7 +137,7 @@ async def test_a_slow_request_stays_in_progress_whatever_else_comes_and_goes() -
         Chain([Answer(404, when=unless(aor_in(ALICE))), slow]),
         clock=clock,
         timer_clock=clock,
-        transactions=TransactionCache(max_entries=3, max_bytes=1000),
+        transactions=TransactionCache(max_bytes=3 * 500),
     )
     leg = FakeLeg()
     data = build("OPTIONS", ALICE)

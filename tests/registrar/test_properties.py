@@ -82,6 +82,7 @@ class Entry:
     expires_at: float
     call_id: str
     cseq: int
+    lifetime: int
 
 
 class Model:
@@ -117,6 +118,8 @@ class Model:
             if cls in wanted:  # a contact listed twice fails the request (step 7)
                 return 400
             wanted[cls] = (str(parse_uri(POOL[cls][spelling])), expires)
+        if self.applied(wanted, live, call_id, cseq):
+            return 200  # a replay of what this CSeq stored: nothing changes
         if any(cls in live and stale(live[cls]) for cls in wanted):
             return 400
         self.bindings = dict(live)
@@ -124,8 +127,27 @@ class Model:
             if expires == 0:
                 self.bindings.pop(cls, None)
             else:
-                self.bindings[cls] = Entry(contact, now + min(expires, MAX), call_id, cseq)
+                lifetime = min(expires, MAX)
+                self.bindings[cls] = Entry(contact, now + lifetime, call_id, cseq, lifetime)
         return 200
+
+    @staticmethod
+    def applied(
+        wanted: dict[int, tuple[str, int]], live: dict[int, Entry], call_id: str, cseq: int
+    ) -> bool:
+        """This Call-ID and CSeq stored exactly these contacts and expiries already."""
+
+        def this(cls: int) -> bool:
+            return cls in live and (live[cls].call_id, live[cls].cseq) == (call_id, cseq)
+
+        if not any(this(cls) for cls in wanted):
+            return False
+        return all(
+            cls not in live
+            if expires == 0
+            else this(cls) and live[cls].lifetime == min(expires, MAX)
+            for cls, (_, expires) in wanted.items()
+        )
 
 
 def contact_header(cls: int, spelling: int, param: int | None) -> str:

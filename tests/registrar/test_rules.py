@@ -633,8 +633,18 @@ def test_an_outbound_contact_binds_by_instance_and_reg_id() -> None:
 
 def test_an_outbound_refresh_with_the_same_call_id_needs_a_higher_cseq() -> None:
     [b] = upserted(plan(register(JSSIP, extra=OUTBOUND, cseq=5))).values()
-    assert refusal(register(JSSIP, extra=OUTBOUND, cseq=5), b).status == 400
+    shorter = register(JSSIP.replace(">", ">;expires=100", 1), extra=OUTBOUND, cseq=5)
+    assert refusal(shorter, b).status == 400
     assert plan(register(JSSIP, extra=OUTBOUND, cseq=6), b).response.status == 200
+
+
+def test_a_replay_of_what_a_cseq_stored_changes_nothing() -> None:
+    """The same Call-ID, CSeq, contacts and expiry: applied already (its answer was lost)."""
+    [b] = upserted(plan(register(JSSIP, extra=OUTBOUND, cseq=5))).values()
+    again = plan(register(JSSIP, extra=OUTBOUND, cseq=5), b)
+    assert again.response.status == 200 and again.change is None
+    assert again.response.headers.get("require") == "outbound"
+    assert [c for n, c in again.response.headers if n == "Contact"] == [contact_value(b, START)]
 
 
 @pytest.mark.parametrize(

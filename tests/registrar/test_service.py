@@ -17,7 +17,7 @@ from sipreg.outcome import Outcome
 from sipreg.registrar.facade import Registrar
 from sipreg.store.base import MAX_CONFLICT_RETRIES, AorState, Change
 from sipreg.store.memory import MemoryStore
-from sipreg.transactions import TIMER_J
+from sipreg.transactions import ENTRY_OVERHEAD, TIMER_J, TransactionCache, transaction_key
 from sipreg.uri import parse_name_addr
 
 from .helpers import (
@@ -631,11 +631,34 @@ async def test_same_branch_other_cseq_is_a_new_request(reg: Registrar, leg: Fake
 async def test_retransmission_after_timer_j_is_processed_again(
     reg: Registrar, leg: FakeLeg, clock: Clock
 ) -> None:
+    """Its first answer lost, a late copy gets 200 with the bindings, and changes nothing."""
     data = register(C1)
     await send(reg, data, leg)
+    [before] = await reg.bindings(ALICE)
     clock.advance(33)
-    assert await send(reg, data, leg) == 400  # the same Call-ID and CSeq: out of order
+    assert await send(reg, data, leg) == 200  # already applied: not "CSeq out of order"
+    assert listed(leg.last()) == {C1: 300 - 33}  # a new answer, not the cached one
+    assert await reg.bindings(ALICE) == [before]
     assert len(reg.transactions) == 1
+    changed = register(C1, expires=200)  # another branch, the same Call-ID and CSeq
+    assert await send(reg, changed, leg) == 400  # the same CSeq asking for something else
+
+
+async def test_a_retransmission_the_cache_let_go_is_answered_not_refused(
+    leg: FakeLeg, clock: Clock
+) -> None:
+    """A cache full at speed drops answers before Timer J: a late copy still gets 200."""
+    reg = make_registrar(clock, transactions=TransactionCache(max_bytes=3 * ENTRY_OVERHEAD))
+    data = register(C1)
+    assert await send(reg, data, leg) == 200
+    [before] = await reg.bindings(ALICE)
+    for i in range(5):  # others push its answer out, within Timer J
+        assert await send(reg, register(aor=BOB, call_id=f"bob-{i}"), leg) == 200
+    assert transaction_key(request(data)) not in reg.transactions
+    clock.advance(1)
+    assert await send(reg, data, leg) == 200  # processed again: applied already
+    assert listed(leg.last()) == {C1: 299}
+    assert await reg.bindings(ALICE) == [before]
 
 
 # --- Via: received and rport --------------------------------------------------------------
@@ -999,7 +1022,8 @@ async def test_transaction_timers_run_on_the_timer_clock(leg: FakeLeg) -> None:
     assert await send(reg, data, leg) == 200  # a retransmission: the same answer again
     assert len(leg.sent) == 2 and leg.sent[0][0] == leg.sent[1][0]
     mono.advance(TIMER_J)
-    assert await send(reg, data, leg) == 400  # the transaction is over: a stale CSeq now
+    assert await send(reg, data, leg) == 200  # the transaction is over: processed again
+    assert leg.sent[2][0] != leg.sent[0][0]  # (its Date is an hour earlier)
 
 
 # --- bindings tied to a connection ----------------------------------------------------------

@@ -7,7 +7,16 @@ from typing import Any
 import pytest
 
 from sipreg.headers import Headers
-from sipreg.transactions import TIMER_J, Answer, Kind, TransactionCache, transaction_key
+from sipreg.transactions import (
+    ANSWER_SIZE,
+    ENTRY_OVERHEAD,
+    TIMER_J,
+    Answer,
+    Kind,
+    TransactionCache,
+    cache_bytes,
+    transaction_key,
+)
 from sipreg.via import response_destination, stamp_received
 
 from .helpers import START, FakeLeg, build, request
@@ -16,7 +25,7 @@ VIA = "SIP/2.0/UDP 198.51.100.7:5062;branch=z9hG4bK-abc"
 LEG = FakeLeg()
 
 
-def key(method: str = "INVITE", **kw: Any) -> tuple[str, ...] | None:
+def key(method: str = "INVITE", **kw: Any) -> str | None:
     kw.setdefault("via", VIA)
     return transaction_key(request(build(method, "sip:alice@example.com", **kw)))
 
@@ -59,7 +68,7 @@ def test_unreadable_request_has_no_key() -> None:
 
 def test_cache_begin_complete_and_repeat() -> None:
     cache = TransactionCache()
-    k = ("a",)
+    k = "a"
     assert cache.begin(k, START) is None
     pending = cache.begin(k, START + 1)
     assert pending is not None and pending.answer is None
@@ -72,27 +81,28 @@ def test_cache_begin_complete_and_repeat() -> None:
 
 def test_answers_live_for_timer_j_from_the_answer() -> None:
     cache = TransactionCache()
-    for key, at in [(("a",), START), (("b",), START + 10)]:
+    for key, at in [("a", START), ("b", START + 10)]:
         cache.begin(key, at)
         cache.complete(key, Answer(200, b"x", ("192.0.2.1", 5060), LEG), at + 1)
     cache.sweep(START + 1 + TIMER_J - 0.1)
     assert len(cache) == 2
     cache.sweep(START + 1 + TIMER_J)
-    assert ("a",) not in cache and ("b",) in cache
-    assert cache.begin(("a",), START + 1 + TIMER_J) is None  # new again
+    assert "a" not in cache and "b" in cache
+    assert cache.begin("a", START + 1 + TIMER_J) is None  # new again
 
 
 def test_a_transaction_in_progress_is_never_dropped() -> None:
     """Dropping it would let its retransmission be handled a second time meanwhile."""
-    cache = TransactionCache(max_entries=2, max_bytes=150)
-    cache.begin(("slow",), START)
+    cache = TransactionCache(max_bytes=100 + ENTRY_OVERHEAD)
+    cache.begin("slow", START)
     for i in range(10):  # many answered transactions, and Timer J long over
-        key = (str(i),)
+        key = str(i)
         cache.begin(key, START + 100 * i)
         cache.complete(key, Answer(200, b"x" * 100, ("192.0.2.1", 5060), LEG), START + 100 * i)
-    pending = cache.begin(("slow",), START + 901)
+    pending = cache.begin("slow", START + 901)
     assert pending is not None and pending.answer is None
-    assert cache.kept_bytes == 100 and len(cache) == 2  # the newest answer, and the one pending
+    assert cache.kept_bytes == 100 + ENTRY_OVERHEAD  # the newest answer only,
+    assert len(cache) == 2  # and the one pending
 
 
 def test_decide_classifies_each_request() -> None:
@@ -117,18 +127,18 @@ def test_decide_classifies_each_request() -> None:
 
 
 def test_cache_forget_and_bound() -> None:
-    cache = TransactionCache(max_entries=3)
+    cache = TransactionCache(max_bytes=3 * (1 + ENTRY_OVERHEAD))
     for i in range(5):
-        cache.begin((str(i),), START)
-        cache.complete((str(i),), Answer(200, b"x", ("192.0.2.1", 5060), LEG), START)
+        cache.begin(str(i), START)
+        cache.complete(str(i), Answer(200, b"x", ("192.0.2.1", 5060), LEG), START)
     assert len(cache) == 3
-    assert ("0",) not in cache and ("4",) in cache  # the oldest go first
-    cache.forget(("4",))
-    cache.forget(("nothing",))
-    assert ("4",) not in cache
-    cache.begin(("p",), START)
-    cache.forget(("p",))  # one in progress is forgotten too
-    assert ("p",) not in cache
+    assert "0" not in cache and "4" in cache  # the oldest go first
+    cache.forget("4")
+    cache.forget("nothing")
+    assert "4" not in cache
+    cache.begin("p", START)
+    cache.forget("p")  # one in progress is forgotten too
+    assert "p" not in cache
 
 
 def stamped(via: str, source: tuple[str, int]) -> tuple[str, tuple[str, int]]:
@@ -198,14 +208,21 @@ def test_rfc2543_ack_matches_its_invite() -> None:
 
 
 def test_cache_bounds_the_bytes_it_keeps() -> None:
-    cache = TransactionCache(max_bytes=250)
+    entry = 100 + ENTRY_OVERHEAD  # an answer of 100 bytes, and what keeping it costs
+    cache = TransactionCache(max_bytes=2 * entry + 50)
     for i in range(5):
-        key = (str(i),)
+        key = str(i)
         cache.begin(key, START)
         cache.complete(key, Answer(200, b"x" * 100, ("192.0.2.1", 5060), LEG), START)
-    assert cache.kept_bytes == 200 and len(cache) == 2
-    assert ("0",) not in cache and ("4",) in cache  # the oldest went first
-    cache.forget(("4",))
-    assert cache.kept_bytes == 100
+    assert cache.kept_bytes == 2 * entry and len(cache) == 2
+    assert "0" not in cache and "4" in cache  # the oldest went first
+    cache.forget("4")
+    assert cache.kept_bytes == entry
     cache.sweep(START + TIMER_J)
     assert cache.kept_bytes == 0 and len(cache) == 0
+
+
+def test_the_cache_is_sized_in_bytes_from_a_rate_and_timer_j() -> None:
+    per_answer = ANSWER_SIZE + ENTRY_OVERHEAD
+    assert cache_bytes(1000) == 1000 * TIMER_J * per_answer
+    assert TransactionCache(max_bytes=cache_bytes(10, lifetime=1)).max_bytes == 10 * per_answer

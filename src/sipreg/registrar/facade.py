@@ -29,6 +29,7 @@ from ..routing.rules import ordered
 from ..routing.steps import Lookup, Redirect
 from ..store.base import BindingStore
 from ..store.memory import MemoryStore
+from ..transactions import TransactionCache
 from ..transport.base import Connection
 from ..uri import SipUri, parse_uri
 from .binding import Binding
@@ -47,6 +48,8 @@ class Registrar:
     :class:`~sipreg.auth.step.Authorize`) put in front of the registrar; without
     one anyone may register any served AOR, as with Net::SIP.  ``guards`` go
     first of all (:mod:`sipreg.guards`: a scanner filter, a rate limit).
+    ``transactions`` is the retransmission cache (by default one sized for
+    :data:`~sipreg.transactions.DEFAULT_RATE` requests a second).
     """
 
     def __init__(
@@ -63,6 +66,7 @@ class Registrar:
         tag_key: bytes | None = None,
         on_outcome: Callable[[Outcome], None] | None = None,
         limits: Limits = DEFAULT_LIMITS,
+        transactions: TransactionCache | None = None,
         min_expires: int | None = None,
         max_expires: int | None = None,
         default_expires: int | None = None,
@@ -114,6 +118,7 @@ class Registrar:
             tag_key=tag_key,
             on_outcome=on_outcome,
             limits=limits,
+            transactions=transactions,
         )
         self.transactions = self.front.transactions
         self._releases: set[asyncio.Task[None]] = set()

@@ -186,20 +186,19 @@ def plan_register(
             raise BadRequest(f"Contact {c.uri} is listed twice")
         wanted.append((c.uri, c, expires, key))
 
+    flows = any(w[3] is not None for w in wanted)
+    matched = [_matches(live, uri, key) for uri, _, _, key in wanted]
+    if _already_applied(request, wanted, matched, policy):
+        change = Change(aor, state.version, remove=tuple(dead)) if dead else None
+        current = sorted(live, key=Binding.preference)
+        return RegisterPlan(aor, change, tuple(current), _ok(request, current, now, flows))
     remove: list[str] = list(dead)
     upsert: list[Binding] = []
     kept = {b.key: b for b in live}
-    for uri, contact, expires, key in wanted:
-        if key is not None:  # RFC 5626 section 6: the flow's binding, whatever its Call-ID
-            matches = [b for b in live if b.key == key]
-            for existing in matches:
-                if existing.call_id == request.call_id:
-                    _check_order(existing, request)
-        else:  # 19.1.4 equality is not transitive, so one URI can match several bindings
-            matches = [
-                b for b in live if b.key == b.contact and uri_equal(parsed_contact(b.contact), uri)
-            ]
-            for existing in matches:
+    for (uri, contact, expires, key), matches in zip(wanted, matched, strict=True):
+        for existing in matches:
+            # RFC 5626 section 6: a flow's binding is replaced whatever its Call-ID.
+            if key is None or existing.call_id == request.call_id:
                 _check_order(existing, request)
         new_key = key or str(uri)
         for existing in matches:
@@ -220,9 +219,49 @@ def plan_register(
         for b in evicted:
             del kept[b.key]
             remove.append(b.key)
-    flows = any(w[3] is not None for w in wanted)
     plan = _plan(request, state, now, tuple(remove), tuple(upsert), tuple(kept.values()), flows)
     return dataclasses.replace(plan, evicted=evicted) if evicted else plan
+
+
+def _matches(live: list[Binding], uri: Uri, key: str | None) -> list[Binding]:
+    """The live bindings a contact updates: its flow's (RFC 5626), else those of its URI.
+
+    Section 19.1.4 equality is not transitive, so one URI can match several bindings.
+    """
+    if key is not None:
+        return [b for b in live if b.key == key]
+    return [b for b in live if b.key == b.contact and uri_equal(parsed_contact(b.contact), uri)]
+
+
+def _already_applied(
+    request: Request,
+    wanted: list[tuple[Uri, NameAddr, int, str | None]],
+    matched: list[list[Binding]],
+    policy: Policy,
+) -> bool:
+    """True when this Call-ID and CSeq stored exactly these contacts and expiries already.
+
+    A retransmission whose first answer was lost, once the transaction cache has
+    let it go: it was applied, so it gets the current bindings and changes nothing,
+    where the CSeq rule would answer 400 and the phone believe it failed.
+    """
+    call_id, cseq = request.call_id, request.cseq.number
+    if not any(b.call_id == call_id and b.cseq == cseq for m in matched for b in m):
+        return False
+    for (_, _, expires, _), matches in zip(wanted, matched, strict=True):
+        if expires == 0:  # applied, it left no binding of this contact
+            if matches:
+                return False
+            continue
+        lifetime = policy.clamp_expires(expires)
+        if not any(
+            b.call_id == call_id
+            and b.cseq == cseq
+            and abs(b.expires_at - b.registered_at - lifetime) < 1e-3
+            for b in matches
+        ):
+            return False
+    return True
 
 
 def outbound_requested(request: Request) -> bool:
