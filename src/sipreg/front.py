@@ -27,7 +27,7 @@ from .outcome import Outcome, OutcomeLog
 from .responses import ToTags, error_response
 from .transactions import Answer, Kind, TransactionCache, TransactionKey
 from .uri import SipUri
-from .via import response_destination, stamp_received
+from .via import response_destination, stamp_received, stamp_request, via_destination
 
 log = logging.getLogger("sipreg.front")
 
@@ -69,7 +69,7 @@ class Front:
         self.transactions = transactions if transactions is not None else TransactionCache()
         self.on_outcome = on_outcome if on_outcome is not None else OutcomeLog()
         self._tags = ToTags(tag_key if tag_key is not None else secrets.token_bytes(16))
-        self._in_progress: dict[TransactionKey, asyncio.Future[int | None]] = {}
+        self._in_progress: dict[TransactionKey, asyncio.Future[int | None] | None] = {}
 
     async def receive(self, packet: bytes | Request, leg: Leg, from_addr: Address) -> int | None:
         """Handle one message; the status code answered, or None if nothing was sent."""
@@ -90,7 +90,6 @@ class Front:
             log.debug(
                 "%s from %s:%s: Request-URI in <>, brackets ignored", request.method, *from_addr
             )
-        stamp_received(request.headers, from_addr)  # section 18.2.1: whatever the transport
         decision = self.transactions.decide(request, start)
         if decision.kind is Kind.ABSORBED_ACK:
             self._record(request, leg, from_addr, start, None, "ACK of our answer", repeat=True)
@@ -109,11 +108,16 @@ class Front:
             self._record(
                 request, leg, from_addr, start, None, "first copy in progress", repeat=True
             )
-            first = self._in_progress.get(key)
-            return None if first is None else await asyncio.shield(first)
+            if key not in self._in_progress:
+                return None
+            first = self._in_progress[key]
+            if first is None:  # the first copy's outcome, made only when a copy waits for it
+                first = self._in_progress[key] = asyncio.get_running_loop().create_future()
+            return await asyncio.shield(first)
+        stamp_request(request, from_addr)  # section 18.2.1: whatever the transport
         if key is None:  # UNTRACKED
             return await self._answer(request, None, leg, from_addr, start)
-        self._in_progress[key] = outcome = asyncio.get_running_loop().create_future()
+        self._in_progress[key] = None
         status = None
         try:
             status = await self._answer(request, key, leg, from_addr, start)
@@ -122,9 +126,9 @@ class Front:
             self.transactions.forget(key)
             raise
         finally:
-            if self._in_progress.get(key) is outcome:
-                del self._in_progress[key]
-            outcome.set_result(status)
+            outcome = self._in_progress.pop(key, None)
+            if outcome is not None:
+                outcome.set_result(status)
         return status
 
     def reject(self, error: SipError, data: bytes, leg: Leg, from_addr: Address) -> int | None:
@@ -164,9 +168,9 @@ class Front:
                 self.transactions.forget(key)
             self._record(request, leg, from_addr, start, None, reason, ctx=ctx)
             return None
-        self._tags.stamp(response, request.headers)
+        self._tags.stamp(response, request)
         data = response.to_bytes()
-        dest = self._destination(request.headers, leg, from_addr)
+        dest = self._destination(request, leg, from_addr)
         if key is not None:
             # Section 17.2: a non-INVITE transaction over a reliable transport ends with
             # its answer (Timer J is zero); an INVITE one waits for its ACK (or Timer H).
@@ -256,11 +260,16 @@ class Front:
             leg.deliver(data, addr)
 
     @staticmethod
-    def _destination(headers: Headers, leg: Leg, from_addr: Address) -> Address:
+    def _destination(request: Request | Headers, leg: Leg, from_addr: Address) -> Address:
         """Over a connection, its peer; else where section 18.2.2 and RFC 3581 say."""
         if leg.capabilities.reliable:
             return from_addr
-        return response_destination(headers, from_addr)
+        if isinstance(request, Headers):
+            return response_destination(request, from_addr)
+        try:
+            return via_destination(request.vias[0], from_addr)
+        except ParseError:
+            return from_addr
 
 
 def _to_aor(request: Request) -> str | None:

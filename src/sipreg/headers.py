@@ -8,7 +8,7 @@ from dataclasses import dataclass
 from . import _abnf
 from ._scan import Scanner, split_commas
 from .errors import ParseError
-from .uri import NameAddr, Params, parse_name_addr
+from .uri import NameAddr, Params, format_params, parse_name_addr
 
 COMPACT_FORMS: dict[str, str] = {
     "a": "accept-contact",
@@ -34,28 +34,39 @@ COMPACT_FORMS: dict[str, str] = {
 }
 
 
+_CANONICAL: dict[str, str] = {}  # spellings seen, bounded: see canonical_name
+
+
 def canonical_name(name: str) -> str:
     """The lower-case long form of a header name."""
-    low = name.lower()
-    return COMPACT_FORMS.get(low, low)
+    canon = _CANONICAL.get(name)
+    if canon is None:
+        low = name.lower()
+        canon = COMPACT_FORMS.get(low, low)
+        if len(_CANONICAL) < 4096:  # the spellings in use are few; the wire's are not
+            _CANONICAL[name] = canon
+    return canon
 
 
 class Headers:
     """Header fields in arrival order, each keeping the name as written.
 
-    Look-ups take any spelling or compact form.  ``values(name)`` joins repeated
-    fields and splits comma-separated lists, as RFC 3261 section 7.3.1 allows.
-    ``generation`` changes with every edit, so views parsed from the fields
-    (:class:`~sipreg.message.Request`'s ``to``, ``vias``...) know when they are stale.
+    Look-ups take any spelling or compact form, in O(1) through an index by
+    canonical name.  ``values(name)`` joins repeated fields and splits
+    comma-separated lists, as RFC 3261 section 7.3.1 allows.
+    :meth:`generation` counts the edits of one field name, so views parsed from
+    the fields (:class:`~sipreg.message.Request`'s ``to``, ``vias``...) know when
+    they are stale, and an edit of the Via leaves the To's view alone.
     """
 
-    __slots__ = ("_fields", "generation")
+    __slots__ = ("_edits", "_fields", "_index")
 
     def __init__(self, fields: list[tuple[str, str]] | None = None) -> None:
-        self._fields: list[tuple[str, str, str]] = [
-            (name, canonical_name(name), value) for name, value in fields or []
-        ]
-        self.generation = 0
+        self._fields: list[tuple[str, str, str]] = []
+        self._index: dict[str, list[str]] = {}
+        self._edits: dict[str, int] = {}
+        for name, value in fields or ():
+            self.add(name, value)
 
     def __iter__(self) -> Iterator[tuple[str, str]]:
         return ((name, value) for name, _, value in self._fields)
@@ -64,20 +75,20 @@ class Headers:
         return len(self._fields)
 
     def __contains__(self, name: object) -> bool:
-        return isinstance(name, str) and self.get(name) is not None
+        return isinstance(name, str) and canonical_name(name) in self._index
+
+    def generation(self, name: str) -> int:
+        """How many times the fields of ``name`` (canonical) were edited."""
+        return self._edits.get(name, 0)
 
     def get(self, name: str) -> str | None:
         """The first field value of ``name``, or None."""
-        key = canonical_name(name)
-        for _, canon, value in self._fields:
-            if canon == key:
-                return value
-        return None
+        found = self._index.get(canonical_name(name))
+        return found[0] if found else None
 
     def get_all(self, name: str) -> list[str]:
         """Every field value of ``name``, one per header line, in order."""
-        key = canonical_name(name)
-        return [value for _, canon, value in self._fields if canon == key]
+        return list(self._index.get(canonical_name(name), ()))
 
     def values(self, name: str) -> list[str]:
         """Every list element of ``name`` across all its lines, comma lists split.
@@ -85,22 +96,30 @@ class Headers:
         An empty field (``Supported:``, which the grammar allows) adds nothing.
         """
         out: list[str] = []
-        for value in self.get_all(name):
+        for value in self._index.get(canonical_name(name), ()):
             if value.strip(" \t"):
                 out.extend(split_commas(value, name))
         return out
 
     def single(self, name: str) -> str | None:
         """The value of a header that may appear at most once; more than one is a 400."""
-        found = self.get_all(name)
+        found = self._index.get(canonical_name(name))
+        if not found:
+            return None
         if len(found) > 1:
             raise ParseError(f"Multiple {display_name(name)} header fields")
-        return found[0] if found else None
+        return found[0]
 
     def add(self, name: str, value: str) -> None:
         """Append a field."""
-        self._fields.append((name, canonical_name(name), value))
-        self.generation += 1
+        canon = canonical_name(name)
+        self._fields.append((name, canon, value))
+        found = self._index.get(canon)
+        if found is None:
+            self._index[canon] = [value]
+        else:
+            found.append(value)
+        self._edited(canon)
 
     def set(self, name: str, value: str) -> None:
         """Replace every field of ``name`` by one, at the first one's place (or appended)."""
@@ -109,7 +128,8 @@ class Headers:
             if canon == key:
                 self._fields[i] = (written, canon, value)
                 self._fields = [f for j, f in enumerate(self._fields) if j <= i or f[1] != key]
-                self.generation += 1
+                self._index[key] = [value]
+                self._edited(key)
                 return
         self.add(name, value)
 
@@ -119,21 +139,27 @@ class Headers:
         for i, (written, canon, _) in enumerate(self._fields):
             if canon == key:
                 self._fields[i] = (written, canon, value)
-                self.generation += 1
+                self._index[key][0] = value
+                self._edited(key)
                 return
         raise KeyError(name)
 
     def remove(self, name: str) -> None:
         """Drop every field of ``name``."""
         key = canonical_name(name)
-        self._fields = [f for f in self._fields if f[1] != key]
-        self.generation += 1
+        if self._index.pop(key, None) is not None:
+            self._fields = [f for f in self._fields if f[1] != key]
+        self._edited(key)
 
     def copy(self) -> Headers:
         """An independent copy."""
         new = Headers()
         new._fields = list(self._fields)
+        new._index = {canon: list(values) for canon, values in self._index.items()}
         return new
+
+    def _edited(self, canon: str) -> None:
+        self._edits[canon] = self._edits.get(canon, 0) + 1
 
 
 _DISPLAY = {
@@ -173,6 +199,10 @@ class Via:
     def branch(self) -> str | None:
         """The ``branch`` parameter."""
         return self.param("branch")
+
+    def __str__(self) -> str:
+        sent_by = self.host if self.port is None else f"{self.host}:{self.port}"
+        return f"SIP/2.0/{self.transport} {sent_by}{format_params(self.params)}"
 
 
 def parse_via(value: str) -> Via:

@@ -15,6 +15,7 @@ from dataclasses import dataclass, field
 from typing import Any, Generic, TypeVar, overload
 
 from . import _abnf
+from ._scan import split_commas
 from .errors import ParseError
 from .headers import CSeq, Headers, Via, canonical_name, parse_cseq, parse_via
 from .status import reason_phrase
@@ -28,13 +29,14 @@ _T = TypeVar("_T")
 
 
 class _HeaderView(Generic[_T]):
-    """A typed view of a request's header fields, parsed once per edit of the fields.
+    """A typed view of a request's header field ``field``, parsed once per edit of it.
 
-    Like ``functools.cached_property``, but the cached value is dropped when the
-    headers change (a step stamps a Via, rewrites a To) or are replaced.
+    Like ``functools.cached_property``, but the cached value is dropped when that
+    field changes (a step rewrites a To) or the headers are replaced.
     """
 
-    def __init__(self, parse: Callable[[Request], _T]) -> None:
+    def __init__(self, field: str, parse: Callable[[Request], _T]) -> None:
+        self.field = field
         self.parse = parse
         self.name = parse.__name__
         self.__doc__ = parse.__doc__
@@ -47,13 +49,23 @@ class _HeaderView(Generic[_T]):
         if request is None:
             return self
         headers = request.headers
+        edits = headers.generation(self.field)
         hit = request._views.get(self.name)
-        if hit is not None and hit[0] is headers and hit[1] == headers.generation:
+        if hit is not None and hit[0] is headers and hit[1] == edits:
             value: _T = hit[2]
             return value
         value = self.parse(request)
-        request._views[self.name] = (headers, headers.generation, value)
+        request._views[self.name] = (headers, edits, value)
         return value
+
+
+def _view(field: str) -> Callable[[Callable[[Request], _T]], _HeaderView[_T]]:
+    """A decorator: the view of ``field`` (canonical name) that the function parses."""
+
+    def make(parse: Callable[[Request], _T]) -> _HeaderView[_T]:
+        return _HeaderView(field, parse)
+
+    return make
 
 
 def _decode(raw: bytes) -> str:
@@ -84,7 +96,7 @@ class Request:
         return _serialise(f"{self.method} {self.uri} {self.version}", self.headers, self.body)
 
     # Typed views of the fields :meth:`check` guarantees; each follows edits of the headers.
-    @_HeaderView
+    @_view("via")
     def vias(self) -> list[Via]:
         """Every Via, topmost first."""
         vias = [parse_via(v) for v in self.headers.values("via")]
@@ -92,17 +104,17 @@ class Request:
             raise ParseError("Missing Via header field")
         return vias
 
-    @_HeaderView
+    @_view("to")
     def to(self) -> NameAddr:
         """The To header field."""
         return _required_name_addr(self.headers, "To")
 
-    @_HeaderView
+    @_view("from")
     def from_(self) -> NameAddr:
         """The From header field."""
         return _required_name_addr(self.headers, "From")
 
-    @_HeaderView
+    @_view("call-id")
     def call_id(self) -> str:
         """The Call-ID."""
         value = self.headers.single("call-id")
@@ -113,7 +125,7 @@ class Request:
             raise ParseError("Malformed Call-ID")
         return value
 
-    @_HeaderView
+    @_view("cseq")
     def cseq(self) -> CSeq:
         """The CSeq."""
         value = self.headers.single("cseq")
@@ -121,7 +133,7 @@ class Request:
             raise ParseError("Missing CSeq header field")
         return parse_cseq(value)
 
-    @_HeaderView
+    @_view("max-forwards")
     def max_forwards(self) -> int | None:
         """Max-Forwards, or None when absent (RFC 2543 clients omit it)."""
         value = self.headers.single("max-forwards")
@@ -132,6 +144,14 @@ class Request:
         if not _abnf.DELTA_SECONDS_RE.match(text) or len(digits) > 3 or int(digits) > 255:
             raise ParseError("Malformed Max-Forwards")
         return int(digits)
+
+    def replace_top_via(self, via: Via) -> None:
+        """Rewrite the topmost Via as ``via`` (the server's ``received``), keeping the view."""
+        vias = [via, *self.vias[1:]]
+        first = split_commas(self.headers.get_all("via")[0], "Via")
+        first[0] = str(via)
+        self.headers.replace_first("via", ", ".join(first))
+        self._views["vias"] = (self.headers, self.headers.generation("via"), vias)
 
     def check(self) -> None:
         """Read the fields every request needs; raise ParseError on the first bad one."""

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import hashlib
-import hmac
+from email.utils import formatdate
 
 from .errors import ParseError, SipError
 from .headers import Headers
@@ -33,6 +33,17 @@ def make_response(
 
 _SPELLING = {"via": "Via", "from": "From", "to": "To", "call-id": "Call-ID", "cseq": "CSeq"}
 
+_last_date: tuple[int, str] = (-1, "")
+
+
+def http_date(now: float) -> str:
+    """``now`` as a Date header value (RFC 3261 section 20.17), formatted once a second."""
+    global _last_date
+    second = int(now)
+    if _last_date[0] != second:
+        _last_date = (second, formatdate(second, usegmt=True))
+    return _last_date[1]
+
 
 def error_response(error: SipError, request: Request | Headers) -> Response:
     """The response that answers ``request`` with ``error``: status, reason, its headers."""
@@ -45,23 +56,24 @@ class ToTags:
 
     Every answer to one request carries the same tag, and a tag is unpredictable
     from outside, as RFC 3261 section 19.3 asks ("cryptographically random with at
-    least 32 bits of randomness").  The key is the caller's: a server injects it.
+    least 32 bits of randomness"): 64 bits of keyed BLAKE2b, a MAC in one call.
+    The key is the caller's: a server injects it.
     """
 
     def __init__(self, key: bytes) -> None:
         if len(key) < 16:
             raise ValueError("a To tag key needs at least 16 bytes")
-        self._key = key
+        self._key = key[:64]  # BLAKE2b takes keys of up to 64 bytes
 
     def tag(self, headers: Headers) -> str:
         """The tag for a request with these header fields."""
         seed = "|".join(
             [*headers.get_all("via")[:1], headers.get("call-id") or "", headers.get("from") or ""]
         )
-        digest = hmac.new(self._key, seed.encode("utf-8", "surrogateescape"), hashlib.sha256)
-        return digest.hexdigest()[:16]
+        data = seed.encode("utf-8", "surrogateescape")
+        return hashlib.blake2b(data, digest_size=8, key=self._key).hexdigest()
 
-    def stamp(self, response: Response, request: Headers) -> None:
+    def stamp(self, response: Response, request: Request | Headers) -> None:
         """Tag the To of a final or non-100 ``response`` to ``request`` unless it has a tag.
 
         A To that cannot be read is left as it is.
@@ -72,8 +84,12 @@ class ToTags:
         if value is None:
             return
         try:
-            to = parse_name_addr(value, "To")
+            if isinstance(request, Request) and request.headers.get("to") == value:
+                to = request.to  # parsed already
+            else:
+                to = parse_name_addr(value, "To")
         except ParseError:
             return
         if to.param("tag") is None:
-            response.headers.replace_first("to", f"{value};tag={self.tag(request)}")
+            headers = request.headers if isinstance(request, Request) else request
+            response.headers.replace_first("to", f"{value};tag={self.tag(headers)}")

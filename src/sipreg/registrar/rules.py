@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import dataclasses
 from dataclasses import dataclass
-from email.utils import formatdate
 from functools import lru_cache
 
 from .. import _abnf
@@ -25,7 +24,7 @@ from ..errors import (
 )
 from ..headers import parse_contacts, parse_delta_seconds, parse_option_tags
 from ..message import Request, Response
-from ..responses import make_response
+from ..responses import http_date, make_response
 from ..uri import NameAddr, SipUri, Uri, format_params, parse_name_addr, parse_uri, uri_equal
 from .binding import AorState, Binding, Change, outbound_key
 from .policy import Policy, covers
@@ -364,7 +363,7 @@ def _ok(
         extra += [("Path", p) for p in request.headers.values("path")]
     if outbound:  # RFC 5626 section 6: outbound processing was applied
         extra.append(("Require", "outbound"))
-    extra.append(("Date", formatdate(now, usegmt=True)))
+    extra.append(("Date", http_date(now)))
     return make_response(request.headers, 200, "OK", extra)
 
 
