@@ -12,7 +12,6 @@ import asyncio
 import contextlib
 import getpass
 import json
-import logging
 import os
 import sqlite3
 import sys
@@ -22,13 +21,12 @@ from . import __version__
 from .auth.users import User, Users, UsersFileError, check_field, load_users, save_users
 from .config import LOG_LEVELS, Config, ConfigError, format_address, load_config
 from .errors import ParseError, StartupError
+from .logs import configure as configure_logging
 from .registrar.binding import Binding
 from .registrar.facade import Registrar
 from .store import BindingStore, open_store
 from .store.sqlite import SqliteStore
 from .uri import SipUri, parse_uri, uri_equal
-
-LOG_FORMAT = "%(asctime)s %(levelname)s %(name)s: %(message)s"
 
 
 class Failure(Exception):
@@ -73,7 +71,7 @@ def _config(args: argparse.Namespace, *, logs: bool = True) -> Config:
     }
     config = load_config(args.config, overrides)
     if logs:
-        logging.basicConfig(level=config.log_level.upper(), format=LOG_FORMAT, stream=sys.stderr)
+        configure_logging(config.log_level, sys.stderr)
     return config
 
 

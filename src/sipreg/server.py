@@ -32,6 +32,7 @@ from .config import Config, ConfigError, ListenSpec, format_address
 from .errors import StartupError
 from .guards import RateLimit, Scanners
 from .keyfile import load_or_create_key
+from .logs import flush as flush_logs
 from .registrar.facade import Registrar
 from .registrar.policy import Policy, checked_host
 from .store import BindingStore, open_store
@@ -45,6 +46,9 @@ from .transport.udp import UdpLeg, listen_udp
 from .transport.websocket import WebSocketFramer
 
 log = logging.getLogger("sipreg.server")
+
+#: Seconds between writes of the batched log lines.
+LOG_FLUSH_INTERVAL = 0.1
 
 # Where the outbound-address probe "connects" (documentation addresses; nothing is sent).
 _PROBES = (("192.0.2.1", socket.AF_INET), ("2001:db8::1", socket.AF_INET6))
@@ -77,6 +81,7 @@ class Server:
         self.tcp: list[StreamListener] = []
         self._bound: list[str] = []
         self._sweeper: asyncio.Task[None] | None = None
+        self._log_writer: asyncio.Task[None] | None = None
         self._max_connections = config.max_connections  # per TCP listener
 
     @property
@@ -143,6 +148,7 @@ class Server:
                 " server's WebSocket listeners"
             )
         self._sweeper = asyncio.create_task(self._sweep())
+        self._log_writer = asyncio.create_task(self._write_logs())
 
     def _describe(self, registrar: Registrar) -> None:
         """Log what this server is: its version, loop, store, domains, auth and limits."""
@@ -331,10 +337,11 @@ class Server:
             leg.stop_reading()
         for listener in self.tcp:
             listener.stop_reading()
-        if self._sweeper is not None:
-            self._sweeper.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await self._sweeper
+        for task in (self._sweeper, self._log_writer):
+            if task is not None:
+                task.cancel()
+                with contextlib.suppress(asyncio.CancelledError):
+                    await task
         cancelled = await self.in_flight.drain(self.config.shutdown_timeout)
         if cancelled:
             log.warning("shutdown: gave up on %d request(s) in progress", cancelled)
@@ -343,6 +350,7 @@ class Server:
             await self.registrar.settle()  # the closed connections' bindings go first
         await self.store.close()
         log.info("stopped")
+        flush_logs()
 
     async def _close_sockets(self) -> None:
         for leg in self.udp:
@@ -351,6 +359,12 @@ class Server:
             listener.stop_reading()
             listener.close()
         await asyncio.sleep(0)  # let the transports flush and close
+
+    async def _write_logs(self) -> None:
+        """Write the batched log lines a few times a second, off the request path."""
+        while True:
+            await asyncio.sleep(LOG_FLUSH_INTERVAL)
+            flush_logs()
 
     async def _sweep(self) -> None:
         assert self.registrar is not None
@@ -465,6 +479,7 @@ async def serve(config: Config, load: Callable[[], Config] | None = None) -> Non
         loop.add_signal_handler(signum, stopping.set)
     loop.add_signal_handler(signal.SIGHUP, server.reload)
     log.info("ready")
+    flush_logs()  # a supervisor or a test waits for that line
     try:
         await stopping.wait()
         log.info("shutting down")

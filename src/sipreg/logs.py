@@ -1,0 +1,98 @@
+"""The server's log output: lines formatted cheaply and written in batches.
+
+Every REGISTER writes an info line.  A plain ``StreamHandler`` writes and flushes
+each line on its own (a system call per request), and ``logging.Formatter``
+formats the time of each record from scratch.  :class:`BatchedHandler` keeps
+lines in a buffer and writes them in one call when the buffer is large, when a
+line is a warning or worse, or when :meth:`BatchedHandler.flush` is called (the
+server does, a few times a second, off the request path).
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from typing import TextIO
+
+LOG_FORMAT = "%(asctime)s %(levelname)s %(name)s: %(message)s"
+
+#: Buffered characters that make the handler write at once.
+BATCH_CHARS = 32 * 1024
+
+
+class SecondFormatter(logging.Formatter):
+    """``logging.Formatter`` with ``asctime`` formatted once a second, not per record."""
+
+    def __init__(self, fmt: str = LOG_FORMAT) -> None:
+        super().__init__(fmt)
+        self._second = -1
+        self._text = ""
+
+    def formatTime(self, record: logging.LogRecord, datefmt: str | None = None) -> str:
+        second = int(record.created)
+        if second != self._second:
+            self._second = second
+            self._text = time.strftime("%Y-%m-%d %H:%M:%S", self.converter(second))
+        return f"{self._text},{int(record.msecs):03d}"
+
+
+class BatchedHandler(logging.Handler):
+    """Writes formatted lines to ``stream`` in batches; warnings and worse at once."""
+
+    def __init__(self, stream: TextIO, batch_chars: int = BATCH_CHARS) -> None:
+        super().__init__()
+        self.stream = stream
+        self.batch_chars = batch_chars
+        self._lines: list[str] = []
+        self._chars = 0
+
+    def emit(self, record: logging.LogRecord) -> None:
+        try:
+            line = self.format(record)
+        except Exception:
+            self.handleError(record)
+            return
+        self._lines.append(line)
+        self._chars += len(line) + 1
+        if record.levelno >= logging.WARNING or self._chars >= self.batch_chars:
+            self.flush()
+
+    def flush(self) -> None:
+        """Write what is buffered."""
+        self.acquire()
+        try:
+            if not self._lines:
+                return
+            text = "\n".join(self._lines) + "\n"
+            self._lines.clear()
+            self._chars = 0
+            try:
+                self.stream.write(text)
+                self.stream.flush()
+            except (OSError, ValueError):  # a closed or broken stream: the lines are lost
+                pass
+        finally:
+            self.release()
+
+    def close(self) -> None:
+        self.flush()
+        super().close()
+
+
+def configure(level: str, stream: TextIO) -> BatchedHandler:
+    """Send every log record at ``level`` or above to ``stream``, batched; the handler."""
+    handler = BatchedHandler(stream)
+    handler.setFormatter(SecondFormatter())
+    root = logging.getLogger()
+    for old in list(root.handlers):
+        root.removeHandler(old)
+    root.addHandler(handler)
+    root.setLevel(level.upper())
+    return handler
+
+
+def flush() -> None:
+    """Write the lines every batched handler holds (the server calls it periodically)."""
+    for handler in logging.getLogger().handlers:
+        if isinstance(handler, BatchedHandler):
+            handler.flush()
