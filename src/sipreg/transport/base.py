@@ -12,7 +12,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
-from collections.abc import Callable, Coroutine
+from collections.abc import Callable, Coroutine, Generator
 from typing import Any, Protocol
 
 from ..errors import SipError
@@ -140,6 +140,21 @@ class InFlight:
         """Forget a :meth:`wait`."""
         self._waiting.pop(wake, None)
 
+    def run(self, work: Coroutine[Any, Any, object]) -> None:
+        """Run ``work`` now, up to its first wait; only a ``work`` that waits becomes a task.
+
+        Most requests never wait (a memory store answers at once), so they cost no
+        task and no trip through the event loop.  An exception is logged.
+        """
+        guarded = _guarded(work)
+        try:
+            waiting_on = guarded.send(None)
+        except StopIteration:
+            return
+        task = asyncio.get_running_loop().create_task(_resume(guarded, waiting_on))
+        self._tasks.add(task)
+        task.add_done_callback(self._finished)
+
     def start(self, work: Coroutine[Any, Any, object]) -> asyncio.Task[None]:
         """Run ``work`` as a task; an exception it raises is logged, not propagated."""
         task = asyncio.get_running_loop().create_task(_guarded(work))
@@ -186,6 +201,36 @@ class Throttled:
         if allowed:
             suffix = f" ({held} more since the last warning)" if held else ""
             log.warning(self.message + suffix, *args)
+
+
+class _Started:
+    """A coroutine that ran to its first wait, as an awaitable a task can take over.
+
+    The task waits for what the coroutine waited on, then drives it on: it sends
+    the coroutine what the task is sent and throws into it what is thrown (a
+    cancellation), as ``await`` would have.
+    """
+
+    def __init__(self, coro: Coroutine[Any, Any, None], waiting_on: object) -> None:
+        self.coro = coro
+        self.waiting_on = waiting_on
+
+    def __await__(self) -> Generator[object, None, None]:
+        waiting_on = self.waiting_on
+        while True:
+            try:
+                try:
+                    yield waiting_on
+                except BaseException as exc:  # a cancellation: the coroutine gets it
+                    waiting_on = self.coro.throw(exc)
+                else:
+                    waiting_on = self.coro.send(None)
+            except StopIteration:
+                return
+
+
+async def _resume(coro: Coroutine[Any, Any, None], waiting_on: object) -> None:
+    await _Started(coro, waiting_on)
 
 
 async def _guarded(work: Coroutine[Any, Any, object]) -> None:

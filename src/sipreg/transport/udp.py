@@ -49,7 +49,7 @@ class UdpLeg(asyncio.DatagramProtocol):
         if self.in_flight.full:
             self._dropping.warn()
             return
-        self.in_flight.start(self.handler.receive(data, self, source))
+        self.in_flight.run(self.handler.receive(data, self, source))
 
     def error_received(self, exc: Exception) -> None:
         log.debug("udp %s:%s: %s", *self.local, exc)
