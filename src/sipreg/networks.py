@@ -7,6 +7,8 @@ from collections.abc import Iterable
 
 #: Where a local edge proxy or a benchmark sends from.
 LOOPBACK = ("127.0.0.0/8", "::1/128")
+#: Addresses whose answer is remembered (a request's source is asked about each time).
+MEMO = 4096
 
 
 class Networks:
@@ -17,10 +19,19 @@ class Networks:
 
     def __init__(self, networks: Iterable[str]) -> None:
         self.networks = tuple(ipaddress.ip_network(n, strict=False) for n in networks)
+        self._seen: dict[str, bool] = {}  # addresses asked about, at most MEMO of them
 
     def __contains__(self, address: object) -> bool:
         if not isinstance(address, str) or not self.networks:
             return False
+        found = self._seen.get(address)
+        if found is None:
+            if len(self._seen) >= MEMO:  # a flood of spoofed sources only forgets
+                self._seen.clear()
+            found = self._seen[address] = self._lookup(address)
+        return found
+
+    def _lookup(self, address: str) -> bool:
         try:
             ip = ipaddress.ip_address(address.partition("%")[0])
         except ValueError:

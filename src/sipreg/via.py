@@ -11,6 +11,8 @@ from .message import Request
 
 
 def _same_address(host: str, ip: str) -> bool:
+    if host == ip:
+        return True
     try:
         return ipaddress.ip_address(host.strip("[]")) == ipaddress.ip_address(ip)
     except ValueError:
