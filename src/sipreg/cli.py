@@ -68,6 +68,7 @@ def _config(args: argparse.Namespace, *, logs: bool = True) -> Config:
         "store": args.store,
         "data_dir": args.data_dir,
         "log_level": args.log_level,
+        "workers": getattr(args, "workers", None),
     }
     config = load_config(args.config, overrides)
     if logs:
@@ -77,9 +78,27 @@ def _config(args: argparse.Namespace, *, logs: bool = True) -> Config:
 
 def _serve(args: argparse.Namespace) -> int:
     from .server import run
+    from .workers import Supervisor, Worker
 
-    run(_config(args), load=lambda: _config(args, logs=False))
-    return 0
+    config = _config(args)
+
+    def load() -> Config:
+        return _config(args, logs=False)
+
+    if config.workers == 1:
+        run(config, load)
+        return 0
+
+    def serve(worker: Worker) -> int:
+        configure_logging(config.log_level, sys.stderr, tag=f"w{worker.index}")
+        try:
+            run(config, load, worker)
+        except StartupError as err:
+            print(f"sipreg: error: {err}", file=sys.stderr)
+            return 2
+        return 0
+
+    return Supervisor(config, serve).run()
 
 
 def _list(args: argparse.Namespace) -> int:
@@ -258,6 +277,10 @@ def _parser() -> argparse.ArgumentParser:
     serve.add_argument(
         "--tls-ca", metavar="FILE", help="ask TLS clients for certificates signed by these CAs"
     )
+    serve.add_argument(
+        "--workers", type=int, metavar="N",
+        help="serve with N processes on the same ports (SO_REUSEPORT; needs a sqlite store)",
+    )  # fmt: skip
     serve.add_argument("--realm", metavar="R", help="authenticate with Digest in realm R")
     serve.add_argument("--users", metavar="FILE", help="the users file (sipreg user add)")
     serve.set_defaults(command=_serve)

@@ -30,6 +30,8 @@ TransportName = Literal["udp", "tcp", "tls", "ws", "wss"]
 TRANSPORT_NAMES: tuple[TransportName, ...] = ("udp", "tcp", "tls", "ws", "wss")
 
 LOG_LEVELS = ("debug", "info", "warning", "error", "critical")
+#: The most worker processes ``--workers`` starts.
+MAX_WORKERS = 64
 
 _LISTEN = re.compile(
     r"(?P<transport>[a-z]+):(?:\[(?P<v6>[^\]]*)\]|(?P<host>[^:\[\]]*)):(?P<port>[0-9]+)"
@@ -144,6 +146,7 @@ class Config:
     rate_limit_action: str = "503"
     scanner_user_agents: tuple[str, ...] = SCANNERS
     max_in_flight: int = 1024
+    workers: int = 1
     answer_cache_rate: float = DEFAULT_RATE
     expire_interval: float = 10.0
     shutdown_timeout: float = 10.0
@@ -182,6 +185,13 @@ class Config:
         for name in ("max_contacts", "max_connections", "max_in_flight", "max_connections_per_ip"):
             if getattr(self, name) < 1:
                 raise ConfigError(f"{name}: must be at least 1")
+        if not 1 <= self.workers <= MAX_WORKERS:
+            raise ConfigError(f"workers: must be between 1 and {MAX_WORKERS}")
+        if self.workers > 1 and self.store_url.startswith("memory:"):
+            raise ConfigError(
+                "workers: memory: keeps the bindings inside one process, so each worker would"
+                " see its own; use a sqlite: store with more than one worker"
+            )
         if not 1024 <= self.max_message_size <= 16 * 1024 * 1024:
             raise ConfigError("max_message_size: must be between 1024 and 16777216")
         for name in (
@@ -370,6 +380,7 @@ _CHECKS: dict[str, Callable[[str, object], object]] = {
     "rate_limit_action": _string,
     "scanner_user_agents": _strings,
     "max_in_flight": _integer,
+    "workers": _integer,
     "answer_cache_rate": _number,
     "expire_interval": _number,
     "shutdown_timeout": _number,

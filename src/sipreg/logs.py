@@ -79,8 +79,10 @@ class BatchedHandler(logging.Handler):
         super().close()
 
 
-def configure(level: str, stream: TextIO) -> BatchedHandler:
+def configure(level: str, stream: TextIO, tag: str = "") -> BatchedHandler:
     """Send every log record at ``level`` or above to ``stream``, batched; the handler.
+
+    A ``tag`` (a worker's, ``w1``) follows each logger name: ``sipreg.register[w1]:``.
 
     Records no longer look up the caller's frame, thread or process, which the
     format does not show: the logging HOWTO's "Optimization" section.
@@ -90,7 +92,8 @@ def configure(level: str, stream: TextIO) -> BatchedHandler:
     logging.logProcesses = False
     logging.logMultiprocessing = False
     handler = BatchedHandler(stream)
-    handler.setFormatter(SecondFormatter())
+    fmt = LOG_FORMAT.replace("%(name)s", f"%(name)s[{tag}]") if tag else LOG_FORMAT
+    handler.setFormatter(SecondFormatter(fmt))
     root = logging.getLogger()
     for old in list(root.handlers):
         root.removeHandler(old)

@@ -18,6 +18,7 @@ import ipaddress
 import logging
 import os
 import platform
+import re
 import resource
 import signal
 import socket
@@ -44,9 +45,12 @@ from .transport.tls import TlsError, server_context
 from .transport.tls import reload as reload_tls
 from .transport.udp import UdpLeg, listen_udp
 from .transport.websocket import WebSocketFramer
+from .workers import Worker
 
 log = logging.getLogger("sipreg.server")
 
+#: The worker a connection id names (``...#w1.7``: worker 1's seventh connection).
+_WORKER_TAG = re.compile(r"#w([0-9]+)\.")
 #: Seconds between writes of the batched log lines.
 LOG_FLUSH_INTERVAL = 0.1
 
@@ -60,10 +64,18 @@ class Server:
     """A running sipreg: create, ``await start()``, later ``await stop()``.
 
     ``load`` reads the config again (the file and the flags), for a reload.
+    A ``worker`` (of ``--workers``) serves the sockets it is given, and only
+    worker 0 sweeps and describes the server in the log.
     """
 
-    def __init__(self, config: Config, load: Callable[[], Config] | None = None) -> None:
+    def __init__(
+        self,
+        config: Config,
+        load: Callable[[], Config] | None = None,
+        worker: Worker | None = None,
+    ) -> None:
         self.config = config
+        self.worker = worker
         self.store: BindingStore = open_store(config.store_url)
         self.registrar: Registrar | None = None
         self.authorize: Authorize | None = None
@@ -123,6 +135,7 @@ class Server:
                 mode="redirect",
                 limits=config.limits,
                 transactions=TransactionCache(max_bytes=cache_bytes(config.answer_cache_rate)),
+                tag_key=None if self.worker is None else self.worker.tag_key,
             )
             await self._forget_old_connections()
             for spec in config.listen:
@@ -134,9 +147,14 @@ class Server:
             await self._close_sockets()
             await self.store.close()
             raise
+        if self.worker is not None and self.worker.index:
+            self._sweeper = None
+            self._log_writer = asyncio.create_task(self._write_logs())
+            return
         self._describe(registrar)
-        for address in self._bound:
-            log.info("listening on %s", address)
+        if self.worker is None:
+            for address in self._bound:
+                log.info("listening on %s", address)
         if self.authorize is None:
             log.warning(
                 "authentication is off (no realm): anyone can register any AOR of the served"
@@ -196,14 +214,29 @@ class Server:
         return [self._scanners, self._rate]
 
     async def _forget_old_connections(self) -> None:
-        """Remove the bindings tied to connections of an earlier run: they are all gone."""
-        stale = await self.store.connection_bound()
+        """Remove the bindings tied to connections of an earlier run: they are all gone.
+
+        A worker forgets those of its own earlier runs; worker 0 also those of
+        workers there are no longer, and of a run without workers.
+        """
+        stale = [b for b in await self.store.connection_bound() if self._outlived(b.connection)]
         for aor in sorted({b.aor for b in stale}):
             await self.store.remove(aor, [b.key for b in stale if b.aor == aor])
         if stale:
             log.info(
                 "removed %d binding(s) of connections that ended with the last run", len(stale)
             )
+
+    def _outlived(self, connection: str | None) -> bool:
+        """True for the connection of an earlier run that this server is to forget."""
+        worker = self.worker
+        if worker is None or connection is None:
+            return connection is not None
+        tag = _WORKER_TAG.search(connection)
+        if tag is None:
+            return worker.index == 0
+        index = int(tag.group(1))
+        return index == worker.index or (worker.index == 0 and index >= worker.count)
 
     def _authorize(self, policy: Policy) -> Authorize | None:
         """The Authorize step the config asks for, its users file read; None if auth is off."""
@@ -303,9 +336,10 @@ class Server:
 
     async def _listen(self, spec: ListenSpec, registrar: Registrar) -> None:
         config = self.config
+        sock = None if self.worker is None else self.worker.sockets[str(spec)]
         if spec.transport == "udp":
             leg = await listen_udp(
-                spec.host, spec.port, registrar, self.in_flight, config.max_message_size
+                spec.host, spec.port, registrar, self.in_flight, config.max_message_size, sock
             )
             self.udp.append(leg)
             self._bound.append(format_address("udp", *leg.local))
@@ -326,8 +360,9 @@ class Server:
             message_timeout=config.message_timeout,
             handshake_timeout=config.tls_handshake_timeout,
             events=registrar,
+            id_tag="" if self.worker is None else self.worker.connection_tag,
         )
-        await listener.listen(spec.host, spec.port)
+        await listener.listen(spec.host, spec.port, sock)
         self.tcp.append(listener)
         self._bound.append(format_address(spec.transport, *listener.local))
 
@@ -469,17 +504,22 @@ def _outbound(address: str, family: socket.AddressFamily) -> str:
     return "" if ipaddress.ip_address(local).is_unspecified else local
 
 
-async def serve(config: Config, load: Callable[[], Config] | None = None) -> None:
+async def serve(
+    config: Config, load: Callable[[], Config] | None = None, worker: Worker | None = None
+) -> None:
     """Run a server until SIGTERM or SIGINT, then stop it gracefully; SIGHUP reloads."""
-    server = Server(config, load)
+    server = Server(config, load, worker)
     await server.start()
     stopping = asyncio.Event()
     loop = asyncio.get_running_loop()
     for signum in (signal.SIGTERM, signal.SIGINT):
         loop.add_signal_handler(signum, stopping.set)
     loop.add_signal_handler(signal.SIGHUP, server.reload)
-    log.info("ready")
-    flush_logs()  # a supervisor or a test waits for that line
+    if worker is None:
+        log.info("ready")
+        flush_logs()  # a supervisor or a test waits for that line
+    else:
+        worker.ready()
     try:
         await stopping.wait()
         log.info("shutting down")
@@ -489,12 +529,14 @@ async def serve(config: Config, load: Callable[[], Config] | None = None) -> Non
         await server.stop()
 
 
-def run(config: Config, load: Callable[[], Config] | None = None) -> None:
+def run(
+    config: Config, load: Callable[[], Config] | None = None, worker: Worker | None = None
+) -> None:
     """Run :func:`serve` on a new event loop, uvloop's when installed."""
     try:
         import uvloop
     except ImportError:
-        asyncio.run(serve(config, load))
+        asyncio.run(serve(config, load, worker))
     else:
         with asyncio.Runner(loop_factory=uvloop.new_event_loop) as runner:
-            runner.run(serve(config, load))
+            runner.run(serve(config, load, worker))

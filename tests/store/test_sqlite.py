@@ -14,7 +14,7 @@ from pathlib import Path
 
 import pytest
 
-from sipreg.errors import StoreConflict
+from sipreg.errors import StoreConflict, StoreUnavailable
 from sipreg.store import sqlite as sqlite_module
 from sipreg.store.base import FLOOR_SLOTS, AorState, Change, open_store
 from sipreg.store.sqlite import SCHEMA_VERSION, SqliteStore
@@ -355,3 +355,40 @@ async def test_header_text_that_was_not_utf8_is_stored(store: SqliteStore) -> No
     await store.apply(Change(aor=ALICE, version=0, upsert=(binding(user_agent=ua),)))
     (stored,) = (await store.load(ALICE)).bindings
     assert stored.user_agent == "Phone \ufffddition"
+
+
+def hold_write_lock(path: Path, seconds: float) -> threading.Thread:
+    """Another process's writer, as --workers has: it holds the write lock ``seconds``."""
+    locked = threading.Event()
+
+    def hold() -> None:
+        con = sqlite3.connect(path, isolation_level=None)
+        con.execute("BEGIN IMMEDIATE")
+        locked.set()
+        threading.Event().wait(seconds)
+        con.execute("ROLLBACK")
+        con.close()
+
+    thread = threading.Thread(target=hold)
+    thread.start()
+    assert locked.wait(5)
+    return thread
+
+
+async def test_a_write_lock_held_past_the_busy_timeout_is_waited_out(
+    path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr(sqlite_module, "BUSY_TIMEOUT", 0.1)
+    store = SqliteStore(path)
+    await store.open()
+    try:
+        holder = hold_write_lock(path, 0.15)  # longer than one timeout, shorter than three
+        await store.apply(Change(ALICE, 0, upsert=(binding(ALICE),)))
+        holder.join()
+        assert len((await store.load(ALICE)).bindings) == 1
+        holder = hold_write_lock(path, 1.0)  # longer than every try
+        with pytest.raises(StoreUnavailable, match="store unavailable: database is locked"):
+            await store.apply(Change(BOB, 0, upsert=(binding(BOB),)))
+        holder.join()
+    finally:
+        await store.close()

@@ -113,6 +113,10 @@ _MIGRATIONS: tuple[tuple[str, ...], ...] = (
     ),
 )
 SCHEMA_VERSION = len(_MIGRATIONS)
+#: Seconds SQLite waits for another process's write lock before a statement fails.
+BUSY_TIMEOUT = 5.0
+#: How often a statement that met a lock held past BUSY_TIMEOUT is run in all.
+BUSY_TRIES = 3
 
 _COLUMNS = (
     "aor, key, contact, expires_at, call_id, cseq, q, params, registered_at, source_host,"
@@ -196,16 +200,25 @@ class SqliteStore(BindingStore):
         return await self._call(_connection_bound)
 
     async def _call(self, fn: Callable[[sqlite3.Connection, *_Ts], _T], *args: *_Ts) -> _T:
-        """Run ``fn(connection, *args)`` on the SQLite thread."""
-        if self._con is None or self._executor is None:
-            raise StoreUnavailable("SqliteStore is not open")
+        """Run ``fn(connection, *args)`` on the SQLite thread.
+
+        A file another process holds locked (``--workers``) past SQLite's busy
+        timeout is tried again, :data:`BUSY_TRIES` times in all, before the
+        store is reported unavailable.
+        """
         loop = asyncio.get_running_loop()
-        try:
-            return await loop.run_in_executor(self._executor, fn, self._con, *args)
-        except sqlite3.OperationalError as err:
-            if "locked" in str(err):  # SQLITE_BUSY: another writer held it past the timeout
-                raise StoreUnavailable(f"store unavailable: {err}") from err
-            raise
+        tries = 1
+        while True:
+            if self._con is None or self._executor is None:
+                raise StoreUnavailable("SqliteStore is not open")
+            try:
+                return await loop.run_in_executor(self._executor, fn, self._con, *args)
+            except sqlite3.OperationalError as err:
+                if "locked" not in str(err):  # SQLITE_BUSY: another writer held it
+                    raise
+                if tries >= BUSY_TRIES:
+                    raise StoreUnavailable(f"store unavailable: {err}") from err
+                tries += 1
 
     async def _commit_pending(self) -> None:
         """Commit the queue group by group until it stays empty."""
@@ -282,7 +295,9 @@ class StoreOpenError(RuntimeError):
 
 def _connect(path: str) -> sqlite3.Connection:
     try:
-        con = sqlite3.connect(path, isolation_level=None, check_same_thread=False)
+        con = sqlite3.connect(
+            path, timeout=BUSY_TIMEOUT, isolation_level=None, check_same_thread=False
+        )
     except sqlite3.Error as err:
         raise StoreOpenError(_why_not(path, err)) from None
     try:

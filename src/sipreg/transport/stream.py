@@ -166,7 +166,7 @@ class StreamConnection(asyncio.Protocol):
         self._admitted = True
         self.connection_id = (
             f"{format_address(self.transport, *self.local)}"
-            f"<-{format_address(self.transport, *self.peer)}#{next(_ids)}"
+            f"<-{format_address(self.transport, *self.peer)}#{listener.id_tag}{next(_ids)}"
         )
         listener.connections.add(self)
         self._announce()
@@ -366,6 +366,7 @@ class StreamListener:
 
     ``framer`` makes each connection's :class:`Framer`; ``tls`` is the server's
     SSL context for TLS and WSS (its certificate may be reloaded while it runs).
+    ``id_tag`` goes into every connection id (a worker's, ``w1.``).
     """
 
     def __init__(
@@ -383,8 +384,10 @@ class StreamListener:
         message_timeout: float = 10.0,
         handshake_timeout: float = 10.0,
         events: ConnectionEvents | None = None,
+        id_tag: str = "",
     ) -> None:
         self.handler = handler
+        self.id_tag = id_tag
         self.in_flight = in_flight
         self.kind = kind
         self.capabilities = Capabilities.of(kind)
