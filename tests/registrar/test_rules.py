@@ -693,3 +693,12 @@ def test_replace_oldest_evicts_the_bindings_that_expire_soonest() -> None:
     assert refusal(register(C1, call_id="c"), soon, later, pol=policy(max_contacts=2)).status == 403
     with pytest.raises(ValueError, match="max_contacts_policy"):
         policy(max_contacts_policy="random")
+
+
+def test_bindings_share_what_they_hold_alike() -> None:
+    """A binding's contact is its key, and equal User-Agents are one string: memory counts."""
+    agent = [("User-Agent", "Phone/" + "1.0")]  # built at run time: not a shared constant
+    [a] = upserted(plan(register(C1, extra=agent))).values()
+    [b] = upserted(plan(register(C1, aor="sip:bob@example.com", extra=agent))).values()
+    assert a.key is a.contact
+    assert a.user_agent == "Phone/1.0" and a.user_agent is b.user_agent

@@ -6,7 +6,7 @@ import math
 from dataclasses import dataclass, field
 
 
-@dataclass(frozen=True, kw_only=True)
+@dataclass(frozen=True, kw_only=True, slots=True)
 class Binding:
     """A contact address bound to an AOR until ``expires_at`` (seconds since the epoch).
 

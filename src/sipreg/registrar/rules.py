@@ -199,14 +199,15 @@ def plan_register(
             # RFC 5626 section 6: a flow's binding is replaced whatever its Call-ID.
             if key is None or existing.call_id == request.call_id:
                 _check_order(existing, request)
-        new_key = key or str(uri)
+        text = str(uri)
+        new_key = key or text  # one string for both: a binding's memory counts
         for existing in matches:
             kept.pop(existing.key, None)
             if existing.key != new_key or expires == 0:
                 remove.append(existing.key)
         if expires:
             upsert.append(
-                _binding(aor, uri, contact, expires, request, now, policy, source, new_key)
+                _binding(aor, text, contact, expires, request, now, policy, source, new_key)
             )
     excess = len(kept) + len(upsert) - policy.max_contacts
     evicted: tuple[Binding, ...] = ()
@@ -309,7 +310,7 @@ def _plan(
 
 def _binding(
     aor: str,
-    uri: Uri,
+    uri: str,
     contact: NameAddr,
     expires: int,
     request: Request,
@@ -324,7 +325,7 @@ def _binding(
     return Binding(
         aor=aor,
         key=key,
-        contact=str(uri),
+        contact=uri,
         expires_at=now + policy.clamp_expires(expires),
         call_id=request.call_id,
         cseq=request.cseq.number,
@@ -334,12 +335,29 @@ def _binding(
         source=source.address,
         transport=source.transport,
         local=source.local,
-        user_agent=request.headers.get("user-agent"),
+        user_agent=_shared(request.headers.get("user-agent")),
         instance=contact.param("+sip.instance"),
         reg_id=int(reg_id) if reg_id and reg_id.isdigit() else None,
         path=tuple(request.headers.values("path")),
         connection=source.connection,
     )
+
+
+_SHARED: dict[str, str] = {}  # User-Agent strings, one copy each, at most SHARED_TEXTS
+#: Distinct User-Agent strings kept shared (phones of one kind send the same one).
+SHARED_TEXTS = 1024
+
+
+def _shared(text: str | None) -> str | None:
+    """One copy of a text many bindings hold alike, so a million bindings hold a few."""
+    if text is None:
+        return None
+    found = _SHARED.get(text)
+    if found is None:
+        if len(_SHARED) >= SHARED_TEXTS:
+            return text
+        found = _SHARED[text] = text
+    return found
 
 
 def contact_value(binding: Binding, now: float) -> str:
