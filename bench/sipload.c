@@ -18,7 +18,8 @@
  * qop=auth) for the challenge of the preferred algorithm (--algorithm, MD5 unless
  * told, else whichever is offered).  The nonce is kept per user and reused with nc
  * one higher, so a refresh costs one round trip; a 401 (stale=true or not) is signed
- * again with its new nonce, at most twice per request.
+ * again with its new nonce, at most twice per request.  (No opaque is echoed: sipreg
+ * sends none.)
  *
  * A request is retransmitted unchanged after --timeout-ms (T1), doubling each time up
  * to --t2-ms (T2), at most --tries sends; then it counts as a timeout.  Each timer runs
@@ -26,15 +27,21 @@
  * sent again in the same order at the same moment, and those at the tail of a burst
  * that overflows the server's receive buffer are lost every time, as independent
  * phones' would not be.  (A timer may then fire up to that much later still, behind a
- * longer one in its FIFO.)  Responses are matched to users by
- * the number in their Call-ID (an array index) and to the request by CSeq.
+ * longer one in its FIFO.)  Responses are matched to users by the number in their
+ * Call-ID (an array index) and to the request by CSeq.
  *
  * Requests are assembled from pieces built once per socket with a few memcpy calls,
  * sent in batches with sendmmsg and read with recvmmsg, so that the generator's own
  * CPU stays small beside the server's; it reports that CPU (getrusage) per phase.
  *
- * Output: one JSON line on stdout (with --pause, a {"warmup_done":true} line before it).  Exit status 0, or 2 for a bad argument, 1 for a
- * system error.
+ * Output: one JSON line on stdout (with --pause, a {"warmup_done":true} line before
+ * it): requests, datagrams sent, answered, failures (non-2xx finals, timeouts, those
+ * unfinished when time ran out), retransmissions, counts by status, elapsed seconds,
+ * the rate, latency p50/p90/p99/max in ms (first send to final answer, 2xx only) and
+ * its own CPU, for the measured phase and, in refresh mode, the warm-up.  Exit status
+ * 0, 2 for a bad argument, 1 for a system error.
+ *
+ *   cc -O2 -Wall -Wextra -o sipload sipload.c -lcrypto     (bench/run.py does this)
  */
 #define _GNU_SOURCE
 #include <arpa/inet.h>
