@@ -61,8 +61,12 @@ interop: $(STAMP) system-deps browser-deps
 
 test: lint typecheck pytest
 
+# sipreg against Kamailio over loopback (bench/run.py; as root it apt-installs kamailio and
+# libssl-dev when missing).  ARGS="--quick" for a short run.  matplotlib draws the chart: a
+# benchmark tool, not a dependency of sipreg, so it is installed here only.
 bench: $(STAMP)
-	$(BIN)/python bench/register_load.py $(ARGS)
+	@$(BIN)/python -c 'import matplotlib' 2>/dev/null || $(BIN)/pip install -q matplotlib
+	$(BIN)/python bench/run.py $(ARGS)
 
 clean:
 	rm -rf $(VENV) .mypy_cache .pytest_cache .ruff_cache $(BROWSER)/node_modules $(BROWSER)/build

@@ -1,0 +1,1226 @@
+"""sipreg against Kamailio on loopback: server CPU per REGISTER, rates, latency, memory, start-up.
+
+    make bench                        # 3 rounds, memory sizes 10k, 100k and 1M
+    make bench ARGS="--quick"         # 1 round, sizes 10k and 100k, shorter runs
+    .venv/bin/python bench/run.py --help
+
+It builds ``bench/sipload.c`` (a C REGISTER generator, see its header) into
+``bench/build/``, starts each server on a free 127.0.0.1 port, waits until it
+answers OPTIONS and drives it with sipload.  The servers alternate, round after
+round (sipreg, Kamailio, sipreg, ...), and the table shows the median of each.
+
+The figure that matters is **server CPU microseconds per REGISTER**: the
+server's utime + stime from ``/proc/PID/stat`` (every process of its session,
+so all of Kamailio's), read just before and just after the measured phase and
+divided by the REGISTERs answered in it.  Wall time does not enter it, so a
+busy machine changes it less than it changes the rates.
+
+Rows, each for sipreg and, where Kamailio can do the same, for Kamailio (a plain
+``save("location")`` registrar, usrloc in memory, one UDP worker:
+``bench/kamailio.cfg``):
+
+1. memory store, ``initial`` (each user's first REGISTER) and ``refresh`` (the
+   same Call-ID, CSeq + 1) with 10,000 users: CPU per REGISTER, the closed-loop
+   rate with no failure (the first window of 256, 128, 64, 32 without one),
+   p50/p99 latency at half that rate (paced by sipload's rate limit).
+2. the SQLite store, the same figures (sipreg only: Kamailio keeps usrloc in memory).
+3. Digest on (``--realm``, 10,000 users written straight into the users file):
+   refresh CPU per REGISTER, sipload reusing each nonce with nc + 1, over the
+   same without authentication.
+4. ``sipreg serve --workers 2`` over one worker, when sipreg has the flag.
+5. resident memory per binding after 10k, 100k and 1M distinct users (expires
+   3600), from the processes' Pss (``/proc/PID/smaps_rollup``; for one process it
+   moves as VmRSS does, and it does not count Kamailio's shared memory once per
+   process).  sipreg's includes what its transaction cache held (the answers of
+   the last 32 s, at most 100,000 or 32 MiB), which Python keeps once freed: it
+   weighs on the small sizes, and the largest is the one to read.
+6. sipreg's start-up time on a SQLite file with the largest size of bindings,
+   written through sipreg's own store API (``bench/fill_store.py``).
+7. a registration storm: 100,000 new phones, 1,000 in flight, RFC 3261 timers
+   (T1 500 ms doubling to T2 4 s, 7 sends): the time until every one has its 200,
+   the failures, the retransmissions, and the datagrams the kernel dropped for a
+   full receive buffer (RcvbufErrors, machine-wide), beside each server's buffer.
+
+Results go to ``bench/results/<UTC time>.json`` and ``latest.json``, a chart to
+``latest.png`` (matplotlib).  Everything runs on loopback only; every load and
+wait is bounded, and every server is stopped (SIGTERM, then SIGKILL).
+"""
+
+from __future__ import annotations
+
+import argparse
+import contextlib
+import datetime
+import functools
+import hashlib
+import importlib
+import json
+import os
+import platform
+import shutil
+import signal
+import socket
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from collections.abc import Callable, Iterator, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+BENCH = Path(__file__).resolve().parent
+ROOT = BENCH.parent
+BUILD = BENCH / "build"
+RESULTS = BENCH / "results"
+SIPLOAD_C = BENCH / "sipload.c"
+KAMAILIO_CFG = BENCH / "kamailio.cfg"
+FILL_STORE = BENCH / "fill_store.py"
+
+DOMAIN = "example.com"
+REALM = "example.com"
+PASSWORD = "bench-secret"
+CLK_TCK = os.sysconf("SC_CLK_TCK")
+
+#: How long a server may take to answer its first OPTIONS.
+START_TIMEOUT = 120.0
+#: How long SIGTERM may take before SIGKILL.
+STOP_TIMEOUT = 20.0
+#: Closed-loop windows tried in turn until a run has no failure.  A server whose UDP
+#: receive buffer is the kernel's default (208 KiB: some 90 requests, counted as the
+#: kernel charges them) drops part of a larger burst, which the retransmissions show.
+WINDOWS = (256, 128, 64, 32)
+#: The window of the rate-limited latency runs (the rate, not the window, paces them).
+LATENCY_WINDOW = 256
+#: Refresh runs are bounded by time; this only bounds their count.
+MAX_REQUESTS = 50_000_000
+
+
+Metrics = dict[str, float]
+
+
+class BenchError(RuntimeError):
+    """A step of the benchmark that could not be done; its message says why."""
+
+
+# ---- the machine and the tools ----
+
+
+@dataclass(frozen=True)
+class Tools:
+    """The programs the benchmark runs."""
+
+    sipload: Path
+    sipreg: Path
+    sipreg_python: Path
+    kamailio: Path | None
+    workers: bool  # sipreg serve has --workers
+
+
+def build_sipload() -> Path:
+    """Compile bench/sipload.c into bench/build/ unless the binary is newer."""
+    binary = BUILD / "sipload"
+    if binary.exists() and binary.stat().st_mtime >= SIPLOAD_C.stat().st_mtime:
+        return binary
+    cc = shutil.which("cc") or shutil.which("gcc")
+    if cc is None:
+        raise BenchError("no C compiler (cc): apt-get install gcc libssl-dev")
+    if not Path("/usr/include/openssl/evp.h").exists():
+        apt_install(["libssl-dev"], "sipload links OpenSSL's libcrypto")
+    BUILD.mkdir(exist_ok=True)
+    cmd = [cc, "-O2", "-Wall", "-Wextra", "-o", str(binary), str(SIPLOAD_C), "-lcrypto"]
+    print("building:", " ".join(cmd), flush=True)
+    done = subprocess.run(cmd, capture_output=True, text=True, timeout=120)
+    if done.returncode != 0 or done.stderr.strip():
+        sys.stderr.write(done.stderr)
+    if done.returncode != 0:
+        raise BenchError("sipload.c did not compile")
+    return binary
+
+
+def apt_install(packages: Sequence[str], why: str) -> bool:
+    """apt-get install ``packages`` as root; False (having said how) when not root."""
+    names = " ".join(packages)
+    if os.geteuid() != 0 or shutil.which("apt-get") is None:
+        print(f"{why}: install it with  apt-get install -y --no-install-recommends {names}")
+        return False
+    print(f"{why}: apt-get install {names}", flush=True)
+    env = dict(os.environ, DEBIAN_FRONTEND="noninteractive")
+    install = ["apt-get", "install", "-y", "-qq", "--no-install-recommends", *packages]
+    if subprocess.run(install, env=env, capture_output=True, timeout=900).returncode != 0:
+        subprocess.run(["apt-get", "update", "-qq"], env=env, capture_output=True, timeout=900)
+        done = subprocess.run(install, env=env, capture_output=True, text=True, timeout=900)
+        if done.returncode != 0:
+            print(f"apt-get install {names} failed:\n{done.stderr[-2000:]}")
+            return False
+    return True
+
+
+def find_kamailio(wanted: bool) -> Path | None:
+    """The kamailio binary, installed with apt as root when missing; None without it."""
+    if not wanted:
+        return None
+    found = shutil.which("kamailio") or shutil.which("kamailio", path="/usr/sbin:/sbin")
+    if found is None and apt_install(["kamailio"], "Kamailio is not installed"):
+        found = shutil.which("kamailio", path="/usr/sbin:/sbin:/usr/bin")
+    if found is None:
+        print("running sipreg alone")
+        return None
+    return Path(found)
+
+
+def find_tools(args: argparse.Namespace) -> Tools:
+    """Build sipload and find sipreg (this venv's unless --sipreg) and Kamailio."""
+    sipreg = Path(args.sipreg) if args.sipreg else Path(sys.prefix) / "bin" / "sipreg"
+    if not sipreg.exists():
+        raise BenchError(f"no sipreg at {sipreg} (make .venv/.installed, or --sipreg PATH)")
+    python = sipreg.parent / "python"
+    helped = run_text([str(sipreg), "serve", "--help"])
+    return Tools(
+        sipload=build_sipload(),
+        sipreg=sipreg,
+        sipreg_python=python if python.exists() else Path(sys.executable),
+        kamailio=find_kamailio(not args.no_kamailio),
+        workers="--workers" in helped,
+    )
+
+
+def run_text(cmd: Sequence[str], cwd: Path | None = None) -> str:
+    """The output of ``cmd`` (stdout, then stderr), or "" when it cannot run."""
+    try:
+        done = subprocess.run(cmd, capture_output=True, text=True, timeout=60, cwd=cwd)
+    except (OSError, subprocess.TimeoutExpired):
+        return ""
+    return (done.stdout + done.stderr).strip()
+
+
+def machine_info(tools: Tools) -> dict[str, Any]:
+    """What the figures were measured on, and with which versions."""
+    model = ""
+    with contextlib.suppress(OSError):
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("model name"):
+                model = line.partition(":")[2].strip()
+                break
+    mem_kib = 0
+    with contextlib.suppress(OSError, ValueError, IndexError):
+        mem_kib = int(Path("/proc/meminfo").read_text().split()[1])
+    probe = (
+        "import os, platform, sipreg\n"
+        "try:\n import uvloop; loop = 'uvloop ' + uvloop.__version__\n"
+        "except ImportError:\n loop = 'asyncio'\n"
+        "print(platform.python_version(), loop, os.path.dirname(sipreg.__file__), sep='|')"
+    )
+    parts = run_text([str(tools.sipreg_python), "-c", probe]).split("|")
+    py, loop, package = parts if len(parts) == 3 else ("", "", "")
+    source = Path(package) if package else ROOT
+    commit = run_text(["git", "rev-parse", "HEAD"], cwd=source)
+    dirty = bool(run_text(["git", "status", "--porcelain", "--", "."], cwd=source))
+    kamailio = run_text([str(tools.kamailio), "-v"]).splitlines() if tools.kamailio else []
+    return {
+        "cpu_model": model,
+        "cores": os.cpu_count(),
+        "memory_gib": round(mem_kib / 2**20, 1),
+        "kernel": platform.release(),
+        "loadavg_start": Path("/proc/loadavg").read_text().split()[:3],
+        "driver_python": platform.python_version(),
+        "sipreg": run_text([str(tools.sipreg), "--version"]),
+        "sipreg_binary": str(tools.sipreg),
+        "sipreg_python": py,
+        "sipreg_event_loop": loop,
+        "sipreg_source": str(source),
+        "sipreg_commit": commit + ("-dirty" if dirty else "") if commit else "",
+        "sipreg_workers_flag": tools.workers,
+        "kamailio": kamailio[0].removeprefix("version:").strip() if kamailio else "not run",
+        "bench_commit": run_text(["git", "rev-parse", "HEAD"], cwd=BENCH),
+        "cc": run_text(["cc", "--version"]).splitlines()[0:1],
+        "openssl": run_text(["openssl", "version"]),
+    }
+
+
+# ---- servers ----
+
+
+def free_port() -> int:
+    """A UDP port on 127.0.0.1 that nothing holds now."""
+    with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as s:
+        s.bind(("127.0.0.1", 0))
+        port: int = s.getsockname()[1]
+        return port
+
+
+def options(port: int, local_port: int, n: int) -> bytes:
+    """An OPTIONS request: what the readiness probe sends."""
+    return (
+        f"OPTIONS sip:{DOMAIN} SIP/2.0\r\n"
+        f"Via: SIP/2.0/UDP 127.0.0.1:{local_port};rport;branch=z9hG4bK-probe-{port}-{n}\r\n"
+        "Max-Forwards: 70\r\n"
+        f"From: <sip:probe@{DOMAIN}>;tag=probe{n}\r\n"
+        f"To: <sip:{DOMAIN}>\r\n"
+        f"Call-ID: probe-{port}-{n}@127.0.0.1\r\n"
+        f"CSeq: {n} OPTIONS\r\n"
+        "User-Agent: sipload-probe\r\n"
+        "Content-Length: 0\r\n\r\n"
+    ).encode()
+
+
+@dataclass
+class Server:
+    """A server process in its own session, stopped by :meth:`stop` whatever happens."""
+
+    name: str
+    argv: list[str]
+    port: int
+    log: Path
+    cwd: Path
+    proc: subprocess.Popen[bytes] | None = None
+    probes: int = 0
+
+    def start(self) -> float:
+        """Start it; the seconds until it answered an OPTIONS."""
+        started = time.perf_counter()
+        with self.log.open("ab") as log:
+            self.proc = subprocess.Popen(
+                self.argv,
+                cwd=self.cwd,
+                stdin=subprocess.DEVNULL,
+                stdout=log,
+                stderr=subprocess.STDOUT,
+                start_new_session=True,
+            )
+        self.wait_ready(started)
+        return time.perf_counter() - started
+
+    def wait_ready(self, started: float) -> None:
+        """Probe with OPTIONS every 10 ms until a response comes, or fail."""
+        with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as s:
+            s.bind(("127.0.0.1", 0))
+            s.settimeout(0.01)
+            local = s.getsockname()[1]
+            while time.perf_counter() - started < START_TIMEOUT:
+                if self.proc is None or self.proc.poll() is not None:
+                    raise BenchError(f"{self.name} exited at start:\n{self.log_tail()}")
+                self.probes += 1
+                with contextlib.suppress(ConnectionRefusedError):
+                    s.sendto(options(self.port, local, self.probes), ("127.0.0.1", self.port))
+                try:
+                    if s.recv(65535).startswith(b"SIP/2.0 "):
+                        return
+                except (TimeoutError, ConnectionRefusedError):
+                    continue
+        raise BenchError(f"{self.name} did not answer within {START_TIMEOUT:.0f} s")
+
+    def stop(self) -> float:
+        """SIGTERM the whole session, SIGKILL it after STOP_TIMEOUT; the seconds taken."""
+        proc, self.proc = self.proc, None
+        if proc is None:
+            return 0.0
+        started = time.perf_counter()
+        with contextlib.suppress(ProcessLookupError):
+            os.killpg(proc.pid, signal.SIGTERM)
+        try:
+            proc.wait(STOP_TIMEOUT)
+        except subprocess.TimeoutExpired:
+            print(f"{self.name}: no exit {STOP_TIMEOUT:.0f} s after SIGTERM; SIGKILL")
+        with contextlib.suppress(ProcessLookupError):
+            os.killpg(proc.pid, signal.SIGKILL)  # children that outlived their parent
+        proc.wait(STOP_TIMEOUT)
+        return time.perf_counter() - started
+
+    def pids(self) -> list[int]:
+        """Every live process of its session."""
+        if self.proc is None:
+            return []
+        sid = self.proc.pid
+        found = []
+        for entry in os.listdir("/proc"):
+            if entry.isdigit():
+                fields = _stat_fields(int(entry))
+                if fields is not None and int(fields[3]) == sid:
+                    found.append(int(entry))
+        return found
+
+    def cpu_seconds(self) -> float:
+        """utime + stime of every process of its session (threads included), in seconds."""
+        ticks = 0
+        for pid in self.pids():
+            fields = _stat_fields(pid)
+            if fields is not None:
+                ticks += int(fields[11]) + int(fields[12])
+        return ticks / CLK_TCK
+
+    def memory_kib(self) -> dict[str, int]:
+        """The sum over its processes of VmRSS (status) and Pss (smaps_rollup), in KiB."""
+        rss = pss = 0
+        for pid in self.pids():
+            with contextlib.suppress(OSError):
+                for line in Path(f"/proc/{pid}/status").read_text().splitlines():
+                    if line.startswith("VmRSS:"):
+                        rss += int(line.split()[1])
+            with contextlib.suppress(OSError):
+                for line in Path(f"/proc/{pid}/smaps_rollup").read_text().splitlines():
+                    if line.startswith("Pss:"):
+                        pss += int(line.split()[1])
+        return {"rss_kib": rss, "pss_kib": pss}
+
+    def receive_buffer(self) -> int | None:
+        """The receive buffer of its UDP socket in bytes, as ``ss`` shows it (rb)."""
+        text = run_text(["ss", "-uamnH", f"sport = :{self.port}"])
+        for word in text.replace("(", ",").replace(")", ",").split(","):
+            if word.startswith("rb") and word[2:].isdigit():
+                return int(word[2:])
+        return None
+
+    def log_tail(self, lines: int = 20) -> str:
+        """The end of its log."""
+        with contextlib.suppress(OSError):
+            return "\n".join(self.log.read_text(errors="replace").splitlines()[-lines:])
+        return ""
+
+
+def _stat_fields(pid: int) -> list[str] | None:
+    """The fields of /proc/PID/stat after the command name: [state, ppid, pgrp, session, ...]."""
+    try:
+        raw = Path(f"/proc/{pid}/stat").read_text()
+    except OSError:
+        return None
+    return raw.rpartition(")")[2].split()
+
+
+@contextlib.contextmanager
+def running(server: Server) -> Iterator[Server]:
+    """Start ``server``, yield it, and stop it whatever happens."""
+    try:
+        server.start()
+        yield server
+    finally:
+        server.stop()
+
+
+@dataclass
+class Lab:
+    """Where servers get their ports, files and logs; the tools and the run's settings."""
+
+    tools: Tools
+    tmp: Path
+    args: argparse.Namespace
+    counter: int = 0
+    users_file: Path | None = None
+
+    def _name(self, base: str) -> str:
+        self.counter += 1
+        return f"{self.counter:03d}-{base}"
+
+    def sipreg(self, store: str = "memory:", *, auth: bool = False, workers: int = 1) -> Server:
+        """A sipreg on a free port; ``store`` "sqlite" means a new file in the temp dir."""
+        name = self._name("sipreg")
+        port = free_port()
+        if store == "sqlite":
+            store = f"sqlite:{self.tmp / (name + '.db')}"
+        argv = [
+            str(self.tools.sipreg), "serve",
+            "--listen", f"udp:127.0.0.1:{port}",
+            "--store", store,
+            "--data-dir", str(self.tmp),
+            "--domain", DOMAIN,
+            "--max-expires", "3600",
+            "--log-level", "warning",
+        ]  # fmt: skip
+        if auth:
+            argv += ["--realm", REALM, "--users", str(self.auth_users())]
+        if workers > 1:
+            argv += ["--workers", str(workers)]
+        return Server("sipreg", argv, port, self.tmp / f"{name}.log", self.tmp)
+
+    def kamailio(self) -> Server:
+        """A Kamailio on a free port with shared memory for the largest size."""
+        assert self.tools.kamailio is not None
+        name = self._name("kamailio")
+        port = free_port()
+        shm_mb = 256 + max(self.args.sizes) * 2048 // 2**20
+        argv = [
+            str(self.tools.kamailio), "-f", str(KAMAILIO_CFG), "-DD", "-E",
+            "-l", f"udp:127.0.0.1:{port}", "-m", str(shm_mb), "-M", "16", "-w", str(self.tmp),
+        ]  # fmt: skip
+        return Server("kamailio", argv, port, self.tmp / f"{name}.log", self.tmp)
+
+    def auth_users(self) -> Path:
+        """The users file, written once with mode 0600: auth0, auth1, ... for every window."""
+        if self.users_file is None:
+            path = self.tmp / "users"
+            fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+            with os.fdopen(fd, "w") as out:
+                for n in range(self.args.users * len(WINDOWS)):
+                    name = f"auth{n}"
+                    a1 = f"{name}:{REALM}:{PASSWORD}".encode()
+                    md5 = hashlib.md5(a1).hexdigest()
+                    sha = hashlib.sha256(a1).hexdigest()
+                    out.write(f"{name}:{REALM}:{md5}:{sha}\n")
+            self.users_file = path
+        return self.users_file
+
+
+# ---- load ----
+
+
+def udp_drops() -> int:
+    """The machine's UDP datagrams dropped for a full receive buffer (RcvbufErrors) so far."""
+    with contextlib.suppress(OSError, ValueError):
+        lines = [ln.split() for ln in Path("/proc/net/snmp").read_text().splitlines()]
+        heads = [ln for ln in lines if ln and ln[0] == "Udp:"]
+        if len(heads) == 2 and "RcvbufErrors" in heads[0]:
+            return int(heads[1][heads[0].index("RcvbufErrors")])
+    return 0
+
+
+@dataclass
+class Load:
+    """One sipload run against one server: its JSON, the server's CPU over the phase, and
+    the datagrams the machine dropped meanwhile (anyone's: the other load shows too)."""
+
+    result: dict[str, Any]
+    server_cpu_s: float
+    drops: int = 0
+
+    @property
+    def measured(self) -> dict[str, Any]:
+        phase: dict[str, Any] = self.result["measured"]
+        return phase
+
+    def get(self, key: str) -> float:
+        return float(self.measured[key])
+
+    @property
+    def answered(self) -> int:
+        return int(self.measured["answered"])
+
+    @property
+    def failures(self) -> int:
+        return int(self.measured["failures"])
+
+    @property
+    def cpu_us(self) -> float:
+        """Server CPU microseconds per answered REGISTER."""
+        return self.server_cpu_s * 1e6 / self.answered if self.answered else float("nan")
+
+    @property
+    def generator_cpu_us(self) -> float:
+        phase = self.measured
+        cpu = float(phase["cpu_user_s"]) + float(phase["cpu_sys_s"])
+        return cpu * 1e6 / self.answered if self.answered else float("nan")
+
+    def latency(self, q: str) -> float:
+        return float(self.measured["latency_ms"][q])
+
+
+@dataclass
+class Users:
+    """Hands out ranges of user numbers, so that no two runs on a server share an AOR."""
+
+    next: int = 0
+
+    def take(self, n: int) -> int:
+        first, self.next = self.next, self.next + n
+        return first
+
+
+def sipload(
+    lab: Lab,
+    server: Server,
+    *,
+    mode: str,
+    users: int,
+    first: int,
+    window: int,
+    duration: float,
+    rate: float = 0.0,
+    expires: int = 300,
+    auth: bool = False,
+    tries: int = 3,
+) -> Load:
+    """Run sipload against ``server``; server CPU is read around the measured phase only."""
+    argv = [
+        str(lab.tools.sipload),
+        "--target", f"127.0.0.1:{server.port}",
+        "--mode", mode,
+        "--users", str(users),
+        "--first-user", str(first),
+        "--window", str(window),
+        "--duration", f"{duration:.3f}",
+        "--warmup-duration", str(max(120.0, users / 200)),
+        "--expires", str(expires),
+        "--tries", str(tries),
+        "--domain", DOMAIN,
+    ]  # fmt: skip
+    if mode == "refresh":
+        argv += ["--requests", str(MAX_REQUESTS), "--pause"]
+    if rate > 0:
+        argv += ["--rate", f"{rate:.1f}"]
+    if auth:
+        argv += ["--user-prefix", "auth", "--password", PASSWORD]
+    bound = duration + max(120.0, users / 200) + 120
+    with subprocess.Popen(
+        argv, stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True
+    ) as proc:
+        assert proc.stdin is not None and proc.stdout is not None
+        try:
+            deadline = time.monotonic() + bound
+            before = server.cpu_seconds()
+            drops = udp_drops()
+            if mode == "refresh":
+                line = proc.stdout.readline()  # {"warmup_done":true}
+                if not line.startswith('{"warmup_done"'):
+                    raise BenchError(f"sipload did not pause: {line!r}")
+                before = server.cpu_seconds()
+                drops = udp_drops()
+                proc.stdin.write("go\n")
+                proc.stdin.flush()
+            out, err = proc.communicate(timeout=max(1.0, deadline - time.monotonic()))
+            after = server.cpu_seconds()
+            drops = udp_drops() - drops
+        except BaseException:
+            proc.kill()
+            raise
+    if proc.returncode != 0 or not out.strip():
+        raise BenchError(f"sipload failed ({proc.returncode}): {err.strip()}")
+    return Load(json.loads(out.strip().splitlines()[-1]), after - before, drops)
+
+
+def closed_loop(
+    run: Callable[[int], list[Load]], windows: Sequence[int] = WINDOWS
+) -> tuple[list[Load], int]:
+    """Runs of ``run(window)`` for each window in turn until one has no failure."""
+    loads: list[Load] = []
+    for window in windows:
+        loads = run(window)
+        if sum(load.failures for load in loads) == 0:
+            return loads, window
+    return loads, windows[-1]
+
+
+def summarise(prefix: str, loads: Sequence[Load], window: int) -> Metrics:
+    """Figures of closed-loop runs taken together: CPU per REGISTER, rate, failures."""
+    answered = sum(load.answered for load in loads)
+    elapsed = sum(load.get("elapsed_s") for load in loads)
+    cpu = sum(load.server_cpu_s for load in loads)
+    gen = sum(load.generator_cpu_us * load.answered for load in loads)
+    return {
+        f"{prefix}.cpu_us": cpu * 1e6 / answered if answered else float("nan"),
+        f"{prefix}.rate": answered / elapsed if elapsed else 0.0,
+        f"{prefix}.failures": float(sum(load.failures for load in loads)),
+        f"{prefix}.retransmissions": sum(load.get("retransmissions") for load in loads),
+        f"{prefix}.udp_drops": float(sum(load.drops for load in loads)),
+        f"{prefix}.window": float(window),
+        f"{prefix}.answered": float(answered),
+        f"{prefix}.generator_cpu_us": gen / answered if answered else float("nan"),
+    }
+
+
+def latency_metrics(prefix: str, load: Load) -> Metrics:
+    """Figures of a rate-limited run."""
+    return {
+        f"{prefix}.p50_ms": load.latency("p50"),
+        f"{prefix}.p90_ms": load.latency("p90"),
+        f"{prefix}.p99_ms": load.latency("p99"),
+        f"{prefix}.latency_rate": load.get("rate"),
+        f"{prefix}.latency_failures": float(load.failures),
+    }
+
+
+def profile(lab: Lab, server: Server, prefix: str, *, auth: bool = False) -> Metrics:
+    """Initial and refresh on one running server: CPU, closed-loop rate, latency at half rate."""
+    a = lab.args
+    users = Users()
+    out: Metrics = {}
+
+    def initial(window: int) -> list[Load]:
+        return [
+            sipload(
+                lab,
+                server,
+                mode="initial",
+                users=a.users,
+                first=users.take(a.users),
+                window=window,
+                duration=a.duration * 10,
+                auth=auth,
+            )
+            for _ in range(a.initial_batches)
+        ]
+
+    loads, window = closed_loop(initial)
+    out |= summarise(f"{prefix}.initial", loads, window)
+    half = out[f"{prefix}.initial.rate"] / 2
+    load = sipload(
+        lab,
+        server,
+        mode="initial",
+        users=a.users,
+        first=users.take(a.users),
+        window=LATENCY_WINDOW,
+        duration=a.duration * 10,
+        rate=half,
+        auth=auth,
+    )
+    out |= latency_metrics(f"{prefix}.initial", load)
+
+    def refresh(window: int) -> list[Load]:
+        return [
+            sipload(
+                lab,
+                server,
+                mode="refresh",
+                users=a.users,
+                first=users.take(a.users),
+                window=window,
+                duration=a.duration,
+                auth=auth,
+            )
+        ]
+
+    loads, window = closed_loop(refresh)
+    out |= summarise(f"{prefix}.refresh", loads, window)
+    half = out[f"{prefix}.refresh.rate"] / 2
+    load = sipload(
+        lab,
+        server,
+        mode="refresh",
+        users=a.users,
+        first=users.take(a.users),
+        window=LATENCY_WINDOW,
+        duration=a.duration,
+        rate=half,
+        auth=auth,
+    )
+    out |= latency_metrics(f"{prefix}.refresh", load)
+    return out
+
+
+def refresh_only(lab: Lab, server: Server, prefix: str, *, auth: bool = False) -> Metrics:
+    """The closed-loop refresh figures alone."""
+    a = lab.args
+    users = Users()
+
+    def refresh(window: int) -> list[Load]:
+        return [
+            sipload(
+                lab,
+                server,
+                mode="refresh",
+                users=a.users,
+                first=users.take(a.users),
+                window=window,
+                duration=a.duration,
+                auth=auth,
+            )
+        ]
+
+    loads, window = closed_loop(refresh)
+    return summarise(f"{prefix}.refresh", loads, window)
+
+
+def storm(lab: Lab, server: Server) -> Metrics:
+    """100,000 new phones at once, a bounded number in flight, RFC 3261 retransmissions."""
+    a = lab.args
+    load = sipload(
+        lab,
+        server,
+        mode="initial",
+        users=a.storm,
+        first=0,
+        window=a.storm_window,
+        duration=600.0,
+        tries=7,
+    )
+    return {
+        "storm.time_s": load.get("elapsed_s"),
+        "storm.failures": float(load.failures),
+        "storm.retransmissions": load.get("retransmissions"),
+        "storm.udp_drops": float(load.drops),
+        "storm.rate": load.get("rate"),
+        "storm.p99_ms": load.latency("p99"),
+        "storm.cpu_us": load.cpu_us,
+    }
+
+
+def sipreg_round(lab: Lab) -> Metrics:
+    """One round of sipreg: memory, SQLite, auth, workers, storm; each on a fresh server."""
+    out: Metrics = {}
+    with running(lab.sipreg("memory:")) as server:
+        out |= profile(lab, server, "memory")
+    with running(lab.sipreg("sqlite")) as server:
+        out |= profile(lab, server, "sqlite")
+    with running(lab.sipreg("memory:", auth=True)) as server:
+        out |= refresh_only(lab, server, "auth", auth=True)
+    out["auth.ratio"] = out["auth.refresh.cpu_us"] / out["memory.refresh.cpu_us"]
+    if lab.tools.workers:
+        with running(lab.sipreg("memory:", workers=2)) as server:
+            out |= refresh_only(lab, server, "workers2")
+        out["workers.ratio"] = out["workers2.refresh.rate"] / out["memory.refresh.rate"]
+    with running(lab.sipreg("memory:")) as server:
+        out |= storm(lab, server)
+    return out
+
+
+def kamailio_round(lab: Lab) -> Metrics:
+    """One round of Kamailio: memory (usrloc db_mode=0) and the storm."""
+    out: Metrics = {}
+    with running(lab.kamailio()) as server:
+        out |= profile(lab, server, "memory")
+    with running(lab.kamailio()) as server:
+        out |= storm(lab, server)
+    return out
+
+
+def memory_row(lab: Lab, server: Server) -> Metrics:
+    """Pss and VmRSS per binding after loading each size of distinct users (expires 3600)."""
+    out: Metrics = {}
+    with running(server):
+        time.sleep(0.5)
+        rcvbuf = server.receive_buffer()
+        if rcvbuf is not None:
+            out["udp_rcvbuf"] = float(rcvbuf)
+        empty = server.memory_kib()
+        out["rss.empty_kib"] = float(empty["pss_kib"])
+        loaded = 0
+        for size in sorted(lab.args.sizes):
+            users = size - loaded
+            load = sipload(
+                lab,
+                server,
+                mode="initial",
+                users=users,
+                first=loaded,
+                window=64,
+                duration=60 + users / 200,
+                expires=3600,
+                tries=7,
+            )
+            loaded = size
+            now = server.memory_kib()
+            key = f"rss.{size}"
+            out[f"{key}.failures"] = float(load.failures)
+            out[f"{key}.load_rate"] = load.get("rate")
+            out[f"{key}.pss_bytes"] = (now["pss_kib"] - empty["pss_kib"]) * 1024 / size
+            out[f"{key}.vmrss_bytes"] = (now["rss_kib"] - empty["rss_kib"]) * 1024 / size
+            out[f"{key}.bytes"] = out[f"{key}.pss_bytes"]
+            print(
+                f"  {server.name} {size:>9,} bindings: {out[f'{key}.bytes']:,.0f} B each"
+                f" (load {load.get('rate'):,.0f}/s, {load.failures} failures)",
+                flush=True,
+            )
+    return out
+
+
+def startup_row(lab: Lab) -> Metrics:
+    """sipreg's start-up on an empty SQLite file and on one holding the largest size."""
+    size = max(lab.args.sizes)
+    out: Metrics = {"startup.bindings": float(size)}
+    empty = lab.sipreg("sqlite")
+    out["startup.empty_s"] = empty.start()
+    empty.stop()
+    filled = lab.sipreg("sqlite")
+    db = filled.argv[filled.argv.index("--store") + 1].removeprefix("sqlite:")
+    fill = [str(lab.tools.sipreg_python), str(FILL_STORE), "--db", db, "--users", str(size)]
+    done = subprocess.run(fill, capture_output=True, text=True, timeout=3600)
+    if done.returncode != 0:
+        raise BenchError(f"fill_store.py failed: {done.stderr.strip()[-2000:]}")
+    filled_info = json.loads(done.stdout.strip().splitlines()[-1])
+    out["startup.fill_s"] = float(filled_info["elapsed_s"])
+    out["startup.stored_aors"] = float(filled_info["stored_aors"])
+    times = []
+    for _ in range(lab.args.restarts + 1):  # the first opens a file nobody served before
+        try:
+            times.append(filled.start())
+        finally:
+            out["startup.stop_s"] = filled.stop()
+    out["startup.first_s"] = times[0]
+    out["startup.filled_s"] = statistics.median(times[1:]) if len(times) > 1 else times[0]
+    return out
+
+
+# ---- the run ----
+
+
+@dataclass
+class Report:
+    """Everything measured, as it goes to the JSON file."""
+
+    machine: dict[str, Any]
+    settings: dict[str, Any]
+    rounds: dict[str, list[Metrics]] = field(default_factory=dict)
+    once: dict[str, Metrics] = field(default_factory=dict)
+    errors: list[str] = field(default_factory=list)
+
+    def summary(self, server: str) -> Metrics:
+        """The median over the rounds of each figure, and the figures measured once."""
+        rounds = self.rounds.get(server, [])
+        keys = sorted({k for r in rounds for k in r})
+        out = {k: statistics.median(r[k] for r in rounds if k in r) for k in keys}
+        out |= self.once.get(server, {})
+        return out
+
+
+def run_step(report: Report, what: str, step: Callable[[], Metrics]) -> Metrics | None:
+    """Run one step; a failure is recorded and printed, and the run goes on."""
+    started = time.perf_counter()
+    print(f"- {what} ...", flush=True)
+    try:
+        got = step()
+    except BenchError as err:
+        report.errors.append(f"{what}: {err}")
+        print(f"  FAILED: {err}", flush=True)
+        return None
+    print(f"  done in {time.perf_counter() - started:.0f} s", flush=True)
+    return got
+
+
+def run(args: argparse.Namespace) -> Report:
+    """Every row, the servers alternating round after round."""
+    tools = find_tools(args)
+    servers = ["sipreg"] + (["kamailio"] if tools.kamailio else [])
+    settings = {k: v for k, v in vars(args).items() if k != "func"}
+    report = Report(machine_info(tools), settings)
+    print(
+        f"sipreg: {report.machine['sipreg']} ({tools.sipreg}), "
+        f"kamailio: {report.machine['kamailio']}",
+        flush=True,
+    )
+    with tempfile.TemporaryDirectory(prefix="sipreg-bench-") as tmp:
+        lab = Lab(tools, Path(tmp), args)
+        for r in range(args.rounds):
+            for name in servers:
+                step = sipreg_round if name == "sipreg" else kamailio_round
+                what = f"round {r + 1}/{args.rounds}: {name}"
+                got = run_step(report, what, functools.partial(step, lab))
+                if got is not None:
+                    report.rounds.setdefault(name, []).append(got)
+        for name in servers:
+            server = lab.sipreg("memory:") if name == "sipreg" else lab.kamailio()
+            sizes = ", ".join(f"{s:,}" for s in sorted(args.sizes))
+            got = run_step(
+                report,
+                f"memory: {name}, {sizes} bindings",
+                functools.partial(memory_row, lab, server),
+            )
+            if got is not None:
+                report.once.setdefault(name, {}).update(got)
+        got = run_step(
+            report,
+            f"start-up: sipreg, SQLite with {max(args.sizes):,} bindings",
+            lambda: startup_row(lab),
+        )
+        if got is not None:
+            report.once.setdefault("sipreg", {}).update(got)
+    report.machine["loadavg_end"] = Path("/proc/loadavg").read_text().split()[:3]
+    return report
+
+
+# ---- output ----
+
+
+@dataclass(frozen=True)
+class Row:
+    """A line of the table: a label, the figures it shows and how."""
+
+    label: str
+    keys: tuple[str, ...]
+    fmt: str = "{:,.1f}"
+    kamailio: str | None = None  # why Kamailio has no figure here
+    note: Callable[[Metrics], str] | None = None
+
+
+def _ratio_note(key: str, what: str) -> Callable[[Metrics], str]:
+    def note(s: Metrics) -> str:
+        return f"{what} {s[key]:.2f}x" if key in s else ""
+
+    return note
+
+
+def rows(report: Report) -> list[Row]:
+    """The table's rows."""
+    no_sqlite = "n/a (usrloc in memory)"
+    out = []
+    for store, title in (("memory", "memory"), ("sqlite", "SQLite")):
+        for mode in ("initial", "refresh"):
+            p = f"{store}.{mode}"
+            k = None if store == "memory" else no_sqlite
+            out += [
+                Row(f"{title} {mode}: CPU us/REGISTER", (f"{p}.cpu_us",), kamailio=k),
+                Row(f"{title} {mode}: rate, 0 failures (/s)", (f"{p}.rate",), "{:,.0f}", k),
+                Row(
+                    f"{title} {mode}: p50 / p99 at half (ms)",
+                    (f"{p}.p50_ms", f"{p}.p99_ms"),
+                    "{:,.2f}",
+                    k,
+                ),
+            ]
+    out.append(
+        Row(
+            "auth refresh: CPU us/REGISTER",
+            ("auth.refresh.cpu_us",),
+            kamailio="n/a (no auth)",
+            note=_ratio_note("auth.ratio", "on/off"),
+        )
+    )
+    if report.machine.get("sipreg_workers_flag"):
+        out.append(
+            Row(
+                "2 workers refresh: rate (/s)",
+                ("workers2.refresh.rate",),
+                "{:,.0f}",
+                kamailio="n/a",
+                note=_ratio_note("workers.ratio", "2/1 workers"),
+            )
+        )
+    else:
+        out.append(Row("2 workers: rate", (), kamailio="n/a", note=lambda _: "n/a (no --workers)"))
+    for size in sorted(report.settings["sizes"]):
+        out.append(Row(f"memory per binding, {size:,} (B)", (f"rss.{size}.bytes",), "{:,.0f}"))
+    biggest = max(report.settings["sizes"])
+    out.append(
+        Row(
+            f"start-up, SQLite {biggest:,} bindings (s)",
+            ("startup.filled_s",),
+            "{:,.2f}",
+            kamailio="n/a",
+            note=lambda s: (
+                f"empty file {s.get('startup.empty_s', 0):.2f} s,"
+                f" filled via store API in {s.get('startup.fill_s', 0):.0f} s"
+            ),
+        )
+    )
+    n = report.settings["storm"]
+    out += [
+        Row(f"storm {n:,} new: time to all 200 (s)", ("storm.time_s",), "{:,.1f}"),
+        Row(f"storm {n:,} new: failures", ("storm.failures",), "{:,.0f}"),
+        Row(f"storm {n:,} new: retransmissions", ("storm.retransmissions",), "{:,.0f}"),
+        Row(
+            f"storm {n:,} new: UDP drops, full buffer",
+            ("storm.udp_drops",),
+            "{:,.0f}",
+            note=lambda _: "RcvbufErrors of the whole machine",
+        ),
+        Row("UDP receive buffer (bytes)", ("udp_rcvbuf",), "{:,.0f}"),
+        Row("generator CPU us/REGISTER (refresh)", ("memory.refresh.generator_cpu_us",)),
+    ]
+    return out
+
+
+def _cell(summary: Metrics, keys: Sequence[str], fmt: str) -> str:
+    if not keys or any(k not in summary for k in keys):
+        return "-"
+    text = " / ".join(fmt.format(summary[k]) for k in keys)
+    failures = summary.get(keys[0].rsplit(".", 1)[0] + ".failures", 0.0)
+    if keys[0].endswith(".rate") and failures:
+        text += f" ({failures:.0f} failures)"
+    return text
+
+
+def table(report: Report) -> str:
+    """rows x {sipreg, kamailio, sipreg/kamailio, note} as plain text."""
+    sip, kam = report.summary("sipreg"), report.summary("kamailio")
+    have_kam = "kamailio" in report.rounds or "kamailio" in report.once
+    lines = [["", "sipreg", "kamailio", "sipreg/kamailio", ""]]
+    for row in rows(report):
+        k_text = row.kamailio or (_cell(kam, row.keys, row.fmt) if have_kam else "not run")
+        ratio = "-"
+        if row.kamailio is None and row.keys and all(k in sip and k in kam for k in row.keys):
+            ratio = " / ".join(f"{sip[k] / kam[k]:.2f}" if kam[k] else "-" for k in row.keys)
+        note = row.note(sip) if row.note else ""
+        lines.append([row.label, _cell(sip, row.keys, row.fmt), k_text, ratio, note])
+    widths = [max(len(line[i]) for line in lines) for i in range(5)]
+    text = []
+    for n, line in enumerate(lines):
+        cells = [line[0].ljust(widths[0])] + [
+            c.rjust(w) for c, w in zip(line[1:4], widths[1:4], strict=True)
+        ]
+        text.append("  ".join([*cells, line[4]]).rstrip())
+        if n == 0:
+            text.append("-" * len(text[0]))
+    return "\n".join(text)
+
+
+def chart(report: Report, path: Path) -> bool:
+    """A PNG of the main figures; False when matplotlib is missing."""
+    try:
+        matplotlib: Any = importlib.import_module("matplotlib")
+    except ImportError:
+        print("no matplotlib: no chart (make bench installs it)")
+        return False
+    matplotlib.use("Agg")
+    plt: Any = importlib.import_module("matplotlib.pyplot")
+    sip, kam = report.summary("sipreg"), report.summary("kamailio")
+    cases = [
+        ("memory.initial", "memory\ninitial"),
+        ("memory.refresh", "memory\nrefresh"),
+        ("sqlite.initial", "SQLite\ninitial"),
+        ("sqlite.refresh", "SQLite\nrefresh"),
+        ("auth.refresh", "auth\nrefresh"),
+    ]
+    fig, axes = plt.subplots(2, 2, figsize=(13, 9))
+
+    def bars(ax: Any, suffix: str, title: str) -> None:
+        xs = range(len(cases))
+        ax.bar(
+            [x - 0.2 for x in xs],
+            [sip.get(f"{c}.{suffix}", 0) for c, _ in cases],
+            0.4,
+            label="sipreg",
+        )
+        ax.bar(
+            [x + 0.2 for x in xs],
+            [kam.get(f"{c}.{suffix}", 0) for c, _ in cases],
+            0.4,
+            label="kamailio",
+        )
+        ax.set_xticks(list(xs), [label for _, label in cases])
+        ax.set_title(title)
+        ax.legend()
+
+    bars(axes[0][0], "cpu_us", "server CPU µs per REGISTER (lower is better)")
+    bars(axes[0][1], "rate", "closed-loop REGISTERs/s with 0 failures")
+    ax = axes[1][0]
+    lat = [
+        ("memory.initial", "mem init"),
+        ("memory.refresh", "mem refr"),
+        ("sqlite.initial", "sql init"),
+        ("sqlite.refresh", "sql refr"),
+    ]
+    for i, (c, _) in enumerate(lat):
+        for off, s, name in ((-0.2, sip, "sipreg"), (0.2, kam, "kamailio")):
+            if f"{c}.p50_ms" in s:
+                ax.bar(
+                    i + off,
+                    s[f"{c}.p99_ms"],
+                    0.4,
+                    color="C0" if s is sip else "C1",
+                    alpha=0.35,
+                    label=f"{name} p99" if i == 0 else None,
+                )
+                ax.bar(
+                    i + off,
+                    s[f"{c}.p50_ms"],
+                    0.4,
+                    color="C0" if s is sip else "C1",
+                    label=f"{name} p50" if i == 0 else None,
+                )
+    ax.set_xticks(range(len(lat)), [label for _, label in lat])
+    ax.set_yscale("log")
+    ax.set_title("latency at half the closed-loop rate (ms)")
+    ax.legend()
+    ax = axes[1][1]
+    sizes = sorted(report.settings["sizes"])
+    for s, name in ((sip, "sipreg"), (kam, "kamailio")):
+        ys = [s.get(f"rss.{n}.bytes") for n in sizes]
+        if any(y is not None for y in ys):
+            ax.plot(sizes, [y if y is not None else float("nan") for y in ys], "o-", label=name)
+    ax.set_xscale("log")
+    ax.set_ylim(bottom=0)
+    ax.set_title("resident memory per binding (bytes)")
+    ax.legend()
+    m = report.machine
+    fig.suptitle(
+        f"{m['sipreg']} ({m['sipreg_event_loop']}) vs {m['kamailio']}, "
+        f"{m['cpu_model']} x{m['cores']}, {report.settings['rounds']} round(s), "
+        f"{report.settings['started']}",
+        fontsize=10,
+    )
+    fig.tight_layout()
+    fig.savefig(path, dpi=100)
+    plt.close(fig)
+    return True
+
+
+def write(report: Report) -> Path:
+    """bench/results/<UTC time>.json and latest.json, latest.png; the JSON's path."""
+    RESULTS.mkdir(exist_ok=True)
+    data = {
+        "machine": report.machine,
+        "settings": report.settings,
+        "summary": {name: report.summary(name) for name in ("sipreg", "kamailio")},
+        "rounds": report.rounds,
+        "once": report.once,
+        "errors": report.errors,
+        "table": table(report).splitlines(),
+    }
+    text = json.dumps(data, indent=1, sort_keys=True, default=str) + "\n"
+    path = RESULTS / f"{report.settings['started']}.json"
+    path.write_text(text)
+    (RESULTS / "latest.json").write_text(text)
+    if chart(report, RESULTS / "latest.png"):
+        print(f"chart: {RESULTS / 'latest.png'}")
+    return path
+
+
+def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
+    """The flags; --quick changes the defaults of the others."""
+    parser = argparse.ArgumentParser(
+        description=(__doc__ or "").splitlines()[0],
+        formatter_class=argparse.ArgumentDefaultsHelpFormatter,
+    )
+    parser.add_argument(
+        "--quick", action="store_true", help="1 round, sizes 10k and 100k, shorter runs"
+    )
+    parser.add_argument("--rounds", type=int, help="rounds of each server (3; quick 1)")
+    parser.add_argument(
+        "--sizes", type=_sizes, help="memory row sizes (10000,100000,1000000; quick: 10000,100000)"
+    )
+    parser.add_argument("--users", type=int, default=10_000, help="users of rows 1-3")
+    parser.add_argument("--duration", type=float, help="seconds of each refresh run (10; quick 4)")
+    parser.add_argument(
+        "--initial-batches", type=int, help="initial runs of --users new users, summed (3; quick 2)"
+    )
+    parser.add_argument("--storm", type=int, default=100_000, help="phones of the storm")
+    parser.add_argument("--storm-window", type=int, default=1000, help="storm: in flight")
+    parser.add_argument("--restarts", type=int, default=3, help="start-up row: timed restarts")
+    parser.add_argument("--sipreg", help="the sipreg to run (default: this venv's)")
+    parser.add_argument("--no-kamailio", action="store_true", help="run sipreg alone")
+    args = parser.parse_args(argv)
+    quick = args.quick
+    if args.rounds is None:
+        args.rounds = 1 if quick else 3
+    if args.sizes is None:
+        args.sizes = [10_000, 100_000] if quick else [10_000, 100_000, 1_000_000]
+    if args.duration is None:
+        args.duration = 4.0 if quick else 10.0
+    if args.initial_batches is None:
+        args.initial_batches = 2 if quick else 3
+    for name in ("rounds", "users", "storm", "storm_window", "initial_batches"):
+        if getattr(args, name) < 1:
+            parser.error(f"--{name.replace('_', '-')} must be at least 1")
+    if args.duration <= 0 or args.duration > 3600:
+        parser.error("--duration must be from 0 to 3600 seconds")
+    args.started = datetime.datetime.now(datetime.UTC).strftime("%Y%m%dT%H%M%SZ")
+    return args
+
+
+def _sizes(text: str) -> list[int]:
+    try:
+        sizes = [int(part) for part in text.split(",") if part.strip()]
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"not a list of integers: {text!r}") from None
+    if not sizes or min(sizes) < 1 or max(sizes) > 10_000_000:
+        raise argparse.ArgumentTypeError("sizes from 1 to 10,000,000")
+    return sizes
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """Run, print the table, write the results; 1 if any step failed."""
+    args = parse_args(argv)
+    try:
+        report = run(args)
+    except BenchError as err:
+        print(f"bench: {err}", file=sys.stderr)
+        return 1
+    print()
+    print(table(report))
+    print(f"\nresults: {write(report)}")
+    for error in report.errors:
+        print(f"error: {error}", file=sys.stderr)
+    return 1 if report.errors else 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
