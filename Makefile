@@ -69,4 +69,5 @@ bench: $(STAMP)
 	$(BIN)/python bench/run.py $(ARGS)
 
 clean:
-	rm -rf $(VENV) .mypy_cache .pytest_cache .ruff_cache $(BROWSER)/node_modules $(BROWSER)/build
+	rm -rf $(VENV) .mypy_cache .pytest_cache .ruff_cache $(BROWSER)/node_modules $(BROWSER)/build \
+		bench/build
