@@ -25,6 +25,7 @@ from .registrar.policy import Policy
 from .store import open_store
 from .store.base import URL_SCHEME
 from .transactions import DEFAULT_RATE
+from .transport.udp import RECEIVE_BUFFER
 
 TransportName = Literal["udp", "tcp", "tls", "ws", "wss"]
 TRANSPORT_NAMES: tuple[TransportName, ...] = ("udp", "tcp", "tls", "ws", "wss")
@@ -146,6 +147,7 @@ class Config:
     rate_limit_action: str = "503"
     scanner_user_agents: tuple[str, ...] = SCANNERS
     max_in_flight: int = 1024
+    udp_receive_buffer: int = RECEIVE_BUFFER
     workers: int = 1
     answer_cache_rate: float = DEFAULT_RATE
     expire_interval: float = 10.0
@@ -185,6 +187,8 @@ class Config:
         for name in ("max_contacts", "max_connections", "max_in_flight", "max_connections_per_ip"):
             if getattr(self, name) < 1:
                 raise ConfigError(f"{name}: must be at least 1")
+        if not 64 * 1024 <= self.udp_receive_buffer <= 1 << 30:
+            raise ConfigError("udp_receive_buffer: must be between 65536 and 1073741824 bytes")
         if not 1 <= self.workers <= MAX_WORKERS:
             raise ConfigError(f"workers: must be between 1 and {MAX_WORKERS}")
         if self.workers > 1 and self.store_url.startswith("memory:"):
@@ -381,6 +385,7 @@ _CHECKS: dict[str, Callable[[str, object], object]] = {
     "scanner_user_agents": _strings,
     "max_in_flight": _integer,
     "workers": _integer,
+    "udp_receive_buffer": _integer,
     "answer_cache_rate": _number,
     "expire_interval": _number,
     "shutdown_timeout": _number,

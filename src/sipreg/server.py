@@ -339,8 +339,9 @@ class Server:
         sock = None if self.worker is None else self.worker.sockets[str(spec)]
         if spec.transport == "udp":
             leg = await listen_udp(
-                spec.host, spec.port, registrar, self.in_flight, config.max_message_size, sock
-            )
+                spec.host, spec.port, registrar, self.in_flight, config.max_message_size, sock,
+                config.udp_receive_buffer,
+            )  # fmt: skip
             self.udp.append(leg)
             self._bound.append(format_address("udp", *leg.local))
             return

@@ -3,9 +3,11 @@
 from __future__ import annotations
 
 import asyncio
+import os
 import re
 import socket
 from collections.abc import AsyncIterator
+from pathlib import Path
 
 import pytest
 
@@ -15,7 +17,7 @@ from sipreg.leg import Leg
 from sipreg.registrar.facade import Registrar
 from sipreg.store.memory import MemoryStore
 from sipreg.transport.base import InFlight
-from sipreg.transport.udp import UdpLeg, listen_udp
+from sipreg.transport.udp import UdpLeg, listen_udp, set_receive_buffer
 
 from .helpers import TIMEOUT, host_port, ipv6_loopback, register, status, udp_client
 
@@ -186,3 +188,27 @@ async def test_stop_reading_drops_new_datagrams(leg: UdpLeg) -> None:
             await asyncio.wait_for(client.next(), 0.3)
     finally:
         client.close()
+
+
+def allowed(size: int) -> int:
+    """The buffer a socket can get: ``size``, unless rmem_max caps an unprivileged one."""
+    cap = int(Path("/proc/sys/net/core/rmem_max").read_text())
+    return size if os.geteuid() == 0 or cap >= size else 2 * cap
+
+
+async def test_the_receive_buffer_is_raised_for_bursts(registrar: Registrar) -> None:
+    leg = await listen_udp("127.0.0.1", 0, registrar, InFlight(), receive_buffer=1 << 20)
+    try:
+        assert leg._socket is not None
+        sock = leg._socket.get_extra_info("socket")
+        assert sock.getsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF) >= allowed(1 << 20)
+    finally:
+        leg.close()
+
+
+def test_set_receive_buffer_reports_what_the_kernel_granted() -> None:
+    with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as sock:
+        before = sock.getsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF)
+        assert set_receive_buffer(sock, before // 4) == before  # never lowered
+        granted = set_receive_buffer(sock, 2 << 20)
+        assert granted == sock.getsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF) >= allowed(2 << 20)

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 import socket
 from typing import Any, cast
@@ -12,6 +13,9 @@ from ..leg import Capabilities
 from .base import Handler, InFlight, Throttled
 
 log = logging.getLogger("sipreg.transport")
+
+#: Bytes of receive buffer a UDP socket asks for: about 8,000 REGISTERs waiting.
+RECEIVE_BUFFER = 4 << 20
 
 
 class UdpLeg(asyncio.DatagramProtocol):
@@ -76,15 +80,53 @@ async def listen_udp(
     in_flight: InFlight,
     max_size: int = 65535,
     sock: socket.socket | None = None,
+    receive_buffer: int = RECEIVE_BUFFER,
 ) -> UdpLeg:
     """Serve a UDP socket: ``sock`` if given (bound already), else one bound on ``host``:``port``.
 
-    Port 0 picks a free port.
+    Port 0 picks a free port.  The socket's receive buffer is raised to
+    ``receive_buffer`` bytes (as far as the system allows), so that a burst of
+    datagrams (every phone re-registering after an outage) waits in the kernel
+    instead of being dropped there.
     """
+    if sock is None:
+        family, kind, proto, _, address = socket.getaddrinfo(
+            host, port, type=socket.SOCK_DGRAM, flags=socket.AI_PASSIVE
+        )[0]
+        sock = socket.socket(family, kind, proto)
+        try:
+            if family == socket.AF_INET6:
+                sock.setsockopt(socket.IPPROTO_IPV6, socket.IPV6_V6ONLY, 1)
+            sock.bind(address)
+        except OSError:
+            sock.close()
+            raise
+    granted = set_receive_buffer(sock, receive_buffer)
+    if granted < receive_buffer:
+        log.warning(
+            "udp %s: a receive buffer of %d bytes, not the %d asked for: net.core.rmem_max"
+            " caps it (sysctl -w net.core.rmem_max=%d)",
+            sock.getsockname()[:2], granted, receive_buffer, receive_buffer,
+        )  # fmt: skip
     loop = asyncio.get_running_loop()
     factory = lambda: UdpLeg(handler, in_flight, max_size)  # noqa: E731
-    if sock is not None:
-        _, leg = await loop.create_datagram_endpoint(factory, sock=sock)
-    else:
-        _, leg = await loop.create_datagram_endpoint(factory, local_addr=(host, port))
+    _, leg = await loop.create_datagram_endpoint(factory, sock=sock)
     return leg
+
+
+def set_receive_buffer(sock: socket.socket, size: int) -> int:
+    """Ask for a receive buffer of ``size`` bytes; the size the kernel granted.
+
+    Past ``net.core.rmem_max`` only a privileged process gets more (SO_RCVBUFFORCE).
+    """
+    current = sock.getsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF)
+    if current >= size:
+        return current
+    sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, size)
+    granted = sock.getsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF)
+    force = getattr(socket, "SO_RCVBUFFORCE", None)
+    if granted < size and force is not None:
+        with contextlib.suppress(OSError):  # EPERM without CAP_NET_ADMIN
+            sock.setsockopt(socket.SOL_SOCKET, force, size)
+            granted = sock.getsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF)
+    return int(granted)
