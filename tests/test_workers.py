@@ -15,7 +15,6 @@ import signal
 import socket
 import subprocess
 import sys
-import time
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -217,7 +216,7 @@ def test_one_worker_sweeps_and_a_dead_worker_is_started_again(tmp_path: Path) ->
         assert len(pids) == 2
         os.kill(pids[1], signal.SIGKILL)
         server.wait_for(r"worker \d exited with status -9; starting it again")
-        time.sleep(1.5)  # the restart delay, and the new worker's start
+        server.wait_for(r"worker \d serving")  # the new one
         for n, phone in enumerate(phones):  # whichever worker each meets, all answer
             assert status(phone.register(f"again{n}", f"a-{n}", 1)) == 200
         server.proc.send_signal(signal.SIGHUP)

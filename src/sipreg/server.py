@@ -76,7 +76,7 @@ class Server:
     ) -> None:
         self.config = config
         self.worker = worker
-        self.store: BindingStore = open_store(config.store_url)
+        self.store: BindingStore = open_store(config.store_url, shared=worker is not None)
         self.registrar: Registrar | None = None
         self.authorize: Authorize | None = None
         self.tls: ssl.SSLContext | None = None
@@ -520,6 +520,7 @@ async def serve(
         log.info("ready")
         flush_logs()  # a supervisor or a test waits for that line
     else:
+        log.info("worker %d serving", worker.index)
         worker.ready()
     try:
         await stopping.wait()

@@ -18,6 +18,8 @@ BOB = "sip:bob@example.com"
 BACKENDS: dict[str, Callable[[str | os.PathLike[str]], BindingStore]] = {
     "memory": lambda _: MemoryStore(),
     "sqlite": lambda directory: SqliteStore(os.path.join(directory, "bindings.db")),
+    # As --workers runs it: every read from the file.
+    "sqlite-uncached": lambda d: SqliteStore(os.path.join(d, "bindings.db"), cache_size=0),
 }
 
 

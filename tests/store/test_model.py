@@ -132,7 +132,8 @@ def test_memory_store_matches_the_model(ops: list[Write | Expire]) -> None:
     asyncio.run(run_history(MemoryStore(), ops))
 
 
+@pytest.mark.parametrize("cache_size", [100, 0], ids=["cached", "uncached"])
 @settings(max_examples=100, deadline=None)
-@given(OPS)
-def test_sqlite_store_matches_the_model(ops: list[Write | Expire]) -> None:
-    asyncio.run(run_history(SqliteStore(":memory:"), ops))
+@given(ops=OPS)
+def test_sqlite_store_matches_the_model(cache_size: int, ops: list[Write | Expire]) -> None:
+    asyncio.run(run_history(SqliteStore(":memory:", cache_size=cache_size), ops))

@@ -139,7 +139,9 @@ async def test_cancelling_the_committer_fails_the_waiting_applies(
     entered, release = threading.Event(), threading.Event()
     commit = sqlite_module._commit
 
-    def held_commit(con: sqlite3.Connection, changes: Sequence[Change]) -> list[Exception | None]:
+    def held_commit(
+        con: sqlite3.Connection, changes: Sequence[Change]
+    ) -> tuple[list[Exception | int], int]:
         entered.set()
         release.wait(10)
         return commit(con, changes)
@@ -392,3 +394,53 @@ async def test_a_write_lock_held_past_the_busy_timeout_is_waited_out(
         holder.join()
     finally:
         await store.close()
+
+
+async def test_reads_come_from_the_cache_and_see_other_writers(
+    path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A refresh reads nothing from the file; another process's write is seen at once."""
+    monkeypatch.setattr(sqlite_module, "CACHE_CHECK", 60.0)
+    store, other = SqliteStore(path), SqliteStore(path)  # other: the CLI, say
+    await store.open()
+    await other.open()
+    try:
+        await store.apply(Change(ALICE, 0, upsert=(binding(ALICE),)))
+        state = await store.load(ALICE)
+        reads: list[str] = []
+        real = sqlite_module._load
+
+        def counted(con: sqlite3.Connection, aor: str) -> tuple[AorState, int]:
+            reads.append(aor)
+            return real(con, aor)
+
+        monkeypatch.setattr(sqlite_module, "_load", counted)
+        assert await store.load(ALICE) == state and reads == []  # from the cache
+        await store.apply(Change(ALICE, state.version, upsert=(binding(ALICE, "sip:b@h"),)))
+        assert len((await store.load(ALICE)).bindings) == 2 and reads == []  # our own write
+        assert await other.remove(ALICE) == 2
+        reads.clear()  # what other read
+        assert (await store.load(ALICE)).bindings == () and reads == [ALICE]
+        # A change planned on a state another process changed fails, and is read again.
+        await store.apply(
+            Change(ALICE, (await store.load(ALICE)).version, upsert=(binding(ALICE),))
+        )
+        fresh = await store.load(ALICE)
+        await other.apply(Change(ALICE, fresh.version, remove=(fresh.bindings[0].key,)))
+        store._watched = store._watch()  # as if that commit raced one of ours
+        with pytest.raises(StoreConflict):
+            await store.apply(Change(ALICE, fresh.version, upsert=(binding(ALICE, "sip:x@h"),)))
+        assert (await store.load(ALICE)).bindings == ()
+        # Missed by the watcher, another write is still seen within CACHE_CHECK.
+        await store.apply(
+            Change(ALICE, (await store.load(ALICE)).version, upsert=(binding(ALICE),))
+        )
+        fresh = await store.load(ALICE)
+        await other.apply(Change(ALICE, fresh.version, remove=(fresh.bindings[0].key,)))
+        store._watched = store._watch()
+        assert len((await store.load(ALICE)).bindings) == 1  # stale, for now
+        monkeypatch.setattr(sqlite_module, "CACHE_CHECK", 0.0)  # CACHE_CHECK later
+        assert (await store.load(ALICE)).bindings == ()
+    finally:
+        await store.close()
+        await other.close()

@@ -120,21 +120,22 @@ class BindingStore(abc.ABC):
         raise StoreConflict(f"{aor}: still changing after {MAX_CONFLICT_RETRIES} attempts")
 
 
-def open_store(url: str) -> BindingStore:
-    """A store for ``url``: ``memory:``, ``sqlite:PATH``, or a bare file path (SQLite)."""
+def open_store(url: str, *, shared: bool = False) -> BindingStore:
+    """A store for ``url``: ``memory:``, ``sqlite:PATH``, or a bare file path (SQLite).
+
+    ``shared`` says other processes write the same store all the time
+    (``--workers``): a SQLite store then reads every state from its file.
+    """
     if url.startswith("memory:"):
         from .memory import MemoryStore
 
         return MemoryStore()
-    if url.startswith("sqlite:"):
-        from .sqlite import SqliteStore
-
-        return SqliteStore(url.removeprefix("sqlite:").removeprefix("//") or "sipreg.db")
-    if URL_SCHEME.match(url) or not url:
+    if (URL_SCHEME.match(url) and not url.startswith("sqlite:")) or not url:
         raise ValueError(f"unknown store URL {url!r}: use memory:, sqlite:PATH or a file path")
-    from .sqlite import SqliteStore
+    from .sqlite import CACHE_AORS, SqliteStore
 
-    return SqliteStore(url)
+    path = url.removeprefix("sqlite:").removeprefix("//") if url.startswith("sqlite:") else url
+    return SqliteStore(path or "sipreg.db", cache_size=0 if shared else CACHE_AORS)
 
 
 #: A URL scheme (RFC 3986): what is no file path.  A one-letter one is a Windows drive.

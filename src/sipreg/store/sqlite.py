@@ -14,6 +14,20 @@ removed leaves no row behind.
 
 The schema carries its version in ``schema_version``; :func:`migrate` brings an
 older file up to :data:`SCHEMA_VERSION` and refuses a newer one.
+
+Reads come from a cache of the AORs this store read or wrote last (an LRU of
+``cache_size`` AORs), kept up to date by its own writes and expiries, so a
+refresh costs no read of the file.  Another process's writes (``sipreg
+bindings remove`` beside the server) empty the cache.  Each read asks a second,
+read-only connection for ``PRAGMA data_version`` (about 1.5 µs, no lock held),
+which moves with every commit; the store notes its value after each of its own
+commits, so a move it did not note is another writer's.  A commit of another
+process that lands in the instant between one of ours and that note is caught by
+the writer connection's own ``data_version`` (which only others move) at the
+next commit, or within ``CACHE_CHECK`` seconds.  A change planned on a stale
+state still cannot commit (its version is checked in the file); the cache
+forgets that AOR then.  Processes that share the file all the time
+(``--workers``) run without a cache: ``cache_size=0``.
 """
 
 from __future__ import annotations
@@ -22,6 +36,8 @@ import asyncio
 import json
 import os
 import sqlite3
+import time
+from collections import OrderedDict
 from collections.abc import Callable, Iterable, Iterator, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from contextlib import contextmanager
@@ -117,6 +133,10 @@ SCHEMA_VERSION = len(_MIGRATIONS)
 BUSY_TIMEOUT = 5.0
 #: How often a statement that met a lock held past BUSY_TIMEOUT is run in all.
 BUSY_TRIES = 3
+#: AORs whose state the store keeps in memory by default.
+CACHE_AORS = 100_000
+#: Seconds a cached state is answered without asking whether another process wrote.
+CACHE_CHECK = 1.0
 
 _COLUMNS = (
     "aor, key, contact, expires_at, call_id, cseq, q, params, registered_at, source_host,"
@@ -145,12 +165,20 @@ class SqliteStore(BindingStore):
     for longer than SQLite's busy timeout also raises ``StoreUnavailable``.
     """
 
-    def __init__(self, path: str | os.PathLike[str] = "sipreg.db") -> None:
+    def __init__(
+        self, path: str | os.PathLike[str] = "sipreg.db", cache_size: int = CACHE_AORS
+    ) -> None:
         self.path = os.fspath(path)
+        self.cache_size = cache_size
         self.commits = 0
+        self._cache: OrderedDict[str, AorState] = OrderedDict()
+        self._checked = 0.0  # time.monotonic() of the last look for other writers
+        self._data_version: int | None = None
+        self._watcher: sqlite3.Connection | None = None  # on the event loop's thread
+        self._watched: int | None = None  # its data_version after our last commit
         self._executor: ThreadPoolExecutor | None = None
         self._con: sqlite3.Connection | None = None
-        self._pending: list[tuple[Change, asyncio.Future[None]]] = []
+        self._pending: list[tuple[Change, asyncio.Future[int]]] = []
         self._committer: asyncio.Task[None] | None = None
         self._closer: asyncio.Task[None] | None = None
 
@@ -168,6 +196,9 @@ class SqliteStore(BindingStore):
             executor.shutdown(wait=False)
             raise
         self._executor, self._con = executor, con
+        if self.cache_size:
+            self._watcher = sqlite3.connect(self.path, timeout=0, isolation_level=None)
+            self._watched = self._watch()
 
     async def close(self) -> None:
         """Commit the changes still queued and close the file; safe to call again."""
@@ -176,21 +207,55 @@ class SqliteStore(BindingStore):
         await self._closer
 
     async def load(self, aor: str) -> AorState:
-        return await self._call(_load, aor)
+        if self.cache_size:
+            seen = self._watch()
+            if seen is None or seen != self._watched:
+                self._cache.clear()
+                self._watched = seen
+            if time.monotonic() - self._checked >= CACHE_CHECK:
+                self._others_wrote(await self._call(_data_version))
+            cached = self._cache.get(aor)
+            if cached is not None:
+                self._cache.move_to_end(aor)
+                return cached
+        state, version = await self._call(_load, aor)
+        self._others_wrote(version)
+        self._remember(state)
+        return state
 
     async def apply(self, change: Change) -> None:
         if self._con is None or self._closer is not None:
             raise StoreUnavailable("SqliteStore is not open")
-        future = asyncio.get_running_loop().create_future()
+        future: asyncio.Future[int] = asyncio.get_running_loop().create_future()
         self._pending.append((change, future))
         if self._committer is None or self._committer.done():
             self._committer = asyncio.create_task(self._commit_pending())
-        await future
+        try:
+            version = await future
+        except StoreConflict:
+            self._cache.pop(change.aor, None)  # planned on a state another process changed
+            raise
+        cached = self._cache.get(change.aor)
+        if cached is None or cached.version != change.version:
+            self._cache.pop(change.aor, None)
+            return
+        kept = {b.key: b for b in cached.bindings if b.key not in change.remove}
+        kept.update((b.key, b) for b in change.upsert)
+        if not kept:  # its version is a floor other AORs move: read it from the file
+            del self._cache[change.aor]
+            return
+        self._cache[change.aor] = AorState(
+            change.aor, tuple(kept[key] for key in sorted(kept)), version
+        )
 
     async def expire(self, now: float) -> list[Binding]:
-        expired = await self._call(_expire, now)
+        expired, data_version = await self._call(_expire, now)
+        self._others_wrote(data_version)
+        self._watched = self._watch()
         if expired:
             self.commits += 1
+            for aor in {b.aor for b in expired}:  # read again from the file when asked
+                self._cache.pop(aor, None)
         return expired
 
     async def aors(self) -> list[str]:
@@ -198,6 +263,39 @@ class SqliteStore(BindingStore):
 
     async def connection_bound(self) -> list[Binding]:
         return await self._call(_connection_bound)
+
+    def _remember(self, state: AorState) -> None:
+        """Cache ``state`` unless the cache holds a newer one (a write won the race).
+
+        An AOR without bindings is not cached: its version is the floor of its slot,
+        which writes to other AORs move.
+        """
+        if not self.cache_size or not state.bindings:
+            return
+        cached = self._cache.get(state.aor)
+        if cached is not None and cached.version > state.version:
+            return
+        self._cache[state.aor] = state
+        self._cache.move_to_end(state.aor)
+        while len(self._cache) > self.cache_size:
+            self._cache.popitem(last=False)
+
+    def _watch(self) -> int | None:
+        """The file's data version seen from the watcher; None if unknown (then it moved)."""
+        if self._watcher is None:
+            return None
+        try:
+            return _data_version(self._watcher)
+        except sqlite3.Error:  # busy in a WAL recovery, say: assume someone wrote
+            return None
+
+    def _others_wrote(self, data_version: int | None) -> None:
+        """Empty the cache if another connection committed since the last look."""
+        self._checked = time.monotonic()
+        if data_version is not None and data_version != self._data_version:
+            if self._data_version is not None:
+                self._cache.clear()
+            self._data_version = data_version
 
     async def _call(self, fn: Callable[[sqlite3.Connection, *_Ts], _T], *args: *_Ts) -> _T:
         """Run ``fn(connection, *args)`` on the SQLite thread.
@@ -228,7 +326,7 @@ class SqliteStore(BindingStore):
             if not group:
                 continue
             try:
-                outcomes = await self._call(_commit, [change for change, _ in group])
+                outcomes, data_version = await self._call(_commit, [c for c, _ in group])
             except Exception as exc:  # the transaction failed: every change in it did
                 outcomes = [exc] * len(group)
             except BaseException:
@@ -240,11 +338,13 @@ class SqliteStore(BindingStore):
                 raise
             else:
                 self.commits += 1
+                self._others_wrote(data_version)
+                self._watched = self._watch()
             for (_, future), outcome in zip(group, outcomes, strict=True):
                 if future.done():
                     continue
-                if outcome is None:
-                    future.set_result(None)
+                if isinstance(outcome, int):
+                    future.set_result(outcome)
                 else:
                     future.set_exception(outcome)
 
@@ -253,12 +353,15 @@ class SqliteStore(BindingStore):
             await asyncio.wait([self._committer])
         con, executor = self._con, self._executor
         self._con = self._executor = None
+        if self._watcher is not None:
+            self._watcher.close()
+            self._watcher = None
         if con is not None and executor is not None:
             await asyncio.get_running_loop().run_in_executor(executor, con.close)
             executor.shutdown()
 
 
-def _abandon(group: Sequence[tuple[Change, asyncio.Future[None]]], outcome: str) -> None:
+def _abandon(group: Sequence[tuple[Change, asyncio.Future[int]]], outcome: str) -> None:
     """Fail the futures of ``group`` still waiting: ``StoreUnavailable("store closed: ...")``."""
     for _, future in group:
         if not future.done():
@@ -341,24 +444,33 @@ def _transaction(con: sqlite3.Connection, mode: str = "IMMEDIATE") -> Iterator[N
     con.execute("COMMIT")
 
 
-def _commit(con: sqlite3.Connection, changes: Sequence[Change]) -> list[Exception | None]:
-    """Apply ``changes`` in one transaction, each in a savepoint; each one's error or None."""
-    outcomes: list[Exception | None] = []
+def _commit(
+    con: sqlite3.Connection, changes: Sequence[Change]
+) -> tuple[list[Exception | int], int]:
+    """Apply ``changes`` in one transaction, each in a savepoint.
+
+    Returns each one's error or new version, and the file's data version.
+    """
+    outcomes: list[Exception | int] = []
     with _transaction(con):
         for change in changes:
             con.execute("SAVEPOINT change")
             try:
-                _apply(con, change)
+                outcomes.append(_apply(con, change))
             except Exception as exc:
                 con.execute("ROLLBACK TO change")
                 outcomes.append(exc)
-            else:
-                outcomes.append(None)
             con.execute("RELEASE change")
-    return outcomes
+    return outcomes, _data_version(con)
 
 
-def _apply(con: sqlite3.Connection, change: Change) -> None:
+def _data_version(con: sqlite3.Connection) -> int:
+    """A number that changes whenever another connection commits to the file."""
+    value: int = con.execute("PRAGMA data_version").fetchone()[0]
+    return value
+
+
+def _apply(con: sqlite3.Connection, change: Change) -> int:
     version = _version(con, change.aor)
     if change.version != version:
         raise StoreConflict(f"{change.aor}: planned on version {change.version}, now {version}")
@@ -367,23 +479,26 @@ def _apply(con: sqlite3.Connection, change: Change) -> None:
         [(change.aor, key) for key in change.remove],
     )
     con.executemany(_UPSERT, [_to_row(binding) for binding in change.upsert])
-    _stamp(con, (change.aor,), _tick(con))
+    version = _tick(con)
+    _stamp(con, (change.aor,), version)
+    return version
 
 
-def _load(con: sqlite3.Connection, aor: str) -> AorState:
+def _load(con: sqlite3.Connection, aor: str) -> tuple[AorState, int]:
     with _transaction(con, "DEFERRED"):
         version = _version(con, aor)
         rows = con.execute(_SELECT_AOR, (aor,)).fetchall()
-    return AorState(aor, tuple(_from_row(r) for r in rows), version)
+    return AorState(aor, tuple(_from_row(r) for r in rows), version), _data_version(con)
 
 
-def _expire(con: sqlite3.Connection, now: float) -> list[Binding]:
+def _expire(con: sqlite3.Connection, now: float) -> tuple[list[Binding], int]:
+    """Remove what expired by ``now``: those bindings, and the file's data version."""
     with _transaction(con):
         rows = con.execute(_SELECT_EXPIRED, (now,)).fetchall()
         if rows:
             con.execute("DELETE FROM bindings WHERE expires_at <= ?", (now,))
             _stamp(con, sorted({r[0] for r in rows}), _tick(con))
-    return [_from_row(r) for r in rows]
+    return [_from_row(r) for r in rows], _data_version(con)
 
 
 def _version(con: sqlite3.Connection, aor: str) -> int:
