@@ -24,6 +24,7 @@ import signal
 import socket
 import ssl
 from collections.abc import Callable, Iterable
+from typing import TYPE_CHECKING
 
 from . import __version__
 from .auth.step import Authorize
@@ -46,6 +47,9 @@ from .transport.tls import reload as reload_tls
 from .transport.udp import UdpLeg, listen_udp
 from .transport.websocket import WebSocketFramer
 from .workers import Worker
+
+if TYPE_CHECKING:
+    from .admin.service import AdminService
 
 log = logging.getLogger("sipreg.server")
 
@@ -95,6 +99,11 @@ class Server:
         self._sweeper: asyncio.Task[None] | None = None
         self._log_writer: asyncio.Task[None] | None = None
         self._max_connections = config.max_connections  # per TCP listener
+        self.admin: AdminService | None = None
+        if config.admin is not None:
+            from .admin.service import AdminService  # aiohttp and prometheus, when asked for
+
+            self.admin = AdminService(config)
 
     @property
     def addresses(self) -> list[str]:
@@ -126,10 +135,12 @@ class Server:
         policy = dataclasses.replace(config.policy, identities=tuple(await self._identities()))
         self.authorize = self._authorize(policy)
         await self.store.open()
+        admin = self.admin
         try:
             registrar = self.registrar = Registrar(
                 policy=policy,
-                store=self.store,
+                store=self.store if admin is None else admin.timed(self.store),
+                on_outcome=None if admin is None else admin.on_outcome,
                 guards=self._guards(),
                 authorize=self.authorize,
                 mode="redirect",
@@ -143,7 +154,11 @@ class Server:
                     await self._listen(spec, registrar)
                 except OSError as err:
                     raise OSError(f"cannot listen on {spec}: {_reason(err)}") from err
+            if admin is not None:
+                await admin.start(registrar, self.authorize, self._bound, self.udp, self.tcp)
         except BaseException:
+            if admin is not None:
+                await admin.stop()
             await self._close_sockets()
             await self.store.close()
             raise
@@ -219,9 +234,11 @@ class Server:
         A worker forgets those of its own earlier runs; worker 0 also those of
         workers there are no longer, and of a run without workers.
         """
+        assert self.registrar is not None
         stale = [b for b in await self.store.connection_bound() if self._outlived(b.connection)]
         for aor in sorted({b.aor for b in stale}):
-            await self.store.remove(aor, [b.key for b in stale if b.aor == aor])
+            keys = [b.key for b in stale if b.aor == aor]
+            await self.registrar.register.remove(aor, keys, self.registrar.clock(), "startup")
         if stale:
             log.info(
                 "removed %d binding(s) of connections that ended with the last run", len(stale)
@@ -369,6 +386,8 @@ class Server:
 
     async def stop(self) -> None:
         """Stop reading, finish requests in progress (bounded), close sockets and store."""
+        if self.admin is not None:
+            await self.admin.stop()
         for leg in self.udp:
             leg.stop_reading()
         for listener in self.tcp:

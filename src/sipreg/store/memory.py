@@ -82,6 +82,28 @@ class MemoryStore(BindingStore):
     async def aors(self) -> list[str]:
         return sorted(self._bindings)
 
+    async def counts(self) -> tuple[int, int]:
+        return len(self._bindings), self._count
+
+    async def page(
+        self, *, after: tuple[str, str] | None = None, prefix: str = "", limit: int = 100
+    ) -> list[Binding]:
+        first = "" if after is None else after[0]
+        # O(AORs) for a page: a heap of the next names, no sort of them all.  Each AOR
+        # holds a binding, but the first may hold none after ``after``: one name more.
+        names = heapq.nsmallest(
+            limit + 1, (a for a in self._bindings if a >= first and a.startswith(prefix))
+        )
+        found: list[Binding] = []
+        for aor in names:
+            bindings = self._bindings[aor]
+            for key in sorted(bindings):
+                if after is None or (aor, key) > after:
+                    found.append(bindings[key])
+                    if len(found) >= limit:
+                        return found
+        return found
+
     async def connection_bound(self) -> list[Binding]:
         return [
             bindings[key]
