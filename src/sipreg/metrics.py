@@ -14,25 +14,24 @@ ten-second buckets, for the status page's chart (:meth:`Metrics.history`).
 
 from __future__ import annotations
 
+import bisect
+import itertools
 import time
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 
-from prometheus_client import (
-    CollectorRegistry,
-    Counter,
-    Gauge,
-    Histogram,
-    disable_created_metrics,
+from prometheus_client import CollectorRegistry
+from prometheus_client.core import (
+    CounterMetricFamily,
+    GaugeMetricFamily,
+    HistogramMetricFamily,
+    Metric,
 )
-from prometheus_client.core import Metric
 from prometheus_client.registry import Collector
 
 from . import __version__
 from .outcome import Outcome
 from .registrar.events import BindingEvent
-
-disable_created_metrics()  # type: ignore[no-untyped-call]  # no *_created series: unread
 
 #: The methods counted by name; any other is ``other`` (a client chooses the method).
 METHODS = frozenset(
@@ -69,90 +68,145 @@ class Totals:
     dropped: int = 0
 
 
+class _Family:
+    """Counts by label values, kept as plain ints: a request costs a dict update."""
+
+    def __init__(self, name: str, help: str, labels: tuple[str, ...] = ()) -> None:
+        self.name, self.help, self.labels = name, help, labels
+        self.counts: dict[tuple[str, ...], int] = {}
+
+    def inc(self, *values: str) -> None:
+        counts = self.counts
+        counts[values] = counts.get(values, 0) + 1
+
+    def collect(self) -> Metric:
+        family = CounterMetricFamily(self.name, self.help, labels=self.labels)
+        for values, count in sorted(self.counts.items()):
+            family.add_metric(values, count)
+        return family
+
+
+class _Histogram:
+    """A histogram by label values: bucket counts and a sum, plain numbers."""
+
+    def __init__(
+        self, name: str, help: str, bounds: tuple[float, ...], labels: tuple[str, ...] = ()
+    ) -> None:
+        self.name, self.help, self.labels, self.bounds = name, help, labels, bounds
+        self.series: dict[tuple[str, ...], tuple[list[int], list[float]]] = {}
+
+    def observe(self, value: float, *values: str) -> None:
+        series = self.series.get(values)
+        if series is None:
+            series = self.series[values] = ([0] * (len(self.bounds) + 1), [0.0])
+        series[0][bisect.bisect_left(self.bounds, value)] += 1
+        series[1][0] += value
+
+    def collect(self) -> Metric:
+        family = HistogramMetricFamily(self.name, self.help, labels=self.labels)
+        for values, (counts, total) in sorted(self.series.items()):
+            cumulative = list(itertools.accumulate(counts))
+            buckets = [(_le(b), float(c)) for b, c in zip(self.bounds, cumulative, strict=False)]
+            buckets.append(("+Inf", float(cumulative[-1])))
+            family.add_metric(list(values), buckets, total[0])
+        return family
+
+
+def _le(bound: float) -> str:
+    return repr(float(bound))
+
+
 class Metrics:
-    """The metrics of one server, in a registry of their own (``registry``)."""
+    """The metrics of one server, in a registry of their own (``registry``).
+
+    Counting is plain arithmetic on the request path; the Prometheus families
+    are made only when scraped.
+    """
 
     def __init__(self, *, started: float | None = None) -> None:
         self.registry = CollectorRegistry(auto_describe=True)
         self.started = time.time() if started is None else started
         self.totals = Totals()
-        r = self.registry
-        self._requests = Counter(
+        self._requests = _Family(
             "sipreg_requests", "Requests received, retransmissions included, by method and"
-            " the status sent (none: no answer)", ["method", "status"], registry=r,
+            " the status sent (none: no answer)", ("method", "status"),
         )  # fmt: skip
-        self._registers = Counter(
-            "sipreg_registers", "REGISTER transactions by result: accepted (200), challenged"
+        self._registers = _Family(
+            "sipreg_registers", "REGISTER transactions by result: accepted (2xx), challenged"
             " (401), refused (other 3xx-6xx but 5xx), failed (5xx), dropped (no answer)",
-            ["result"], registry=r,
+            ("result",),
         )  # fmt: skip
-        self._auth = Counter(
-            "sipreg_auth", "Digest authentication outcomes", ["result"], registry=r
+        self._auth = _Family("sipreg_auth", "Digest authentication outcomes", ("result",))
+        self._bans = _Family(
+            "sipreg_auth_bans", "Brute-force bans begun (an address, or an address and user)"
         )
-        self._bans = Counter(
-            "sipreg_auth_bans", "Brute-force bans begun (an address, or an address and user)",
-            registry=r,
-        )  # fmt: skip
-        self._retransmissions = Counter(
-            "sipreg_retransmissions", "Retransmitted requests absorbed or answered again",
-            registry=r,
-        )  # fmt: skip
-        self._dropped = Counter(
-            "sipreg_dropped", "Requests dropped unanswered, by reason", ["reason"], registry=r
+        self._retransmissions = _Family(
+            "sipreg_retransmissions", "Retransmitted requests absorbed or answered again"
         )
-        self._rate_limited = Counter(
+        self._dropped = _Family(
+            "sipreg_dropped", "Requests dropped unanswered, by reason", ("reason",)
+        )
+        self._rate_limited = _Family(
             "sipreg_rate_limited", "Requests over a source's rate limit, by the action taken",
-            ["action"], registry=r,
+            ("action",),
         )  # fmt: skip
-        self._events = Counter(
-            "sipreg_binding_events", "Binding changes by type", ["type"], registry=r
-        )
-        self._duration = Histogram(
+        self._events = _Family("sipreg_binding_events", "Binding changes by type", ("type",))
+        self._duration = _Histogram(
             "sipreg_request_duration_seconds", "Seconds from a request's arrival to its answer",
-            ["method"], buckets=_DURATIONS, registry=r,
+            _DURATIONS, ("method",),
         )  # fmt: skip
-        self._store = Histogram(
+        self._store = _Histogram(
             "sipreg_store_operation_seconds", "Seconds a store operation took",
-            ["operation"], buckets=_DURATIONS, registry=r,
+            _DURATIONS, ("operation",),
         )  # fmt: skip
-        self._groups = Histogram(
+        self._groups = _Histogram(
             "sipreg_sqlite_commit_group_size", "Changes committed in one SQLite transaction",
-            buckets=_GROUPS, registry=r,
+            _GROUPS,
         )  # fmt: skip
-        self._aors = Gauge("sipreg_aors", "AORs with stored bindings", registry=r)
-        self._bindings = Gauge(
-            "sipreg_bindings", "Stored bindings (expired ones not yet swept included)", registry=r
-        )
-        Gauge("sipreg_start_time_seconds", "When the server started (Unix time)", registry=r).set(
-            self.started
-        )
-        Gauge("sipreg_info", "The sipreg version", ["version"], registry=r).labels(__version__).set(
-            1
-        )
-        # Children by label values: labels() on every request costs more than counting.
-        self._children: dict[tuple[object, ...], Callable[[], None]] = {}
+        self._aors = 0
+        self._bindings = 0
         self._history: dict[int, list[int]] = {}  # bucket -> [registers, auth failures]
+        self.add_collector(self._collect)
+
+    def _collect(self) -> Iterable[Metric]:
+        for family in (
+            self._requests, self._registers, self._auth, self._bans, self._retransmissions,
+            self._dropped, self._rate_limited, self._events, self._duration, self._store,
+            self._groups,
+        ):  # fmt: skip
+            yield family.collect()
+        yield GaugeMetricFamily("sipreg_aors", "AORs with stored bindings", value=self._aors)
+        yield GaugeMetricFamily(
+            "sipreg_bindings", "Stored bindings (expired ones not yet swept included)",
+            value=self._bindings,
+        )  # fmt: skip
+        yield GaugeMetricFamily(
+            "sipreg_start_time_seconds", "When the server started (Unix time)", value=self.started
+        )
+        info = GaugeMetricFamily("sipreg_info", "The sipreg version", labels=["version"])
+        info.add_metric([__version__], 1)
+        yield info
 
     def observe(self, outcome: Outcome) -> None:
         """Count one outcome record (a front's ``on_outcome``)."""
         method = outcome.method
         name = "unparseable" if method is None else method if method in METHODS else "other"
         status = "none" if outcome.status is None else str(outcome.status)
-        self._count(self._requests, name, status)
+        self._requests.inc(name, status)
         if outcome.retransmission:
             self.totals.retransmissions += 1
-            self._count(self._retransmissions)
+            self._retransmissions.inc()
             return
         if outcome.status is not None:
-            self._duration.labels(name).observe(outcome.duration)
+            self._duration.observe(outcome.duration, name)
         if outcome.status is None and outcome.reason.startswith("dropped"):
             self.totals.dropped += 1
-            self._count(self._dropped, _drop_reason(outcome))
+            self._dropped.inc(_drop_reason(outcome))
         if outcome.guard == "rate limit":
-            self._count(self._rate_limited, "503" if outcome.status is not None else "drop")
+            self._rate_limited.inc("503" if outcome.status is not None else "drop")
         auth = AUTH_RESULTS.get(outcome.auth or "")
         if auth is not None:
-            self._count(self._auth, auth)
+            self._auth.inc(auth)
         if method == "REGISTER":
             self._register(outcome, auth)
 
@@ -174,19 +228,19 @@ class Metrics:
         if auth in ("failed", "banned"):
             totals.auth_failures += 1
             bucket[1] += 1
-        self._count(self._registers, result)
+        self._registers.inc(result)
 
     def observe_event(self, event: BindingEvent) -> None:
         """Count one binding event (an ``Events`` listener)."""
-        self._count(self._events, event.type)
+        self._events.inc(event.type)
 
     def observe_ban(self) -> None:
         """Count a new brute-force ban."""
-        self._count(self._bans)
+        self._bans.inc()
 
     def observe_store(self, operation: str, seconds: float) -> None:
         """Time one store operation (``load``, ``apply``, ``expire``...)."""
-        self._store.labels(operation).observe(seconds)
+        self._store.observe(seconds, operation)
 
     def observe_commit(self, changes: int) -> None:
         """Count one SQLite commit of ``changes`` changes."""
@@ -194,8 +248,7 @@ class Metrics:
 
     def set_counts(self, aors: int, bindings: int) -> None:
         """The AORs and bindings the store holds now (read at each scrape)."""
-        self._aors.set(aors)
-        self._bindings.set(bindings)
+        self._aors, self._bindings = aors, bindings
 
     def add_collector(self, collect: Callable[[], Iterable[Metric]]) -> None:
         """Have ``collect`` yield more metric families at every scrape."""
@@ -218,13 +271,6 @@ class Metrics:
             for old in [b for b in self._history if b <= index - HISTORY_BUCKETS]:
                 del self._history[old]
         return bucket
-
-    def _count(self, counter: Counter, *labels: str) -> None:
-        key = (id(counter), *labels)
-        inc = self._children.get(key)
-        if inc is None:
-            inc = self._children[key] = (counter.labels(*labels) if labels else counter).inc
-        inc()
 
 
 def _drop_reason(outcome: Outcome) -> str:

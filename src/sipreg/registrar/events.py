@@ -10,7 +10,6 @@ event as it is published.  Changes another process makes to a shared store
 
 from __future__ import annotations
 
-import dataclasses
 import logging
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass
@@ -116,7 +115,10 @@ class Events:
         """Number ``events`` and tell every listener of each."""
         for event in events:
             self.last_id += 1
-            numbered = dataclasses.replace(event, id=self.last_id)
+            numbered = BindingEvent(
+                type=event.type, cause=event.cause, binding=event.binding, at=event.at,
+                id=self.last_id,
+            )  # fmt: skip
             for listener in tuple(self._listeners):
                 try:
                     listener(numbered)
