@@ -194,7 +194,7 @@ def test_bindings_are_paged_over_ten_thousand(tmp_path: Path, token_file: Path) 
         assert [b["contact"] for b in one] == ["sip:u42@192.0.2.1:5060"]
         assert one[0]["expires_in"] > 0 and one[0]["transport"] == "udp"
         base = admin_url(proc)
-        for bad in ("limit=0", "limit=1001", "limit=x", "cursor=!!", "nope=1"):
+        for bad in ("limit=0", "limit=1001", "limit=x", "cursor=!!", "nope=1", "aor=%3Cjunk"):
             status, _, body = fetch(base + "api/bindings?" + bad)
             assert status == 400 and "error" in json.loads(body), bad
     finally:
@@ -248,6 +248,8 @@ def test_delete_goes_through_the_running_registrar(tmp_path: Path, token_file: P
         assert (status, json.loads(body)) == (200, {"removed": 2})
         status, _, body = fetch(base, method="DELETE")
         assert status == 404 and json.loads(body)["removed"] == 0
+        junk = admin_url(proc) + "api/bindings/" + urllib.parse.quote("<junk", "")
+        assert fetch(junk, method="DELETE")[0] == 400
         assert api(proc, "api/bindings?aor=sip:alice@example.com")["bindings"] == []
         proc.wait_for(r"admin: removed 2 binding\(s\) of sip:alice@example.com")
     finally:

@@ -23,7 +23,7 @@ from aiohttp import web
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 
 from .. import __version__
-from ..errors import StoreConflict, StoreUnavailable
+from ..errors import ParseError, StoreConflict, StoreUnavailable
 from ..metrics import HISTORY_STEP, Metrics
 from ..registrar.events import BindingEvent
 from ..registrar.facade import Registrar
@@ -249,6 +249,8 @@ class AdminListener:
             return await handler(request)
         except StoreUnavailable as err:
             return _error(503, f"store unavailable: {err}", Retry_After="5")
+        except ParseError as err:  # an AOR or contact that is no URI
+            return _error(400, f"not a SIP URI: {err.reason}")
 
 
 def _error(status: int, message: str, **extra: Any) -> web.Response:
