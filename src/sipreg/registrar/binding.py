@@ -73,7 +73,7 @@ class Binding:
             return self.contact == text
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, slots=True)
 class AorState:
     """An AOR's stored bindings (expired ones included, sorted by contact) and its version.
 
