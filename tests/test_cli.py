@@ -39,6 +39,7 @@ def usage_error(capsys: pytest.CaptureFixture[str], *argv: str) -> str:
         (["serve", "--min-expires", "soon"], "invalid int value: 'soon'"),
         (["serve", "--listen", "udp:127.0.0.1"], "bad listen spec 'udp:127.0.0.1'"),
         (["serve", "--log-level", "loud"], "invalid choice: 'loud'"),
+        (["serve", "--log-format", "xml"], "invalid choice: 'xml'"),
         (["serve", "--store", "redis://x"], "unknown store URL 'redis://x'"),
         (["serve", "--config", "/nonexistent/sipreg.toml"], "cannot read config file"),
         (["serve", "--colour"], "unrecognized arguments: --colour"),

@@ -37,8 +37,9 @@ class Context:
     steps fill in the rest as they learn it; the front's outcome record reads it:
     ``aor`` (the address of record concerned), ``user`` (the authenticated user
     name), ``auth`` (how authentication went: ``ok``, ``challenged``, ``failed``,
-    ``stale``, ``replayed``, ``banned`` or ``forbidden``) and ``bindings`` (how
-    many bindings the answer lists).
+    ``stale``, ``replayed``, ``banned`` or ``forbidden``), ``contacts`` (how many
+    contacts a REGISTER asked for) and ``bindings`` (how many bindings the answer
+    lists).
     """
 
     leg: Leg
@@ -48,6 +49,7 @@ class Context:
     aor: str | None = None
     user: str | None = None
     auth: str | None = None
+    contacts: int | None = None
     bindings: int | None = None
 
 

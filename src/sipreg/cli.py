@@ -21,6 +21,7 @@ from . import __version__
 from .auth.users import User, Users, UsersFileError, check_field, load_users, save_users
 from .config import LOG_LEVELS, Config, ConfigError, format_address, load_config
 from .errors import ParseError, StartupError
+from .logs import LOG_FORMATS
 from .logs import configure as configure_logging
 from .registrar.binding import Binding
 from .registrar.facade import Registrar
@@ -68,11 +69,12 @@ def _config(args: argparse.Namespace, *, logs: bool = True) -> Config:
         "store": args.store,
         "data_dir": args.data_dir,
         "log_level": args.log_level,
+        "log_format": args.log_format,
         "workers": getattr(args, "workers", None),
     }
     config = load_config(args.config, overrides)
     if logs:
-        configure_logging(config.log_level, sys.stderr)
+        configure_logging(config.log_level, sys.stderr, log_format=config.log_format)
     return config
 
 
@@ -90,7 +92,9 @@ def _serve(args: argparse.Namespace) -> int:
         return 0
 
     def serve(worker: Worker) -> int:
-        configure_logging(config.log_level, sys.stderr, tag=f"w{worker.index}")
+        configure_logging(
+            config.log_level, sys.stderr, tag=f"w{worker.index}", log_format=config.log_format
+        )
         try:
             run(config, load, worker)
         except StartupError as err:
@@ -250,6 +254,9 @@ def _parser() -> argparse.ArgumentParser:
     common.add_argument("--store", metavar="URL", help="sqlite:PATH (default) or memory:")
     common.add_argument("--data-dir", metavar="DIR", help="where the default sipreg.db lives")
     common.add_argument("--log-level", type=str.lower, choices=LOG_LEVELS, help="default info")
+    common.add_argument(
+        "--log-format", choices=LOG_FORMATS, help="text (default) or json: one object a line"
+    )
 
     serve = commands.add_parser("serve", parents=[common], help="run the registrar")
     serve.add_argument(

@@ -178,8 +178,15 @@ class Registrar:
         return ordered((await self.store.load(key)).bindings, self.clock())
 
     async def expire(self) -> int:
-        """Remove expired bindings; the number removed."""
-        return len(await self.store.expire(self.clock()))
+        """Remove expired bindings; the number removed.  Each AOR is logged at debug."""
+        expired = await self.store.expire(self.clock())
+        if expired and log.isEnabledFor(logging.DEBUG):
+            contacts: dict[str, list[str]] = {}
+            for binding in expired:
+                contacts.setdefault(binding.aor, []).append(binding.contact)
+            for aor, gone in contacts.items():
+                log.debug("expired %s: %s", aor, ", ".join(gone))
+        return len(expired)
 
     # --- connection events (a stream listener tells them) ---------------------------------
 

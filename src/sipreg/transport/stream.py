@@ -36,6 +36,7 @@ from typing import Protocol, cast
 from ..config import format_address
 from ..framing import Broken, Framed, KeepAlive, StreamFramer
 from ..leg import Capabilities
+from ..networks import format_endpoint
 from .base import ConnectionEvents, Handler, InFlight, NoEvents, PerSource, Throttled
 
 log = logging.getLogger("sipreg.transport")
@@ -156,7 +157,7 @@ class StreamConnection(asyncio.Protocol):
         self.local, self.peer = _address(sockname), _address(peername)
         listener = self.listener
         if len(listener.connections) >= listener.max_connections and not listener.make_room():
-            listener.refusing.warn(*self.peer)
+            listener.refusing.warn(format_endpoint(*self.peer))
             stream.abort()
             return
         if not listener.per_source.admit(self.peer[0]):
@@ -403,7 +404,7 @@ class StreamListener:
         self.handshake_timeout = handshake_timeout
         self.events: ConnectionEvents = events if events is not None else NoEvents()
         self.connections: set[StreamConnection] = set()
-        self.refusing = Throttled(f"too many {kind} connections: refusing %s:%s")
+        self.refusing = Throttled(f"too many {kind} connections: refusing %s")
         self.evicting = Throttled(
             f"{kind} connections at max_connections (%d): dropping silent ones for new ones"
         )
