@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import argparse
 import asyncio
+import dataclasses
 import re
 import time
 from pathlib import Path
@@ -11,7 +13,8 @@ from typing import Any
 import pytest
 
 from sipreg import __version__
-from sipreg.cli import main
+from sipreg.cli import FLAGS, _parser, config_only, main
+from sipreg.config import Config
 from sipreg.registrar.binding import Binding
 from sipreg.store.base import Change
 from sipreg.store.sqlite import SqliteStore
@@ -173,5 +176,43 @@ def test_bindings_remove_every_contact_of_an_aor(
     store = f"sqlite:{db}"
     assert main(["bindings", "remove", "sip:bob@EXAMPLE.com", "--store", store]) == 0
     assert capsys.readouterr().out == f"removed 1 binding(s) of {BOB}\n"
-    assert main(["bindings", "list", BOB, "--store", store]) == 0
-    assert capsys.readouterr().out == ""
+    assert main(["bindings", "list", BOB, "--store", store]) == 1
+    out, err = capsys.readouterr()
+    assert (out, err) == ("", f"sipreg: no binding of {BOB}\n")
+
+
+def test_bindings_list_of_an_aor_without_live_bindings_exits_1(
+    capsys: pytest.CaptureFixture[str], db: Path
+) -> None:
+    store = f"sqlite:{db}"
+    assert main(["bindings", "list", "sip:carol@example.com", "--store", store]) == 1
+    assert capsys.readouterr() == ("", "sipreg: no binding of sip:carol@example.com\n")
+    assert main(["bindings", "remove", ALICE, "--store", store]) == 0  # one live, one expired
+    capsys.readouterr()
+    assert main(["bindings", "list", ALICE, "--store", store]) == 1
+    assert main(["bindings", "list", "--store", store]) == 0  # no AOR named: bob is listed
+
+
+def test_serve_help_names_every_setting_a_flag_or_config_only(
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    with pytest.raises(SystemExit):
+        main(["serve", "--help"])
+    text = " ".join(capsys.readouterr().out.split())
+    assert "Without --domain it serves every domain" in text
+    settings = [f.name for f in dataclasses.fields(Config) if f.init]
+    only = text.split("Settings only the config file (--config) sets: ")[1].rstrip(".").split(", ")
+    assert only == config_only() and "rate_limit" in only and "domains" not in only
+    for name in settings:
+        flag = "--" + next((d for d, f in FLAGS.items() if f == name), "").replace("_", "-")
+        assert (flag != "--" and f"{flag} " in text) != (name in only), name
+
+
+def test_every_serve_flag_sets_a_setting() -> None:
+    serve = next(
+        action.choices["serve"]
+        for action in _parser()._actions
+        if isinstance(action, argparse._SubParsersAction)
+    )
+    dests = {a.dest for a in serve._actions} - {"help", "config"}
+    assert dests == set(FLAGS)

@@ -10,6 +10,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import contextlib
+import dataclasses
 import getpass
 import json
 import os
@@ -51,27 +52,26 @@ def main(argv: Sequence[str] | None = None) -> int:
         return 130
 
 
+#: The flags that set a config field: argparse's ``dest`` -> the :class:`Config` field.
+FLAGS = {
+    "listen": "listen", "domain": "domains", "alias": "aliases", "min_expires": "min_expires",
+    "max_expires": "max_expires", "default_expires": "default_expires",
+    "tcp_idle_timeout": "tcp_idle_timeout", "realm": "realm", "tls_cert": "tls_cert",
+    "tls_key": "tls_key", "tls_ca": "tls_ca", "users": "users", "store": "store",
+    "data_dir": "data_dir", "log_level": "log_level", "log_format": "log_format",
+    "workers": "workers",
+}  # fmt: skip
+
+
+def config_only() -> list[str]:
+    """The settings no flag sets: the config file's alone."""
+    flagged = set(FLAGS.values())
+    return [f.name for f in dataclasses.fields(Config) if f.init and f.name not in flagged]
+
+
 def _config(args: argparse.Namespace, *, logs: bool = True) -> Config:
     """The config the flags and ``--config`` make, with logging set up at its level."""
-    overrides = {
-        "listen": getattr(args, "listen", None),
-        "domains": getattr(args, "domain", None),
-        "aliases": getattr(args, "alias", None),
-        "min_expires": getattr(args, "min_expires", None),
-        "max_expires": getattr(args, "max_expires", None),
-        "default_expires": getattr(args, "default_expires", None),
-        "tcp_idle_timeout": getattr(args, "tcp_idle_timeout", None),
-        "realm": getattr(args, "realm", None),
-        "tls_cert": getattr(args, "tls_cert", None),
-        "tls_key": getattr(args, "tls_key", None),
-        "tls_ca": getattr(args, "tls_ca", None),
-        "users": getattr(args, "users", None),
-        "store": args.store,
-        "data_dir": args.data_dir,
-        "log_level": args.log_level,
-        "log_format": args.log_format,
-        "workers": getattr(args, "workers", None),
-    }
+    overrides = {name: getattr(args, dest, None) for dest, name in FLAGS.items()}
     config = load_config(args.config, overrides)
     if logs:
         configure_logging(config.log_level, sys.stderr, log_format=config.log_format)
@@ -115,8 +115,12 @@ def _list(args: argparse.Namespace) -> int:
             now = registrar.clock()
             return [format_binding(b, now) for aor in aors for b in await registrar.bindings(aor)]
 
-    for line in asyncio.run(collect()):
+    lines = asyncio.run(collect())
+    for line in lines:
         print(line)
+    if args.aor and not lines:
+        print(f"sipreg: no binding of {_aor(args.aor)}", file=sys.stderr)
+        return 1
     return 0
 
 
@@ -258,38 +262,50 @@ def _parser() -> argparse.ArgumentParser:
         "--log-format", choices=LOG_FORMATS, help="text (default) or json: one object a line"
     )
 
-    serve = commands.add_parser("serve", parents=[common], help="run the registrar")
-    serve.add_argument(
+    serving = argparse.ArgumentParser(add_help=False)  # what serve binds and runs with
+    serving.add_argument(
         "--listen",
         action="append",
         metavar="SPEC",
         help="TRANSPORT:HOST:PORT, TRANSPORT one of udp, tcp, tls, ws, wss; IPv6 in brackets;"
         " repeatable (default udp and tcp on 0.0.0.0:5060)",
     )
-    serve.add_argument("--domain", action="append", metavar="D", help="served domain; repeatable")
-    serve.add_argument(
+    serving.add_argument(
+        "--domain", action="append", metavar="D",
+        help="served domain (its subdomains too); repeatable; without it every domain is served",
+    )  # fmt: skip
+    serving.add_argument(
         "--alias", action="append", metavar="HOST", help="another name of this server; repeatable"
     )
-    serve.add_argument("--min-expires", type=int, metavar="N", help="shorter gets 423 (default 30)")
-    serve.add_argument("--max-expires", type=int, metavar="N", help="longer is capped (300)")
-    serve.add_argument(
+    serving.add_argument(
+        "--min-expires", type=int, metavar="N", help="shorter gets 423 (default 30)"
+    )
+    serving.add_argument("--max-expires", type=int, metavar="N", help="longer is capped (300)")
+    serving.add_argument(
         "--default-expires", type=int, metavar="N", help="when none is asked for (3600)"
     )
-    serve.add_argument(
+    serving.add_argument(
         "--tcp-idle-timeout", type=float, metavar="SECONDS",
         help="close a TCP/TLS/WS connection quiet this long (default 60)",
     )  # fmt: skip
-    serve.add_argument("--tls-cert", metavar="FILE", help="certificate chain (PEM) for tls/wss")
-    serve.add_argument("--tls-key", metavar="FILE", help="its private key (PEM)")
-    serve.add_argument(
+    serving.add_argument("--tls-cert", metavar="FILE", help="certificate chain (PEM) for tls/wss")
+    serving.add_argument("--tls-key", metavar="FILE", help="its private key (PEM)")
+    serving.add_argument(
         "--tls-ca", metavar="FILE", help="ask TLS clients for certificates signed by these CAs"
     )
-    serve.add_argument(
+    serving.add_argument(
         "--workers", type=int, metavar="N",
         help="serve with N processes on the same ports (SO_REUSEPORT; needs a sqlite store)",
     )  # fmt: skip
-    serve.add_argument("--realm", metavar="R", help="authenticate with Digest in realm R")
-    serve.add_argument("--users", metavar="FILE", help="the users file (sipreg user add)")
+    serving.add_argument("--realm", metavar="R", help="authenticate with Digest in realm R")
+    serving.add_argument("--users", metavar="FILE", help="the users file (sipreg user add)")
+
+    serve = commands.add_parser(
+        "serve", parents=[common, serving], help="run the registrar",
+        description="Run the registrar.  Without --domain it serves every domain; without"
+        " --realm and --users anyone may register.",
+        epilog="Settings only the config file (--config) sets: " + ", ".join(config_only()) + ".",
+    )  # fmt: skip
     serve.set_defaults(command=_serve)
 
     bindings = commands.add_parser("bindings", help="inspect or edit the stored bindings")
