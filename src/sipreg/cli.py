@@ -1,4 +1,4 @@
-"""The ``sipreg`` command: ``serve``, ``bindings list|remove`` and ``user add|remove|list``.
+"""The ``sipreg`` command: ``serve``, ``check``, ``bindings list|remove``, ``user add|remove|list``.
 
 Bad flags or settings, and a server that cannot start (a port taken, a
 certificate, store or users file that cannot be used), exit with status 2 and a
@@ -103,6 +103,16 @@ def _serve(args: argparse.Namespace) -> int:
         return 0
 
     return Supervisor(config, serve).run()
+
+
+def _check(args: argparse.Namespace) -> int:
+    from .check import CheckFailed, check
+
+    try:
+        print(check(_config(args, logs=False)))
+    except (CheckFailed, ConfigError) as err:  # what check finds is a failure, not a usage error
+        raise Failure(str(err)) from err
+    return 0
 
 
 def _list(args: argparse.Namespace) -> int:
@@ -307,6 +317,13 @@ def _parser() -> argparse.ArgumentParser:
         epilog="Settings only the config file (--config) sets: " + ", ".join(config_only()) + ".",
     )  # fmt: skip
     serve.set_defaults(command=_serve)
+    checking = commands.add_parser(
+        "check", parents=[common, serving], help="check what serve needs, without serving",
+        description="Check that the config is valid, the certificate and users file it names"
+        " can be read, the store opens and takes a write (which leaves no binding behind), and"
+        " the listen ports are free.  Prints one line: ok: ..., or why not (exit status 1).",
+    )  # fmt: skip
+    checking.set_defaults(command=_check)
 
     bindings = commands.add_parser("bindings", help="inspect or edit the stored bindings")
     actions = bindings.add_subparsers(title="actions", required=True, metavar="ACTION")
