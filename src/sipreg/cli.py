@@ -2,7 +2,8 @@
 
 Bad flags or settings, and a server that cannot start (a port taken, a
 certificate, store or users file that cannot be used), exit with status 2 and a
-one-line message; a command that fails at its work exits with status 1.
+one-line message; a command that fails at its work exits with status 1.  For
+``check`` a bad setting is what it found, so that is status 1 too.
 """
 
 from __future__ import annotations
