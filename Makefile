@@ -38,8 +38,9 @@ $(DEV_STAMP): $(RUN_STAMP)
 	$(BIN)/pip install -q -e '.[dev]'
 	touch $(DEV_STAMP)
 
+# The admin listener (status page, metrics) on loopback; ARGS="--admin HOST:PORT" moves it.
 run: $(RUN_STAMP)
-	$(BIN)/sipreg serve $(ARGS)
+	$(BIN)/sipreg serve --admin 127.0.0.1:8080 $(ARGS)
 
 system-deps:
 	sh scripts/install-system-deps.sh interop
