@@ -90,8 +90,7 @@ def test_baresip_registers_on_ipv6_over_udp_tcp_and_tls(
     for kind in KINDS:
         assert f"{{0/{kind.upper()}/v6}} 200 OK" in said, said
     server.wait_for(
-        rf"REGISTER sip:alice@{DOMAIN} from .* -> 200 OK, 1 contact\(s\) asked, 0 bound",
-        timeout=TIMEOUT,
+        rf"REGISTER sip:alice@{DOMAIN} from .* -> 200 OK, 1 contact.* 0 bound", timeout=TIMEOUT
     )
     assert server.bindings() == []
 

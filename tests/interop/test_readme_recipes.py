@@ -9,6 +9,7 @@ from __future__ import annotations
 import re
 import subprocess
 import sys
+from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
@@ -29,8 +30,12 @@ def block(marker: str) -> str:
 
 
 @pytest.fixture
-def server(tmp_path: Path) -> SipregProcess:
-    return SipregProcess("sqlite:sipreg.db", tmp_path, domain=None, listen=["udp:127.0.0.1:0"])
+def server(tmp_path: Path) -> Iterator[SipregProcess]:
+    """``make run``'s server: every domain, ``sipreg.db`` in the working directory."""
+    proc = SipregProcess("sqlite:sipreg.db", tmp_path, domain=None, listen=["udp:127.0.0.1:0"])
+    yield proc
+    if proc.proc.poll() is None:
+        assert proc.stop() == 0
 
 
 def test_the_sipsak_recipe(sipsak: str, server: SipregProcess, tmp_path: Path) -> None:
