@@ -1,4 +1,4 @@
-"""The ``sipreg`` command: ``serve``, ``bindings list|remove`` and ``user add|remove|list``.
+"""The ``sipreg`` command: ``serve``, ``status``, ``bindings list|remove``, ``user ...``.
 
 Bad flags or settings, and a server that cannot start (a port taken, a
 certificate, store or users file that cannot be used), exit with status 2 and a
@@ -24,6 +24,7 @@ from .errors import ParseError, StartupError
 from .logs import configure as configure_logging
 from .registrar.binding import Binding
 from .registrar.facade import Registrar
+from .status_cli import DEFAULT_ADMIN, StatusError, status
 from .store import BindingStore, open_store
 from .store.sqlite import SqliteStore
 from .uri import SipUri, parse_uri, uri_equal
@@ -99,6 +100,17 @@ def _serve(args: argparse.Namespace) -> int:
         return 0
 
     return Supervisor(config, serve).run()
+
+
+def _status(args: argparse.Namespace) -> int:
+    config = load_config(args.config, {"data_dir": args.data_dir})
+    token_file = args.token_file or os.path.join(config.data_dir or "", "admin-token")
+    try:
+        lines = status(args.admin, token_file)
+    except StatusError as err:
+        raise Failure(str(err)) from None
+    print("\n".join(lines))
+    return 0
 
 
 def _list(args: argparse.Namespace) -> int:
@@ -284,6 +296,18 @@ def _parser() -> argparse.ArgumentParser:
     serve.add_argument("--realm", metavar="R", help="authenticate with Digest in realm R")
     serve.add_argument("--users", metavar="FILE", help="the users file (sipreg user add)")
     serve.set_defaults(command=_serve)
+
+    state = commands.add_parser("status", help="print a running server's summary")
+    state.add_argument(
+        "--admin", metavar="URL", default=DEFAULT_ADMIN,
+        help=f"its admin listener (serve --admin), URL or HOST:PORT (default {DEFAULT_ADMIN})",
+    )  # fmt: skip
+    state.add_argument(
+        "--token-file", metavar="FILE", help="the admin token (default DATA_DIR/admin-token)"
+    )
+    state.add_argument("--config", metavar="FILE", help="TOML config file, for its data_dir")
+    state.add_argument("--data-dir", metavar="DIR", help="where serve keeps the admin token")
+    state.set_defaults(command=_status)
 
     bindings = commands.add_parser("bindings", help="inspect or edit the stored bindings")
     actions = bindings.add_subparsers(title="actions", required=True, metavar="ACTION")
