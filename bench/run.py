@@ -27,16 +27,19 @@ Rows, each for sipreg and, where Kamailio can do the same, for Kamailio (a plain
 3. Digest on (``--realm``, 10,000 users written straight into the users file):
    refresh CPU per REGISTER, sipload reusing each nonce with nc + 1, over the
    same without authentication.
-4. ``sipreg serve --workers 2`` over one worker, when sipreg has the flag.
+4. ``sipreg serve --workers 2`` over one worker, both on SQLite, when sipreg has the flag.
 5. resident memory per binding after 10k, 100k and 1M distinct users (expires
    3600), from the processes' Pss (``/proc/PID/smaps_rollup``; for one process it
    moves as VmRSS does, and it does not count Kamailio's shared memory once per
    process).  sipreg's includes what its transaction cache held (the answers of
    the last 32 s, at most 100,000 or 32 MiB), which Python keeps once freed: it
    weighs on the small sizes, and the largest is the one to read.
-6. sipreg's start-up time on a SQLite file with the largest size of bindings,
+   After each size, the refresh CPU per REGISTER of --users more users: the cost
+   of a refresh with that many bindings stored.
+6. a durable soak: SQLite, refreshes paced at 1,500/s for 60 s: p50/p99 latency.
+7. sipreg's start-up time on a SQLite file with the largest size of bindings,
    written through sipreg's own store API (``bench/fill_store.py``).
-7. a registration storm: 100,000 new phones, 1,000 in flight, RFC 3261 timers
+8. a registration storm: 100,000 new phones, 1,000 in flight, RFC 3261 timers
    (T1 500 ms doubling to T2 4 s, 7 sends): the time until every one has its 200,
    the failures, the retransmissions, and the datagrams the kernel dropped for a
    full receive buffer (RcvbufErrors, machine-wide), beside each server's buffer.
@@ -754,10 +757,10 @@ def sipreg_round(lab: Lab) -> Metrics:
     with running(lab.sipreg("memory:", auth=True)) as server:
         out |= refresh_only(lab, server, "auth", auth=True)
     out["auth.ratio"] = out["auth.refresh.cpu_us"] / out["memory.refresh.cpu_us"]
-    if lab.tools.workers:
-        with running(lab.sipreg("memory:", workers=2)) as server:
+    if lab.tools.workers:  # workers share a SQLite file (memory: is refused with workers)
+        with running(lab.sipreg("sqlite", workers=2)) as server:
             out |= refresh_only(lab, server, "workers2")
-        out["workers.ratio"] = out["workers2.refresh.rate"] / out["memory.refresh.rate"]
+        out["workers.ratio"] = out["workers2.refresh.rate"] / out["sqlite.refresh.rate"]
     with running(lab.sipreg("memory:")) as server:
         out |= storm(lab, server)
     return out
@@ -784,7 +787,8 @@ def memory_row(lab: Lab, server: Server) -> Metrics:
         empty = server.memory_kib()
         out["rss.empty_kib"] = float(empty["pss_kib"])
         loaded = 0
-        for size in sorted(lab.args.sizes):
+        extra = 0  # the bindings of the refresh runs, beside the loaded ones
+        for index, size in enumerate(sorted(lab.args.sizes)):
             users = size - loaded
             load = sipload(
                 lab,
@@ -802,15 +806,43 @@ def memory_row(lab: Lab, server: Server) -> Metrics:
             key = f"rss.{size}"
             out[f"{key}.failures"] = float(load.failures)
             out[f"{key}.load_rate"] = load.get("rate")
-            out[f"{key}.pss_bytes"] = (now["pss_kib"] - empty["pss_kib"]) * 1024 / size
-            out[f"{key}.vmrss_bytes"] = (now["rss_kib"] - empty["rss_kib"]) * 1024 / size
+            held = size + extra
+            out[f"{key}.pss_bytes"] = (now["pss_kib"] - empty["pss_kib"]) * 1024 / held
+            out[f"{key}.vmrss_bytes"] = (now["rss_kib"] - empty["rss_kib"]) * 1024 / held
             out[f"{key}.bytes"] = out[f"{key}.pss_bytes"]
+            # Refresh cost with that many bindings stored: new users, past every size.
+            first = max(lab.args.sizes) + index * lab.args.users
+            refresh = sipload(
+                lab, server, mode="refresh", users=lab.args.users, first=first, window=64,
+                duration=lab.args.duration,
+            )  # fmt: skip
+            extra += lab.args.users
+            out[f"scale.{size}.cpu_us"] = refresh.cpu_us
+            out[f"scale.{size}.failures"] = float(refresh.failures)
             print(
                 f"  {server.name} {size:>9,} bindings: {out[f'{key}.bytes']:,.0f} B each"
-                f" (load {load.get('rate'):,.0f}/s, {load.failures} failures)",
+                f" (load {load.get('rate'):,.0f}/s, {load.failures} failures),"
+                f" refresh {refresh.cpu_us:,.1f} us",
                 flush=True,
             )
     return out
+
+
+def soak_row(lab: Lab) -> Metrics:
+    """SQLite, durable: refreshes paced at --soak-rate for --soak-duration; the latency."""
+    a = lab.args
+    with running(lab.sipreg("sqlite")) as server:
+        load = sipload(
+            lab, server, mode="refresh", users=a.users, first=0, window=LATENCY_WINDOW,
+            duration=a.soak_duration, rate=a.soak_rate,
+        )  # fmt: skip
+    return {
+        "soak.rate": load.get("rate"),
+        "soak.p50_ms": load.latency("p50"),
+        "soak.p99_ms": load.latency("p99"),
+        "soak.failures": float(load.failures),
+        "soak.cpu_us": load.cpu_us,
+    }
 
 
 def startup_row(lab: Lab) -> Metrics:
@@ -908,6 +940,13 @@ def run(args: argparse.Namespace) -> Report:
                 report.once.setdefault(name, {}).update(got)
         got = run_step(
             report,
+            f"soak: sipreg, SQLite, {args.soak_rate:,.0f}/s for {args.soak_duration:.0f} s",
+            lambda: soak_row(lab),
+        )
+        if got is not None:
+            report.once.setdefault("sipreg", {}).update(got)
+        got = run_step(
+            report,
             f"start-up: sipreg, SQLite with {max(args.sizes):,} bindings",
             lambda: startup_row(lab),
         )
@@ -967,17 +1006,36 @@ def rows(report: Report) -> list[Row]:
     if report.machine.get("sipreg_workers_flag"):
         out.append(
             Row(
-                "2 workers refresh: rate (/s)",
+                "2 workers refresh (SQLite): rate (/s)",
                 ("workers2.refresh.rate",),
                 "{:,.0f}",
                 kamailio="n/a",
-                note=_ratio_note("workers.ratio", "2/1 workers"),
+                note=_ratio_note("workers.ratio", "2/1 workers on SQLite"),
             )
         )
     else:
         out.append(Row("2 workers: rate", (), kamailio="n/a", note=lambda _: "n/a (no --workers)"))
-    for size in sorted(report.settings["sizes"]):
+    sizes = sorted(report.settings["sizes"])
+    for size in sizes:
         out.append(Row(f"memory per binding, {size:,} (B)", (f"rss.{size}.bytes",), "{:,.0f}"))
+    for size in sizes:
+
+        def scale(s: Metrics, size: int = size) -> str:
+            low, here = s.get(f"scale.{sizes[0]}.cpu_us"), s.get(f"scale.{size}.cpu_us")
+            return f"{here / low:.2f}x of {sizes[0]:,}" if low and here and size != sizes[0] else ""
+
+        out.append(Row(f"refresh CPU us, {size:,} stored", (f"scale.{size}.cpu_us",), note=scale))
+    out.append(
+        Row(
+            f"SQLite soak {report.settings['soak_rate']:,.0f}/s: p50 / p99 (ms)",
+            ("soak.p50_ms", "soak.p99_ms"),
+            "{:,.2f}",
+            kamailio="n/a",
+            note=lambda s: (
+                f"{s.get('soak.failures', 0):.0f} failures" if "soak.p99_ms" in s else ""
+            ),
+        )
+    )
     biggest = max(report.settings["sizes"])
     out.append(
         Row(
@@ -1175,6 +1233,8 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--storm", type=int, default=100_000, help="phones of the storm")
     parser.add_argument("--storm-window", type=int, default=1000, help="storm: in flight")
     parser.add_argument("--restarts", type=int, default=3, help="start-up row: timed restarts")
+    parser.add_argument("--soak-rate", type=float, default=1500.0, help="soak: REGISTERs a second")
+    parser.add_argument("--soak-duration", type=float, help="soak: seconds (60; quick 10)")
     parser.add_argument("--sipreg", help="the sipreg to run (default: this venv's)")
     parser.add_argument("--no-kamailio", action="store_true", help="run sipreg alone")
     args = parser.parse_args(argv)
@@ -1187,6 +1247,8 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
         args.duration = 4.0 if quick else 10.0
     if args.initial_batches is None:
         args.initial_batches = 2 if quick else 3
+    if args.soak_duration is None:
+        args.soak_duration = 10.0 if quick else 60.0
     for name in ("rounds", "users", "storm", "storm_window", "initial_batches"):
         if getattr(args, name) < 1:
             parser.error(f"--{name.replace('_', '-')} must be at least 1")

@@ -120,6 +120,8 @@ QUOTED_STRING_RE = re.compile(QUOTED_STRING)
 # auth-param = auth-param-name EQUAL ( token / quoted-string ), after the scheme or a COMMA;
 # COMMA = SWS "," SWS.  The digest parameters (dig-resp) have this shape too.
 AUTH_PARAM_RE = re.compile(rf"{SWS}({TOKEN}){SWS}={SWS}({QUOTED_STRING}|{TOKEN})")
+#: An auth-param and what ends it: a COMMA, or the end of the value.
+AUTH_PARAM_ITEM_RE = re.compile(rf"{SWS}({TOKEN}){SWS}={SWS}({QUOTED_STRING}|{TOKEN}){SWS}(,|\Z)")
 # request-digest = LDQUOT 32LHEX RDQUOT (MD5); SHA-256 digests are 64 hex digits (RFC 7616)
 LHEX_RE = re.compile(r"[0-9a-f]+\Z")
 # nc-value = 8LHEX

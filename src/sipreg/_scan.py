@@ -133,4 +133,6 @@ def split_commas(value: str, what: str) -> list[str]:
 def unquote(text: str) -> str:
     """The content of a quoted-string without its quotes and quoted-pair backslashes."""
     inner = text[1:-1]
+    if "\\" not in inner:
+        return inner
     return re.sub(r"\\(.)", r"\1", inner, flags=re.DOTALL)

@@ -70,6 +70,8 @@ def _config(args: argparse.Namespace, *, logs: bool = True) -> Config:
         "data_dir": args.data_dir,
         "log_level": args.log_level,
         "workers": getattr(args, "workers", None),
+        "admin": getattr(args, "admin", None),
+        "admin_token_file": getattr(args, "admin_token_file", None),
     }
     config = load_config(args.config, overrides)
     if logs:
@@ -295,6 +297,14 @@ def _parser() -> argparse.ArgumentParser:
     )  # fmt: skip
     serve.add_argument("--realm", metavar="R", help="authenticate with Digest in realm R")
     serve.add_argument("--users", metavar="FILE", help="the users file (sipreg user add)")
+    serve.add_argument(
+        "--admin", metavar="HOST:PORT",
+        help="serve metrics, the admin API and the status page over HTTP here (default off)",
+    )  # fmt: skip
+    serve.add_argument(
+        "--admin-token-file", metavar="FILE",
+        help="the admin API's bearer token (default: one generated in the data dir, loopback only)",
+    )  # fmt: skip
     serve.set_defaults(command=_serve)
 
     state = commands.add_parser("status", help="print a running server's summary")

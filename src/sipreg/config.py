@@ -73,6 +73,13 @@ def format_address(transport: str, host: str, port: int) -> str:
     return f"{transport}:[{host}]:{port}" if ":" in host else f"{transport}:{host}:{port}"
 
 
+def _loopback(host: str) -> bool:
+    try:
+        return ipaddress.ip_address(host.strip("[]")).is_loopback
+    except ValueError:
+        return host.lower() == "localhost"
+
+
 def parse_listen(spec: str) -> ListenSpec:
     """Parse ``TRANSPORT:HOST:PORT`` (``udp:0.0.0.0:5060``, ``wss:[::1]:8443``...)."""
     m = _LISTEN.fullmatch(spec.strip())
@@ -168,6 +175,10 @@ class Config:
     tls_key: str | None = None
     tls_ca: str | None = None
     ws_origins: tuple[str, ...] = ()
+    admin: str | None = None
+    admin_token_file: str | None = None
+    webhooks: tuple[str, ...] = ()
+    webhook_timeout: float = 5.0
     policy: Policy = field(init=False, repr=False, compare=False)
     auth: AuthPolicy | None = field(init=False, repr=False, compare=False)
     limits: Limits = field(init=False, repr=False, compare=False)
@@ -242,6 +253,7 @@ class Config:
             raise ConfigError("rate_burst: must be at least 1")
         if self.rate_limit_action not in ("503", "drop"):
             raise ConfigError(f"rate_limit_action: {self.rate_limit_action!r} is not 503 or drop")
+        self._check_admin()
         try:
             object.__setattr__(
                 self,
@@ -250,6 +262,49 @@ class Config:
             )
         except ValueError as err:
             raise ConfigError(str(err)) from None
+
+    def _check_admin(self) -> None:
+        address = self.admin_address
+        if address is None:
+            if self.admin_token_file is not None or self.webhooks:
+                what = "admin_token_file" if self.admin_token_file is not None else "webhooks"
+                raise ConfigError(f"{what}: needs the admin listener (--admin HOST:PORT)")
+            return
+        if self.workers > 1:
+            raise ConfigError(
+                "admin: the admin listener counts one process, so it cannot serve --workers yet;"
+                " run one worker, or no --admin"
+            )
+        if self.admin_token_file is None and not _loopback(address[0]):
+            raise ConfigError(
+                f"admin: the admin listener on {self.admin} is not on a loopback address, so it"
+                " needs --admin-token-file FILE (a generated token is only for loopback)"
+            )
+        for url in self.webhooks:
+            if not url.startswith(("http://", "https://")):
+                raise ConfigError(f"webhooks: {url!r} is not an http:// or https:// URL")
+        if not 0 < self.webhook_timeout < math.inf:
+            raise ConfigError("webhook_timeout: must be positive and finite")
+
+    @property
+    def admin_address(self) -> tuple[str, int] | None:
+        """The admin listener's host and port; None when it is off."""
+        if self.admin is None:
+            return None
+        try:
+            spec = parse_listen(f"tcp:{self.admin}")
+        except ConfigError:
+            raise ConfigError(
+                f"admin: bad address {self.admin!r}: use HOST:PORT (127.0.0.1:8080, [::1]:8080)"
+            ) from None
+        return spec.host, spec.port
+
+    @property
+    def admin_token_path(self) -> str:
+        """Where the admin token is read: the token file, or the generated one in ``data_dir``."""
+        if self.admin_token_file is not None:
+            return self.admin_token_file
+        return os.path.join(self.data_dir or "", "admin-token")
 
     def _auth_policy(self) -> AuthPolicy | None:
         if (self.realm is None) != (self.users is None):
@@ -405,6 +460,10 @@ _CHECKS: dict[str, Callable[[str, object], object]] = {
     "tls_key": _string,
     "tls_ca": _string,
     "ws_origins": _strings,
+    "admin": _string,
+    "admin_token_file": _string,
+    "webhooks": _strings,
+    "webhook_timeout": _number,
 }
 
 

@@ -250,6 +250,7 @@ class Front:
                 auth=None if ctx is None else ctx.auth,
                 user=None if ctx is None else ctx.user,
                 bindings=None if ctx is None else ctx.bindings,
+                guard=None if ctx is None else ctx.guard,
             )
         )
 

@@ -36,6 +36,7 @@ class Scanners(Step):
             low = agent.lower()
             if any(a in low for a in self.agents):
                 self.dropped += 1
+                ctx.guard = "scanner"
                 raise Dropped("scanner")
         return None
 
@@ -78,6 +79,7 @@ class RateLimit(Step):
         address = ctx.source[0]
         if not self.rate or address in self.trusted or self._take(address, ctx.now):
             return None
+        ctx.guard = "rate limit"
         if self.action == "drop" or request.method == "ACK":
             raise Dropped("rate limit")
         wait = max(1, round(1 / self.rate))

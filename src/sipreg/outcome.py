@@ -25,7 +25,7 @@ class Outcome:
     ``status`` is None when nothing was sent (passed on, absorbed, dropped), and
     ``reason`` then says why.  ``at`` is the monotonic clock when the message
     arrived and ``duration`` the seconds it took to answer.  ``auth``, ``user``,
-    ``aor`` and ``bindings`` are what the steps learnt (see
+    ``aor``, ``bindings`` and ``guard`` are what the steps learnt (see
     :class:`~sipreg.chain.Context`).
     """
 
@@ -41,6 +41,7 @@ class Outcome:
     auth: str | None = None
     user: str | None = None
     bindings: int | None = None
+    guard: str | None = None
 
     @property
     def refused(self) -> bool:

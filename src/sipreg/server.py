@@ -14,6 +14,7 @@ import asyncio
 import contextlib
 import dataclasses
 import functools
+import gc
 import ipaddress
 import logging
 import os
@@ -24,6 +25,7 @@ import signal
 import socket
 import ssl
 from collections.abc import Callable, Iterable
+from typing import TYPE_CHECKING
 
 from . import __version__
 from .auth.step import Authorize
@@ -47,10 +49,20 @@ from .transport.udp import UdpLeg, listen_udp
 from .transport.websocket import WebSocketFramer
 from .workers import Worker
 
+if TYPE_CHECKING:
+    from .admin.service import AdminService
+
 log = logging.getLogger("sipreg.server")
 
 #: The worker a connection id names (``...#w1.7``: worker 1's seventh connection).
 _WORKER_TAG = re.compile(r"#w([0-9]+)\.")
+#: The cyclic collector's thresholds.  A full collection walks every object (each
+#: binding, each kept answer) and stalls the loop for tens of ms with 100,000s of
+#: them; with the default (700, 10, 10) a durable soak at 1,500 REGISTERs/s met 7
+#: such pauses in 30 s, up to 23 ms, and a p99 of 17-22 ms.  These make the young
+#: collections rarer and the full ones rarer still (about 40M allocations apart):
+#: p99 10.8 ms, no full collection in 30 s.  Cycles still go in young collections.
+GC_THRESHOLDS = (20_000, 20, 100)
 #: Seconds between writes of the batched log lines.
 LOG_FLUSH_INTERVAL = 0.1
 
@@ -95,6 +107,11 @@ class Server:
         self._sweeper: asyncio.Task[None] | None = None
         self._log_writer: asyncio.Task[None] | None = None
         self._max_connections = config.max_connections  # per TCP listener
+        self.admin: AdminService | None = None
+        if config.admin is not None:
+            from .admin.service import AdminService  # aiohttp and prometheus, when asked for
+
+            self.admin = AdminService(config)
 
     @property
     def addresses(self) -> list[str]:
@@ -126,10 +143,12 @@ class Server:
         policy = dataclasses.replace(config.policy, identities=tuple(await self._identities()))
         self.authorize = self._authorize(policy)
         await self.store.open()
+        admin = self.admin
         try:
             registrar = self.registrar = Registrar(
                 policy=policy,
-                store=self.store,
+                store=self.store if admin is None else admin.timed(self.store),
+                on_outcome=None if admin is None else admin.on_outcome,
                 guards=self._guards(),
                 authorize=self.authorize,
                 mode="redirect",
@@ -143,7 +162,11 @@ class Server:
                     await self._listen(spec, registrar)
                 except OSError as err:
                     raise OSError(f"cannot listen on {spec}: {_reason(err)}") from err
+            if admin is not None:
+                await admin.start(registrar, self.authorize, self._bound, self.udp, self.tcp)
         except BaseException:
+            if admin is not None:
+                await admin.stop()
             await self._close_sockets()
             await self.store.close()
             raise
@@ -219,9 +242,11 @@ class Server:
         A worker forgets those of its own earlier runs; worker 0 also those of
         workers there are no longer, and of a run without workers.
         """
+        assert self.registrar is not None
         stale = [b for b in await self.store.connection_bound() if self._outlived(b.connection)]
         for aor in sorted({b.aor for b in stale}):
-            await self.store.remove(aor, [b.key for b in stale if b.aor == aor])
+            keys = [b.key for b in stale if b.aor == aor]
+            await self.registrar.register.remove(aor, keys, self.registrar.clock(), "startup")
         if stale:
             log.info(
                 "removed %d binding(s) of connections that ended with the last run", len(stale)
@@ -369,6 +394,8 @@ class Server:
 
     async def stop(self) -> None:
         """Stop reading, finish requests in progress (bounded), close sockets and store."""
+        if self.admin is not None:
+            await self.admin.stop()
         for leg in self.udp:
             leg.stop_reading()
         for listener in self.tcp:
@@ -535,6 +562,7 @@ def run(
     config: Config, load: Callable[[], Config] | None = None, worker: Worker | None = None
 ) -> None:
     """Run :func:`serve` on a new event loop, uvloop's when installed."""
+    gc.set_threshold(*GC_THRESHOLDS)
     try:
         import uvloop
     except ImportError:

@@ -306,3 +306,41 @@ async def test_connection_bound_bindings_are_found(store: BindingStore) -> None:
     await put(store, other)
     assert await store.connection_bound() == [ws, other]
     assert (await store.load(ALICE)).bindings[0].connection == ws.connection
+
+
+async def test_counts_follow_writes_and_expiry(store: BindingStore) -> None:
+    assert await store.counts() == (0, 0)
+    await put(store, binding(), binding(contact="sip:alice@192.0.2.2", expires_at=50.0))
+    await put(store, binding(aor=BOB, contact="sip:bob@192.0.2.3"))
+    assert await store.counts() == (2, 3)
+    await store.expire(100.0)
+    assert await store.counts() == (2, 2)
+    assert await store.remove(BOB) == 1
+    assert await store.counts() == (1, 1)
+
+
+async def test_pages_walk_every_binding_once_in_order(store: BindingStore) -> None:
+    made = []
+    for n in range(7):
+        aor = f"sip:user{n % 4}@example.com"
+        made.append(binding(aor=aor, contact=f"sip:u@192.0.2.{n}"))
+    made.append(binding(aor="sip:other@example.org", contact="sip:o@192.0.2.9"))
+    for aor in {b.aor for b in made}:
+        await put(store, *[b for b in made if b.aor == aor])
+    expected = sorted(made, key=lambda b: (b.aor, b.key))
+    for limit in (1, 2, 3, 100):
+        walked: list[Binding] = []
+        after = None
+        while page := await store.page(after=after, limit=limit):
+            assert len(page) <= limit
+            walked += page
+            after = (page[-1].aor, page[-1].key)
+        assert walked == expected
+    ours = await store.page(prefix="sip:user", limit=100)
+    assert ours == [b for b in expected if b.aor.startswith("sip:user")]
+    assert await store.page(prefix="sip:user1", limit=100) == [
+        b for b in expected if b.aor == "sip:user1@example.com"
+    ]
+    assert await store.page(prefix="sip:nobody", limit=100) == []
+    last = expected[3]
+    assert await store.page(after=(last.aor, last.key), limit=2) == expected[4:6]

@@ -36,16 +36,16 @@ async def test_aors_that_expire_or_are_removed_leave_no_entries() -> None:
     for n, aor in enumerate(aors):
         await store.apply(Change(aor, 0, upsert=(binding(aor, "sip:u@h", float(n % 10)),)))
         held[aor] = (await store.load(aor)).version
-    assert len(store._bindings) == len(store._versions) == 2000
+    assert len(store._states) == 2000
     assert len(await store.expire(100.0)) == 2000
-    assert store._bindings == {} and store._versions == {} and store._heap == []
+    assert store._states == {} and store._heap == []
     assert store._count == 0
     assert len(store._floors) == FLOOR_SLOTS
 
     for aor in aors:
         await store.apply(Change(aor, (await store.load(aor)).version, upsert=(binding(aor),)))
     assert [await store.remove(aor) for aor in aors] == [1] * 2000
-    assert store._bindings == {} and store._versions == {}
+    assert store._states == {}
     assert len(store._heap) <= _HEAP_SLACK + 1
     for aor in aors[:50]:  # and without the entries, every earlier plan still conflicts
         with pytest.raises(StoreConflict):

@@ -91,17 +91,19 @@ def parse_credentials(value: str) -> Credentials:
         raise s.fail("no white space after the auth-scheme")
     params: dict[str, str] = {}
     while True:
-        m = _abnf.AUTH_PARAM_RE.match(value, s.pos)
+        m = _abnf.AUTH_PARAM_ITEM_RE.match(value, s.pos)
         if m is None:
-            raise s.fail(f"expected an auth-param at offset {s.pos}")
+            param = _abnf.AUTH_PARAM_RE.match(value, s.pos)
+            if param is None:
+                raise s.fail(f"expected an auth-param at offset {s.pos}")
+            raise s.fail(f"expected ',' at offset {param.end()}")
         s.pos = m.end()
         name, raw = m.group(1).lower(), m.group(2)
         if name in params:
             raise s.fail(f"parameter {m.group(1)!r} appears twice")
         params[name] = unquote(raw) if raw.startswith('"') else raw
-        if s.at_end():
+        if not m.group(3):
             return Credentials(scheme, params)
-        s.expect(",")
 
 
 def challenge(realm: str, nonce: str, algorithm: str, *, qop: bool, stale: bool) -> str:

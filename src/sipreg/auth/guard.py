@@ -13,6 +13,7 @@ Sans-I/O: ``now`` comes in; the caller logs the bans this returns.
 
 from __future__ import annotations
 
+import functools
 import ipaddress
 from collections import OrderedDict, deque
 from collections.abc import Callable
@@ -75,6 +76,8 @@ class Guard:
 
     def banned(self, address: str, user: str | None, now: float) -> Ban | None:
         """The ban that refuses ``user`` (None: anyone) from ``address`` at ``now``, if any."""
+        if not self._bans:  # the common case, asked twice a request
+            return None
         address = source_key(address)
         keys: list[tuple[str, str | None]] = [(address, None)]
         if user is not None:
@@ -126,6 +129,7 @@ class Guard:
         return ban
 
 
+@functools.lru_cache(maxsize=4096)  # pure, and parsing an address costs a few µs
 def source_key(address: str) -> str:
     """What the guard counts a source address as: itself, or its /64 for IPv6."""
     try:

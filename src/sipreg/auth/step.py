@@ -56,7 +56,7 @@ class Authorize(Step):
     checked first (section 10.3 steps 1 and 2 come before 3), and an AOR is a
     user's own only in a served domain.  ``nonce_key`` keys the nonces; keep it
     across restarts so that clients keep their nonces.  ``users`` may be replaced
-    at any time (a reload).  ``on_ban`` is told of every new ban, once.
+    at any time (a reload).  Every new ban is logged once, and ``on_ban`` told of it.
     """
 
     def __init__(
@@ -83,7 +83,7 @@ class Authorize(Step):
             window=auth.failure_window,
             ban_time=auth.ban_time,
         )
-        self.on_ban = on_ban if on_ban is not None else self._log_ban
+        self.on_ban = on_ban
         # What an unknown user is checked against, so it costs what a known one does.
         self._decoy = {a: secrets.token_hex(DIGEST_LENGTH[a] // 2) for a in ALGORITHMS}
 
@@ -129,7 +129,9 @@ class Authorize(Step):
             if verdict == "failed":
                 ban = self.guard.failed(address, username, ctx.now)
                 if ban is not None:
-                    self.on_ban(ban)
+                    self._log_ban(ban)
+                    if self.on_ban is not None:
+                        self.on_ban(ban)
             stale = verdict in ("stale", "replayed")
             return self._challenge(request, ctx.now, address, stale=stale)
         self.guard.succeeded(address, username)

@@ -5,6 +5,9 @@ from __future__ import annotations
 import math
 from dataclasses import dataclass, field
 
+from ..errors import ParseError
+from ..uri import parse_uri, uri_equal
+
 
 @dataclass(frozen=True, kw_only=True, slots=True)
 class Binding:
@@ -56,8 +59,21 @@ class Binding:
         """True once ``now`` has reached the expiry time."""
         return self.expires_at <= now
 
+    def names(self, contact: str) -> bool:
+        """True when ``contact`` (``<>`` allowed) is this binding's key or names its contact.
 
-@dataclass(frozen=True)
+        Contact URIs compare by RFC 3261 section 19.1.4.
+        """
+        text = contact.strip().removeprefix("<").removesuffix(">")
+        if text == self.key:
+            return True
+        try:
+            return uri_equal(parse_uri(self.contact), parse_uri(text))
+        except ParseError:
+            return self.contact == text
+
+
+@dataclass(frozen=True, slots=True)
 class AorState:
     """An AOR's stored bindings (expired ones included, sorted by contact) and its version.
 

@@ -33,6 +33,7 @@ from ..transactions import TransactionCache
 from ..transport.base import Connection
 from ..uri import SipUri, parse_uri
 from .binding import Binding
+from .events import Cause, Events, expiry_events
 from .policy import Policy
 from .step import Register, names_this_registrar
 
@@ -103,7 +104,11 @@ class Registrar:
             authorize = Chain([authorize], when=ours)
         if authorize is not None:
             steps.append(authorize)
-        self.register = Register(policy, self.store, forward_foreign=mode == "chain")
+        #: Every binding change this registrar makes (:mod:`sipreg.registrar.events`).
+        self.events = Events()
+        self.register = Register(
+            policy, self.store, forward_foreign=mode == "chain", events=self.events
+        )
         steps.append(self.register)
         if mode == "redirect":
             steps.append(Redirect(policy, self.store))
@@ -179,7 +184,31 @@ class Registrar:
 
     async def expire(self) -> int:
         """Remove expired bindings; the number removed."""
-        return len(await self.store.expire(self.clock()))
+        now = self.clock()
+        expired = await self.store.expire(now)
+        if expired and self.events.listening:
+            self.events.publish(expiry_events(expired, now))
+        if expired and log.isEnabledFor(logging.DEBUG):
+            log.debug("expired: %s", ", ".join(sorted({b.aor for b in expired})))
+        return len(expired)
+
+    async def remove(self, aor: str, contact: str | None = None, cause: Cause = "admin") -> int:
+        """Remove the bindings of ``aor`` (those of ``contact`` only, if given); how many.
+
+        ``contact`` matches a binding's key or its contact URI (by RFC 3261 section
+        19.1.4).  The change goes through the store under the AOR's lock, as a
+        REGISTER's would, and is published as events with ``cause``.  Raises
+        ``StoreConflict`` when another process kept changing the AOR.
+        """
+        uri = parse_uri(aor)
+        key = uri.address_of_record() if isinstance(uri, SipUri) else aor
+        keys = None
+        if contact is not None:
+            state = await self.store.load(key)
+            keys = [b.key for b in state.bindings if b.names(contact)]
+            if not keys:
+                return 0
+        return await self.register.remove(key, keys, self.clock(), cause)
 
     # --- connection events (a stream listener tells them) ---------------------------------
 
@@ -199,7 +228,7 @@ class Registrar:
 
     async def _release(self, connection: Connection) -> None:
         try:
-            removed = await self.register.release(connection.connection_id)
+            removed = await self.register.release(connection.connection_id, self.clock())
         except Exception:
             log.exception("removing the bindings of %s failed", connection.connection_id)
             return

@@ -12,7 +12,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Callable, Iterable
 from dataclasses import dataclass, field
 
 from ..chain import Context, Filter, Step
@@ -20,6 +20,8 @@ from ..errors import ServerInternalError, ServiceUnavailable, StoreConflict, Sto
 from ..message import Request, Response
 from ..store.base import MAX_CONFLICT_RETRIES, BindingStore, Change
 from ..uri import SipUri
+from .binding import Binding
+from .events import Cause, Events, change_events
 from .policy import Policy
 from .rules import RegisterPlan, Source, check_aor, check_target, plan_register
 
@@ -51,12 +53,14 @@ class Register(Step):
         store: BindingStore,
         *,
         forward_foreign: bool = False,
+        events: Events | None = None,
         when: Filter | None = None,
     ) -> None:
         super().__init__(when=when)
         self.policy = policy
         self.store = store
         self.forward_foreign = forward_foreign
+        self.events = events if events is not None else Events()
         self._locks: dict[str, _AorLock] = {}
         self._by_connection: dict[str, set[str]] = {}  # connection -> AORs bound over it
         # REGISTERs under way over each tied connection, and those connections that
@@ -109,6 +113,12 @@ class Register(Step):
                     if plan.change is None or plan.change.empty:
                         return plan
                     await self.store.apply(plan.change)
+                    if self.events.listening:
+                        self.events.publish(
+                            change_events(
+                                state, plan.change, now, evicted=(b.key for b in plan.evicted)
+                            )
+                        )
                 except StoreConflict:
                     continue
                 except StoreUnavailable as err:
@@ -118,14 +128,14 @@ class Register(Step):
                     ) from err
                 if connection is not None and plan.change.upsert:
                     if connection in self._closed:  # it closed while this was under way
-                        await self._remove_tied(aor, connection)
+                        await self._remove_tied(aor, connection, now)
                     else:
                         self._by_connection.setdefault(connection, set()).add(aor)
                 return plan
         # Section 10.3 step 7: a failed back-end commit "MUST fail with a 500".
         raise ServerInternalError("The binding store is busy; try again")
 
-    async def release(self, connection: str) -> int:
+    async def release(self, connection: str, now: float) -> int:
         """Remove the bindings tied to ``connection``, which closed; how many.
 
         Each AOR is changed through the store like any other change.  A REGISTER
@@ -136,22 +146,52 @@ class Register(Step):
         removed = 0
         for aor in sorted(self._by_connection.pop(connection, ())):
             async with self._aor_lock(aor):
-                removed += await self._remove_tied(aor, connection)
+                removed += await self._remove_tied(aor, connection, now)
         return removed
 
-    async def _remove_tied(self, aor: str, connection: str) -> int:
+    async def remove(
+        self, aor: str, keys: Iterable[str] | None, now: float, cause: Cause = "admin"
+    ) -> int:
+        """Remove the bindings of ``aor`` with these keys (all when None); how many.
+
+        Under the AOR's lock, through the store; raises ``StoreConflict`` when the
+        AOR kept changing (another process writing it).
+        """
+        wanted = None if keys is None else frozenset(keys)
+        async with self._aor_lock(aor):
+            removed = await self._remove(
+                aor, lambda b: wanted is None or b.key in wanted, now, cause
+            )
+        if removed is None:
+            raise StoreConflict(f"{aor}: still changing after {MAX_CONFLICT_RETRIES} attempts")
+        return removed
+
+    async def _remove_tied(self, aor: str, connection: str, now: float) -> int:
         """Remove the bindings of ``aor`` tied to ``connection`` (its lock held); how many."""
+        tied = lambda b: b.connection == connection  # noqa: E731
+        return await self._remove(aor, tied, now, "connection closed") or 0
+
+    async def _remove(
+        self, aor: str, which: Callable[[Binding], bool], now: float, cause: Cause
+    ) -> int | None:
+        """Remove the bindings of ``aor`` that ``which`` picks (its lock held); how many.
+
+        None when the AOR kept changing.
+        """
         for _ in range(MAX_CONFLICT_RETRIES):
             state = await self.store.load(aor)
-            keys = tuple(b.key for b in state.bindings if b.connection == connection)
+            keys = tuple(b.key for b in state.bindings if which(b))
             if not keys:
                 return 0
+            change = Change(aor, state.version, remove=keys)
             try:
-                await self.store.apply(Change(aor, state.version, remove=keys))
+                await self.store.apply(change)
             except StoreConflict:
                 continue
+            if self.events.listening:
+                self.events.publish(change_events(state, change, now, cause=cause))
             return len(keys)
-        return 0
+        return None
 
     @contextlib.asynccontextmanager
     async def _aor_lock(self, aor: str) -> AsyncIterator[None]:

@@ -100,6 +100,21 @@ class BindingStore(abc.ABC):
         A server that starts has no connections yet: it removes these.
         """
 
+    @abc.abstractmethod
+    async def counts(self) -> tuple[int, int]:
+        """How many AORs and bindings are stored (expired ones not yet swept included)."""
+
+    @abc.abstractmethod
+    async def page(
+        self, *, after: tuple[str, str] | None = None, prefix: str = "", limit: int = 100
+    ) -> list[Binding]:
+        """Up to ``limit`` stored bindings ordered by (AOR, key), each after ``after``.
+
+        Only AORs that start with ``prefix``.  Paging with the last binding's
+        ``(aor, key)`` as the next ``after`` walks every binding once, while others
+        change the store.  Costs at most O(AORs), never a sort of them all.
+        """
+
     async def remove(self, aor: str, keys: Sequence[str] | None = None) -> int:
         """Remove the bindings of ``aor`` with these keys (all when None); how many.
 

@@ -1,4 +1,4 @@
-"""An in-process store: bindings in dicts, expiry from a heap.
+"""An in-process store: each AOR's state as one frozen value, expiry from a heap.
 
 Versions follow :mod:`sipreg.store.base`: one counter, a version per AOR with
 bindings, and :data:`~sipreg.store.base.FLOOR_SLOTS` floors for the AORs
@@ -28,24 +28,26 @@ class MemoryStore(BindingStore):
     """
 
     def __init__(self) -> None:
-        # Only AORs with bindings have entries in _bindings and _versions.
-        self._bindings: dict[str, dict[str, Binding]] = {}
-        self._versions: dict[str, int] = {}
+        # Only AORs with bindings have a state here: their bindings, sorted, and version.
+        # One frozen state an AOR, handed out as it is, costs less than a dict of its
+        # bindings (most AORs hold one) and spares load() a sort.
+        self._states: dict[str, AorState] = {}
         self._floors = [0] * FLOOR_SLOTS
         self._clock = 0
         self._heap: list[tuple[float, str, str]] = []
         self._count = 0
 
     async def load(self, aor: str) -> AorState:
-        bindings = self._bindings.get(aor, {})
-        ordered = tuple(bindings[key] for key in sorted(bindings))
-        return AorState(aor, ordered, self._version(aor))
+        state = self._states.get(aor)
+        return state if state is not None else AorState(aor, (), self._version(aor))
 
     async def apply(self, change: Change) -> None:
-        version = self._version(change.aor)
+        aor = change.aor
+        version = self._version(aor)
         if change.version != version:
-            raise StoreConflict(f"{change.aor}: planned on version {change.version}, now {version}")
-        bindings = self._bindings.setdefault(change.aor, {})
+            raise StoreConflict(f"{aor}: planned on version {change.version}, now {version}")
+        state = self._states.get(aor)
+        bindings = {b.key: b for b in state.bindings} if state is not None else {}
         for key in change.remove:
             if bindings.pop(key, None) is not None:
                 self._count -= 1
@@ -55,58 +57,88 @@ class MemoryStore(BindingStore):
             if old is None:
                 self._count += 1
             if old is None or old.expires_at != binding.expires_at:
-                heapq.heappush(self._heap, (binding.expires_at, change.aor, binding.key))
+                heapq.heappush(self._heap, (binding.expires_at, aor, binding.key))
         self._clock += 1
-        self._stamp(change.aor, self._clock)
+        self._stamp(aor, bindings, self._clock)
         if len(self._heap) > 2 * self._count + _HEAP_SLACK:
             self._rebuild_heap()
 
     async def expire(self, now: float) -> list[Binding]:
         expired: list[Binding] = []
         heap = self._heap
+        gone: dict[str, set[str]] = {}
         while heap and heap[0][0] <= now:
             expires_at, aor, key = heapq.heappop(heap)
-            bindings = self._bindings.get(aor)
-            binding = bindings.get(key) if bindings else None
-            if bindings is None or binding is None or binding.expires_at != expires_at:
+            state = self._states.get(aor)
+            binding = _find(state.bindings, key) if state is not None else None
+            if binding is None or binding.expires_at != expires_at or key in gone.get(aor, ()):
                 continue  # stale: removed or refreshed since this entry was pushed
-            del bindings[key]
+            gone.setdefault(aor, set()).add(key)
             expired.append(binding)
         if expired:
             self._clock += 1
-            for aor in {binding.aor for binding in expired}:
-                self._stamp(aor, self._clock)
+            for aor, keys in gone.items():
+                kept = {b.key: b for b in self._states[aor].bindings if b.key not in keys}
+                self._stamp(aor, kept, self._clock)
         self._count -= len(expired)
         return expired
 
     async def aors(self) -> list[str]:
-        return sorted(self._bindings)
+        return sorted(self._states)
+
+    async def counts(self) -> tuple[int, int]:
+        return len(self._states), self._count
+
+    async def page(
+        self, *, after: tuple[str, str] | None = None, prefix: str = "", limit: int = 100
+    ) -> list[Binding]:
+        first = "" if after is None else after[0]
+        # O(AORs) for a page: a heap of the next names, no sort of them all.  Each AOR
+        # holds a binding, but the first may hold none after ``after``: one name more.
+        names = heapq.nsmallest(
+            limit + 1, (a for a in self._states if a >= first and a.startswith(prefix))
+        )
+        found: list[Binding] = []
+        for aor in names:
+            for binding in self._states[aor].bindings:
+                if after is None or (aor, binding.key) > after:
+                    found.append(binding)
+                    if len(found) >= limit:
+                        return found
+        return found
 
     async def connection_bound(self) -> list[Binding]:
         return [
-            bindings[key]
-            for aor, bindings in sorted(self._bindings.items())
-            for key in sorted(bindings)
-            if bindings[key].connection is not None
+            binding
+            for _, state in sorted(self._states.items())
+            for binding in state.bindings
+            if binding.connection is not None
         ]
 
     def _version(self, aor: str) -> int:
-        version = self._versions.get(aor)
-        return self._floors[floor_slot(aor)] if version is None else version
+        state = self._states.get(aor)
+        return self._floors[floor_slot(aor)] if state is None else state.version
 
-    def _stamp(self, aor: str, version: int) -> None:
-        """Give ``aor`` ``version`` after a write; forget it if it has no bindings left."""
-        if self._bindings.get(aor):
-            self._versions[aor] = version
+    def _stamp(self, aor: str, bindings: dict[str, Binding], version: int) -> None:
+        """Store ``bindings`` as ``aor``'s at ``version``; with none, stamp its floor."""
+        if bindings:
+            self._states[aor] = AorState(aor, tuple(bindings[k] for k in sorted(bindings)), version)
         else:
-            self._bindings.pop(aor, None)
-            self._versions.pop(aor, None)
+            self._states.pop(aor, None)
             self._floors[floor_slot(aor)] = version
 
     def _rebuild_heap(self) -> None:
         self._heap = [
-            (binding.expires_at, aor, key)
-            for aor, bindings in self._bindings.items()
-            for key, binding in bindings.items()
+            (binding.expires_at, aor, binding.key)
+            for aor, state in self._states.items()
+            for binding in state.bindings
         ]
         heapq.heapify(self._heap)
+
+
+def _find(bindings: tuple[Binding, ...], key: str) -> Binding | None:
+    """The binding of ``bindings`` with ``key`` (an AOR holds a few: a scan is fastest)."""
+    for binding in bindings:
+        if binding.key == key:
+            return binding
+    return None

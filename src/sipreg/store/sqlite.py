@@ -171,6 +171,8 @@ class SqliteStore(BindingStore):
         self.path = os.fspath(path)
         self.cache_size = cache_size
         self.commits = 0
+        #: Told the number of changes of each group commit (the metrics).
+        self.on_commit: Callable[[int], None] | None = None
         self._cache: OrderedDict[str, AorState] = OrderedDict()
         self._checked = 0.0  # time.monotonic() of the last look for other writers
         self._data_version: int | None = None
@@ -264,6 +266,14 @@ class SqliteStore(BindingStore):
     async def connection_bound(self) -> list[Binding]:
         return await self._call(_connection_bound)
 
+    async def counts(self) -> tuple[int, int]:
+        return await self._call(_counts)
+
+    async def page(
+        self, *, after: tuple[str, str] | None = None, prefix: str = "", limit: int = 100
+    ) -> list[Binding]:
+        return await self._call(_page, after, prefix, limit)
+
     def _remember(self, state: AorState) -> None:
         """Cache ``state`` unless the cache holds a newer one (a write won the race).
 
@@ -338,6 +348,8 @@ class SqliteStore(BindingStore):
                 raise
             else:
                 self.commits += 1
+                if self.on_commit is not None:
+                    self.on_commit(len(group))
                 self._others_wrote(data_version)
                 self._watched = self._watch()
             for (_, future), outcome in zip(group, outcomes, strict=True):
@@ -533,6 +545,31 @@ def _stamp(con: sqlite3.Connection, aors: Iterable[str], version: int) -> None:
 
 def _connection_bound(con: sqlite3.Connection) -> list[Binding]:
     return [_from_row(r) for r in con.execute(_SELECT_CONNECTION_BOUND)]
+
+
+def _counts(con: sqlite3.Connection) -> tuple[int, int]:
+    with _transaction(con, "DEFERRED"):  # one snapshot for both
+        aors: int = con.execute("SELECT count(*) FROM aors").fetchone()[0]
+        bindings: int = con.execute("SELECT count(*) FROM bindings").fetchone()[0]
+    return aors, bindings
+
+
+def _page(
+    con: sqlite3.Connection, after: tuple[str, str] | None, prefix: str, limit: int
+) -> list[Binding]:
+    where, args = ["1"], list[object]()
+    if after is not None:
+        where.append("(aor, key) > (?, ?)")
+        args += after
+    if prefix:  # a range the primary key's index serves, then the exact test
+        where.append("aor >= ? AND substr(aor, 1, ?) = ?")
+        args += (prefix, len(prefix), prefix)
+        following = prefix[:-1] + chr(ord(prefix[-1]) + 1) if ord(prefix[-1]) < 0x10FFFF else None
+        if following is not None:
+            where.append("aor < ?")
+            args.append(following)
+    query = f"SELECT {_COLUMNS} FROM bindings WHERE {' AND '.join(where)} ORDER BY aor, key LIMIT ?"
+    return [_from_row(r) for r in con.execute(query, (*args, limit))]
 
 
 def _aors(con: sqlite3.Connection) -> list[str]:

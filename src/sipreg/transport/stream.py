@@ -25,6 +25,7 @@ source address may hold at most ``per_source.limit`` connections at once.
 from __future__ import annotations
 
 import asyncio
+import collections
 import itertools
 import logging
 import socket
@@ -156,10 +157,12 @@ class StreamConnection(asyncio.Protocol):
         self.local, self.peer = _address(sockname), _address(peername)
         listener = self.listener
         if len(listener.connections) >= listener.max_connections and not listener.make_room():
+            listener.drops["max_connections"] += 1
             listener.refusing.warn(*self.peer)
             stream.abort()
             return
         if not listener.per_source.admit(self.peer[0]):
+            listener.drops["max_connections_per_ip"] += 1
             listener.crowding.warn(self.peer[0], listener.per_source.limit)
             stream.abort()
             return
@@ -223,6 +226,7 @@ class StreamConnection(asyncio.Protocol):
 
     def _stalled(self) -> None:
         log.debug("closing %s: a message came too slowly", self.connection_id)
+        self.listener.drops["message_timeout"] += 1
         self._message_timer = None
         if self._stream is not None:
             self._stream.abort()
@@ -322,6 +326,7 @@ class StreamConnection(asyncio.Protocol):
     def _broken(self, broken: Broken) -> None:
         """The stream cannot be framed: answer its error (what came before still is), close."""
         self._closing = True
+        self.listener.drops["unframeable"] += 1
         if broken.head:
             self.listener.handler.reject(broken.error, broken.head, self, self.peer)
         self._write(self._framer.goodbye())
@@ -343,6 +348,7 @@ class StreamConnection(asyncio.Protocol):
         left = self._last_read + timeout - loop.time()
         if left <= 0 and not self._tasks:
             log.debug("closing idle connection %s", self.connection_id)
+            self.listener.drops["idle"] += 1
             if self._stream is not None and self._stream.get_write_buffer_size():
                 self._stream.abort()  # its peer does not read: close() would wait forever
             else:
@@ -403,6 +409,8 @@ class StreamListener:
         self.handshake_timeout = handshake_timeout
         self.events: ConnectionEvents = events if events is not None else NoEvents()
         self.connections: set[StreamConnection] = set()
+        #: Connections closed or refused by a limit, by the limit's name (for metrics).
+        self.drops: collections.Counter[str] = collections.Counter()
         self.refusing = Throttled(f"too many {kind} connections: refusing %s:%s")
         self.evicting = Throttled(
             f"{kind} connections at max_connections (%d): dropping silent ones for new ones"
@@ -441,6 +449,7 @@ class StreamListener:
             return False
         victim = min(silent, key=lambda c: c.last_read)
         log.debug("%s: dropping the silent connection %s for a new one", self.kind, victim)
+        self.drops["silent_evicted"] += 1
         self.evicting.warn(self.max_connections)
         victim.abort()
         return True

@@ -36,6 +36,8 @@ class UdpLeg(asyncio.DatagramProtocol):
         self.local: tuple[str, int] = ("", 0)
         self._socket: asyncio.DatagramTransport | None = None
         self._reading = True
+        #: Datagrams dropped because too many requests were in progress.
+        self.dropped = 0
         self._dropping = Throttled("too many requests in progress: dropping datagrams")
 
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
@@ -51,6 +53,7 @@ class UdpLeg(asyncio.DatagramProtocol):
             self.handler.reject(MessageTooLarge("Message too large"), data, self, source)
             return
         if self.in_flight.full:
+            self.dropped += 1
             self._dropping.warn()
             return
         self.in_flight.run(self.handler.receive(data, self, source))

@@ -1,0 +1,1 @@
+"""The admin listener: metrics, health, the JSON API, binding events, the status page."""
