@@ -106,9 +106,9 @@ def _serve(args: argparse.Namespace) -> int:
 
 def _status(args: argparse.Namespace) -> int:
     config = load_config(args.config, {"data_dir": args.data_dir})
-    token_file = args.token_file or os.path.join(config.data_dir or "", "admin-token")
+    admin = args.admin or config.admin or DEFAULT_ADMIN
     try:
-        lines = status(args.admin, token_file)
+        lines = status(admin, args.token_file or config.admin_token_path)
     except StatusError as err:
         raise Failure(str(err)) from None
     print("\n".join(lines))
@@ -309,13 +309,15 @@ def _parser() -> argparse.ArgumentParser:
 
     state = commands.add_parser("status", help="print a running server's summary")
     state.add_argument(
-        "--admin", metavar="URL", default=DEFAULT_ADMIN,
-        help=f"its admin listener (serve --admin), URL or HOST:PORT (default {DEFAULT_ADMIN})",
+        "--admin", metavar="URL",
+        help="its admin listener, URL or HOST:PORT (default: admin in --config, else"
+        f" {DEFAULT_ADMIN})",
     )  # fmt: skip
     state.add_argument(
-        "--token-file", metavar="FILE", help="the admin token (default DATA_DIR/admin-token)"
-    )
-    state.add_argument("--config", metavar="FILE", help="TOML config file, for its data_dir")
+        "--token-file", metavar="FILE",
+        help="the admin token (default: admin_token_file in --config, else DATA_DIR/admin-token)",
+    )  # fmt: skip
+    state.add_argument("--config", metavar="FILE", help="the server's TOML config file")
     state.add_argument("--data-dir", metavar="DIR", help="where serve keeps the admin token")
     state.set_defaults(command=_status)
 
