@@ -1,14 +1,21 @@
-"""contrib/grafana/sipreg.json: a dashboard that graphs only metrics sipreg exposes, all of them."""
+"""contrib/grafana/sipreg.json: a dashboard that graphs only metrics sipreg exposes, all of them.
+
+The names are the admin contract's, and a real ``sipreg serve --admin`` must expose
+exactly those on ``/metrics``.
+"""
 
 from __future__ import annotations
 
 import json
 import re
+import urllib.request
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
 import pytest
+
+from sipreg_process import TIMEOUT, SipregProcess
 
 DASHBOARD = Path(__file__).resolve().parent.parent / "contrib" / "grafana" / "sipreg.json"
 DATASOURCE = {"type": "prometheus", "uid": "${DS_PROMETHEUS}"}
@@ -121,3 +128,19 @@ def test_panels_have_unique_ids_and_do_not_overlap(dashboard: dict[str, Any]) ->
         mine = {(col, row) for col in range(x, x + w) for row in range(y, y + h)}
         assert not cells & mine, f"{panel['title']} overlaps another panel"
         cells |= mine
+
+
+def test_a_running_server_exposes_exactly_the_contracts_metrics(tmp_path: Path) -> None:
+    proc = SipregProcess(
+        f"sqlite:{tmp_path / 'x.db'}", tmp_path,
+        ["--admin", "127.0.0.1:0", "--data-dir", str(tmp_path)],
+    )  # fmt: skip
+    try:
+        found = re.search(r"status page: (http://\S+/)", proc.logged())
+        assert found, proc.log
+        with urllib.request.urlopen(found[1] + "metrics", timeout=TIMEOUT) as answer:
+            exposition = answer.read().decode()
+    finally:
+        assert proc.stop() == 0
+    exposed = dict(re.findall(r"^# TYPE (sipreg_\w+) (\w+)$", exposition, re.M))
+    assert exposed == METRICS
