@@ -1,5 +1,7 @@
 # Two commands a new user needs: `make run` and `make test`.
 #
+#   make run        installs what running needs (sipreg and its runtime dependencies,
+#                   uvloop among them) into .venv and runs `sipreg serve $(ARGS)`
 #   make test       ruff check, ruff format --check, mypy --strict, then pytest: every
 #                   test, the interop group (SIPp, Net::SIP, sipsak, svwar, JsSIP in
 #                   Chromium) included.  As root it first apt-installs the Debian packages
@@ -12,7 +14,9 @@
 PYTHON ?= python3
 VENV := .venv
 BIN := $(VENV)/bin
-STAMP := $(VENV)/.installed
+# What is installed: the runtime alone (make run), or with the test and lint tools too.
+RUN_STAMP := $(VENV)/.installed-run
+DEV_STAMP := $(VENV)/.installed-dev
 ARGS ?=
 PYTEST_ARGS ?=
 # What ruff and mypy check.
@@ -23,15 +27,20 @@ BROWSER_STAMP := $(BROWSER)/node_modules/.built
 
 .PHONY: run test lint typecheck pytest interop system-deps browser-deps bench clean
 
-$(STAMP): pyproject.toml
+$(RUN_STAMP): pyproject.toml
 	PYTHON=$(PYTHON) sh scripts/install-system-deps.sh python
 	$(PYTHON) -m venv $(VENV)
 	$(BIN)/pip install -q --upgrade pip
-	$(BIN)/pip install -q -e '.[dev]'
-	touch $(STAMP)
+	$(BIN)/pip install -q -e .
+	touch $(RUN_STAMP)
 
-run: $(STAMP)
-	$(BIN)/sipreg serve $(ARGS)
+$(DEV_STAMP): $(RUN_STAMP)
+	$(BIN)/pip install -q -e '.[dev]'
+	touch $(DEV_STAMP)
+
+# The admin listener (status page, metrics) on loopback; ARGS="--admin HOST:PORT" moves it.
+run: $(RUN_STAMP)
+	$(BIN)/sipreg serve --admin 127.0.0.1:8080 $(ARGS)
 
 system-deps:
 	sh scripts/install-system-deps.sh interop
@@ -46,17 +55,17 @@ $(BROWSER_STAMP): $(BROWSER)/package-lock.json $(BROWSER)/phone.js
 			&& touch node_modules/.built; \
 	else echo "browser-deps: no npm; the browser test will say so"; fi
 
-lint: $(STAMP)
+lint: $(DEV_STAMP)
 	$(BIN)/ruff check $(CODE)
 	$(BIN)/ruff format --check $(CODE)
 
-typecheck: $(STAMP)
+typecheck: $(DEV_STAMP)
 	$(BIN)/mypy --strict $(CODE)
 
-pytest: $(STAMP) system-deps browser-deps
+pytest: $(DEV_STAMP) system-deps browser-deps
 	$(BIN)/pytest $(PYTEST_ARGS)
 
-interop: $(STAMP) system-deps browser-deps
+interop: $(DEV_STAMP) system-deps browser-deps
 	$(BIN)/pytest -m interop $(PYTEST_ARGS)
 
 test: lint typecheck pytest
@@ -64,7 +73,7 @@ test: lint typecheck pytest
 # sipreg against Kamailio over loopback (bench/run.py; as root it apt-installs kamailio and
 # libssl-dev when missing).  ARGS="--quick" for a short run.  matplotlib draws the chart: a
 # benchmark tool, not a dependency of sipreg, so it is installed here only.
-bench: $(STAMP)
+bench: $(RUN_STAMP)
 	@$(BIN)/python -c 'import matplotlib' 2>/dev/null || $(BIN)/pip install -q matplotlib
 	$(BIN)/python bench/run.py $(ARGS)
 

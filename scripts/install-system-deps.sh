@@ -6,7 +6,8 @@
 #   python   python3-venv, when `$PYTHON -m venv` cannot work (no venv/ensurepip)
 #   interop  sip-tester (SIPp), sipsak, baresip, sipvicious (svwar), libnet-sip-perl (Net::SIP),
 #            libnet-dns-perl, chromium and npm: the real SIP peers the interop tests drive
-#            (the browser phone's own packages come from the npm registry: make browser-deps)
+#            (the browser phone's own packages come from the npm registry: make browser-deps);
+#            and systemd, whose systemd-analyze verifies contrib/sipreg.service
 #
 # As root, or with password-less sudo, it runs apt-get.  Otherwise it says what
 # to install and exits 0: the interop tests then skip, or fail when CI=true.
@@ -33,6 +34,7 @@ for group in $groups; do
         command -v svwar >/dev/null 2>&1 || missing="$missing sipvicious"
         command -v chromium >/dev/null 2>&1 || missing="$missing chromium"
         command -v npm >/dev/null 2>&1 || missing="$missing npm"
+        command -v systemd-analyze >/dev/null 2>&1 || missing="$missing systemd"
         perl -MNet::SIP -e 1 >/dev/null 2>&1 || missing="$missing libnet-sip-perl"
         # Net::SIP only recommends Net::DNS, which its dispatcher uses to resolve targets.
         perl -MNet::DNS -e 1 >/dev/null 2>&1 || missing="$missing libnet-dns-perl"

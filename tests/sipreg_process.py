@@ -1,7 +1,8 @@
 """A ``sipreg serve`` subprocess on loopback for the end-to-end tests.
 
-Its ports are read from the ``listening on`` lines it logs; a thread keeps its
-log pipe flowing so a chatty server never blocks on a full pipe.
+Its ports are read from the ``listening on`` lines it logs (text or JSON); a
+thread keeps its log pipe flowing so a chatty server never blocks on a full pipe.
+``capture_stdout`` keeps its standard output in a pipe (the server should write nothing there).
 """
 
 from __future__ import annotations
@@ -36,6 +37,7 @@ class SipregProcess:
         python: Sequence[str] | None = None,
         listen: Sequence[str] = ("udp:127.0.0.1:0", "tcp:127.0.0.1:0"),
         domain: str | None = "example.com",
+        capture_stdout: bool = False,
     ) -> None:
         argv = [
             *(python or [sys.executable, "-m", "sipreg"]), "serve",
@@ -44,7 +46,8 @@ class SipregProcess:
         ]  # fmt: skip
         self.store = store
         self.proc = subprocess.Popen(
-            argv, cwd=cwd, stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL,
+            argv, cwd=cwd, stdin=subprocess.DEVNULL,
+            stdout=subprocess.PIPE if capture_stdout else subprocess.DEVNULL,
             stderr=subprocess.PIPE, text=True,
         )  # fmt: skip
         self.log: list[str] = []
@@ -69,7 +72,7 @@ class SipregProcess:
         line = self._lines.get(timeout=TIMEOUT)
         assert line is not None, "the server exited:\n" + "".join(self.log)
         self.log.append(line)
-        m = re.search(r"listening on (\w+):\[?([0-9a-f.:]+?)\]?:(\d+)$", line.rstrip())
+        m = re.search(r"listening on (\w+):\[?([0-9a-f.:]+?)\]?:(\d+)(\"\})?$", line.rstrip())
         if m:
             self.ports[m.group(1)] = int(m.group(3))
             self.addresses[m.group(1)] = (m.group(2), int(m.group(3)))

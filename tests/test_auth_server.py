@@ -135,7 +135,8 @@ def test_no_credentials_is_401_and_the_right_password_binds(
     assert ok.headers.get("contact") == f"<{phone.contact}>;expires=300"
     source = f"{phone.transport}:127.0.0.1:{phone.port}"
     server.wait_for(
-        rf"REGISTER sip:alice@example.com from {source} -> 200 OK, 1 binding\(s\), auth=ok,"
+        rf"REGISTER sip:alice@example.com from {source} -> 200 OK, 1 contact\(s\) asked,"
+        " 1 bound, auth=ok,"
         " user=alice"
     )
 

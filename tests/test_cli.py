@@ -2,8 +2,11 @@
 
 from __future__ import annotations
 
+import argparse
 import asyncio
+import dataclasses
 import re
+import socket
 import time
 from pathlib import Path
 from typing import Any
@@ -11,7 +14,8 @@ from typing import Any
 import pytest
 
 from sipreg import __version__
-from sipreg.cli import main
+from sipreg.cli import FLAGS, _parser, config_only, main
+from sipreg.config import Config
 from sipreg.registrar.binding import Binding
 from sipreg.store.base import Change
 from sipreg.store.sqlite import SqliteStore
@@ -39,6 +43,7 @@ def usage_error(capsys: pytest.CaptureFixture[str], *argv: str) -> str:
         (["serve", "--min-expires", "soon"], "invalid int value: 'soon'"),
         (["serve", "--listen", "udp:127.0.0.1"], "bad listen spec 'udp:127.0.0.1'"),
         (["serve", "--log-level", "loud"], "invalid choice: 'loud'"),
+        (["serve", "--log-format", "xml"], "invalid choice: 'xml'"),
         (["serve", "--store", "redis://x"], "unknown store URL 'redis://x'"),
         (["serve", "--config", "/nonexistent/sipreg.toml"], "cannot read config file"),
         (["serve", "--colour"], "unrecognized arguments: --colour"),
@@ -172,5 +177,112 @@ def test_bindings_remove_every_contact_of_an_aor(
     store = f"sqlite:{db}"
     assert main(["bindings", "remove", "sip:bob@EXAMPLE.com", "--store", store]) == 0
     assert capsys.readouterr().out == f"removed 1 binding(s) of {BOB}\n"
-    assert main(["bindings", "list", BOB, "--store", store]) == 0
-    assert capsys.readouterr().out == ""
+    assert main(["bindings", "list", BOB, "--store", store]) == 1
+    out, err = capsys.readouterr()
+    assert (out, err) == ("", f"sipreg: no binding of {BOB}\n")
+
+
+def test_bindings_list_of_an_aor_without_live_bindings_exits_1(
+    capsys: pytest.CaptureFixture[str], db: Path
+) -> None:
+    store = f"sqlite:{db}"
+    assert main(["bindings", "list", "sip:carol@example.com", "--store", store]) == 1
+    assert capsys.readouterr() == ("", "sipreg: no binding of sip:carol@example.com\n")
+    assert main(["bindings", "remove", ALICE, "--store", store]) == 0  # one live, one expired
+    capsys.readouterr()
+    assert main(["bindings", "list", ALICE, "--store", store]) == 1
+    assert main(["bindings", "list", "--store", store]) == 0  # no AOR named: bob is listed
+
+
+def test_serve_help_names_every_setting_a_flag_or_config_only(
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    with pytest.raises(SystemExit):
+        main(["serve", "--help"])
+    text = " ".join(capsys.readouterr().out.split())
+    assert "Without --domain it serves every domain" in text
+    settings = [f.name for f in dataclasses.fields(Config) if f.init]
+    only = text.split("Settings only the config file (--config) sets: ")[1].rstrip(".").split(", ")
+    assert only == config_only() and "rate_limit" in only and "domains" not in only
+    for name in settings:
+        flag = "--" + next((d for d, f in FLAGS.items() if f == name), "").replace("_", "-")
+        assert (flag != "--" and f"{flag} " in text) != (name in only), name
+
+
+def test_every_serve_flag_sets_a_setting() -> None:
+    serve = next(
+        action.choices["serve"]
+        for action in _parser()._actions
+        if isinstance(action, argparse._SubParsersAction)
+    )
+    dests = {a.dest for a in serve._actions} - {"help", "config"}
+    assert dests == set(FLAGS)
+
+
+def test_check_says_ok_in_one_line_and_leaves_the_store_as_it_was(
+    capsys: pytest.CaptureFixture[str], db: Path, tmp_path: Path
+) -> None:
+    before = db.read_bytes()
+    argv = ["check", "--store", f"sqlite:{db}", "--listen", "udp:127.0.0.1:0"]
+    assert main([*argv, "--listen", "tcp:[::1]:0"]) == 0
+    assert capsys.readouterr() == (
+        f"ok: config valid, store sqlite:{db} writable, udp:127.0.0.1:0, tcp:[::1]:0 free\n",
+        "",
+    )
+    assert main(["bindings", "list", "--store", f"sqlite:{db}"]) == 0
+    assert len(capsys.readouterr().out.splitlines()) == 2
+    assert len(db.read_bytes()) == len(before)
+    assert main(["check", "--data-dir", str(tmp_path / "new"), "--listen", "udp:127.0.0.1:0"]) == 0
+    assert capsys.readouterr().out.startswith(f"ok: config valid, store sqlite:{tmp_path}/new/")
+    assert list((tmp_path / "new").iterdir()) == []  # the store it made for the write is gone
+
+
+@pytest.mark.parametrize("transport", ["udp", "tcp"])
+def test_check_fails_for_a_port_in_use(capsys: pytest.CaptureFixture[str], transport: str) -> None:
+    kind = socket.SOCK_DGRAM if transport == "udp" else socket.SOCK_STREAM
+    with socket.socket(socket.AF_INET, kind) as taken:
+        taken.bind(("127.0.0.1", 0))
+        if transport == "tcp":
+            taken.listen()
+        spec = f"{transport}:127.0.0.1:{taken.getsockname()[1]}"
+        assert (
+            main(["check", "--store", "memory:", "--listen", "udp:127.0.0.1:0", "--listen", spec])
+            == 1
+        )
+    assert capsys.readouterr() == (
+        "",
+        f"sipreg: error: cannot listen on {spec}: Address already in use\n",
+    )
+
+
+@pytest.mark.parametrize(
+    ("argv", "why"),
+    [
+        (["--min-expires", "500"], "min_expires (500) is above max_expires (300)"),
+        (["--store", "/nonexistent/x.db"], "the folder /nonexistent does not exist"),
+        (["--realm", "example.com", "--users", "/nonexistent/users"], "/nonexistent/users"),
+        (
+            ["--listen", "tls:127.0.0.1:0", "--tls-cert", "/no/c.pem", "--tls-key", "/no/k.pem"],
+            "/no/",
+        ),
+    ],
+)
+def test_check_fails_in_one_line_with_status_1(
+    capsys: pytest.CaptureFixture[str], argv: list[str], why: str
+) -> None:
+    assert main(["check", "--listen", "udp:127.0.0.1:0", *argv]) == 1
+    out, err = capsys.readouterr()
+    assert out == "" and err.startswith("sipreg: error: ") and why in err
+    assert len(err.splitlines()) == 1
+
+
+def test_check_of_a_file_that_is_no_store(
+    capsys: pytest.CaptureFixture[str], tmp_path: Path
+) -> None:
+    (tmp_path / "x.db").write_text("not sqlite")
+    assert main(["check", "--store", str(tmp_path / "x.db"), "--listen", "udp:127.0.0.1:0"]) == 1
+    assert "is not a SQLite database" in capsys.readouterr().err
+
+
+def test_check_usage_errors_exit_2(capsys: pytest.CaptureFixture[str]) -> None:
+    assert "unrecognized arguments: --colour" in usage_error(capsys, "check", "--colour")

@@ -101,6 +101,7 @@ max_contacts = 5
 store = "sqlite:/var/lib/sipreg/bindings.db"
 data_dir = "/var/lib/sipreg"
 log_level = "DEBUG"
+log_format = "json"
 max_message_size = 4096
 tcp_idle_timeout = 30
 max_connections = 10
@@ -124,6 +125,7 @@ def test_every_setting_loads_from_toml(tmp_path: Path) -> None:
         store="sqlite:/var/lib/sipreg/bindings.db",
         data_dir="/var/lib/sipreg",
         log_level="debug",
+        log_format="json",
         max_message_size=4096,
         tcp_idle_timeout=30.0,
         max_connections=10,
@@ -187,6 +189,7 @@ def test_bad_file_settings_name_the_file_and_key(tmp_path: Path, toml: str, comp
         ({"expire_interval": -1}, "expire_interval: must be positive"),
         ({"shutdown_timeout": float("inf")}, "shutdown_timeout: must be positive and finite"),
         ({"log_level": "loud"}, "log_level: 'loud' is not one of"),
+        ({"log_format": "xml"}, "log_format: 'xml' is not one of text, json"),
         ({"store": "redis://x"}, "store: unknown store URL 'redis://x'"),
         ({"listen": []}, "at least one listen spec"),
         (

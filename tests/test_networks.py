@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from sipreg.networks import LOOPBACK, MEMO, Networks
+from sipreg.networks import LOOPBACK, MEMO, Networks, format_endpoint
 
 
 def test_membership() -> None:
@@ -23,3 +23,9 @@ def test_a_flood_of_sources_only_makes_it_forget() -> None:
         assert f"10.{i >> 16 & 255}.{i >> 8 & 255}.{i & 255}" in nets
         assert f"192.0.{i >> 8 & 255}.{i & 255}" not in nets
     assert len(nets._seen) <= MEMO
+
+
+def test_an_endpoint_brackets_ipv6() -> None:
+    assert format_endpoint("192.0.2.7", 5060) == "192.0.2.7:5060"
+    assert format_endpoint("::1", 5060) == "[::1]:5060"
+    assert format_endpoint("example.com", 5061) == "example.com:5061"

@@ -23,12 +23,19 @@ def run_example(marker: str, tmp_path: Path) -> str:
     return done.stdout
 
 
-def test_library_example_runs(tmp_path: Path) -> None:
-    out = run_example("Registrar(", tmp_path)
-    assert "SIP/2.0 200 OK" in out
-    assert "Contact: <sip:alice@192.0.2.7:5060>;expires=120" in out
-    assert out.rstrip().endswith("200 ['sip:alice@192.0.2.7:5060']")
-    assert (tmp_path / "bindings.db").exists()
+def test_library_example_runs_and_runs_again(tmp_path: Path) -> None:
+    for _ in range(2):
+        out = run_example("Registrar(", tmp_path)
+        assert "SIP/2.0 200 OK" in out
+        assert "Contact: <sip:alice@192.0.2.7:5060>;expires=120" in out
+        assert out.rstrip().endswith("200 ['sip:alice@192.0.2.7:5060']")
+        assert [p.name for p in tmp_path.iterdir()] == ["example.py"]  # it leaves nothing behind
+
+
+def test_readme_names_nothing_outside_the_repository() -> None:
+    text = README.read_text()
+    for outside in ("STYLE rule", "the issue that", "/work/", "issues show"):
+        assert outside not in text, outside
 
 
 def test_chain_example_runs(tmp_path: Path) -> None:

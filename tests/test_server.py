@@ -164,7 +164,8 @@ def test_register_over_udp_and_tcp(server: SipregProcess, udp: Udp) -> None:
     ]
     server.wait_for(
         r"INFO sipreg.register: REGISTER sip:alice@example.com"
-        r" from tcp:127.0.0.1:\d+ -> 200 OK, 2 binding\(s\), [0-9.]+ ms$"
+        r" from tcp:127.0.0.1:\d+ -> 200 OK, 1 contact\(s\) asked,"
+        r" 2 bound, [0-9.]+ ms$"
     )
 
 

@@ -37,9 +37,10 @@ class Context:
     steps fill in the rest as they learn it; the front's outcome record reads it:
     ``aor`` (the address of record concerned), ``user`` (the authenticated user
     name), ``auth`` (how authentication went: ``ok``, ``challenged``, ``failed``,
-    ``stale``, ``replayed``, ``banned`` or ``forbidden``), ``bindings`` (how
-    many bindings the answer lists) and ``guard`` (the guard that refused or
-    dropped it: ``rate limit`` or ``scanner``).
+    ``stale``, ``replayed``, ``banned`` or ``forbidden``), ``contacts`` (how many
+    contacts a REGISTER asked for), ``bindings`` (how many bindings the answer
+    lists) and ``guard`` (the guard that refused or dropped it: ``rate limit`` or
+    ``scanner``).
     """
 
     leg: Leg
@@ -49,6 +50,7 @@ class Context:
     aor: str | None = None
     user: str | None = None
     auth: str | None = None
+    contacts: int | None = None
     bindings: int | None = None
     guard: str | None = None
 

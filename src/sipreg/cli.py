@@ -1,8 +1,9 @@
-"""The ``sipreg`` command: ``serve``, ``status``, ``bindings list|remove``, ``user ...``.
+"""The ``sipreg`` command: ``serve``, ``check``, ``status``, ``bindings list|remove``, ``user``.
 
 Bad flags or settings, and a server that cannot start (a port taken, a
 certificate, store or users file that cannot be used), exit with status 2 and a
-one-line message; a command that fails at its work exits with status 1.
+one-line message; a command that fails at its work exits with status 1.  For
+``check`` a bad setting is what it found, so that is status 1 too.
 """
 
 from __future__ import annotations
@@ -10,6 +11,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import contextlib
+import dataclasses
 import getpass
 import json
 import os
@@ -21,13 +23,14 @@ from . import __version__
 from .auth.users import User, Users, UsersFileError, check_field, load_users, save_users
 from .config import LOG_LEVELS, Config, ConfigError, format_address, load_config
 from .errors import ParseError, StartupError
+from .logs import LOG_FORMATS
 from .logs import configure as configure_logging
 from .registrar.binding import Binding
 from .registrar.facade import Registrar
 from .status_cli import DEFAULT_ADMIN, StatusError, status
 from .store import BindingStore, open_store
 from .store.sqlite import SqliteStore
-from .uri import SipUri, parse_uri, uri_equal
+from .uri import SipUri, parse_uri
 
 
 class Failure(Exception):
@@ -51,31 +54,29 @@ def main(argv: Sequence[str] | None = None) -> int:
         return 130
 
 
+#: The flags that set a config field: argparse's ``dest`` -> the :class:`Config` field.
+FLAGS = {
+    "listen": "listen", "domain": "domains", "alias": "aliases", "min_expires": "min_expires",
+    "max_expires": "max_expires", "default_expires": "default_expires",
+    "tcp_idle_timeout": "tcp_idle_timeout", "realm": "realm", "tls_cert": "tls_cert",
+    "tls_key": "tls_key", "tls_ca": "tls_ca", "users": "users", "store": "store",
+    "data_dir": "data_dir", "log_level": "log_level", "log_format": "log_format",
+    "workers": "workers", "admin": "admin", "admin_token_file": "admin_token_file",
+}  # fmt: skip
+
+
+def config_only() -> list[str]:
+    """The settings no flag sets: the config file's alone."""
+    flagged = set(FLAGS.values())
+    return [f.name for f in dataclasses.fields(Config) if f.init and f.name not in flagged]
+
+
 def _config(args: argparse.Namespace, *, logs: bool = True) -> Config:
     """The config the flags and ``--config`` make, with logging set up at its level."""
-    overrides = {
-        "listen": getattr(args, "listen", None),
-        "domains": getattr(args, "domain", None),
-        "aliases": getattr(args, "alias", None),
-        "min_expires": getattr(args, "min_expires", None),
-        "max_expires": getattr(args, "max_expires", None),
-        "default_expires": getattr(args, "default_expires", None),
-        "tcp_idle_timeout": getattr(args, "tcp_idle_timeout", None),
-        "realm": getattr(args, "realm", None),
-        "tls_cert": getattr(args, "tls_cert", None),
-        "tls_key": getattr(args, "tls_key", None),
-        "tls_ca": getattr(args, "tls_ca", None),
-        "users": getattr(args, "users", None),
-        "store": args.store,
-        "data_dir": args.data_dir,
-        "log_level": args.log_level,
-        "workers": getattr(args, "workers", None),
-        "admin": getattr(args, "admin", None),
-        "admin_token_file": getattr(args, "admin_token_file", None),
-    }
+    overrides = {name: getattr(args, dest, None) for dest, name in FLAGS.items()}
     config = load_config(args.config, overrides)
     if logs:
-        configure_logging(config.log_level, sys.stderr)
+        configure_logging(config.log_level, sys.stderr, log_format=config.log_format)
     return config
 
 
@@ -93,7 +94,9 @@ def _serve(args: argparse.Namespace) -> int:
         return 0
 
     def serve(worker: Worker) -> int:
-        configure_logging(config.log_level, sys.stderr, tag=f"w{worker.index}")
+        configure_logging(
+            config.log_level, sys.stderr, tag=f"w{worker.index}", log_format=config.log_format
+        )
         try:
             run(config, load, worker)
         except StartupError as err:
@@ -115,6 +118,16 @@ def _status(args: argparse.Namespace) -> int:
     return 0
 
 
+def _check(args: argparse.Namespace) -> int:
+    from .check import CheckFailed, check
+
+    try:
+        print(check(_config(args, logs=False)))
+    except (CheckFailed, ConfigError) as err:  # what check finds is a failure, not a usage error
+        raise Failure(str(err)) from err
+    return 0
+
+
 def _list(args: argparse.Namespace) -> int:
     config = _config(args)
 
@@ -125,8 +138,12 @@ def _list(args: argparse.Namespace) -> int:
             now = registrar.clock()
             return [format_binding(b, now) for aor in aors for b in await registrar.bindings(aor)]
 
-    for line in asyncio.run(collect()):
+    lines = asyncio.run(collect())
+    for line in lines:
         print(line)
+    if args.aor and not lines:
+        print(f"sipreg: no binding of {_aor(args.aor)}", file=sys.stderr)
+        return 1
     return 0
 
 
@@ -139,7 +156,7 @@ def _remove(args: argparse.Namespace) -> int:
             if args.contact is None:
                 return await store.remove(aor)
             stored = (await store.load(aor)).bindings
-            return await store.remove(aor, [b.key for b in stored if _same(b, args.contact)])
+            return await store.remove(aor, [b.key for b in stored if b.names(args.contact)])
 
     removed = asyncio.run(remove())
     if not removed:
@@ -245,15 +262,6 @@ def _aor(text: str) -> str:
     return uri.address_of_record() if isinstance(uri, SipUri) else text
 
 
-def _same(binding: Binding, contact: str) -> bool:
-    """True when ``contact`` names the binding's contact (RFC 3261 section 19.1.4)."""
-    text = contact.strip().removeprefix("<").removesuffix(">")
-    try:
-        return uri_equal(parse_uri(binding.contact), parse_uri(text))
-    except ParseError:
-        return binding.contact == text
-
-
 def _parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="sipreg", description="An RFC 3261 SIP registrar.")
     parser.add_argument("--version", action="version", version=f"sipreg {__version__}")
@@ -264,48 +272,70 @@ def _parser() -> argparse.ArgumentParser:
     common.add_argument("--store", metavar="URL", help="sqlite:PATH (default) or memory:")
     common.add_argument("--data-dir", metavar="DIR", help="where the default sipreg.db lives")
     common.add_argument("--log-level", type=str.lower, choices=LOG_LEVELS, help="default info")
+    common.add_argument(
+        "--log-format", choices=LOG_FORMATS, help="text (default) or json: one object a line"
+    )
 
-    serve = commands.add_parser("serve", parents=[common], help="run the registrar")
-    serve.add_argument(
+    serving = argparse.ArgumentParser(add_help=False)  # what serve binds and runs with
+    serving.add_argument(
         "--listen",
         action="append",
         metavar="SPEC",
         help="TRANSPORT:HOST:PORT, TRANSPORT one of udp, tcp, tls, ws, wss; IPv6 in brackets;"
         " repeatable (default udp and tcp on 0.0.0.0:5060)",
     )
-    serve.add_argument("--domain", action="append", metavar="D", help="served domain; repeatable")
-    serve.add_argument(
+    serving.add_argument(
+        "--domain", action="append", metavar="D",
+        help="served domain (its subdomains too); repeatable; without it every domain is served",
+    )  # fmt: skip
+    serving.add_argument(
         "--alias", action="append", metavar="HOST", help="another name of this server; repeatable"
     )
-    serve.add_argument("--min-expires", type=int, metavar="N", help="shorter gets 423 (default 30)")
-    serve.add_argument("--max-expires", type=int, metavar="N", help="longer is capped (300)")
-    serve.add_argument(
+    serving.add_argument(
+        "--min-expires", type=int, metavar="N", help="shorter gets 423 (default 30)"
+    )
+    serving.add_argument("--max-expires", type=int, metavar="N", help="longer is capped (300)")
+    serving.add_argument(
         "--default-expires", type=int, metavar="N", help="when none is asked for (3600)"
     )
-    serve.add_argument(
+    serving.add_argument(
         "--tcp-idle-timeout", type=float, metavar="SECONDS",
         help="close a TCP/TLS/WS connection quiet this long (default 60)",
     )  # fmt: skip
-    serve.add_argument("--tls-cert", metavar="FILE", help="certificate chain (PEM) for tls/wss")
-    serve.add_argument("--tls-key", metavar="FILE", help="its private key (PEM)")
-    serve.add_argument(
+    serving.add_argument("--tls-cert", metavar="FILE", help="certificate chain (PEM) for tls/wss")
+    serving.add_argument("--tls-key", metavar="FILE", help="its private key (PEM)")
+    serving.add_argument(
         "--tls-ca", metavar="FILE", help="ask TLS clients for certificates signed by these CAs"
     )
-    serve.add_argument(
+    serving.add_argument(
         "--workers", type=int, metavar="N",
         help="serve with N processes on the same ports (SO_REUSEPORT; needs a sqlite store)",
     )  # fmt: skip
-    serve.add_argument("--realm", metavar="R", help="authenticate with Digest in realm R")
-    serve.add_argument("--users", metavar="FILE", help="the users file (sipreg user add)")
-    serve.add_argument(
+    serving.add_argument("--realm", metavar="R", help="authenticate with Digest in realm R")
+    serving.add_argument("--users", metavar="FILE", help="the users file (sipreg user add)")
+    serving.add_argument(
         "--admin", metavar="HOST:PORT",
         help="serve metrics, the admin API and the status page over HTTP here (default off)",
     )  # fmt: skip
-    serve.add_argument(
+    serving.add_argument(
         "--admin-token-file", metavar="FILE",
         help="the admin API's bearer token (default: one generated in the data dir, loopback only)",
     )  # fmt: skip
+
+    serve = commands.add_parser(
+        "serve", parents=[common, serving], help="run the registrar",
+        description="Run the registrar.  Without --domain it serves every domain; without"
+        " --realm and --users anyone may register.",
+        epilog="Settings only the config file (--config) sets: " + ", ".join(config_only()) + ".",
+    )  # fmt: skip
     serve.set_defaults(command=_serve)
+    checking = commands.add_parser(
+        "check", parents=[common, serving], help="check what serve needs, without serving",
+        description="Check that the config is valid, the certificate and users file it names"
+        " can be read, the store opens and takes a write (which leaves no binding behind), and"
+        " the listen ports are free.  Prints one line: ok: ..., or why not (exit status 1).",
+    )  # fmt: skip
+    checking.set_defaults(command=_check)
 
     state = commands.add_parser("status", help="print a running server's summary")
     state.add_argument(

@@ -19,8 +19,9 @@ from typing import Any, Literal
 from .auth.digest import ALGORITHMS
 from .auth.policy import MD5_ONLY_AGENTS, AuthPolicy
 from .guards import SCANNERS
+from .logs import LOG_FORMATS
 from .message import Limits
-from .networks import LOOPBACK, Networks
+from .networks import LOOPBACK, Networks, format_endpoint
 from .registrar.policy import Policy
 from .store import open_store
 from .store.base import URL_SCHEME
@@ -70,7 +71,7 @@ class ListenSpec:
 
 def format_address(transport: str, host: str, port: int) -> str:
     """``udp:127.0.0.1:5060`` or ``udp:[::1]:5060``."""
-    return f"{transport}:[{host}]:{port}" if ":" in host else f"{transport}:{host}:{port}"
+    return f"{transport}:{format_endpoint(host, port)}"
 
 
 def _loopback(host: str) -> bool:
@@ -140,6 +141,7 @@ class Config:
     store: str | None = None
     data_dir: str | None = None
     log_level: str = "info"
+    log_format: str = "text"
     max_message_size: int = 65535
     max_headers: int = 128
     max_header_line: int = 8192
@@ -221,6 +223,10 @@ class Config:
                 f"log_level: {self.log_level!r} is not one of {', '.join(LOG_LEVELS)}"
             )
         object.__setattr__(self, "log_level", level)
+        if self.log_format not in LOG_FORMATS:
+            raise ConfigError(
+                f"log_format: {self.log_format!r} is not one of {', '.join(LOG_FORMATS)}"
+            )
         try:  # the registrar's settings are checked by the Policy they make
             policy = Policy(
                 min_expires=self.min_expires,
@@ -425,6 +431,7 @@ _CHECKS: dict[str, Callable[[str, object], object]] = {
     "store": _string,
     "data_dir": _string,
     "log_level": _string,
+    "log_format": _string,
     "max_message_size": _integer,
     "max_headers": _integer,
     "max_header_line": _integer,

@@ -23,6 +23,7 @@ from .errors import Dropped, ParseError, ServerInternalError, SipError
 from .headers import Headers
 from .leg import Address, Leg
 from .message import DEFAULT_LIMITS, Limits, Request, Response, parse_message, split_head
+from .networks import format_endpoint
 from .outcome import Outcome, OutcomeLog
 from .responses import ToTags, error_response
 from .transactions import Answer, Kind, TransactionCache, TransactionKey
@@ -88,7 +89,9 @@ class Front:
             request = message
         if request.bracketed_uri:
             log.debug(
-                "%s from %s:%s: Request-URI in <>, brackets ignored", request.method, *from_addr
+                "%s from %s: Request-URI in <>, brackets ignored",
+                request.method,
+                format_endpoint(*from_addr),
             )
         decision = self.transactions.decide(request, start)
         if decision.kind is Kind.ABSORBED_ACK:
@@ -192,7 +195,7 @@ class Front:
         except SipError as err:
             return None if request.method == "ACK" else error_response(err, request)
         except Exception:  # a store failure or a bug: answer 500, keep serving
-            log.exception("%s from %s:%s failed", request.method, *ctx.source)
+            log.exception("%s from %s failed", request.method, format_endpoint(*ctx.source))
             if request.method == "ACK":  # an ACK is never answered
                 return None
             return error_response(ServerInternalError("Internal error; try again"), request)
@@ -249,6 +252,7 @@ class Front:
                 aor=aor,
                 auth=None if ctx is None else ctx.auth,
                 user=None if ctx is None else ctx.user,
+                contacts=None if ctx is None else ctx.contacts,
                 bindings=None if ctx is None else ctx.bindings,
                 guard=None if ctx is None else ctx.guard,
             )

@@ -6,24 +6,42 @@ formats the time of each record from scratch.  :class:`BatchedHandler` keeps
 lines in a buffer and writes them in one call when the buffer is large, when a
 line is a warning or worse, or when :meth:`BatchedHandler.flush` is called (the
 server does, a few times a second, off the request path).
+
+Times are UTC in ISO 8601 (``2026-12-01T23:24:00.123Z``), the date and second
+formatted once a second.  ``json`` writes each record as one JSON object a line
+(``time``, ``level``, ``logger``, ``message``, and ``worker`` under
+``--workers``); a message that has :class:`Fields` (an outcome record's line)
+adds them.  Both formats go through the same batched handler.
 """
 
 from __future__ import annotations
 
+import json
 import logging
 import time
 from typing import TextIO
 
-LOG_FORMAT = "%(asctime)s %(levelname)s %(name)s: %(message)s"
+TEXT_FORMAT = "%(asctime)s %(levelname)s %(name)s: %(message)s"
+LOG_FORMATS = ("text", "json")
 
 #: Buffered characters that make the handler write at once.
 BATCH_CHARS = 32 * 1024
 
 
-class SecondFormatter(logging.Formatter):
-    """``logging.Formatter`` with ``asctime`` formatted once a second, not per record."""
+class Fields:
+    """A log message with fields of its own for the JSON lines; ``str()`` is its text."""
 
-    def __init__(self, fmt: str = LOG_FORMAT) -> None:
+    __slots__ = ()
+
+    def log_fields(self) -> dict[str, object]:
+        """The fields, JSON-ready (strings, numbers, booleans, None)."""
+        raise NotImplementedError
+
+
+class SecondFormatter(logging.Formatter):
+    """``logging.Formatter`` with ``asctime`` in UTC ISO 8601, formatted once a second."""
+
+    def __init__(self, fmt: str = TEXT_FORMAT) -> None:
         super().__init__(fmt)
         self._second = -1
         self._text = ""
@@ -32,8 +50,31 @@ class SecondFormatter(logging.Formatter):
         second = int(record.created)
         if second != self._second:
             self._second = second
-            self._text = time.strftime("%Y-%m-%d %H:%M:%S", self.converter(second))
-        return f"{self._text},{int(record.msecs):03d}"
+            self._text = time.strftime("%Y-%m-%dT%H:%M:%S", time.gmtime(second))
+        return f"{self._text}.{int(record.msecs):03d}Z"
+
+
+class JsonFormatter(SecondFormatter):
+    """One JSON object a record: time, level, logger, message, the message's own fields."""
+
+    def __init__(self, worker: str = "") -> None:
+        super().__init__()
+        self.worker = worker
+
+    def format(self, record: logging.LogRecord) -> str:
+        entry: dict[str, object] = {
+            "time": self.formatTime(record),
+            "level": record.levelname.lower(),
+            "logger": record.name,
+            "message": record.getMessage(),
+        }
+        if self.worker:
+            entry["worker"] = self.worker
+        if isinstance(record.msg, Fields):
+            entry.update(record.msg.log_fields())
+        if record.exc_info:
+            entry["exception"] = self.formatException(record.exc_info)
+        return json.dumps(entry)
 
 
 class BatchedHandler(logging.Handler):
@@ -79,10 +120,13 @@ class BatchedHandler(logging.Handler):
         super().close()
 
 
-def configure(level: str, stream: TextIO, tag: str = "") -> BatchedHandler:
+def configure(
+    level: str, stream: TextIO, tag: str = "", log_format: str = "text"
+) -> BatchedHandler:
     """Send every log record at ``level`` or above to ``stream``, batched; the handler.
 
-    A ``tag`` (a worker's, ``w1``) follows each logger name: ``sipreg.register[w1]:``.
+    ``log_format`` is ``text`` or ``json``.  A ``tag`` (a worker's, ``w1``) follows
+    each logger name in text, ``sipreg.register[w1]:``, and is ``worker`` in JSON.
 
     Records no longer look up the caller's frame, thread or process, which the
     format does not show: the logging HOWTO's "Optimization" section.
@@ -92,8 +136,11 @@ def configure(level: str, stream: TextIO, tag: str = "") -> BatchedHandler:
     logging.logProcesses = False
     logging.logMultiprocessing = False
     handler = BatchedHandler(stream)
-    fmt = LOG_FORMAT.replace("%(name)s", f"%(name)s[{tag}]") if tag else LOG_FORMAT
-    handler.setFormatter(SecondFormatter(fmt))
+    if log_format == "json":
+        handler.setFormatter(JsonFormatter(tag))
+    else:
+        fmt = TEXT_FORMAT.replace("%(name)s", f"%(name)s[{tag}]") if tag else TEXT_FORMAT
+        handler.setFormatter(SecondFormatter(fmt))
     root = logging.getLogger()
     for old in list(root.handlers):
         root.removeHandler(old)

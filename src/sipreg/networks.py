@@ -42,3 +42,8 @@ class Networks:
 
     def __bool__(self) -> bool:
         return bool(self.networks)
+
+
+def format_endpoint(host: str, port: int) -> str:
+    """``127.0.0.1:5060`` or ``[::1]:5060``: an IPv6 address in brackets."""
+    return f"[{host}]:{port}" if ":" in host else f"{host}:{port}"

@@ -3,7 +3,9 @@
 The front emits an :class:`Outcome` for every message: answered, passed on,
 absorbed or dropped.  :class:`OutcomeLog` writes the log line (a later metrics
 listener counts the same records).  Refusals and garbage come in floods, so
-their lines go through a :class:`~sipreg.throttle.Throttle`.
+their lines go through a :class:`~sipreg.throttle.Throttle`.  The line is an
+:class:`OutcomeLine`, formatted only when a handler writes it: as text, or as
+the record's fields in a JSON line.
 """
 
 from __future__ import annotations
@@ -12,6 +14,8 @@ import logging
 from dataclasses import dataclass
 
 from .config import format_address
+from .logs import Fields
+from .networks import format_endpoint
 from .throttle import Throttle
 
 log = logging.getLogger("sipreg.register")
@@ -25,8 +29,8 @@ class Outcome:
     ``status`` is None when nothing was sent (passed on, absorbed, dropped), and
     ``reason`` then says why.  ``at`` is the monotonic clock when the message
     arrived and ``duration`` the seconds it took to answer.  ``auth``, ``user``,
-    ``aor``, ``bindings`` and ``guard`` are what the steps learnt (see
-    :class:`~sipreg.chain.Context`).
+    ``aor``, ``contacts`` (asked for), ``bindings`` (listed in the answer) and
+    ``guard`` are what the steps learnt (see :class:`~sipreg.chain.Context`).
     """
 
     at: float
@@ -40,6 +44,7 @@ class Outcome:
     aor: str | None = None
     auth: str | None = None
     user: str | None = None
+    contacts: int | None = None
     bindings: int | None = None
     guard: str | None = None
 
@@ -60,9 +65,10 @@ class OutcomeLog:
     """Writes the log line of each outcome.
 
     A REGISTER's outcome is logged at info: accepted ones always, refused ones
-    (and unparseable messages) at most ``burst`` at once and then ``rate`` a
-    second, the next line saying how many were left out.  First challenges,
-    retransmissions and other methods are logged at debug.
+    (and unparseable messages and dropped requests) at most ``burst`` at once and
+    then ``rate`` a second, the next line saying how many were left out.  First
+    challenges, retransmissions and other methods (OPTIONS, INVITE...) are logged
+    at debug.
     """
 
     def __init__(self, logger: logging.Logger = log, *, rate: float = 2.0, burst: int = 20) -> None:
@@ -78,21 +84,55 @@ class OutcomeLog:
             allowed, held = self._refusals.allow(outcome.at)
             if not allowed:
                 return
-            line = format_outcome(outcome)
-            if held:
-                line += f" ({held} more refused message(s) not logged)"
-            self.logger.info(line)
+            self.logger.info(OutcomeLine(outcome, held))
             return
         elif outcome.method == "REGISTER" and outcome.auth != "challenged":
             level = logging.INFO
         else:
             level = logging.DEBUG
         if self.logger.isEnabledFor(level):
-            self.logger.log(level, format_outcome(outcome))
+            self.logger.log(level, OutcomeLine(outcome))
+
+
+class OutcomeLine(Fields):
+    """The log message of an outcome (and how many like it were not logged before it)."""
+
+    __slots__ = ("held", "outcome")
+
+    def __init__(self, outcome: Outcome, held: int = 0) -> None:
+        self.outcome = outcome
+        self.held = held
+
+    def __str__(self) -> str:
+        line = format_outcome(self.outcome)
+        if self.held:
+            line += f" ({self.held} more refused message(s) not logged)"
+        return line
+
+    def log_fields(self) -> dict[str, object]:
+        """The record's fields but ``at`` (a monotonic clock); ``source`` as ``HOST:PORT``.
+
+        Nothing here is a secret: ``user`` is a name, never credentials.
+        """
+        o = self.outcome
+        fields: dict[str, object] = {
+            "method": o.method, "status": o.status, "reason": o.reason,
+            "transport": o.transport, "source": format_endpoint(*o.source),
+            "duration": round(o.duration, 6), "retransmission": o.retransmission,
+            "aor": o.aor, "auth": o.auth, "user": o.user, "contacts": o.contacts,
+            "bindings": o.bindings,
+        }  # fmt: skip
+        if self.held:
+            fields["not_logged"] = self.held
+        return fields
 
 
 def format_outcome(outcome: Outcome) -> str:
-    """``REGISTER sip:a@example.com from udp:192.0.2.7:5060 -> 200 OK, 1 binding(s), ...``."""
+    """``REGISTER sip:a@example.com from udp:192.0.2.7:5060 -> 200 OK, 1 contact(s) asked, ...``.
+
+    A REGISTER's counts are the contacts it asked for and the bindings its AOR
+    has now (those the 200 lists).
+    """
     what = outcome.method or "unparseable message"
     aor = f" {outcome.aor}" if outcome.aor else ""
     source = format_address(outcome.transport, *outcome.source)
@@ -102,8 +142,10 @@ def format_outcome(outcome: Outcome) -> str:
         else f"not answered: {outcome.reason}"
     )
     parts = [f"{what}{aor} from {source} -> {result}"]
+    if outcome.contacts is not None:
+        parts.append(f"{outcome.contacts} contact(s) asked")
     if outcome.bindings is not None:
-        parts.append(f"{outcome.bindings} binding(s)")
+        parts.append(f"{outcome.bindings} bound")
     if outcome.auth is not None:
         parts.append(f"auth={outcome.auth}")
     if outcome.user is not None:

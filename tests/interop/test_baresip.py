@@ -71,8 +71,8 @@ def test_baresip_registers_on_ipv6_over_udp_tcp_and_tls(
     try:
         for kind in KINDS:
             server.wait_for(
-                rf"REGISTER sip:alice@{DOMAIN} from {kind}:\[::1\]:\d+ -> 200 OK, \d binding"
-                r"\(s\), auth=ok, user=alice",
+                rf"REGISTER sip:alice@{DOMAIN} from {kind}:\[::1\]:\d+ -> 200 OK, 1 contact"
+                r"\(s\) asked, \d bound, auth=ok, user=alice",
                 timeout=TIMEOUT,
             )
         listed = subprocess.run(
@@ -89,7 +89,10 @@ def test_baresip_registers_on_ipv6_over_udp_tcp_and_tls(
     assert phone.returncode == 0, said
     for kind in KINDS:
         assert f"{{0/{kind.upper()}/v6}} 200 OK" in said, said
-    server.wait_for(rf"REGISTER sip:alice@{DOMAIN} from .* -> 200 OK, 0 binding", timeout=TIMEOUT)
+    server.wait_for(
+        rf"REGISTER sip:alice@{DOMAIN} from .* -> 200 OK, 1 contact\(s\) asked, 0 bound",
+        timeout=TIMEOUT,
+    )
     assert server.bindings() == []
 
 

@@ -417,7 +417,8 @@ async def test_register_is_logged_once_from_its_outcome(
     assert len(messages) == 2
     source = f"udp:{CLIENT[0]}:{CLIENT[1]}"
     assert re.fullmatch(
-        rf"REGISTER {ALICE} from {source} -> 200 OK, 2 binding\(s\), [0-9.]+ ms", messages[0]
+        rf"REGISTER {ALICE} from {source} -> 200 OK, 2 contact\(s\) asked, 2 bound, [0-9.]+ ms",
+        messages[0],
     )
     assert re.fullmatch(
         rf"REGISTER {ALICE} from {source} -> 423 Interval Too Brief, [0-9.]+ ms", messages[1]
@@ -434,7 +435,7 @@ async def test_every_message_ends_in_one_outcome_record(clock: Clock, leg: FakeL
     assert await send(reg, b"garbage", leg) is None
     first, again, invite, garbage = outcomes
     assert (first.method, first.status, first.reason, first.aor) == ("REGISTER", 200, "OK", ALICE)
-    assert (first.transport, first.source, first.bindings) == ("udp", CLIENT, 1)
+    assert (first.transport, first.source, first.contacts, first.bindings) == ("udp", CLIENT, 1, 1)
     assert not first.retransmission and first.duration >= 0 and first.auth is None
     assert (again.status, again.retransmission) == (200, True)
     assert (invite.method, invite.status, invite.aor) == ("INVITE", 302, ALICE)

@@ -183,13 +183,17 @@ class Registrar:
         return ordered((await self.store.load(key)).bindings, self.clock())
 
     async def expire(self) -> int:
-        """Remove expired bindings; the number removed."""
+        """Remove expired bindings; the number removed.  Each AOR is logged at debug."""
         now = self.clock()
         expired = await self.store.expire(now)
         if expired and self.events.listening:
             self.events.publish(expiry_events(expired, now))
         if expired and log.isEnabledFor(logging.DEBUG):
-            log.debug("expired: %s", ", ".join(sorted({b.aor for b in expired})))
+            contacts: dict[str, list[str]] = {}
+            for binding in expired:
+                contacts.setdefault(binding.aor, []).append(binding.contact)
+            for aor, gone in contacts.items():
+                log.debug("expired %s: %s", aor, ", ".join(gone))
         return len(expired)
 
     async def remove(self, aor: str, contact: str | None = None, cause: Cause = "admin") -> int:

@@ -51,8 +51,9 @@ class Source:
 class RegisterPlan:
     """The outcome of a REGISTER: the change to store (None for a query) and the 200 to send.
 
-    ``evicted`` are the bindings the change removes to make room (``max_contacts_policy``
-    ``replace-oldest``).
+    ``bindings`` are those the 200 lists; ``asked`` is how many contacts the
+    REGISTER named (``*`` is one, a query none).  ``evicted`` are the bindings the
+    change removes to make room (``max_contacts_policy`` ``replace-oldest``).
     """
 
     aor: str
@@ -60,6 +61,7 @@ class RegisterPlan:
     bindings: tuple[Binding, ...]
     response: Response
     evicted: tuple[Binding, ...] = ()
+    asked: int = 0
 
 
 @lru_cache(maxsize=8192)
@@ -162,7 +164,7 @@ def plan_register(
             raise BadRequest("Contact: * requires Expires: 0")
         for b in live:
             _check_order(b, request)
-        return _plan(request, state, now, (*dead, *(b.key for b in live)), (), (), False)
+        return _plan(request, state, now, (*dead, *(b.key for b in live)), (), (), False, 1)
 
     if not contacts:  # a query
         change = Change(aor, state.version, remove=tuple(dead)) if dead else None
@@ -190,7 +192,8 @@ def plan_register(
     if _already_applied(request, wanted, matched, policy):
         change = Change(aor, state.version, remove=tuple(dead)) if dead else None
         current = sorted(live, key=Binding.preference)
-        return RegisterPlan(aor, change, tuple(current), _ok(request, current, now, flows))
+        response = _ok(request, current, now, flows)
+        return RegisterPlan(aor, change, tuple(current), response, asked=len(contacts))
     remove: list[str] = list(dead)
     upsert: list[Binding] = []
     kept = {b.key: b for b in live}
@@ -219,7 +222,10 @@ def plan_register(
         for b in evicted:
             del kept[b.key]
             remove.append(b.key)
-    plan = _plan(request, state, now, tuple(remove), tuple(upsert), tuple(kept.values()), flows)
+    plan = _plan(
+        request, state, now, tuple(remove), tuple(upsert), tuple(kept.values()), flows,
+        len(contacts),
+    )  # fmt: skip
     return dataclasses.replace(plan, evicted=evicted) if evicted else plan
 
 
@@ -302,10 +308,12 @@ def _plan(
     upsert: tuple[Binding, ...],
     kept: tuple[Binding, ...],
     outbound: bool,
+    asked: int,
 ) -> RegisterPlan:
     current = sorted(kept + upsert, key=Binding.preference)
     change = Change(state.aor, state.version, remove=remove, upsert=upsert)
-    return RegisterPlan(state.aor, change, tuple(current), _ok(request, current, now, outbound))
+    response = _ok(request, current, now, outbound)
+    return RegisterPlan(state.aor, change, tuple(current), response, asked=asked)
 
 
 def _binding(

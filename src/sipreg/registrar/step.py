@@ -99,7 +99,7 @@ class Register(Step):
                 "%s: evicted %d binding(s) expiring soonest to stay within max_contacts: %s",
                 aor, len(plan.evicted), ", ".join(b.contact for b in plan.evicted),
             )  # fmt: skip
-        ctx.bindings = len(plan.bindings)
+        ctx.contacts, ctx.bindings = plan.asked, len(plan.bindings)
         return plan.response
 
     async def _commit(self, request: Request, now: float, aor: str, source: Source) -> RegisterPlan:

@@ -30,6 +30,7 @@ from ..errors import StoreConflict
 from ..registrar.binding import AorState, Binding, Change
 
 __all__ = [
+    "CHECK_AOR",
     "FLOOR_SLOTS",
     "MAX_CONFLICT_RETRIES",
     "AorState",
@@ -46,6 +47,10 @@ MAX_CONFLICT_RETRIES = 5
 #: How many floors the AORs without bindings share.  A backend that persists floors
 #: must keep this number, or migrate by raising every floor to the counter.
 FLOOR_SLOTS = 256
+
+
+#: The AOR ``check`` writes: no SIP URI, so no REGISTER can bind it.
+CHECK_AOR = "sipreg:check"
 
 
 def floor_slot(aor: str) -> int:
@@ -114,6 +119,21 @@ class BindingStore(abc.ABC):
         ``(aor, key)`` as the next ``after`` walks every binding once, while others
         change the store.  Costs at most O(AORs), never a sort of them all.
         """
+
+    async def check(self) -> None:
+        """Open the store, prove it takes a write, and close it, leaving no binding behind.
+
+        The write is an empty change to :data:`CHECK_AOR`: the counter moves and
+        that AOR's floor with it, nothing else (a planner of an empty AOR of the
+        same floor slot conflicts once and retries).  Raises what ``open``,
+        ``load`` or ``apply`` raise.
+        """
+        await self.open()
+        try:
+            state = await self.load(CHECK_AOR)
+            await self.apply(Change(aor=CHECK_AOR, version=state.version))
+        finally:
+            await self.close()
 
     async def remove(self, aor: str, keys: Sequence[str] | None = None) -> int:
         """Remove the bindings of ``aor`` with these keys (all when None); how many.

@@ -40,7 +40,7 @@ import time
 from collections import OrderedDict
 from collections.abc import Callable, Iterable, Iterator, Sequence
 from concurrent.futures import ThreadPoolExecutor
-from contextlib import contextmanager
+from contextlib import contextmanager, suppress
 from typing import Any, TypeVar, TypeVarTuple
 
 from ..errors import StoreConflict, StoreUnavailable
@@ -207,6 +207,17 @@ class SqliteStore(BindingStore):
         if self._closer is None:
             self._closer = asyncio.ensure_future(self._shutdown())
         await self._closer
+
+    async def check(self) -> None:
+        """As :meth:`BindingStore.check`; a file that did not exist before is removed after."""
+        existed = os.path.exists(self.path)
+        try:
+            await super().check()
+        finally:
+            if not existed:
+                for path in (self.path, self.path + "-wal", self.path + "-shm"):
+                    with suppress(FileNotFoundError):
+                        os.remove(path)
 
     async def load(self, aor: str) -> AorState:
         if self.cache_size:

@@ -37,6 +37,7 @@ from typing import Protocol, cast
 from ..config import format_address
 from ..framing import Broken, Framed, KeepAlive, StreamFramer
 from ..leg import Capabilities
+from ..networks import format_endpoint
 from .base import ConnectionEvents, Handler, InFlight, NoEvents, PerSource, Throttled
 
 log = logging.getLogger("sipreg.transport")
@@ -158,7 +159,7 @@ class StreamConnection(asyncio.Protocol):
         listener = self.listener
         if len(listener.connections) >= listener.max_connections and not listener.make_room():
             listener.drops["max_connections"] += 1
-            listener.refusing.warn(*self.peer)
+            listener.refusing.warn(format_endpoint(*self.peer))
             stream.abort()
             return
         if not listener.per_source.admit(self.peer[0]):
@@ -411,7 +412,7 @@ class StreamListener:
         self.connections: set[StreamConnection] = set()
         #: Connections closed or refused by a limit, by the limit's name (for metrics).
         self.drops: collections.Counter[str] = collections.Counter()
-        self.refusing = Throttled(f"too many {kind} connections: refusing %s:%s")
+        self.refusing = Throttled(f"too many {kind} connections: refusing %s")
         self.evicting = Throttled(
             f"{kind} connections at max_connections (%d): dropping silent ones for new ones"
         )

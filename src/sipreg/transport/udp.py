@@ -10,6 +10,7 @@ from typing import Any, cast
 
 from ..errors import MessageTooLarge
 from ..leg import Capabilities
+from ..networks import format_endpoint
 from .base import Handler, InFlight, Throttled
 
 log = logging.getLogger("sipreg.transport")
@@ -59,7 +60,7 @@ class UdpLeg(asyncio.DatagramProtocol):
         self.in_flight.run(self.handler.receive(data, self, source))
 
     def error_received(self, exc: Exception) -> None:
-        log.debug("udp %s:%s: %s", *self.local, exc)
+        log.debug("udp %s: %s", format_endpoint(*self.local), exc)
 
     def deliver(self, data: bytes, addr: tuple[str, int]) -> None:
         """Send ``data`` to ``addr``; dropped once the socket is closed."""
@@ -109,7 +110,7 @@ async def listen_udp(
         log.warning(
             "udp %s: a receive buffer of %d bytes, not the %d asked for: net.core.rmem_max"
             " caps it (sysctl -w net.core.rmem_max=%d)",
-            sock.getsockname()[:2], granted, receive_buffer, receive_buffer,
+            format_endpoint(*sock.getsockname()[:2]), granted, receive_buffer, receive_buffer,
         )  # fmt: skip
     loop = asyncio.get_running_loop()
     factory = lambda: UdpLeg(handler, in_flight, max_size)  # noqa: E731
