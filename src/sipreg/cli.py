@@ -1,4 +1,4 @@
-"""The ``sipreg`` command: ``serve``, ``check``, ``bindings list|remove``, ``user add|remove|list``.
+"""The ``sipreg`` command: ``serve``, ``check``, ``status``, ``bindings list|remove``, ``user``.
 
 Bad flags or settings, and a server that cannot start (a port taken, a
 certificate, store or users file that cannot be used), exit with status 2 and a
@@ -27,6 +27,7 @@ from .logs import LOG_FORMATS
 from .logs import configure as configure_logging
 from .registrar.binding import Binding
 from .registrar.facade import Registrar
+from .status_cli import DEFAULT_ADMIN, StatusError, status
 from .store import BindingStore, open_store
 from .store.sqlite import SqliteStore
 from .uri import SipUri, parse_uri
@@ -104,6 +105,17 @@ def _serve(args: argparse.Namespace) -> int:
         return 0
 
     return Supervisor(config, serve).run()
+
+
+def _status(args: argparse.Namespace) -> int:
+    config = load_config(args.config, {"data_dir": args.data_dir})
+    admin = args.admin or config.admin or DEFAULT_ADMIN
+    try:
+        lines = status(admin, args.token_file or config.admin_token_path)
+    except StatusError as err:
+        raise Failure(str(err)) from None
+    print("\n".join(lines))
+    return 0
 
 
 def _check(args: argparse.Namespace) -> int:
@@ -324,6 +336,20 @@ def _parser() -> argparse.ArgumentParser:
         " the listen ports are free.  Prints one line: ok: ..., or why not (exit status 1).",
     )  # fmt: skip
     checking.set_defaults(command=_check)
+
+    state = commands.add_parser("status", help="print a running server's summary")
+    state.add_argument(
+        "--admin", metavar="URL",
+        help="its admin listener, URL or HOST:PORT (default: admin in --config, else"
+        f" {DEFAULT_ADMIN})",
+    )  # fmt: skip
+    state.add_argument(
+        "--token-file", metavar="FILE",
+        help="the admin token (default: admin_token_file in --config, else DATA_DIR/admin-token)",
+    )  # fmt: skip
+    state.add_argument("--config", metavar="FILE", help="the server's TOML config file")
+    state.add_argument("--data-dir", metavar="DIR", help="where serve keeps the admin token")
+    state.set_defaults(command=_status)
 
     bindings = commands.add_parser("bindings", help="inspect or edit the stored bindings")
     actions = bindings.add_subparsers(title="actions", required=True, metavar="ACTION")
