@@ -71,3 +71,9 @@ def test_history_keeps_the_last_ten_minutes_in_buckets() -> None:
     metrics.observe(outcome(later + HISTORY_STEP))
     assert sum(metrics.history(later + HISTORY_STEP)[0]) == 1
     assert len(metrics._history) <= HISTORY_BUCKETS
+
+
+def test_unlabelled_counters_are_zero_before_they_move() -> None:
+    v = values(Metrics())
+    assert v[("sipreg_retransmissions_total", ())] == 0
+    assert v[("sipreg_auth_bans_total", ())] == 0

@@ -81,7 +81,8 @@ class _Family:
 
     def collect(self) -> Metric:
         family = CounterMetricFamily(self.name, self.help, labels=self.labels)
-        for values, count in sorted(self.counts.items()):
+        counts = self.counts if self.counts or self.labels else {(): 0}  # 0, not absent
+        for values, count in sorted(counts.items()):
             family.add_metric(values, count)
         return family
 
