@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import multiprocessing
 import os
 import signal
 import sqlite3
@@ -11,6 +12,7 @@ import sys
 import threading
 from collections.abc import AsyncIterator, Sequence
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -444,3 +446,31 @@ async def test_reads_come_from_the_cache_and_see_other_writers(
     finally:
         await store.close()
         await other.close()
+
+
+def _open_and_close(path: str, go: Any) -> None:
+    go.wait()
+    store = SqliteStore(path)
+
+    async def both() -> None:
+        await store.open()  # then a write, as a server's start-up purge makes
+        aor = f"sip:{os.getpid()}@example.com"
+        await store.apply(Change(aor, 0, upsert=(binding(aor, f"sip:{os.getpid()}@h"),)))
+        await store.close()
+
+    asyncio.run(both())
+
+
+def test_processes_opening_a_new_file_at_once_all_open(tmp_path: Path) -> None:
+    """Workers start together: switching a new file to WAL must not fail one of them."""
+    context = multiprocessing.get_context("fork")
+    for n in range(40):
+        go = context.Event()
+        path = str(tmp_path / f"new{n}.db")
+        children = [context.Process(target=_open_and_close, args=(path, go)) for _ in range(8)]
+        for child in children:
+            child.start()
+        go.set()
+        for child in children:
+            child.join(30)
+        assert [child.exitcode for child in children] == [0] * 8, n

@@ -427,9 +427,7 @@ def _connect(path: str) -> sqlite3.Connection:
     except sqlite3.Error as err:
         raise StoreOpenError(_why_not(path, err)) from None
     try:
-        con.execute("PRAGMA journal_mode = WAL")
-        con.execute("PRAGMA synchronous = FULL")
-        migrate(con)
+        _prepare(con)
     except sqlite3.Error as err:
         con.close()
         raise StoreOpenError(_why_not(path, err)) from None
@@ -437,6 +435,26 @@ def _connect(path: str) -> sqlite3.Connection:
         con.close()
         raise
     return con
+
+
+def _prepare(con: sqlite3.Connection) -> None:
+    """WAL mode and the schema, waiting out another process doing the same.
+
+    Workers open one new file at once: switching it to WAL takes a lock that
+    SQLite's busy timeout does not wait for, so "database is locked" is retried
+    here for up to :data:`BUSY_TIMEOUT` seconds.
+    """
+    deadline = time.monotonic() + BUSY_TIMEOUT
+    while True:
+        try:
+            con.execute("PRAGMA journal_mode = WAL")
+            con.execute("PRAGMA synchronous = FULL")
+            migrate(con)
+            return
+        except sqlite3.OperationalError as err:
+            if "locked" not in str(err) or time.monotonic() >= deadline:
+                raise
+            time.sleep(0.05)
 
 
 def _why_not(path: str, err: sqlite3.Error) -> str:
