@@ -55,7 +55,7 @@ class SipregProcess:
         threading.Thread(target=self._read, daemon=True).start()
         self.ports: dict[str, int] = {}
         self.addresses: dict[str, tuple[str, int]] = {}
-        while not re.search(r": ready\b", self.next_line()):  # not "... before it was ready"
+        while not re.search(r"(?<!was )\bready\b", self.next_line()):  # text or JSON
             pass
         assert len(self.addresses) == len(listen), self.log
         self.udp = self.addresses.get("udp", ("127.0.0.1", 0))
