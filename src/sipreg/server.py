@@ -58,11 +58,13 @@ log = logging.getLogger("sipreg.server")
 _WORKER_TAG = re.compile(r"#w([0-9]+)\.")
 #: The cyclic collector's thresholds.  A full collection walks every object (each
 #: binding, each kept answer) and stalls the loop for tens of ms with 100,000s of
-#: them; with the default (700, 10, 10) a durable soak at 1,500 REGISTERs/s met 7
-#: such pauses in 30 s, up to 23 ms, and a p99 of 17-22 ms.  These make the young
-#: collections rarer and the full ones rarer still (about 40M allocations apart):
-#: p99 10.8 ms, no full collection in 30 s.  Cycles still go in young collections.
-GC_THRESHOLDS = (20_000, 20, 100)
+#: them: with the default (700, 10, 10), 30,000 phones loaded then refreshed met 5
+#: full collections of 13 to 70 ms.  A third threshold of 100 makes them ten times
+#: rarer (the middle collections, at most 20,000 objects, stay short: 7 ms at
+#: most); a first of 2,000 makes the young ones rarer.  Young and middle
+#: collections still free every cycle.  (20,000, 20, 100) was tried: its middle
+#: collections took 42 to 72 ms.
+GC_THRESHOLDS = (2_000, 10, 100)
 #: Seconds between writes of the batched log lines.
 LOG_FLUSH_INTERVAL = 0.1
 
