@@ -61,9 +61,9 @@ _WORKER_TAG = re.compile(r"#w([0-9]+)\.")
 #: them: with the default (700, 10, 10), 30,000 phones loaded then refreshed met 5
 #: full collections of 13 to 70 ms.  A third threshold of 100 makes them ten times
 #: rarer (the middle collections, at most 20,000 objects, stay short: 7 ms at
-#: most); a first of 2,000 makes the young ones rarer.  Young and middle
-#: collections still free every cycle.  (20,000, 20, 100) was tried: its middle
-#: collections took 42 to 72 ms.
+#: most); a first of 2,000 makes the young ones rarer.  Cycles that outlive the
+#: middle generation wait longer to be freed.  (20,000, 20, 100) was tried: its
+#: middle collections took 42 to 72 ms.
 GC_THRESHOLDS = (2_000, 10, 100)
 #: Seconds between writes of the batched log lines.
 LOG_FLUSH_INTERVAL = 0.1
