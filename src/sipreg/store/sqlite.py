@@ -34,6 +34,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+import logging
 import os
 import sqlite3
 import time
@@ -46,6 +47,8 @@ from typing import Any, TypeVar, TypeVarTuple
 from ..errors import StoreConflict, StoreUnavailable
 from ..registrar.binding import Binding
 from .base import FLOOR_SLOTS, AorState, BindingStore, Change, floor_slot
+
+log = logging.getLogger("sipreg.store")
 
 _T = TypeVar("_T")
 _Ts = TypeVarTuple("_Ts")
@@ -133,6 +136,8 @@ SCHEMA_VERSION = len(_MIGRATIONS)
 BUSY_TIMEOUT = 5.0
 #: How often a statement that met a lock held past BUSY_TIMEOUT is run in all.
 BUSY_TRIES = 3
+#: Seconds between checkpoints of the WAL into the database file.
+CHECKPOINT_INTERVAL = 1.0
 #: AORs whose state the store keeps in memory by default.
 CACHE_AORS = 100_000
 #: Seconds a cached state is answered without asking whether another process wrote.
@@ -183,6 +188,7 @@ class SqliteStore(BindingStore):
         self._pending: list[tuple[Change, asyncio.Future[int]]] = []
         self._committer: asyncio.Task[None] | None = None
         self._closer: asyncio.Task[None] | None = None
+        self._checkpointer: asyncio.Task[None] | None = None
 
     async def open(self) -> None:
         """Open the file, creating or migrating the schema.
@@ -198,6 +204,7 @@ class SqliteStore(BindingStore):
             executor.shutdown(wait=False)
             raise
         self._executor, self._con = executor, con
+        self._checkpointer = asyncio.create_task(self._checkpoint_often())
         if self.cache_size:
             self._watcher = sqlite3.connect(self.path, timeout=0, isolation_level=None)
             self._watched = self._watch()
@@ -371,7 +378,35 @@ class SqliteStore(BindingStore):
                 else:
                     future.set_exception(outcome)
 
+    async def _checkpoint_often(self) -> None:
+        """Copy the WAL into the file every :data:`CHECKPOINT_INTERVAL` s, on a thread of its own.
+
+        The writer does not (``wal_autocheckpoint = 0``): a checkpoint there would hold
+        up every commit queued behind it.  A passive checkpoint waits for nobody.
+        """
+        loop = asyncio.get_running_loop()
+        executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix="sipreg-checkpoint")
+        con: sqlite3.Connection | None = None
+        try:
+            con = await loop.run_in_executor(executor, _checkpoint_connection, self.path)
+            while True:
+                await asyncio.sleep(CHECKPOINT_INTERVAL)
+                try:
+                    await loop.run_in_executor(executor, _checkpoint, con)
+                except sqlite3.Error as err:  # busy with another process's: next time
+                    log.debug("checkpoint of %s: %s", self.path, err)
+        except sqlite3.Error as err:
+            log.warning("cannot checkpoint %s: %s", self.path, err)
+        finally:
+            if con is not None:
+                executor.submit(con.close)
+            executor.shutdown(wait=False)
+
     async def _shutdown(self) -> None:
+        if self._checkpointer is not None:
+            self._checkpointer.cancel()
+            with suppress(asyncio.CancelledError):
+                await self._checkpointer
         if self._committer is not None:
             await asyncio.wait([self._committer])
         con, executor = self._con, self._executor
@@ -449,12 +484,23 @@ def _prepare(con: sqlite3.Connection) -> None:
         try:
             con.execute("PRAGMA journal_mode = WAL")
             con.execute("PRAGMA synchronous = FULL")
+            con.execute("PRAGMA wal_autocheckpoint = 0")  # _checkpoint_often's, off this thread
             migrate(con)
             return
         except sqlite3.OperationalError as err:
             if "locked" not in str(err) or time.monotonic() >= deadline:
                 raise
             time.sleep(0.05)
+
+
+def _checkpoint_connection(path: str) -> sqlite3.Connection:
+    return sqlite3.connect(
+        path, timeout=BUSY_TIMEOUT, isolation_level=None, check_same_thread=False
+    )
+
+
+def _checkpoint(con: sqlite3.Connection) -> None:
+    con.execute("PRAGMA wal_checkpoint(PASSIVE)").fetchall()
 
 
 def _why_not(path: str, err: sqlite3.Error) -> str:
