@@ -55,8 +55,13 @@ class SipregProcess:
         threading.Thread(target=self._read, daemon=True).start()
         self.ports: dict[str, int] = {}
         self.addresses: dict[str, tuple[str, int]] = {}
-        while not re.search(r"(?<!was )\bready\b", self.next_line()):  # text or JSON
-            pass
+        try:
+            while not re.search(r"(?<!was )\bready\b", self.next_line()):  # text or JSON
+                pass
+        except BaseException:  # never ready: leave no server behind
+            self.proc.kill()
+            self.proc.wait(TIMEOUT)
+            raise
         assert len(self.addresses) == len(listen), self.log
         self.udp = self.addresses.get("udp", ("127.0.0.1", 0))
         self.tcp = self.addresses.get("tcp", ("127.0.0.1", 0))
