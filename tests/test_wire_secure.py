@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import contextlib
 import random
+import select
 import signal
 import socket
 import ssl
@@ -168,13 +169,27 @@ def test_sigterm_under_load_over_tls_and_websocket(server: Sipreg, certs: Certs)
     tls_answers: list[bytes] = []
     ws_answers: list[bytes] = []
 
-    def read_tls() -> None:
-        framer = StreamFramer(1 << 30)
+    framer = StreamFramer(1 << 30)
+
+    def read_tls(wait: float) -> bool:
+        """Take what the TLS connection holds (waiting ``wait`` s for it); False at its end.
+
+        One thread sends and reads: an SSL socket must not be read and written at once.
+        """
+        sock = tls.sock
+        assert isinstance(sock, ssl.SSLSocket)
         try:
-            while data := tls.sock.recv(1 << 16):
+            while sock.pending() or select.select([sock], [], [], wait)[0]:
+                data = sock.recv(1 << 16)
+                if not data:
+                    return False
                 tls_answers.extend(m for m in framer.feed(data) if isinstance(m, bytes))
+                wait = 0
+        except ssl.SSLWantReadError:
+            return True
         except OSError:
-            pass
+            return False
+        return True
 
     def read_ws() -> None:
         try:
@@ -184,20 +199,24 @@ def test_sigterm_under_load_over_tls_and_websocket(server: Sipreg, certs: Certs)
         except (ConnectionClosed, TimeoutError, OSError):
             pass
 
-    readers = [threading.Thread(target=read_tls), threading.Thread(target=read_ws)]
-    for reader in readers:
-        reader.start()
+    reader = threading.Thread(target=read_ws)
+    reader.start()
     try:
+        tls_open = True
         for i in range(600):
             with contextlib.suppress(OSError, ConnectionClosed):
-                tls.send(register(f"tls{i}", "TLS 127.0.0.1:9"))
+                if tls_open:
+                    tls.send(register(f"tls{i}", "TLS 127.0.0.1:9"))
                 conn.send(register(f"ws{i}", "WS 127.0.0.1:9"))
+            tls_open = tls_open and read_tls(0)
             if i == 300:
                 server.proc.send_signal(signal.SIGTERM)
+        tls.sock.setblocking(False)
+        while tls_open and read_tls(TIMEOUT):
+            pass
         assert server.proc.wait(TIMEOUT) == 0
     finally:
-        for reader in readers:
-            reader.join(TIMEOUT)
+        reader.join(TIMEOUT)
         tls.close()
         conn.close()
     log = server.stop_clean()
