@@ -18,7 +18,6 @@ import bisect
 import itertools
 import time
 from collections.abc import Callable, Iterable
-from dataclasses import dataclass
 
 from prometheus_client import CollectorRegistry
 from prometheus_client.core import (
@@ -54,18 +53,6 @@ HISTORY_STEP = 10
 HISTORY_BUCKETS = 60
 _DURATIONS = (0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5)
 _GROUPS = (1, 2, 4, 8, 16, 32, 64, 128, 256, 512, 1024)
-
-
-@dataclass
-class Totals:
-    """Counts since start, for ``/api/stats`` and ``sipreg status``."""
-
-    registers: int = 0
-    accepted: int = 0
-    challenges: int = 0
-    auth_failures: int = 0
-    retransmissions: int = 0
-    dropped: int = 0
 
 
 class _Family:
@@ -127,7 +114,6 @@ class Metrics:
     def __init__(self, *, started: float | None = None) -> None:
         self.registry = CollectorRegistry(auto_describe=True)
         self.started = time.time() if started is None else started
-        self.totals = Totals()
         self._requests = _Family(
             "sipreg_requests", "Requests received, retransmissions included, by method and"
             " the status sent (none: no answer)", ("method", "status"),
@@ -195,41 +181,34 @@ class Metrics:
         status = "none" if outcome.status is None else str(outcome.status)
         self._requests.inc(name, status)
         if outcome.retransmission:
-            self.totals.retransmissions += 1
             self._retransmissions.inc()
             return
         if outcome.status is not None:
             self._duration.observe(outcome.duration, name)
         if outcome.status is None and outcome.reason.startswith("dropped"):
-            self.totals.dropped += 1
             self._dropped.inc(_drop_reason(outcome))
         if outcome.guard == "rate limit":
             self._rate_limited.inc("503" if outcome.status is not None else "drop")
         auth = AUTH_RESULTS.get(outcome.auth or "")
         if auth is not None:
             self._auth.inc(auth)
+            if auth in _FAILURES:
+                self._bucket(outcome.at)[1] += 1
         if method == "REGISTER":
-            self._register(outcome, auth)
+            self._bucket(outcome.at)[0] += 1
+            self._registers.inc(_register_result(outcome.status, auth))
 
-    def _register(self, outcome: Outcome, auth: str | None) -> None:
-        totals, status = self.totals, outcome.status
-        totals.registers += 1
-        bucket = self._bucket(outcome.at)
-        bucket[0] += 1
-        if status is None:
-            result = "dropped"
-        elif status < 300:
-            result = "accepted"
-            totals.accepted += 1
-        elif status == 401 and auth in ("challenged", "stale", "replayed", "invalid"):
-            result = "challenged"
-            totals.challenges += 1
-        else:
-            result = "failed" if status >= 500 else "refused"
-        if auth in ("failed", "banned"):
-            totals.auth_failures += 1
-            bucket[1] += 1
-        self._registers.inc(result)
+    def totals(self) -> dict[str, int]:
+        """Counts since start, for ``/api/stats`` and ``sipreg status``."""
+        registers, auth = self._registers.counts, self._auth.counts
+        return {
+            "registers": sum(registers.values()),
+            "accepted": registers.get(("accepted",), 0),
+            "challenges": registers.get(("challenged",), 0),
+            "auth_failures": sum(auth.get((r,), 0) for r in _FAILURES),
+            "retransmissions": self._retransmissions.counts.get((), 0),
+            "dropped": sum(self._dropped.counts.values()),
+        }
 
     def observe_event(self, event: BindingEvent) -> None:
         """Count one binding event (an ``Events`` listener)."""
@@ -272,6 +251,21 @@ class Metrics:
             for old in [b for b in self._history if b <= index - HISTORY_BUCKETS]:
                 del self._history[old]
         return bucket
+
+
+#: The auth results that count as failures (a wrong password, or a banned source).
+_FAILURES = ("failed", "banned")
+
+
+def _register_result(status: int | None, auth: str | None) -> str:
+    """What a REGISTER came to, for ``sipreg_registers_total``."""
+    if status is None:
+        return "dropped"
+    if status < 300:
+        return "accepted"
+    if status == 401 and auth in ("challenged", "stale", "replayed", "invalid"):
+        return "challenged"
+    return "failed" if status >= 500 else "refused"
 
 
 def _drop_reason(outcome: Outcome) -> str:

@@ -163,7 +163,7 @@ class AdminListener:
             "bindings": bindings,
             "aors": aors,
             **self.describe(),
-            "totals": vars(metrics.totals).copy(),
+            "totals": metrics.totals(),
             "history": {
                 "step": HISTORY_STEP,
                 "until": now,
