@@ -343,3 +343,15 @@ def test_an_admin_listener_that_cannot_be_safe_is_refused(
     assert done.returncode == 2, done.stderr
     assert says in done.stderr and done.stderr.count("\n") == 1, done.stderr
     assert not os.path.exists(tmp_path / "admin-token")
+
+
+def test_a_token_file_others_can_read_is_warned_about(tmp_path: Path, token_file: Path) -> None:
+    token_file.chmod(0o644)
+    proc = SipregProcess(
+        "memory:", tmp_path, ["--admin", "127.0.0.1:0", "--admin-token-file", str(token_file)]
+    )
+    try:
+        assert "can be read by others: it is a secret" in proc.logged()
+        assert TOKEN not in proc.logged()
+    finally:
+        assert proc.stop() == 0

@@ -15,6 +15,7 @@ from typing import Any
 from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metric
 
 from ..auth.step import Authorize
+from ..auth.users import too_open
 from ..config import Config
 from ..keyfile import load_or_create_secret
 from ..metrics import Metrics
@@ -108,6 +109,10 @@ class AdminService:
                 token = f.read().strip()
             if len(token) < 16:
                 raise ValueError(f"admin token file {path}: the token needs 16 characters or more")
+            if too_open(path):
+                log.warning(
+                    "admin token file %s can be read by others: it is a secret (chmod 600)", path
+                )
             return token, False
         existed = os.path.exists(path)
         made = load_or_create_secret(
