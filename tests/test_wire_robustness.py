@@ -25,7 +25,7 @@ import subprocess
 import sys
 import threading
 import time
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from pathlib import Path
 from typing import Final, Protocol
 
@@ -438,9 +438,14 @@ def test_torture_over_udp(torture_server: Sipreg) -> None:
 
 
 def test_torture_over_tcp_one_connection_each(torture_server: Sipreg) -> None:
+    torture_one_connection_each(lambda: Tcp(torture_server.tcp))
+
+
+def torture_one_connection_each(connect: Callable[[], Tcp]) -> None:
+    """Each torture message on a connection of its own: its answers, then what follows."""
     for name in NAMES:
         expected, after = over_stream(name)
-        peer = Tcp(torture_server.tcp)
+        peer = connect()
         try:
             peer.send(load(name))
             # Answers need not come in order: a REGISTER waits for its commit.

@@ -31,14 +31,13 @@ from test_wire_robustness import (
     TIMEOUT,
     Sipreg,
     Tcp,
-    call_id,
     load,
     mutate,
     options,
-    over_stream,
     register,
     status,
     to_user,
+    torture_one_connection_each,
 )
 
 
@@ -106,21 +105,7 @@ def nothing_more(conn: ClientConnection) -> bool:
 
 
 def test_torture_over_tls_one_connection_each(server: Sipreg, certs: Certs) -> None:
-    for name in NAMES:
-        expected, after = over_stream(name)
-        peer = Tls(server, certs)
-        try:
-            peer.send(load(name))
-            assert sorted(status(peer.next()) for _ in expected) == sorted(expected), name
-            if after == "closed":
-                assert peer.closed(), name
-            elif after == "stalled":
-                assert peer.quiet(), name
-            else:
-                probe = options()
-                assert call_id(peer.ask(probe)) == call_id(probe), name
-        finally:
-            peer.close()
+    torture_one_connection_each(lambda: Tls(server, certs))
 
 
 def test_torture_over_websocket_one_frame_each(server: Sipreg) -> None:
