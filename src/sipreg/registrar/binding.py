@@ -75,14 +75,14 @@ class Binding:
 
 @dataclass(frozen=True, slots=True)
 class AorState:
-    """An AOR's stored bindings (expired ones included, sorted by contact) and its version.
+    """An AOR's stored bindings (expired ones included, sorted by key) and its version.
 
-    The version is 0 for every AOR of a new store.  It changes on every
-    successful ``apply`` to the AOR and every ``expire`` that removes one of its
-    bindings, and never goes back to a value it had before such a change, so a
-    change planned on any earlier state conflicts.  While the AOR has bindings
-    nothing else changes it; while it has none it may also change when other
-    AORs are written, which costs the planner a retry, never an update.
+    The version is 0 exactly while the AOR has no bindings.  Every successful
+    ``apply`` or ``expire`` that leaves it bindings gives it a version it never
+    had before, so a change planned on any earlier state with bindings
+    conflicts.  A change planned on the empty state applies whenever the AOR
+    is empty again: it was planned on the same content, so it is as valid as if
+    it had waited its turn.  Nothing but a change to the AOR moves its version.
     """
 
     aor: str

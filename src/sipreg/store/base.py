@@ -6,24 +6,18 @@ atomically if the version is still the same and raises
 :class:`~sipreg.errors.StoreConflict` otherwise.  A Redis/Valkey backend can do
 ``apply`` as one Lua script per AOR (check version, delete, upsert, stamp).
 
-Versions come from one store-wide counter, so an AOR without bindings needs no
-state of its own (an unauthenticated client registering many short-lived AORs
-must not grow the store).  Each write takes the next counter value: an AOR
-with bindings holds the value of its last write, and a write that leaves an
-AOR empty stamps it on the AOR's *floor*, one of :data:`FLOOR_SLOTS` shared by
-the AORs that hash to it (:func:`floor_slot`).  An AOR without bindings reports
-its floor.  The floor only grows, and the counter only grows, so an AOR never
-reports a value it had before it last changed: a planner that loaded it
-earlier conflicts, even when the AOR was created and emptied again meanwhile.
-The price is a spurious conflict (one retry) for a planner of an empty AOR
-when another AOR of the same slot is emptied between its load and its apply.
+Versions are per AOR (:class:`AorState`): 0 while the AOR has no bindings,
+and a value it never had before after each write that leaves it some.  An AOR
+without bindings keeps no state at all (an unauthenticated client registering
+many short-lived AORs must not grow the store), and no version is store-wide,
+so a backend can keep each AOR's state, versions included, apart from every
+other AOR's (one Redis Cluster slot).
 """
 
 from __future__ import annotations
 
 import abc
 import re
-import zlib
 from collections.abc import Sequence
 
 from ..errors import StoreConflict
@@ -31,12 +25,10 @@ from ..registrar.binding import AorState, Binding, Change
 
 __all__ = [
     "CHECK_AOR",
-    "FLOOR_SLOTS",
     "MAX_CONFLICT_RETRIES",
     "AorState",
     "BindingStore",
     "Change",
-    "floor_slot",
     "open_store",
 ]
 
@@ -44,25 +36,15 @@ __all__ = [
 #: giving up: a REGISTER then fails with 500, a removal with StoreConflict.
 MAX_CONFLICT_RETRIES = 5
 
-#: How many floors the AORs without bindings share.  A backend that persists floors
-#: must keep this number, or migrate by raising every floor to the counter.
-FLOOR_SLOTS = 256
-
-
 #: The AOR ``check`` writes: no SIP URI, so no REGISTER can bind it.
 CHECK_AOR = "sipreg:check"
-
-
-def floor_slot(aor: str) -> int:
-    """The floor slot of ``aor``: stable across processes and versions (CRC-32)."""
-    return zlib.crc32(aor.encode("utf-8", "surrogatepass")) % FLOOR_SLOTS
 
 
 class BindingStore(abc.ABC):
     """Where bindings live.  Every backend passes ``tests/store/test_contract.py``.
 
-    A backend keeps nothing for an AOR without bindings beyond the shared
-    counter and floors, so AORs that expire or are removed leave no trace.
+    A backend keeps nothing for an AOR without bindings, so AORs that expire or
+    are removed leave no trace.
     """
 
     async def open(self) -> None:  # noqa: B027 - optional hook
@@ -73,7 +55,7 @@ class BindingStore(abc.ABC):
 
     @abc.abstractmethod
     async def load(self, aor: str) -> AorState:
-        """The AOR's bindings, sorted by key, and version (its floor if it has none)."""
+        """The AOR's bindings, sorted by key, and version (0 if it has none)."""
 
     @abc.abstractmethod
     async def apply(self, change: Change) -> None:
@@ -82,7 +64,7 @@ class BindingStore(abc.ABC):
         Conflicts unless ``change.version`` is the version :meth:`load` would
         return now.  Returns only once the change is durable for this backend.
         On success the AOR's version changes (see :class:`AorState`), even for
-        an empty change.
+        an empty change, unless the AOR has no bindings after it.
         """
 
     @abc.abstractmethod
@@ -123,15 +105,16 @@ class BindingStore(abc.ABC):
     async def check(self) -> None:
         """Open the store, prove it takes a write, and close it, leaving no binding behind.
 
-        The write is an empty change to :data:`CHECK_AOR`: the counter moves and
-        that AOR's floor with it, nothing else (a planner of an empty AOR of the
-        same floor slot conflicts once and retries).  Raises what ``open``,
-        ``load`` or ``apply`` raise.
+        The write binds :data:`CHECK_AOR` (already expired, so a sweep takes it
+        should the removal that follows fail), then removes it.  Raises what
+        ``open``, ``load`` or ``apply`` raise.
         """
         await self.open()
         try:
             state = await self.load(CHECK_AOR)
-            await self.apply(Change(aor=CHECK_AOR, version=state.version))
+            probe = Binding(aor=CHECK_AOR, contact=CHECK_AOR, expires_at=0.0, call_id="", cseq=0)
+            await self.apply(Change(CHECK_AOR, state.version, upsert=(probe,)))
+            await self.remove(CHECK_AOR)
         finally:
             await self.close()
 

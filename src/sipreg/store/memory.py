@@ -1,8 +1,9 @@
 """An in-process store: each AOR's state as one frozen value, expiry from a heap.
 
-Versions follow :mod:`sipreg.store.base`: one counter, a version per AOR with
-bindings, and :data:`~sipreg.store.base.FLOOR_SLOTS` floors for the AORs
-without, so memory is O(live bindings) however many AORs come and go.
+Versions follow :mod:`sipreg.store.base`: an AOR with bindings holds the value
+of a counter at its last write (the counter never goes back, so neither does a
+version come back), an AOR without holds nothing, so memory is O(live bindings)
+however many AORs come and go.
 """
 
 from __future__ import annotations
@@ -11,7 +12,7 @@ import heapq
 
 from ..errors import StoreConflict
 from ..registrar.binding import Binding
-from .base import FLOOR_SLOTS, AorState, BindingStore, Change, floor_slot
+from .base import AorState, BindingStore, Change
 
 # Rebuild the heap once it holds more than twice the live bindings plus this.
 _HEAP_SLACK = 64
@@ -32,21 +33,20 @@ class MemoryStore(BindingStore):
         # One frozen state an AOR, handed out as it is, costs less than a dict of its
         # bindings (most AORs hold one) and spares load() a sort.
         self._states: dict[str, AorState] = {}
-        self._floors = [0] * FLOOR_SLOTS
         self._clock = 0
         self._heap: list[tuple[float, str, str]] = []
         self._count = 0
 
     async def load(self, aor: str) -> AorState:
         state = self._states.get(aor)
-        return state if state is not None else AorState(aor, (), self._version(aor))
+        return state if state is not None else AorState(aor, (), 0)
 
     async def apply(self, change: Change) -> None:
         aor = change.aor
-        version = self._version(aor)
+        state = self._states.get(aor)
+        version = 0 if state is None else state.version
         if change.version != version:
             raise StoreConflict(f"{aor}: planned on version {change.version}, now {version}")
-        state = self._states.get(aor)
         bindings = {b.key: b for b in state.bindings} if state is not None else {}
         for key in change.remove:
             if bindings.pop(key, None) is not None:
@@ -115,17 +115,12 @@ class MemoryStore(BindingStore):
             if binding.connection is not None
         ]
 
-    def _version(self, aor: str) -> int:
-        state = self._states.get(aor)
-        return self._floors[floor_slot(aor)] if state is None else state.version
-
     def _stamp(self, aor: str, bindings: dict[str, Binding], version: int) -> None:
-        """Store ``bindings`` as ``aor``'s at ``version``; with none, stamp its floor."""
+        """Store ``bindings`` as ``aor``'s at ``version``; with none, forget the AOR."""
         if bindings:
             self._states[aor] = AorState(aor, tuple(bindings[k] for k in sorted(bindings)), version)
         else:
             self._states.pop(aor, None)
-            self._floors[floor_slot(aor)] = version
 
     def _rebuild_heap(self) -> None:
         self._heap = [

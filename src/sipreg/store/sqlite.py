@@ -7,10 +7,10 @@ change queued while the previous transaction committed goes into the next one,
 each inside its own savepoint, so one fsync serves many REGISTERs and a version
 conflict fails only its own change.
 
-Versions follow :mod:`sipreg.store.base`: the counter is the one row of
-``clock``, ``aors`` holds a row per AOR with bindings, ``floors`` at most
-:data:`~sipreg.store.base.FLOOR_SLOTS` rows, so an AOR that expires or is
-removed leaves no row behind.
+Versions follow :mod:`sipreg.store.base`: ``aors`` holds a row per AOR with
+bindings, with the value the one row of ``clock`` (a counter that never goes
+back) had at its last write, so an AOR that expires or is removed leaves no row
+behind and never gets an old version back.
 
 The schema carries its version in ``schema_version``; :func:`migrate` brings an
 older file up to :data:`SCHEMA_VERSION` and refuses a newer one.
@@ -46,7 +46,7 @@ from typing import Any, TypeVar, TypeVarTuple
 
 from ..errors import StoreConflict, StoreUnavailable
 from ..registrar.binding import Binding
-from .base import FLOOR_SLOTS, AorState, BindingStore, Change, floor_slot
+from .base import AorState, BindingStore, Change
 
 log = logging.getLogger("sipreg.store")
 
@@ -89,8 +89,8 @@ _MIGRATIONS: tuple[tuple[str, ...], ...] = (
         "CREATE TABLE floors (slot INTEGER PRIMARY KEY, version INTEGER NOT NULL)",
         # Version 1 kept a row for an AOR without bindings; it now reports its floor, so
         # every floor starts at the counter, no lower than any version such an AOR had.
-        f"""WITH RECURSIVE slots (slot) AS (
-            SELECT 0 UNION ALL SELECT slot + 1 FROM slots WHERE slot + 1 < {FLOOR_SLOTS}
+        """WITH RECURSIVE slots (slot) AS (
+            SELECT 0 UNION ALL SELECT slot + 1 FROM slots WHERE slot + 1 < 256
         )
         INSERT INTO floors (slot, version) SELECT slot, value FROM slots, clock
         WHERE EXISTS (SELECT 1 FROM aors WHERE aor NOT IN (SELECT aor FROM bindings))""",
@@ -130,6 +130,8 @@ _MIGRATIONS: tuple[tuple[str, ...], ...] = (
         "CREATE INDEX bindings_expires_at ON bindings (expires_at)",
         "CREATE INDEX bindings_connection ON bindings (connection) WHERE connection IS NOT NULL",
     ),
+    # 4: an AOR without bindings is at version 0, so it needs no floor.
+    ("DROP TABLE floors",),
 )
 SCHEMA_VERSION = len(_MIGRATIONS)
 #: Seconds SQLite waits for another process's write lock before a statement fails.
@@ -261,7 +263,7 @@ class SqliteStore(BindingStore):
             return
         kept = {b.key: b for b in cached.bindings if b.key not in change.remove}
         kept.update((b.key, b) for b in change.upsert)
-        if not kept:  # its version is a floor other AORs move: read it from the file
+        if not kept:  # an AOR without bindings is not cached
             del self._cache[change.aor]
             return
         self._cache[change.aor] = AorState(
@@ -295,8 +297,7 @@ class SqliteStore(BindingStore):
     def _remember(self, state: AorState) -> None:
         """Cache ``state`` unless the cache holds a newer one (a write won the race).
 
-        An AOR without bindings is not cached: its version is the floor of its slot,
-        which writes to other AORs move.
+        An AOR without bindings is not cached, so AORs that come and go do not fill it.
         """
         if not self.cache_size or not state.bindings:
             return
@@ -589,12 +590,8 @@ def _expire(con: sqlite3.Connection, now: float) -> tuple[list[Binding], int]:
 
 
 def _version(con: sqlite3.Connection, aor: str) -> int:
-    """The version of ``aor``: its own while it has bindings, else its floor."""
+    """The version of ``aor``: its own while it has bindings, else 0."""
     row = con.execute("SELECT version FROM aors WHERE aor = ?", (aor,)).fetchone()
-    if row is None:
-        row = con.execute(
-            "SELECT version FROM floors WHERE slot = ?", (floor_slot(aor),)
-        ).fetchone()
     return int(row[0]) if row else 0
 
 
@@ -606,16 +603,12 @@ def _tick(con: sqlite3.Connection) -> int:
 
 
 def _stamp(con: sqlite3.Connection, aors: Iterable[str], version: int) -> None:
-    """Give each of ``aors`` ``version`` after a write: its own row, or its floor if empty."""
+    """Give each of ``aors`` ``version`` after a write, or no row if it has no bindings."""
     for aor in aors:
         if con.execute("SELECT 1 FROM bindings WHERE aor = ? LIMIT 1", (aor,)).fetchone():
             con.execute("INSERT OR REPLACE INTO aors (aor, version) VALUES (?, ?)", (aor, version))
         else:
             con.execute("DELETE FROM aors WHERE aor = ?", (aor,))
-            con.execute(
-                "INSERT OR REPLACE INTO floors (slot, version) VALUES (?, ?)",
-                (floor_slot(aor), version),
-            )
 
 
 def _connection_bound(con: sqlite3.Connection) -> list[Binding]:
