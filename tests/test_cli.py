@@ -102,7 +102,13 @@ def db(tmp_path: Path) -> Path:
         store = SqliteStore(path)
         await store.open()
         for binding in [
-            _binding(ALICE, "sip:alice@192.0.2.7:5062", q=0.5, user_agent='Phone "X"/1.0'),
+            _binding(
+                ALICE,
+                "sip:alice@192.0.2.7:5062",
+                q=0.5,
+                user_agent='Phone "X"/1.0',
+                node="edge-1:5060",
+            ),
             _binding(ALICE, "sip:alice@192.0.2.8", expires_at=time.time() - 1),
             _binding(
                 BOB, "sip:bob@[2001:db8::9]:5060", transport="tcp", source=("2001:db8::9", 40000)
@@ -116,7 +122,7 @@ def db(tmp_path: Path) -> Path:
     return path
 
 
-LINE = re.compile(r"(\S+) (\S+) expires=(\d+) q=(\S+) source=(\S+) ua=(.*)")
+LINE = re.compile(r"(\S+) (\S+) expires=(\d+) q=(\S+) source=(\S+) node=(\S+) ua=(.*)")
 
 
 def test_bindings_list_prints_one_line_per_live_binding(
@@ -127,10 +133,13 @@ def test_bindings_list_prints_one_line_per_live_binding(
     parsed = [LINE.fullmatch(line) for line in lines]
     assert all(parsed), lines
     fields = [m.groups() for m in parsed if m]
-    assert [(f[0], f[1], f[3], f[4], f[5]) for f in fields] == [
-        (ALICE, "sip:alice@192.0.2.7:5062", "0.5", "udp:192.0.2.7:5062", '"Phone \\"X\\"/1.0"'),
-        (BOB, "sip:bob@[2001:db8::9]:5060", "-", "tcp:[2001:db8::9]:40000", "-"),
-    ]
+    assert [(f[0], f[1], f[3], f[4], f[5], f[6]) for f in fields] == [
+        (
+            ALICE, "sip:alice@192.0.2.7:5062", "0.5", "udp:192.0.2.7:5062", "edge-1:5060",
+            '"Phone \\"X\\"/1.0"',
+        ),
+        (BOB, "sip:bob@[2001:db8::9]:5060", "-", "tcp:[2001:db8::9]:40000", "-", "-"),
+    ]  # fmt: skip
     assert all(295 <= int(f[2]) <= 300 for f in fields)
 
 

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import re
+import socket
 from pathlib import Path
 from typing import Any
 
@@ -108,6 +109,7 @@ max_connections = 10
 max_in_flight = 20
 expire_interval = 2.5
 shutdown_timeout = 3
+node_id = "edge-1.example.com"
 """
 
 
@@ -132,6 +134,7 @@ def test_every_setting_loads_from_toml(tmp_path: Path) -> None:
         max_in_flight=20,
         expire_interval=2.5,
         shutdown_timeout=3.0,
+        node_id="edge-1.example.com",
     )
 
 
@@ -216,6 +219,9 @@ def test_bad_file_settings_name_the_file_and_key(tmp_path: Path, toml: str, comp
         ({"aliases": ["*"]}, "aliases: '\\*' is not a host name or IP address"),
         ({"aliases": ["*.example.com"]}, "aliases: '\\*.example.com' is not a host name"),
         ({"aliases": ["sip example.com"]}, "aliases: 'sip example.com' is not a host name"),
+        ({"node_id": "edge 1"}, "node_id: 'edge 1' must be 1 to 255 visible ASCII characters"),
+        ({"node_id": "é"}, "node_id: 'é' must be"),
+        ({"node_id": "x" * 256}, "node_id: 'x+' must be"),
     ],
 )
 def test_bad_values_are_refused(values: dict[str, object], complaint: str) -> None:
@@ -279,8 +285,10 @@ def test_the_registrar_settings_make_one_policy() -> None:
         "max_contacts": 4,
         "max_contact_length": 100,
     }
-    config = Config(domains=("example.com",), aliases=("sip.example.com",), **numbers)
-    expected = Policy(domains=("example.com",), identities=("sip.example.com",), **numbers)
+    config = Config(domains=("example.com",), aliases=("sip.example.com",), node_id="n", **numbers)
+    expected = Policy(
+        domains=("example.com",), identities=("sip.example.com",), node="n", **numbers
+    )
     assert config.policy == expected
 
 
@@ -317,3 +325,9 @@ def test_bad_auth_settings_name_their_key(tmp_path: Path, text: str, complaint: 
     path.write_text(text)
     with pytest.raises(ConfigError, match=complaint):
         load_config(str(path))
+
+
+def test_the_node_id_defaults_to_the_host_and_first_port() -> None:
+    config = load_config(None, {"listen": ["udp:127.0.0.1:5099", "tcp:127.0.0.1:5098"]})
+    assert config.node_id == config.policy.node == f"{socket.gethostname()}:5099"
+    assert load_config(None, {"node_id": "b2"}).policy.node == "b2"

@@ -235,7 +235,7 @@ def test_binding_survives_kill_9_and_keeps_its_expiry(db: str, tmp_path: Path) -
     assert done.returncode == 0, done.stderr
     m = re.fullmatch(
         r"sip:erin@example.com sip:erin@192.0.2.12 expires=(\d+) q=- "
-        r"source=udp:127\.0\.0\.1:\d+ ua=-\n",
+        rf"source=udp:127\.0\.0\.1:\d+ node={re.escape(socket.gethostname())}:\d+ ua=-\n",
         done.stdout,
     )
     assert m, done.stdout
@@ -361,20 +361,31 @@ async def test_server_sweeps_expired_bindings() -> None:
 async def test_bindings_of_connections_of_the_last_run_are_removed_at_start(
     tmp_path: Path,
 ) -> None:
-    """Their connections died with the process that held them."""
+    """Their connections died with the process that held them.
+
+    Those of another node sharing the store live on with that node; those of a
+    version that named no node are this one's.
+    """
     store_url = f"sqlite:{tmp_path / 'x.db'}"
     store = open_store(store_url)
     await store.open()
     now = time.time()
-    tied = Binding(aor=ALICE, contact="sip:a@h;transport=ws", expires_at=now + 300,
-                   call_id="c", cseq=1, connection="ws:127.0.0.1:80<-127.0.0.1:5#1")  # fmt: skip
+
+    def tied(contact: str, node: str) -> Binding:
+        return Binding(aor=ALICE, contact=contact, expires_at=now + 300, call_id="c", cseq=1,
+                       connection="ws:127.0.0.1:80<-127.0.0.1:5#1", node=node)  # fmt: skip
+
     kept = Binding(aor=ALICE, contact="sip:a@192.0.2.9", expires_at=now + 300, call_id="d", cseq=1)
-    await store.apply(Change(ALICE, 0, upsert=(tied, kept)))
+    mine, old, theirs = tied("sip:a@h1", "here:5060"), tied("sip:a@h2", ""), tied("sip:a@h3", "b:1")
+    await store.apply(Change(ALICE, 0, upsert=(mine, old, theirs, kept)))
     await store.close()
-    server = Server(Config(listen=(ListenSpec("udp", "127.0.0.1", 0),), store=store_url))
+    config = Config(
+        listen=(ListenSpec("udp", "127.0.0.1", 0),), store=store_url, node_id="here:5060"
+    )
+    server = Server(config)
     await server.start()
     try:
         assert server.registrar is not None
-        assert await server.registrar.query(ALICE) == ["sip:a@192.0.2.9"]
+        assert sorted(await server.registrar.query(ALICE)) == ["sip:a@192.0.2.9", "sip:a@h3"]
     finally:
         await server.stop()

@@ -62,6 +62,7 @@ FLAGS = {
     "tls_key": "tls_key", "tls_ca": "tls_ca", "users": "users", "store": "store",
     "data_dir": "data_dir", "log_level": "log_level", "log_format": "log_format",
     "workers": "workers", "admin": "admin", "admin_token_file": "admin_token_file",
+    "node_id": "node_id",
 }  # fmt: skip
 
 
@@ -230,13 +231,13 @@ def _password(from_stdin: bool) -> str:
 
 
 def format_binding(binding: Binding, now: float) -> str:
-    """One line: AOR, contact, remaining expires, q, transport:source, user agent."""
+    """One line: AOR, contact, remaining expires, q, transport:source, node, user agent."""
     q = "-" if binding.q is None else f"{binding.q:g}"
     ua = "-" if binding.user_agent is None else json.dumps(binding.user_agent)
     source = format_address(binding.transport, *binding.source)
     return (
         f"{binding.aor} {binding.contact} expires={binding.remaining(now)} q={q}"
-        f" source={source} ua={ua}"
+        f" source={source} node={binding.node or '-'} ua={ua}"
     )
 
 
@@ -310,6 +311,10 @@ def _parser() -> argparse.ArgumentParser:
     serving.add_argument(
         "--workers", type=int, metavar="N",
         help="serve with N processes on the same ports (SO_REUSEPORT; needs a sqlite store)",
+    )  # fmt: skip
+    serving.add_argument(
+        "--node-id", metavar="NAME",
+        help="this registrar's name among those sharing a store (default HOSTNAME:PORT)",
     )  # fmt: skip
     serving.add_argument("--realm", metavar="R", help="authenticate with Digest in realm R")
     serving.add_argument("--users", metavar="FILE", help="the users file (sipreg user add)")

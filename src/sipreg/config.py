@@ -11,6 +11,7 @@ import ipaddress
 import math
 import os
 import re
+import socket
 import tomllib
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
@@ -34,6 +35,9 @@ TRANSPORT_NAMES: tuple[TransportName, ...] = ("udp", "tcp", "tls", "ws", "wss")
 LOG_LEVELS = ("debug", "info", "warning", "error", "critical")
 #: The most worker processes ``--workers`` starts.
 MAX_WORKERS = 64
+#: The longest node_id, and what one is made of (what a log line and a key can hold).
+MAX_NODE_ID = 255
+NODE_ID = re.compile(r"[!-~]+")
 
 _LISTEN = re.compile(
     r"(?P<transport>[a-z]+):(?:\[(?P<v6>[^\]]*)\]|(?P<host>[^:\[\]]*)):(?P<port>[0-9]+)"
@@ -121,6 +125,8 @@ class Config:
     ``data_dir`` (or the working directory); :attr:`store_url` resolves it.
     ``domains`` and ``aliases`` hold host names or IP addresses (``*`` serves
     every domain) and are stored lower case.  Times are in seconds.
+    ``node_id`` names this registrar among those sharing a store; None means
+    the host name and the first listen port, ``HOST:PORT``.
 
     :attr:`policy` is the registrar :class:`~sipreg.registrar.policy.Policy` the
     settings make (checked by it); the server adds its own identities to it.
@@ -181,6 +187,7 @@ class Config:
     admin_token_file: str | None = None
     webhooks: tuple[str, ...] = ()
     webhook_timeout: float = 5.0
+    node_id: str | None = None
     policy: Policy = field(init=False, repr=False, compare=False)
     auth: AuthPolicy | None = field(init=False, repr=False, compare=False)
     limits: Limits = field(init=False, repr=False, compare=False)
@@ -227,6 +234,12 @@ class Config:
             raise ConfigError(
                 f"log_format: {self.log_format!r} is not one of {', '.join(LOG_FORMATS)}"
             )
+        node = self.node_id or f"{socket.gethostname()}:{self.listen[0].port}"
+        if len(node) > MAX_NODE_ID or not NODE_ID.fullmatch(node):
+            raise ConfigError(
+                f"node_id: {node!r} must be 1 to {MAX_NODE_ID} visible ASCII characters"
+            )
+        object.__setattr__(self, "node_id", node)
         try:  # the registrar's settings are checked by the Policy they make
             policy = Policy(
                 min_expires=self.min_expires,
@@ -238,6 +251,7 @@ class Config:
                 max_contact_length=self.max_contact_length,
                 max_contacts_policy=self.max_contacts_policy,
                 bind_to_connection=self.bind_to_connection,
+                node=node,
             )
         except ValueError as err:
             raise ConfigError(str(err).replace("identities", "aliases")) from None
@@ -468,6 +482,7 @@ _CHECKS: dict[str, Callable[[str, object], object]] = {
     "tls_ca": _string,
     "ws_origins": _strings,
     "admin": _string,
+    "node_id": _string,
     "admin_token_file": _string,
     "webhooks": _strings,
     "webhook_timeout": _number,

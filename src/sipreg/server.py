@@ -241,11 +241,18 @@ class Server:
     async def _forget_old_connections(self) -> None:
         """Remove the bindings tied to connections of an earlier run: they are all gone.
 
-        A worker forgets those of its own earlier runs; worker 0 also those of
-        workers there are no longer, and of a run without workers.
+        Only this node's (and those of a version that named no node): other
+        registrars sharing the store keep theirs.  A worker forgets those of its
+        own earlier runs; worker 0 also those of workers there are no longer,
+        and of a run without workers.
         """
         assert self.registrar is not None
-        stale = [b for b in await self.store.connection_bound() if self._outlived(b.connection)]
+        node = self.config.policy.node
+        stale = [
+            b
+            for b in await self.store.connection_bound()
+            if b.node in ("", node) and self._outlived(b.connection)
+        ]
         for aor in sorted({b.aor for b in stale}):
             keys = [b.key for b in stale if b.aor == aor]
             await self.registrar.register.remove(aor, keys, self.registrar.clock(), "startup")

@@ -368,6 +368,14 @@ async def test_binding_records_the_request(reg: Registrar, clock: Clock) -> None
     assert tcp.sent[-1][1] == ("192.0.2.77", 40000)  # a stream answers on its connection
     [c] = contacts_of(tcp.last())
     assert c.param("+sip.instance") == instance and c.param("reg-id") == "1"
+    assert b.node == ""  # a registrar alone names no node
+
+
+async def test_binding_records_the_node_that_took_it(clock: Clock, leg: FakeLeg) -> None:
+    registrar = Registrar(policy=policy(node="edge-2:5060"), clock=clock, timer_clock=clock)
+    assert await registrar.receive(register(f"<{C1}>"), leg, CLIENT) == 200
+    [b] = await registrar.bindings(ALICE)
+    assert b.node == "edge-2:5060"
 
 
 async def test_max_contacts(clock: Clock, leg: FakeLeg) -> None:

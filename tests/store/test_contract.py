@@ -250,6 +250,8 @@ FULL = binding(
     instance="<urn:uuid:00000000-0000-1000-8000-000a95a0e128>",
     reg_id=1,
     path=("<sip:edge1.example.com;lr>", "<sip:edge2.example.com;lr;ob>"),
+    connection="w1.tls-7",
+    node="edge-1.example.com:5061",
 )
 
 

@@ -36,6 +36,7 @@ def binding_json(binding: Binding, now: float) -> dict[str, Any]:
         "source": _source(binding),
         "transport": binding.transport,
         "connection": binding.connection,
+        "node": binding.node,
         "registered_at": binding.registered_at,
     }
 

@@ -22,7 +22,9 @@ class Binding:
     ``transport`` and ``local`` say where the REGISTER came from and on which
     socket; ``connection`` names the connection it came over when the binding
     lives only as long as that connection does (WebSocket, or TCP/TLS with
-    ``bind_to_connection``).
+    ``bind_to_connection``).  ``node`` names the registrar node that took it
+    (:attr:`~sipreg.registrar.policy.Policy.node`): nodes sharing a store tell
+    their own bindings from the others'.
     """
 
     aor: str
@@ -42,6 +44,7 @@ class Binding:
     path: tuple[str, ...] = field(default=())
     key: str = ""
     connection: str | None = None
+    node: str = ""
 
     def __post_init__(self) -> None:
         if not self.key:

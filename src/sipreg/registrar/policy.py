@@ -100,6 +100,9 @@ class Policy:
     ``bind_to_connection`` ties a binding made over TCP or TLS to its connection,
     as one made over WebSocket always is: it goes when the connection closes.
 
+    ``node`` names this registrar among those sharing a store; each binding it
+    takes records it.
+
     ``min_expires`` is at most one hour (:data:`MAX_MIN_EXPIRES`) and at most
     ``default_expires``, so that it is enforced and a REGISTER that names no
     expiry is not refused.  Raises ``ValueError`` naming the setting.
@@ -114,6 +117,7 @@ class Policy:
     max_contact_length: int = 1024
     max_contacts_policy: str = "reject"
     bind_to_connection: bool = False
+    node: str = ""
     supported: frozenset[str] = field(default=SUPPORTED_OPTIONS)
 
     def __post_init__(self) -> None:

@@ -348,6 +348,7 @@ def _binding(
         reg_id=int(reg_id) if reg_id and reg_id.isdigit() else None,
         path=tuple(request.headers.values("path")),
         connection=source.connection,
+        node=policy.node,
     )
 
 

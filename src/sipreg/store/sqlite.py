@@ -132,6 +132,8 @@ _MIGRATIONS: tuple[tuple[str, ...], ...] = (
     ),
     # 4: an AOR without bindings is at version 0, so it needs no floor.
     ("DROP TABLE floors",),
+    # 5: the registrar node that took each binding ('' for those taken before).
+    ("ALTER TABLE bindings ADD COLUMN node TEXT NOT NULL DEFAULT ''",),
 )
 SCHEMA_VERSION = len(_MIGRATIONS)
 #: Seconds SQLite waits for another process's write lock before a statement fails.
@@ -148,9 +150,9 @@ CACHE_CHECK = 1.0
 _COLUMNS = (
     "aor, key, contact, expires_at, call_id, cseq, q, params, registered_at, source_host,"
     " source_port, transport, local_host, local_port, user_agent, instance, reg_id, path,"
-    " connection"
+    " connection, node"
 )
-_UPSERT = f"INSERT OR REPLACE INTO bindings ({_COLUMNS}) VALUES ({', '.join('?' * 19)})"
+_UPSERT = f"INSERT OR REPLACE INTO bindings ({_COLUMNS}) VALUES ({', '.join('?' * 20)})"
 _SELECT_AOR = f"SELECT {_COLUMNS} FROM bindings WHERE aor = ? ORDER BY key"
 _SELECT_EXPIRED = (
     f"SELECT {_COLUMNS} FROM bindings WHERE expires_at <= ? ORDER BY expires_at, aor, key"
@@ -663,6 +665,7 @@ def _to_row(b: Binding) -> tuple[object, ...]:
         b.reg_id,
         json.dumps(b.path),
         b.connection,
+        b.node,
     )
 
 
@@ -694,6 +697,7 @@ def _from_row(row: Sequence[Any]) -> Binding:
         reg_id,
         path,
         connection,
+        node,
     ) = row
     return Binding(
         aor=aor,
@@ -713,4 +717,5 @@ def _from_row(row: Sequence[Any]) -> Binding:
         reg_id=reg_id,
         path=tuple(json.loads(path)),
         connection=connection,
+        node=node,
     )
