@@ -5,8 +5,9 @@
 #   make test       ruff check, ruff format --check, mypy --strict, then pytest: every
 #                   test, the interop group (SIPp, Net::SIP, sipsak, svwar, JsSIP in
 #                   Chromium) included.  As root it first apt-installs the Debian packages
-#                   those need (scripts/install-system-deps.sh), and npm-installs the
-#                   browser phone's packages (tests/browser, pinned in package-lock.json).
+#                   those need, and redis-server for the Redis store tests
+#                   (scripts/install-system-deps.sh), and npm-installs the browser
+#                   phone's packages (tests/browser, pinned in package-lock.json).
 #   make interop    only the interop tests
 #   PYTEST_ARGS=... extra pytest arguments, e.g. PYTEST_ARGS="-x -k sipp"
 #
@@ -43,7 +44,7 @@ run: $(RUN_STAMP)
 	$(BIN)/sipreg serve --admin 127.0.0.1:8080 $(ARGS)
 
 system-deps:
-	sh scripts/install-system-deps.sh interop
+	sh scripts/install-system-deps.sh interop services
 
 # JsSIP, esbuild and playwright-core from the npm registry, as the lock file pins them,
 # and the phone bundled for the page.  Without npm the browser test skips (fails in CI).

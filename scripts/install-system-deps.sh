@@ -1,21 +1,23 @@
 #!/bin/sh
 # Installs the Debian packages `make` needs, and only those that are missing.
 #
-#   sh scripts/install-system-deps.sh [python] [interop]     (no argument: both)
+#   sh scripts/install-system-deps.sh [python] [interop] [services]     (no argument: all three)
 #
 #   python   python3-venv, when `$PYTHON -m venv` cannot work (no venv/ensurepip)
 #   interop  sip-tester (SIPp), sipsak, baresip, sipvicious (svwar), libnet-sip-perl (Net::SIP),
 #            libnet-dns-perl, chromium and npm: the real SIP peers the interop tests drive
 #            (the browser phone's own packages come from the npm registry: make browser-deps);
 #            and systemd, whose systemd-analyze verifies contrib/sipreg.service
+#   services redis-server (and, as its dependency, redis-tools: redis-cli): the servers the
+#            Redis store tests start on loopback ports of their own (tests/redis_servers.py)
 #
 # As root, or with password-less sudo, it runs apt-get.  Otherwise it says what
-# to install and exits 0: the interop tests then skip, or fail when CI=true.
+# to install and exits 0: the interop and Redis tests then skip, or fail when CI=true.
 # A failed install of the python group is fatal (no venv without it); a failed
-# install of the interop group is left for the tests to report.
+# install of the interop or services group is left for the tests to report.
 set -eu
 PYTHON=${PYTHON:-python3}
-groups=${*:-python interop}
+groups=${*:-python interop services}
 
 missing=""
 fatal=0
@@ -39,8 +41,11 @@ for group in $groups; do
         # Net::SIP only recommends Net::DNS, which its dispatcher uses to resolve targets.
         perl -MNet::DNS -e 1 >/dev/null 2>&1 || missing="$missing libnet-dns-perl"
         ;;
+    services)
+        command -v redis-server >/dev/null 2>&1 || missing="$missing redis-server"
+        ;;
     *)
-        echo "install-system-deps: unknown group '$group' (python, interop)" >&2
+        echo "install-system-deps: unknown group '$group' (python, interop, services)" >&2
         exit 2
         ;;
     esac
