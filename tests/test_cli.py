@@ -13,6 +13,7 @@ from typing import Any
 
 import pytest
 
+from redis_servers import RedisServer
 from sipreg import __version__
 from sipreg.cli import FLAGS, _parser, config_only, main
 from sipreg.config import Config
@@ -44,7 +45,8 @@ def usage_error(capsys: pytest.CaptureFixture[str], *argv: str) -> str:
         (["serve", "--listen", "udp:127.0.0.1"], "bad listen spec 'udp:127.0.0.1'"),
         (["serve", "--log-level", "loud"], "invalid choice: 'loud'"),
         (["serve", "--log-format", "xml"], "invalid choice: 'xml'"),
-        (["serve", "--store", "redis://x"], "unknown store URL 'redis://x'"),
+        (["serve", "--store", "redis://x"], "store: redis://x: 'x' is not HOST:PORT"),
+        (["serve", "--store", "mongodb://x"], "unknown store URL 'mongodb://x'"),
         (["serve", "--config", "/nonexistent/sipreg.toml"], "cannot read config file"),
         (["serve", "--colour"], "unrecognized arguments: --colour"),
         (["bindings", "list", "--store", "memory:", "sip:alice@[bad"], "bad AOR"),
@@ -295,3 +297,29 @@ def test_check_of_a_file_that_is_no_store(
 
 def test_check_usage_errors_exit_2(capsys: pytest.CaptureFixture[str]) -> None:
     assert "unrecognized arguments: --colour" in usage_error(capsys, "check", "--colour")
+
+
+def test_check_proves_a_redis_store_writable_and_leaves_nothing(
+    capsys: pytest.CaptureFixture[str], redis_db: RedisServer
+) -> None:
+    argv = ["check", "--store", redis_db.url, "--listen", "udp:127.0.0.1:0"]
+    assert main(argv) == 0
+    assert capsys.readouterr() == (
+        f"ok: config valid, store {redis_db.url} writable, udp:127.0.0.1:0 free\n",
+        "",
+    )
+    assert redis_db.client().dbsize() == 0
+
+
+def test_check_fails_in_one_line_for_a_redis_store_not_there(
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    with socket.socket() as closed:
+        closed.bind(("127.0.0.1", 0))
+        url = f"redis://sipreg:hunter2@127.0.0.1:{closed.getsockname()[1]}/0?timeout=0.5"
+        assert main(["check", "--store", url, "--listen", "udp:127.0.0.1:0"]) == 1
+    out, err = capsys.readouterr()
+    assert out == ""
+    assert err.startswith("sipreg: error: the store redis://sipreg:***@127.0.0.1:")
+    assert "did not take a write: Redis at redis://sipreg:***@" in err
+    assert err.count("\n") == 1 and "hunter2" not in err

@@ -49,7 +49,7 @@ def check(config: Config) -> str:
             load_users(config.users)
         except UsersFileError as err:
             raise CheckFailed(str(err)) from err
-    store = _store_name(config.store_url)
+    store = config.store_name
     try:
         asyncio.run(open_store(config.store_url).check())
     except StoreOpenError as err:
@@ -60,13 +60,6 @@ def check(config: Config) -> str:
         _bind(spec)
     listen = ", ".join(str(spec) for spec in config.listen)
     return f"ok: config valid, store {store} writable, {listen} free"
-
-
-def _store_name(url: str) -> str:
-    """The store URL with a SQLite path made absolute, as the server's log names it."""
-    if url.startswith("sqlite:"):
-        return "sqlite:" + os.path.abspath(url.removeprefix("sqlite:"))
-    return url
 
 
 def _bind(spec: ListenSpec) -> None:

@@ -25,7 +25,7 @@ from .message import Limits
 from .networks import LOOPBACK, Networks, format_endpoint
 from .registrar.policy import Policy
 from .store import open_store
-from .store.base import URL_SCHEME
+from .store.base import URL_SCHEME, redacted
 from .transactions import DEFAULT_RATE
 from .transport.udp import RECEIVE_BUFFER
 
@@ -369,6 +369,14 @@ class Config:
         if self.data_dir and not os.path.isabs(path):
             path = os.path.join(self.data_dir, path)
         return "sqlite:" + path
+
+    @property
+    def store_name(self) -> str:
+        """The store URL as logs and pages show it: a SQLite path absolute, no password."""
+        url = self.store_url
+        if url.startswith("sqlite:"):
+            return "sqlite:" + os.path.abspath(url.removeprefix("sqlite:"))
+        return redacted(url)
 
 
 def _auth_key(message: str) -> str:

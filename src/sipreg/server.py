@@ -202,10 +202,7 @@ class Server:
             __version__, platform.python_version(), loop.__module__.partition(".")[0],
             loop.__name__,
         )  # fmt: skip
-        store = config.store_url
-        if store.startswith("sqlite:"):
-            store = "sqlite:" + os.path.abspath(store.removeprefix("sqlite:"))
-        log.info("store %s", store)
+        log.info("store %s, node %s", config.store_name, policy.node)
         log.info("domains: %s", ", ".join(policy.domains) if policy.domains else "every domain")
         log.info("identities: %s", ", ".join(policy.identities))
         if self.authorize is not None:

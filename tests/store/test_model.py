@@ -9,10 +9,12 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
+from redis_servers import RedisCluster, RedisServer
 from sipreg.errors import StoreConflict
 from sipreg.registrar.binding import Binding
 from sipreg.store.base import BindingStore, Change
 from sipreg.store.memory import MemoryStore
+from sipreg.store.redis import RedisStore
 from sipreg.store.sqlite import SqliteStore
 
 AORS = ("sip:a@h", "sip:b@h", "sip:c@h")
@@ -128,3 +130,21 @@ def test_memory_store_matches_the_model(ops: list[Write | Expire]) -> None:
 @given(ops=OPS)
 def test_sqlite_store_matches_the_model(cache_size: int, ops: list[Write | Expire]) -> None:
     asyncio.run(run_history(SqliteStore(":memory:", cache_size=cache_size), ops))
+
+
+@settings(max_examples=50, deadline=None)
+@given(ops=OPS)
+def test_redis_store_matches_the_model(
+    redis_server: RedisServer, ops: list[Write | Expire]
+) -> None:
+    redis_server.flushall()
+    asyncio.run(run_history(RedisStore(redis_server.url), ops))
+
+
+@settings(max_examples=20, deadline=None)
+@given(ops=OPS)
+def test_redis_cluster_store_matches_the_model(
+    redis_cluster: RedisCluster, ops: list[Write | Expire]
+) -> None:
+    redis_cluster.flushall()
+    asyncio.run(run_history(RedisStore(redis_cluster.url), ops))

@@ -73,7 +73,7 @@ class AdminService:
 
         def describe() -> dict[str, Any]:
             return {
-                "store": config.store_url,
+                "store": config.store_name,
                 "listeners": list(bound),
                 "connections": _connections(streams),
             }

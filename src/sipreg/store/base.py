@@ -19,6 +19,7 @@ from __future__ import annotations
 import abc
 import re
 from collections.abc import Sequence
+from urllib.parse import urlsplit, urlunsplit
 
 from ..errors import StoreConflict
 from ..registrar.binding import AorState, Binding, Change
@@ -30,6 +31,7 @@ __all__ = [
     "BindingStore",
     "Change",
     "open_store",
+    "redacted",
 ]
 
 #: Conflicts (another writer changed the AOR between load and apply) retried before
@@ -139,21 +141,40 @@ class BindingStore(abc.ABC):
 
 
 def open_store(url: str, *, shared: bool = False) -> BindingStore:
-    """A store for ``url``: ``memory:``, ``sqlite:PATH``, or a bare file path (SQLite).
+    """A store for ``url``: ``memory:``, ``sqlite:PATH``, a bare file path (SQLite),
+    or a Redis URL (:mod:`sipreg.store.redis`).
 
     ``shared`` says other processes write the same store all the time
     (``--workers``): a SQLite store then reads every state from its file.
+    Raises ``ValueError`` for a URL it cannot use, showing no password.
     """
     if url.startswith("memory:"):
         from .memory import MemoryStore
 
         return MemoryStore()
-    if (URL_SCHEME.match(url) and not url.startswith("sqlite:")) or not url:
-        raise ValueError(f"unknown store URL {url!r}: use memory:, sqlite:PATH or a file path")
+    scheme = URL_SCHEME.match(url)
+    if scheme and scheme.group().lower().startswith(("redis:", "rediss:", "redis+", "rediss+")):
+        from .redis import RedisStore
+
+        return RedisStore(url)
+    if (scheme and not url.startswith("sqlite:")) or not url:
+        raise ValueError(
+            f"unknown store URL {redacted(url)!r}: use memory:, sqlite:PATH, a file path,"
+            " redis://, rediss://, redis+sentinel:// or redis+cluster://"
+        )
     from .sqlite import CACHE_AORS, SqliteStore
 
     path = url.removeprefix("sqlite:").removeprefix("//") if url.startswith("sqlite:") else url
     return SqliteStore(path or "sipreg.db", cache_size=0 if shared else CACHE_AORS)
+
+
+def redacted(url: str) -> str:
+    """``url`` with any password in it replaced by ``***``: what logs and errors may show."""
+    parts = urlsplit(url)
+    userinfo, at, hosts = parts.netloc.rpartition("@")
+    if not at or ":" not in userinfo:
+        return url
+    return urlunsplit(parts._replace(netloc=f"{userinfo.partition(':')[0]}:***@{hosts}"))
 
 
 #: A URL scheme (RFC 3986): what is no file path.  A one-letter one is a Windows drive.

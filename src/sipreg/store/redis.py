@@ -1,0 +1,480 @@
+"""Bindings in Redis (or Valkey), shared by every registrar node that names the same server.
+
+URLs (``HOST`` may be ``[IPv6]``; ``USER:PASSWORD@`` may precede the hosts):
+
+- ``redis://HOST:PORT/DB`` and ``rediss://`` (TLS): one server;
+- ``redis+sentinel://HOST:PORT,HOST:PORT/MASTER/DB``: the master the Sentinels name;
+- ``redis+cluster://HOST:PORT,HOST:PORT`` and ``rediss+cluster://``: a Redis Cluster.
+
+Query parameters: ``timeout`` (seconds an operation may take, 2 by default),
+``prefix`` (of every key, ``sipreg`` by default: registrars with another prefix
+share the server without seeing each other's bindings).
+
+Each AOR is one hash, and each write one Lua script (``redis*.lua``) that checks
+the planned version, applies the change, keeps the indexes and stamps the new
+version, all at once: nodes racing on an AOR keep RFC 3261 ordering.  The AORs
+fall into :data:`GROUPS` groups by a CRC-32 of their name.  The keys of an AOR
+and its group's indexes (expiry, AOR names, connection-bound bindings) carry
+the group's hash tag, so that every script works on one Cluster slot, and no
+index holds more than its group's share of the bindings.
+
+Every failure to reach the server, and every operation past ``timeout``, raises
+:class:`~sipreg.errors.StoreUnavailable` (the registrar answers 503).  The
+client reconnects by itself; the first failure after a success is logged, and
+so is the first success after failures.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import functools
+import heapq
+import json
+import logging
+import random
+import time
+import zlib
+from collections.abc import Awaitable, Callable, Iterable, Mapping, Sequence
+from dataclasses import dataclass
+from importlib import resources
+from typing import Any, TypeVar
+from urllib.parse import parse_qsl, unquote, urlsplit
+
+import redis.asyncio as aioredis
+from redis.asyncio.cluster import ClusterNode, RedisCluster
+from redis.asyncio.retry import Retry
+from redis.asyncio.sentinel import Sentinel
+from redis.backoff import NoBackoff
+from redis.exceptions import NoScriptError, RedisError
+
+from ..errors import StoreConflict, StoreUnavailable
+from ..registrar.binding import Binding
+from .base import AorState, BindingStore, Change, redacted
+
+log = logging.getLogger("sipreg.store")
+
+_T = TypeVar("_T")
+
+#: The URL schemes this store serves.
+SCHEMES = ("redis", "rediss", "redis+sentinel", "redis+cluster", "rediss+cluster")
+#: How many groups the AORs fall into.  Every node sharing a server must agree on it.
+GROUPS = 256
+#: Bindings one sweep script removes at most; a group with more is swept again.
+SWEEP_BATCH = 1000
+#: Groups one round trip of a sweep covers.
+SWEEP_CHUNK = 32
+#: Sweep scripts a node runs at once on a cluster.
+SWEEP_CONCURRENCY = 16
+#: Seconds an operation may take by default before it counts as a failure.
+DEFAULT_TIMEOUT = 2.0
+DEFAULT_PREFIX = "sipreg"
+
+_Client = aioredis.Redis | RedisCluster
+
+
+@dataclass(frozen=True)
+class RedisTarget:
+    """Where a Redis URL points, parsed: what :func:`connect` needs."""
+
+    scheme: str
+    hosts: tuple[tuple[str, int], ...]
+    db: int = 0
+    master: str = ""
+    username: str | None = None
+    password: str | None = None
+    timeout: float = DEFAULT_TIMEOUT
+    prefix: str = DEFAULT_PREFIX
+
+    @property
+    def tls(self) -> bool:
+        """True for the ``rediss`` schemes."""
+        return self.scheme.startswith("rediss")
+
+
+def parse_url(url: str) -> RedisTarget:
+    """The target of a Redis store URL; ``ValueError`` saying what is wrong with it."""
+    parts = urlsplit(url)
+    scheme = parts.scheme.lower()
+    if scheme not in SCHEMES:
+        raise ValueError(f"not a Redis URL: {redacted(url)}")
+    userinfo, _, netloc = parts.netloc.rpartition("@")
+    username, _, password = userinfo.partition(":")
+    hosts = tuple(_host(h, url) for h in netloc.split(",")) if netloc else ()
+    if not hosts:
+        raise ValueError(f"{redacted(url)}: no HOST:PORT")
+    if len(hosts) > 1 and scheme in ("redis", "rediss"):
+        raise ValueError(f"{redacted(url)}: one host (redis+cluster:// or redis+sentinel://)")
+    path = [p for p in parts.path.split("/") if p]
+    master = ""
+    if scheme == "redis+sentinel":
+        if not path:
+            raise ValueError(f"{redacted(url)}: name the master, HOST:PORT/MASTER[/DB]")
+        master = unquote(path.pop(0))
+    if path and scheme.endswith("cluster"):
+        raise ValueError(f"{redacted(url)}: a cluster has only database 0")
+    if len(path) > 1 or (path and not path[0].isdigit()):
+        raise ValueError(f"{redacted(url)}: the database is a number, /DB")
+    query = dict(parse_qsl(parts.query, keep_blank_values=True))
+    unknown = sorted(set(query) - {"timeout", "prefix"})
+    if unknown:
+        raise ValueError(f"{redacted(url)}: unknown parameter(s) {', '.join(unknown)}")
+    try:
+        timeout = float(query.get("timeout", DEFAULT_TIMEOUT))
+    except ValueError:
+        timeout = 0.0
+    if not 0 < timeout <= 60:
+        raise ValueError(f"{redacted(url)}: timeout is seconds, more than 0 and at most 60")
+    prefix = query.get("prefix", DEFAULT_PREFIX)
+    if not prefix or any(c in prefix for c in "{}\n"):
+        raise ValueError(f"{redacted(url)}: the prefix must be non-empty, without {{, }}")
+    return RedisTarget(
+        scheme, hosts, int(path[0]) if path else 0, master,
+        unquote(username) or None, unquote(password) if userinfo else None,
+        timeout, prefix,
+    )  # fmt: skip
+
+
+def _host(text: str, url: str) -> tuple[str, int]:
+    host, _, port = text.rpartition(":")
+    if host.startswith("[") and host.endswith("]"):
+        host = host[1:-1]
+    if not host or not port.isdigit() or not 0 < int(port) < 65536:
+        raise ValueError(f"{redacted(url)}: {text!r} is not HOST:PORT")
+    return host, int(port)
+
+
+def connect(target: RedisTarget) -> _Client:
+    """A client for ``target`` (nothing is sent yet); the bytes of replies are not decoded.
+
+    A command that fails on a dead connection is tried once more on a new one
+    (Redis restarted); an operation is bounded by the store, not here.
+    """
+    common: dict[str, Any] = {
+        "username": target.username,
+        "password": target.password,
+        "socket_timeout": target.timeout,
+        "socket_connect_timeout": target.timeout,
+        "retry": Retry(NoBackoff(), 1),
+    }
+    if target.scheme.endswith("cluster"):
+        nodes = [ClusterNode(host, port) for host, port in target.hosts]
+        return RedisCluster(startup_nodes=nodes, ssl=target.tls, **common)
+    if target.scheme == "redis+sentinel":
+        sentinel = Sentinel(  # type: ignore[no-untyped-call]
+            list(target.hosts),
+            socket_timeout=target.timeout,
+            socket_connect_timeout=target.timeout,
+        )
+        master: aioredis.Redis = sentinel.master_for(target.master, db=target.db, **common)
+        return master
+    (host, port), *_ = target.hosts
+    return aioredis.Redis(host=host, port=port, db=target.db, ssl=target.tls, **common)
+
+
+def group(aor: str) -> int:
+    """The group of ``aor``: stable across processes and versions (CRC-32)."""
+    return zlib.crc32(aor.encode("utf-8", "surrogatepass")) % GROUPS
+
+
+def _script(name: str) -> str:
+    """A script: the shared functions of ``redis.lua``, then its own body."""
+    shared = resources.files(__package__).joinpath("redis.lua").read_text("utf-8")
+    return shared + resources.files(__package__).joinpath(name).read_text("utf-8")
+
+
+APPLY = _script("redis_apply.lua")
+SWEEP = _script("redis_sweep.lua")
+
+
+class RedisStore(BindingStore):
+    """Bindings in the Redis server (standalone, Sentinel or Cluster) that ``url`` names.
+
+    ``clock`` is what the outage log lines measure with (``time.monotonic``).
+    """
+
+    def __init__(self, url: str, clock: Callable[[], float] = time.monotonic) -> None:
+        self.target = parse_url(url)
+        self.url = redacted(url)
+        self.clock = clock
+        self._client: _Client | None = None
+        self._shas: dict[str, str] = {}
+        self._down_since: float | None = None
+        self._failures = 0
+        tags = [f"{{{self.target.prefix}:{g}}}" for g in range(GROUPS)]
+        self._index = [f"{t}:x" for t in tags]
+        self._names = [f"{t}:aors" for t in tags]
+        self._tied = [f"{t}:c" for t in tags]
+        self._hash = [f"{t}:a:" for t in tags]
+
+    async def open(self) -> None:
+        """Connect and prove the server answers (``StoreUnavailable`` if it does not)."""
+        if self._client is not None:
+            raise RuntimeError("RedisStore.open() called twice")
+        self._client = connect(self.target)
+        try:
+            await self._call(self._client.ping)
+        except StoreUnavailable:
+            await self.close()
+            raise
+
+    async def close(self) -> None:
+        client, self._client = self._client, None
+        if client is not None:
+            await client.aclose()
+
+    async def load(self, aor: str) -> AorState:
+        fields = await self._call(lambda: self._live.hgetall(self._key(aor)))
+        return _state(aor, fields)
+
+    async def apply(self, change: Change) -> None:
+        aor = change.aor
+        g = group(aor)
+        args: list[str | bytes] = [aor, str(change.version), str(len(change.remove))]
+        args += change.remove
+        for b in change.upsert:
+            args += (b.key, repr(b.expires_at), "1" if b.connection else "0", encode(b))
+        keys = [self._key(aor), self._index[g], self._names[g], self._tied[g]]
+        applied, version = await self._call(lambda: self._eval(APPLY, keys, args))
+        if not applied:
+            raise StoreConflict(
+                f"{aor}: planned on version {change.version}, now {version.decode()}"
+            )
+
+    async def expire(self, now: float) -> list[Binding]:
+        """Sweep every group, :data:`SWEEP_CHUNK` groups a round trip, from a random one.
+
+        Nodes sweeping at once start apart and meet each other's swept groups
+        empty: each takes a share, and no binding goes to two of them.
+        """
+        start = random.randrange(GROUPS)
+        order = [(start + n) % GROUPS for n in range(GROUPS)]
+        taken: list[Binding] = []
+        for first in range(0, GROUPS, SWEEP_CHUNK):
+            todo = order[first : first + SWEEP_CHUNK]
+            while todo:
+                batches = await self._call(functools.partial(self._sweep, todo, now))
+                for blobs in batches:
+                    taken += (decode(blob) for blob in blobs)
+                todo = [g for g, b in zip(todo, batches, strict=True) if len(b) >= SWEEP_BATCH]
+        taken.sort(key=lambda b: (b.expires_at, b.aor, b.key))
+        return taken
+
+    async def aors(self) -> list[str]:
+        groups = await self._each(lambda pipe, g: pipe.zrange(self._names[g], 0, -1))
+        return list(heapq.merge(*([n.decode() for n in names] for names in groups)))
+
+    async def counts(self) -> tuple[int, int]:
+        def count(pipe: Any, g: int) -> None:
+            pipe.zcard(self._names[g])
+            pipe.zcard(self._index[g])
+
+        found = await self._each(count, per_group=2)
+        return sum(found[0::2]), sum(found[1::2])
+
+    async def connection_bound(self) -> list[Binding]:
+        groups = await self._each(lambda pipe, g: pipe.smembers(self._tied[g]))
+        aors = sorted({m.decode().partition("\n")[0] for members in groups for m in members})
+        states = await self._states(aors)
+        return [b for state in states for b in state.bindings if b.connection is not None]
+
+    async def page(
+        self, *, after: tuple[str, str] | None = None, prefix: str = "", limit: int = 100
+    ) -> list[Binding]:
+        start = max(prefix, after[0]) if after is not None else prefix
+        low = f"[{start}".encode() if start else b"-"
+
+        def names(pipe: Any, g: int) -> None:
+            pipe.zrangebylex(self._names[g], low, b"+", start=0, num=limit + 1)
+
+        groups = await self._each(names)
+        merged = heapq.merge(*([n.decode() for n in names] for names in groups))
+        wanted = [aor for aor, _ in zip(_starting(merged, prefix), range(limit + 1), strict=False)]
+        found: list[Binding] = []
+        for state in await self._states(wanted):
+            for binding in state.bindings:
+                if after is None or (binding.aor, binding.key) > after:
+                    found.append(binding)
+                    if len(found) >= limit:
+                        return found
+        return found
+
+    @property
+    def _live(self) -> _Client:
+        if self._client is None:
+            raise StoreUnavailable("RedisStore is not open")
+        return self._client
+
+    def _key(self, aor: str) -> str:
+        return self._hash[group(aor)] + aor
+
+    async def _states(self, aors: Sequence[str]) -> list[AorState]:
+        """The states of ``aors``, in one round trip."""
+        if not aors:
+            return []
+
+        async def run() -> list[Any]:
+            pipe = self._live.pipeline(transaction=False)
+            for aor in aors:
+                pipe.hgetall(self._key(aor))
+            return list(await pipe.execute())
+
+        fields = await self._call(run)
+        return [_state(aor, f) for aor, f in zip(aors, fields, strict=True)]
+
+    async def _each(self, queue: Callable[[Any, int], object], per_group: int = 1) -> list[Any]:
+        """Run the commands ``queue(pipeline, group)`` adds for every group, in one round trip."""
+
+        async def run() -> list[Any]:
+            pipe = self._live.pipeline(transaction=False)
+            for g in range(GROUPS):
+                queue(pipe, g)
+            return list(await pipe.execute())
+
+        found = await self._call(run)
+        assert len(found) == GROUPS * per_group
+        return found
+
+    async def _sweep(self, groups: Sequence[int], now: float) -> list[list[bytes]]:
+        """Run the sweep script on each of ``groups``; the bindings each removed.
+
+        One pipeline on one server; on a cluster (whose client pipelines no
+        script) :data:`SWEEP_CONCURRENCY` scripts at a time.
+        """
+        args = [repr(now), str(SWEEP_BATCH)]
+
+        def keys(g: int) -> list[str]:
+            return [self._index[g], self._names[g], self._tied[g]]
+
+        client = self._live
+        if isinstance(client, RedisCluster):
+            limit = asyncio.Semaphore(SWEEP_CONCURRENCY)
+
+            async def sweep(g: int) -> Any:
+                async with limit:
+                    return await self._eval(SWEEP, keys(g), [self._hash[g], *args])
+
+            results = await asyncio.gather(*(sweep(g) for g in groups))
+        else:
+            sha = await self._sha(SWEEP)
+            pipe = client.pipeline(transaction=False)
+            for g in groups:
+                pipe.evalsha(sha, 3, *keys(g), self._hash[g], *args)
+            results = await pipe.execute(raise_on_error=False)
+            for n, (g, result) in enumerate(zip(groups, results, strict=True)):
+                if isinstance(result, NoScriptError):  # the server restarted: load it again
+                    results[n] = await self._eval(SWEEP, keys(g), [self._hash[g], *args])
+                elif isinstance(result, Exception):
+                    raise result
+        return [list(result) for result in results]
+
+    async def _sha(self, script: str) -> str:
+        """The SHA of ``script``, loaded on the server (every master of a cluster) once."""
+        sha = self._shas.get(script)
+        if sha is None:
+            sha = self._shas[script] = await _loaded(self._live, script)
+        return sha
+
+    async def _eval(self, script: str, keys: Sequence[str], args: Sequence[str | bytes]) -> Any:
+        """Run ``script``; a server that forgot it (a restart) is given it again."""
+        try:
+            return await self._live.evalsha(await self._sha(script), len(keys), *keys, *args)
+        except NoScriptError:
+            self._shas.pop(script, None)
+            return await self._live.evalsha(await self._sha(script), len(keys), *keys, *args)
+
+    async def _call(self, operation: Callable[[], Awaitable[_T]]) -> _T:
+        """``operation()`` within the timeout; any failure to reach Redis is StoreUnavailable."""
+        try:
+            async with asyncio.timeout(self.target.timeout):
+                result = await operation()
+        except (RedisError, OSError, TimeoutError) as err:
+            self._failed(err)
+            raise StoreUnavailable(f"Redis at {self.url}: {_reason(err)}") from err
+        if self._down_since is not None:
+            log.warning(
+                "Redis at %s answers again after %.1f s (%d operation(s) failed meanwhile)",
+                self.url, self.clock() - self._down_since, self._failures,
+            )  # fmt: skip
+            self._down_since, self._failures = None, 0
+        return result
+
+    def _failed(self, err: BaseException) -> None:
+        """Count a failure; log the first of an outage."""
+        self._failures += 1
+        if self._down_since is None:
+            self._down_since = self.clock()
+            log.warning(
+                "Redis at %s fails (%s): answering 503 until it is back", self.url, _reason(err)
+            )
+
+
+async def _loaded(client: _Client, script: str) -> str:
+    """Load ``script`` on ``client`` (a cluster client loads it on every master); its SHA."""
+    sha = await client.script_load(script)
+    return sha.decode() if isinstance(sha, bytes) else str(sha)
+
+
+def _reason(err: BaseException) -> str:
+    """What went wrong, in a few words, never a password (redis-py's messages hold none)."""
+    if isinstance(err, TimeoutError) and not str(err):
+        return "timed out"
+    return f"{type(err).__name__}: {err}" if str(err) else type(err).__name__
+
+
+def _starting(names: Iterable[str], prefix: str) -> Iterable[str]:
+    """The names of ``names`` (sorted) that start with ``prefix``, up to the first that does not."""
+    for name in names:
+        if not name.startswith(prefix):
+            return
+        yield name
+
+
+def _state(aor: str, fields: Mapping[Any, Any]) -> AorState:
+    """The state of ``aor`` from its hash's fields (bytes: replies are not decoded)."""
+    version = fields.get(b"v")
+    bindings = sorted(
+        (decode(blob) for field, blob in fields.items() if field.startswith(b"b")),
+        key=lambda b: b.key,
+    )
+    return AorState(aor, tuple(bindings), int(version) if version is not None else 0)
+
+
+def encode(b: Binding) -> bytes:
+    """A binding as the bytes Redis keeps: a JSON array, every field in order.
+
+    Text that was not UTF-8 on the wire (surrogate escapes) round-trips exactly.
+    """
+    fields = (
+        b.aor, b.key, b.contact, b.expires_at, b.call_id, b.cseq, b.q, b.params,
+        b.registered_at, b.source, b.transport, b.local, b.user_agent, b.instance,
+        b.reg_id, b.path, b.connection, b.node,
+    )  # fmt: skip
+    return json.dumps(fields, separators=(",", ":")).encode("ascii")
+
+
+def decode(blob: bytes) -> Binding:
+    """The binding :func:`encode` made ``blob`` from."""
+    (
+        aor, key, contact, expires_at, call_id, cseq, q, params, registered_at, source,
+        transport, local, user_agent, instance, reg_id, path, connection, node,
+    ) = json.loads(blob)  # fmt: skip
+    return Binding(
+        aor=aor,
+        key=key,
+        contact=contact,
+        expires_at=float(expires_at),
+        call_id=call_id,
+        cseq=cseq,
+        q=None if q is None else float(q),
+        params=tuple((name, value) for name, value in params),
+        registered_at=float(registered_at),
+        source=(source[0], source[1]),
+        transport=transport,
+        local=(local[0], local[1]),
+        user_agent=user_agent,
+        instance=instance,
+        reg_id=reg_id,
+        path=tuple(path),
+        connection=connection,
+        node=node,
+    )

@@ -1,0 +1,20 @@
+-- Apply one Change to one AOR, if it was planned on the AOR's current version.
+-- KEYS: the AOR's hash, its group's expiry index, AOR set and connection set.
+-- ARGV: the AOR, the planned version, the number R of keys to remove, those R
+-- keys, then four values a binding to upsert: key, expiry time, "1" if tied to
+-- a connection (else "0"), the encoded binding.
+-- Returns {1, new version} or, on a conflict, {0, current version}.
+local akey, index, aors, conns = KEYS[1], KEYS[2], KEYS[3], KEYS[4]
+local aor = ARGV[1]
+local current = redis.call("HGET", akey, "v") or "0"
+if current ~= ARGV[2] then
+    return {0, current}
+end
+local removals = tonumber(ARGV[3])
+for i = 4, 3 + removals do
+    drop(akey, index, conns, aor, ARGV[i])
+end
+for i = 4 + removals, #ARGV, 4 do
+    put(akey, index, conns, aor, ARGV[i], ARGV[i + 1], ARGV[i + 2], ARGV[i + 3])
+end
+return {1, stamp(akey, aors, aor)}

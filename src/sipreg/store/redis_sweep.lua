@@ -1,0 +1,23 @@
+-- Remove up to ARGV[3] bindings of one group that expire by ARGV[2]; return them.
+-- KEYS: the group's expiry index, AOR set and connection set.  ARGV[1] is the
+-- prefix of the group's AOR hashes (the AOR's name completes it: same slot).
+-- The script runs alone, so of nodes sweeping at once each binding goes to one.
+local index, aors, conns = KEYS[1], KEYS[2], KEYS[3]
+local due = redis.call("ZRANGEBYSCORE", index, "-inf", ARGV[2], "LIMIT", 0, tonumber(ARGV[3]))
+local taken, touched = {}, {}
+for _, m in ipairs(due) do
+    local cut = string.find(m, "\n", 1, true)
+    local aor, key = string.sub(m, 1, cut - 1), string.sub(m, cut + 1)
+    local akey = ARGV[1] .. aor
+    local blob = redis.call("HGET", akey, "b" .. key)
+    redis.call("ZREM", index, m)
+    if blob then
+        drop(akey, index, conns, aor, key)
+        taken[#taken + 1] = blob
+        touched[aor] = akey
+    end
+end
+for aor, akey in pairs(touched) do
+    stamp(akey, aors, aor)
+end
+return taken
