@@ -193,7 +193,8 @@ def test_bad_file_settings_name_the_file_and_key(tmp_path: Path, toml: str, comp
         ({"shutdown_timeout": float("inf")}, "shutdown_timeout: must be positive and finite"),
         ({"log_level": "loud"}, "log_level: 'loud' is not one of"),
         ({"log_format": "xml"}, "log_format: 'xml' is not one of text, json"),
-        ({"store": "redis://x"}, "store: unknown store URL 'redis://x'"),
+        ({"store": "mongodb://x"}, "store: unknown store URL 'mongodb://x'"),
+        ({"store": "redis://x"}, "store: redis://x: 'x' is not HOST:PORT"),
         ({"listen": []}, "at least one listen spec"),
         (
             {"min_expires": 60, "default_expires": 30},

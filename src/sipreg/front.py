@@ -19,7 +19,14 @@ from collections.abc import Callable
 from typing import Protocol
 
 from .chain import Context, Step
-from .errors import Dropped, ParseError, ServerInternalError, SipError
+from .errors import (
+    Dropped,
+    ParseError,
+    ServerInternalError,
+    ServiceUnavailable,
+    SipError,
+    StoreUnavailable,
+)
 from .headers import Headers
 from .leg import Address, Leg
 from .message import DEFAULT_LIMITS, Limits, Request, Response, parse_message, split_head
@@ -31,6 +38,8 @@ from .uri import SipUri
 from .via import response_destination, stamp_received, stamp_request, via_destination
 
 log = logging.getLogger("sipreg.front")
+#: Seconds a 503 asks the client to wait when the store cannot be reached.
+RETRY_AFTER = 5
 
 
 class Dispatcher(Protocol):
@@ -194,7 +203,16 @@ class Front:
             raise  # no answer at all: the caller records it
         except SipError as err:
             return None if request.method == "ACK" else error_response(err, request)
-        except Exception:  # a store failure or a bug: answer 500, keep serving
+        except StoreUnavailable as err:  # the store logs its outage: answer 503, keep serving
+            log.debug("%s from %s: %s", request.method, format_endpoint(*ctx.source), err)
+            if request.method == "ACK":
+                return None
+            unavailable = ServiceUnavailable(
+                "The binding store is unavailable; try again",
+                headers=[("Retry-After", str(RETRY_AFTER))],
+            )
+            return error_response(unavailable, request)
+        except Exception:  # a bug: answer 500, keep serving
             log.exception("%s from %s failed", request.method, format_endpoint(*ctx.source))
             if request.method == "ACK":  # an ACK is never answered
                 return None

@@ -32,7 +32,7 @@ from .auth.step import Authorize
 from .auth.users import Users, UsersFileError, load_users, too_open
 from .chain import Step
 from .config import Config, ConfigError, ListenSpec, format_address
-from .errors import StartupError
+from .errors import StartupError, StoreUnavailable
 from .guards import RateLimit, Scanners
 from .keyfile import load_or_create_key
 from .logs import flush as flush_logs
@@ -441,6 +441,8 @@ class Server:
             await asyncio.sleep(self.config.expire_interval)
             try:
                 removed = await self.registrar.expire()
+            except StoreUnavailable as err:  # the store logs its outage once
+                log.debug("expiry sweep: %s", err)
             except Exception:
                 log.exception("expiry sweep failed")
             else:

@@ -44,7 +44,7 @@ def test_open_store_url(path: Path, prefix: str) -> None:
     assert store.path == str(path)
 
 
-@pytest.mark.parametrize("url", ["redis://127.0.0.1/0", "postgres:x", ""])
+@pytest.mark.parametrize("url", ["mongodb://127.0.0.1/0", "postgres:x", ""])
 def test_open_store_refuses_what_it_does_not_know(url: str) -> None:
     with pytest.raises(ValueError, match="unknown store URL"):
         open_store(url)

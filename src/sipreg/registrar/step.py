@@ -16,7 +16,7 @@ from collections.abc import AsyncIterator, Callable, Iterable
 from dataclasses import dataclass, field
 
 from ..chain import Context, Filter, Step
-from ..errors import ServerInternalError, ServiceUnavailable, StoreConflict, StoreUnavailable
+from ..errors import ServerInternalError, StoreConflict
 from ..message import Request, Response
 from ..store.base import MAX_CONFLICT_RETRIES, BindingStore, Change
 from ..uri import SipUri
@@ -27,10 +27,8 @@ from .rules import RegisterPlan, Source, check_aor, check_target, plan_register
 
 log = logging.getLogger("sipreg.register")
 
+
 #: The Retry-After of a 503 while the store is unavailable.
-RETRY_AFTER = 5
-
-
 @dataclass
 class _AorLock:
     """A per-AOR lock and how many requests hold or wait for it."""
@@ -121,11 +119,6 @@ class Register(Step):
                         )
                 except StoreConflict:
                     continue
-                except StoreUnavailable as err:
-                    raise ServiceUnavailable(
-                        "The binding store is unavailable; try again",
-                        headers=[("Retry-After", str(RETRY_AFTER))],
-                    ) from err
                 if connection is not None and plan.change.upsert:
                     if connection in self._closed:  # it closed while this was under way
                         await self._remove_tied(aor, connection, now)

@@ -383,7 +383,13 @@ class RedisStore(BindingStore):
             return await self._live.evalsha(await self._sha(script), len(keys), *keys, *args)
 
     async def _call(self, operation: Callable[[], Awaitable[_T]]) -> _T:
-        """``operation()`` within the timeout; any failure to reach Redis is StoreUnavailable."""
+        """``operation()`` within the timeout; any failure to reach Redis is StoreUnavailable.
+
+        A transport runs a request eagerly, outside any task, until it first waits;
+        the timeout needs a task to cancel, so the operation then gets its own.
+        """
+        if asyncio.current_task() is None:
+            return await asyncio.get_running_loop().create_task(self._call(operation))
         try:
             async with asyncio.timeout(self.target.timeout):
                 result = await operation()
