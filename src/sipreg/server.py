@@ -39,6 +39,8 @@ from .logs import flush as flush_logs
 from .registrar.facade import Registrar
 from .registrar.policy import Policy, checked_host
 from .store import BindingStore, open_store
+from .store.redis import RedisStore
+from .store.redis_auth import KEY_CHECK, RedisAuthState
 from .store.sqlite import StoreOpenError
 from .transactions import TransactionCache, cache_bytes
 from .transport.base import InFlight, PerSource
@@ -108,6 +110,7 @@ class Server:
         self._bound: list[str] = []
         self._sweeper: asyncio.Task[None] | None = None
         self._log_writer: asyncio.Task[None] | None = None
+        self._key_watch: asyncio.Task[None] | None = None
         self._max_connections = config.max_connections  # per TCP listener
         self.admin: AdminService | None = None
         if config.admin is not None:
@@ -143,10 +146,11 @@ class Server:
         if config.tls_cert is not None and config.tls_key is not None:
             self.tls = server_context(config.tls_cert, config.tls_key, config.tls_ca)
         policy = dataclasses.replace(config.policy, identities=tuple(await self._identities()))
-        self.authorize = self._authorize(policy)
+        users = self._users()
         await self.store.open()
         admin = self.admin
         try:
+            self.authorize = await self._authorize(policy, users)
             registrar = self.registrar = Registrar(
                 policy=policy,
                 store=self.store if admin is None else admin.timed(self.store),
@@ -167,6 +171,8 @@ class Server:
             if admin is not None:
                 await admin.start(registrar, self.authorize, self._bound, self.udp, self.tcp)
         except BaseException:
+            if self._key_watch is not None:
+                self._key_watch.cancel()
             if admin is not None:
                 await admin.stop()
             await self._close_sockets()
@@ -269,14 +275,44 @@ class Server:
         index = int(tag.group(1))
         return index == worker.index or (worker.index == 0 and index >= worker.count)
 
-    def _authorize(self, policy: Policy) -> Authorize | None:
-        """The Authorize step the config asks for, its users file read; None if auth is off."""
+    def _users(self) -> Users | None:
+        """The users file the config names, read; None if authentication is off."""
         auth, path = self.config.auth, self.config.users
         if auth is None or path is None:
             return None
-        users = self._read_users(path, auth.realm)
-        key = load_or_create_key(self.config.nonce_key_path)
-        return Authorize(auth, policy, users, key)
+        return self._read_users(path, auth.realm)
+
+    async def _authorize(self, policy: Policy, users: Users | None) -> Authorize | None:
+        """The Authorize step the config asks for; None if authentication is off.
+
+        On a Redis store its state (nonce key, nc counts, bans) is the one every
+        node shares there; else it is this process's, its key in the data dir.
+        """
+        auth = self.config.auth
+        if auth is None or users is None:
+            return None
+        if not isinstance(self.store, RedisStore):
+            return Authorize(auth, policy, users, load_or_create_key(self.config.nonce_key_path))
+        state = RedisAuthState(self.store, auth)
+        key = await state.nonce_key()
+        authorize = Authorize(auth, policy, users, key, epoch=state.epoch(key), state=state)
+        self._key_watch = asyncio.create_task(self._watch_key(authorize, state))
+        return authorize
+
+    async def _watch_key(self, authorize: Authorize, state: RedisAuthState) -> None:
+        """Follow the shared nonce key: a Redis that lost its data has a new one."""
+        while True:
+            await asyncio.sleep(KEY_CHECK)
+            try:
+                key = await state.key_changed()
+            except StoreUnavailable:
+                continue  # the store logs its outage
+            if key is not None:
+                authorize.rekey(key, state.epoch(key))
+                log.warning(
+                    "the shared nonce key changed (the Redis server lost its data?): the"
+                    " nonces issued before are refused, clients are challenged again"
+                )
 
     def reload(self) -> None:
         """SIGHUP: re-read the config, the users file and the certificate, in a task.
@@ -406,7 +442,7 @@ class Server:
             leg.stop_reading()
         for listener in self.tcp:
             listener.stop_reading()
-        for task in (self._sweeper, self._log_writer):
+        for task in (self._sweeper, self._log_writer, self._key_watch):
             if task is not None:
                 task.cancel()
                 with contextlib.suppress(asyncio.CancelledError):

@@ -189,7 +189,8 @@ def test_the_page_shows_a_phone_live_and_drops_it_when_it_unregisters(
         [row] = rows(page)
         assert row[0] == phone.aor and row[1] == phone.contact
         assert row[4] == f"udp:{HOST}:{phone.port}"
-        assert row[5] == EVIL_AGENT  # shown as text: no element made of it, nothing run
+        assert row[5].startswith(f"{socket.gethostname()}:")  # the node that took it
+        assert row[6] == EVIL_AGENT  # shown as text: no element made of it, nothing run
         assert page.do("eval", js="document.querySelectorAll('img').length") == 0
         assert page.do("eval", js="typeof window.pwned") == "undefined"
         page.shows("bindings", "1")

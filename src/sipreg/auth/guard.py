@@ -24,7 +24,7 @@ _K = TypeVar("_K")
 _V = TypeVar("_V")
 
 #: How much of a user name a counter keys on: enough to tell names apart, bounded.
-_NAME = 64
+NAME_LENGTH = 64
 #: An IPv6 source counts as its /64: one host has a whole /64 to pick addresses from.
 _IPV6_PREFIX = 64
 
@@ -81,7 +81,7 @@ class Guard:
         address = source_key(address)
         keys: list[tuple[str, str | None]] = [(address, None)]
         if user is not None:
-            keys.append((address, user[:_NAME]))
+            keys.append((address, user[:NAME_LENGTH]))
         for key in keys:
             ban = self._bans.get(key)
             if ban is None:
@@ -93,7 +93,7 @@ class Guard:
 
     def failed(self, address: str, user: str, now: float) -> Ban | None:
         """Count a failure; the ban it brings about, if this one crosses a limit."""
-        address, user = source_key(address), user[:_NAME]
+        address, user = source_key(address), user[:NAME_LENGTH]
         limit = self.max_tracked
         times = _touch(self._pairs, (address, user), lambda: deque(maxlen=self.max_failures), limit)
         times.append(now)
@@ -114,7 +114,7 @@ class Guard:
 
     def succeeded(self, address: str, user: str) -> None:
         """A user proved its password from ``address``: its failures there are forgiven."""
-        address, user = source_key(address), user[:_NAME]
+        address, user = source_key(address), user[:NAME_LENGTH]
         self._pairs.pop((address, user), None)
         users = self._users.get(address)
         if users is not None:

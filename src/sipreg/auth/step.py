@@ -11,6 +11,7 @@ answered ``403`` before any digest work.
 
 from __future__ import annotations
 
+import contextlib
 import hmac
 import logging
 import secrets
@@ -34,9 +35,10 @@ from .digest import (
     parse_credentials,
     response,
 )
-from .guard import Ban, Guard
-from .nonce import Freshness, NonceCounts, Nonces
+from .guard import Ban
+from .nonce import Freshness, Nonces
 from .policy import AuthPolicy
+from .state import AuthState, MemoryAuthState
 from .users import User
 
 log = logging.getLogger("sipreg.auth")
@@ -55,7 +57,9 @@ class Authorize(Step):
     ``policy`` is the registrar's: a REGISTER's Request-URI and Require are
     checked first (section 10.3 steps 1 and 2 come before 3), and an AOR is a
     user's own only in a served domain.  ``nonce_key`` keys the nonces; keep it
-    across restarts so that clients keep their nonces.  ``users`` may be replaced
+    across restarts so that clients keep their nonces (``epoch``: see
+    :class:`~sipreg.auth.nonce.Nonces`).  ``state`` keeps the nc counts and the
+    failure counters (in this process unless given).  ``users`` may be replaced
     at any time (a reload).  Every new ban is logged once, and ``on_ban`` told of it.
     """
 
@@ -66,23 +70,17 @@ class Authorize(Step):
         users: CredentialSource,
         nonce_key: bytes,
         *,
+        epoch: bytes | None = None,
         when: Filter | None = None,
-        counts: NonceCounts | None = None,
-        guard: Guard | None = None,
+        state: AuthState | None = None,
         on_ban: Callable[[Ban], None] | None = None,
     ) -> None:
         super().__init__(when=when)
         self.auth = auth
         self.policy = policy
         self.users = users
-        self.nonces = Nonces(nonce_key, auth.nonce_lifetime)
-        self.counts = counts if counts is not None else NonceCounts()
-        self.guard = guard or Guard(
-            max_failures=auth.max_failures,
-            max_users=auth.max_users,
-            window=auth.failure_window,
-            ban_time=auth.ban_time,
-        )
+        self.nonces = Nonces(nonce_key, auth.nonce_lifetime, epoch)
+        self.state: AuthState = state if state is not None else MemoryAuthState(auth)
         self.on_ban = on_ban
         # What an unknown user is checked against, so it costs what a known one does.
         self._decoy = {a: secrets.token_hex(DIGEST_LENGTH[a] // 2) for a in ALGORITHMS}
@@ -93,9 +91,11 @@ class Authorize(Step):
             raise ValueError("the realm cannot change while the server runs")
         self.auth = auth
         self.nonces.lifetime = auth.nonce_lifetime
-        guard = self.guard
-        guard.max_failures, guard.max_users = auth.max_failures, auth.max_users
-        guard.window, guard.ban_time = auth.failure_window, auth.ban_time
+        self.state.configure(auth)
+
+    def rekey(self, nonce_key: bytes, epoch: bytes | None = None) -> None:
+        """Issue and accept nonces under ``nonce_key`` from now on: earlier ones are forged."""
+        self.nonces = Nonces(nonce_key, self.auth.nonce_lifetime, epoch)
 
     async def handle(self, request: Request, ctx: Context) -> Response | None:
         if request.method not in self.auth.methods:
@@ -105,36 +105,40 @@ class Authorize(Step):
         else:
             request.check()
         address = ctx.source[0].partition("%")[0].lower()  # an IPv6 scope is no address
-        if self.guard.banned(address, None, ctx.now) is not None:
+        credentials = self._credentials(request)
+        readable: tuple[str, str] | None = None
+        if credentials is not None:
+            with contextlib.suppress(ParseError):  # then answered with a fresh challenge
+                readable = self._readable(credentials)
+        # One look answers both: the address banned, or this user from it.
+        if (
+            await self.state.banned(address, None if readable is None else readable[0], ctx.now)
+            is not None
+        ):
             ctx.auth = "banned"
             raise Forbidden()
-        credentials = self._credentials(request)
         if credentials is None:
             ctx.auth = "challenged"
             return self._challenge(request, ctx.now, address, stale=False)
-        try:
-            username, algorithm = self._readable(credentials)
-        except ParseError:
+        if readable is None:
             ctx.auth = "invalid"
             return self._challenge(request, ctx.now, address, stale=False)
-        if self.guard.banned(address, username, ctx.now) is not None:
-            ctx.auth = "banned"
-            raise Forbidden()
+        username, algorithm = readable
         if not _same_uri(credentials.get("uri") or "", request):
             ctx.auth = "invalid"
             raise BadRequest("The Authorization uri is not the Request-URI")
-        verdict = self._verify(credentials, username, algorithm, request, ctx.now, address)
+        verdict = await self._verify(credentials, username, algorithm, request, ctx.now, address)
         if verdict != "ok":
             ctx.auth = verdict
             if verdict == "failed":
-                ban = self.guard.failed(address, username, ctx.now)
+                ban = await self.state.failed(address, username, ctx.now)
                 if ban is not None:
                     self._log_ban(ban)
                     if self.on_ban is not None:
                         self.on_ban(ban)
             stale = verdict in ("stale", "replayed")
             return self._challenge(request, ctx.now, address, stale=stale)
-        self.guard.succeeded(address, username)
+        await self.state.succeeded(address, username)
         ctx.user = username
         if request.method == "REGISTER" and not self._may_bind(username, request):
             ctx.auth = "forbidden"
@@ -176,7 +180,7 @@ class Authorize(Step):
         assert username is not None
         return username, algorithm
 
-    def _verify(
+    async def _verify(
         self,
         credentials: Credentials,
         username: str,
@@ -217,9 +221,8 @@ class Authorize(Step):
             return "failed"
         if check.freshness is Freshness.STALE or not check.ours:
             return "stale"  # too old, or issued before this process started
-        self.counts.sweep(now - self.nonces.lifetime)
         nc = 1 if credentials.get("qop") is None else int(credentials.get("nc") or "1", 16)
-        if not self.counts.use(nonce, check.issued_at, nc):
+        if not await self.state.use(nonce, check.issued_at, nc, now):
             return "replayed"
         return "ok"
 
@@ -233,7 +236,7 @@ class Authorize(Step):
         log.warning(
             "banned %s for %g s after %d failed authentication(s)",
             ban.describe(),
-            self.guard.ban_time,
+            self.auth.ban_time,
             ban.failures,
         )
 

@@ -212,7 +212,7 @@ class RedisStore(BindingStore):
             raise RuntimeError("RedisStore.open() called twice")
         self._client = connect(self.target)
         try:
-            await self._call(self._client.ping)
+            await self.run(self._client.ping)
         except StoreUnavailable:
             await self.close()
             raise
@@ -223,7 +223,7 @@ class RedisStore(BindingStore):
             await client.aclose()
 
     async def load(self, aor: str) -> AorState:
-        fields = await self._call(lambda: self._live.hgetall(self._key(aor)))
+        fields = await self.run(lambda: self.client.hgetall(self._key(aor)))
         return _state(aor, fields)
 
     async def apply(self, change: Change) -> None:
@@ -234,7 +234,7 @@ class RedisStore(BindingStore):
         for b in change.upsert:
             args += (b.key, repr(b.expires_at), "1" if b.connection else "0", encode(b))
         keys = [self._key(aor), self._index[g], self._names[g], self._tied[g]]
-        applied, version = await self._call(lambda: self._eval(APPLY, keys, args))
+        applied, version = await self.run(lambda: self.script(APPLY, keys, args))
         if not applied:
             raise StoreConflict(
                 f"{aor}: planned on version {change.version}, now {version.decode()}"
@@ -252,7 +252,7 @@ class RedisStore(BindingStore):
         for first in range(0, GROUPS, SWEEP_CHUNK):
             todo = order[first : first + SWEEP_CHUNK]
             while todo:
-                batches = await self._call(functools.partial(self._sweep, todo, now))
+                batches = await self.run(functools.partial(self._sweep, todo, now))
                 for blobs in batches:
                     taken += (decode(blob) for blob in blobs)
                 todo = [g for g, b in zip(todo, batches, strict=True) if len(b) >= SWEEP_BATCH]
@@ -299,7 +299,8 @@ class RedisStore(BindingStore):
         return found
 
     @property
-    def _live(self) -> _Client:
+    def client(self) -> _Client:
+        """The open client (``StoreUnavailable`` when the store is not open)."""
         if self._client is None:
             raise StoreUnavailable("RedisStore is not open")
         return self._client
@@ -312,25 +313,25 @@ class RedisStore(BindingStore):
         if not aors:
             return []
 
-        async def run() -> list[Any]:
-            pipe = self._live.pipeline(transaction=False)
+        async def fetch() -> list[Any]:
+            pipe = self.client.pipeline(transaction=False)
             for aor in aors:
                 pipe.hgetall(self._key(aor))
             return list(await pipe.execute())
 
-        fields = await self._call(run)
+        fields = await self.run(fetch)
         return [_state(aor, f) for aor, f in zip(aors, fields, strict=True)]
 
     async def _each(self, queue: Callable[[Any, int], object], per_group: int = 1) -> list[Any]:
         """Run the commands ``queue(pipeline, group)`` adds for every group, in one round trip."""
 
-        async def run() -> list[Any]:
-            pipe = self._live.pipeline(transaction=False)
+        async def fetch() -> list[Any]:
+            pipe = self.client.pipeline(transaction=False)
             for g in range(GROUPS):
                 queue(pipe, g)
             return list(await pipe.execute())
 
-        found = await self._call(run)
+        found = await self.run(fetch)
         assert len(found) == GROUPS * per_group
         return found
 
@@ -345,13 +346,13 @@ class RedisStore(BindingStore):
         def keys(g: int) -> list[str]:
             return [self._index[g], self._names[g], self._tied[g]]
 
-        client = self._live
+        client = self.client
         if isinstance(client, RedisCluster):
             limit = asyncio.Semaphore(SWEEP_CONCURRENCY)
 
             async def sweep(g: int) -> Any:
                 async with limit:
-                    return await self._eval(SWEEP, keys(g), [self._hash[g], *args])
+                    return await self.script(SWEEP, keys(g), [self._hash[g], *args])
 
             results = await asyncio.gather(*(sweep(g) for g in groups))
         else:
@@ -362,7 +363,7 @@ class RedisStore(BindingStore):
             results = await pipe.execute(raise_on_error=False)
             for n, (g, result) in enumerate(zip(groups, results, strict=True)):
                 if isinstance(result, NoScriptError):  # the server restarted: load it again
-                    results[n] = await self._eval(SWEEP, keys(g), [self._hash[g], *args])
+                    results[n] = await self.script(SWEEP, keys(g), [self._hash[g], *args])
                 elif isinstance(result, Exception):
                     raise result
         return [list(result) for result in results]
@@ -371,25 +372,25 @@ class RedisStore(BindingStore):
         """The SHA of ``script``, loaded on the server (every master of a cluster) once."""
         sha = self._shas.get(script)
         if sha is None:
-            sha = self._shas[script] = await _loaded(self._live, script)
+            sha = self._shas[script] = await _loaded(self.client, script)
         return sha
 
-    async def _eval(self, script: str, keys: Sequence[str], args: Sequence[str | bytes]) -> Any:
-        """Run ``script``; a server that forgot it (a restart) is given it again."""
+    async def script(self, script: str, keys: Sequence[str], args: Sequence[str | bytes]) -> Any:
+        """Run ``script`` (call it within :meth:`run`); a server that forgot it gets it again."""
         try:
-            return await self._live.evalsha(await self._sha(script), len(keys), *keys, *args)
+            return await self.client.evalsha(await self._sha(script), len(keys), *keys, *args)
         except NoScriptError:
             self._shas.pop(script, None)
-            return await self._live.evalsha(await self._sha(script), len(keys), *keys, *args)
+            return await self.client.evalsha(await self._sha(script), len(keys), *keys, *args)
 
-    async def _call(self, operation: Callable[[], Awaitable[_T]]) -> _T:
+    async def run(self, operation: Callable[[], Awaitable[_T]]) -> _T:
         """``operation()`` within the timeout; any failure to reach Redis is StoreUnavailable.
 
         A transport runs a request eagerly, outside any task, until it first waits;
         the timeout needs a task to cancel, so the operation then gets its own.
         """
         if asyncio.current_task() is None:
-            return await asyncio.get_running_loop().create_task(self._call(operation))
+            return await asyncio.get_running_loop().create_task(self.run(operation))
         try:
             async with asyncio.timeout(self.target.timeout):
                 result = await operation()
