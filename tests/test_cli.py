@@ -323,3 +323,16 @@ def test_check_fails_in_one_line_for_a_redis_store_not_there(
     assert err.startswith("sipreg: error: the store redis://sipreg:***@127.0.0.1:")
     assert "did not take a write: Redis at redis://sipreg:***@" in err
     assert err.count("\n") == 1 and "hunter2" not in err
+
+
+def test_serve_without_its_redis_exits_1_in_one_line(
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    with socket.socket() as closed:
+        closed.bind(("127.0.0.1", 0))
+        url = f"redis://u:hunter2@127.0.0.1:{closed.getsockname()[1]}/0?timeout=0.5"
+        assert main(["serve", "--store", url, "--listen", "udp:127.0.0.1:0"]) == 1
+    err = capsys.readouterr().err
+    assert "sipreg: error: Redis at redis://u:***@127.0.0.1:" in err
+    assert "Connection refused" in err and "hunter2" not in err
+    assert "answering 503" not in err  # no outage: it never answered

@@ -7,6 +7,7 @@ The server serves every domain on a SQLite file in the working directory, as
 from __future__ import annotations
 
 import re
+import socket
 import subprocess
 import sys
 from collections.abc import Iterator
@@ -59,7 +60,7 @@ def test_the_sipsak_recipe(sipsak: str, server: SipregProcess, tmp_path: Path) -
         (listed,) = [ln for ln in run.stdout.splitlines() if ln.startswith("sip:alice@")]
         assert re.fullmatch(
             r"sip:alice@example.test sip:alice@127.0.0.1:5062 expires=(29\d|300) q=- "
-            r"source=udp:127.0.0.1:\d+ ua=-",
+            rf"source=udp:127.0.0.1:\d+ node={re.escape(socket.gethostname())}:\d+ ua=-",
             listed,
         )
 

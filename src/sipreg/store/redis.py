@@ -212,8 +212,8 @@ class RedisStore(BindingStore):
             raise RuntimeError("RedisStore.open() called twice")
         self._client = connect(self.target)
         try:
-            await self.run(self._client.ping)
-        except StoreUnavailable:
+            await self._bounded(self._client.ping)
+        except StoreUnavailable:  # no outage to log: it never answered
             await self.close()
             raise
 
@@ -386,17 +386,13 @@ class RedisStore(BindingStore):
     async def run(self, operation: Callable[[], Awaitable[_T]]) -> _T:
         """``operation()`` within the timeout; any failure to reach Redis is StoreUnavailable.
 
-        A transport runs a request eagerly, outside any task, until it first waits;
-        the timeout needs a task to cancel, so the operation then gets its own.
+        The first failure after a success is logged, and the first success after.
         """
-        if asyncio.current_task() is None:
-            return await asyncio.get_running_loop().create_task(self.run(operation))
         try:
-            async with asyncio.timeout(self.target.timeout):
-                result = await operation()
-        except (RedisError, OSError, TimeoutError) as err:
-            self._failed(err)
-            raise StoreUnavailable(f"Redis at {self.url}: {_reason(err)}") from err
+            result = await self._bounded(operation)
+        except StoreUnavailable as err:
+            self._failed(err.__cause__ or err)
+            raise
         if self._down_since is not None:
             log.warning(
                 "Redis at %s answers again after %.1f s (%d operation(s) failed meanwhile)",
@@ -404,6 +400,20 @@ class RedisStore(BindingStore):
             )  # fmt: skip
             self._down_since, self._failures = None, 0
         return result
+
+    async def _bounded(self, operation: Callable[[], Awaitable[_T]]) -> _T:
+        """``operation()`` within the timeout, its failures as StoreUnavailable.
+
+        A transport runs a request eagerly, outside any task, until it first waits;
+        the timeout needs a task to cancel, so the operation then gets its own.
+        """
+        if asyncio.current_task() is None:
+            return await asyncio.get_running_loop().create_task(self._bounded(operation))
+        try:
+            async with asyncio.timeout(self.target.timeout):
+                return await operation()
+        except (RedisError, OSError, TimeoutError) as err:
+            raise StoreUnavailable(f"Redis at {self.url}: {_reason(err)}") from err
 
     def _failed(self, err: BaseException) -> None:
         """Count a failure; log the first of an outage."""
