@@ -22,6 +22,7 @@ STATS: dict[str, Any] = {
     "bindings": 3,
     "aors": 2,
     "store": "sqlite:/var/lib/sipreg/sipreg.db",
+    "node": "edge-1:5060",
     "listeners": ["udp:127.0.0.1:5060", "tcp:127.0.0.1:5060"],
     "connections": {"tcp": 1, "tls": 0, "ws": 2, "wss": 0},
     "totals": {"registers": 10, "accepted": 7, "challenges": 2, "auth_failures": 1,
@@ -52,6 +53,7 @@ def test_summary_lines() -> None:
     assert summary(STATS) == [
         "sipreg 0.1.0, up 1h 2m 5s (since 2025-12-01 23:00:00 UTC)",
         "store        sqlite:/var/lib/sipreg/sipreg.db",
+        "node         edge-1:5060",
         "listeners    udp:127.0.0.1:5060 tcp:127.0.0.1:5060",
         "bindings     3 of 2 AOR(s)",
         "connections  3 (tcp 1, tls 0, ws 2, wss 0)",
@@ -115,14 +117,15 @@ def test_status_of_a_running_server(
     lines = out.splitlines()
     since = r"\d{4}-\d\d-\d\d \d\d:\d\d:\d\d UTC"
     assert re.fullmatch(rf"sipreg {re.escape(__version__)}, up \d+s \(since {since}\)", lines[0])
-    assert lines[1:5] == [
+    assert lines[1:6] == [
         f"store        sqlite:{tmp_path / 'x.db'}",
+        f"node         {socket.gethostname()}:0",  # the listen port asked for: 0
         f"listeners    udp:{host}:{port} tcp:{host}:{proc.ports['tcp']}",
         "bindings     1 of 1 AOR(s)",
         "connections  0 (tcp 0, tls 0, ws 0, wss 0)",
     ]
-    assert lines[5].startswith("totals       1 REGISTERs: 1 accepted, 0 challenges,")
-    assert lines[6] == "last minute  1 REGISTERs, 0 auth failures"
+    assert lines[6].startswith("totals       1 REGISTERs: 1 accepted, 0 challenges,")
+    assert lines[7] == "last minute  1 REGISTERs, 0 auth failures"
     assert err == ""
 
 

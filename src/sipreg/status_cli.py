@@ -70,6 +70,7 @@ def summary(stats: dict[str, Any]) -> list[str]:
     return [
         f"sipreg {stats['version']}, up {duration(stats['uptime'])} (since {started})",
         f"store        {stats['store']}",
+        f"node         {stats['node']}",
         f"listeners    {' '.join(stats['listeners'])}",
         f"bindings     {stats['bindings']} of {stats['aors']} AOR(s)",
         f"connections  {sum(connections.values())} ({by_transport or 'none'})",

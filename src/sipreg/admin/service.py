@@ -74,6 +74,7 @@ class AdminService:
         def describe() -> dict[str, Any]:
             return {
                 "store": config.store_name,
+                "node": config.node_id,
                 "listeners": list(bound),
                 "connections": _connections(streams),
             }
