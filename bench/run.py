@@ -160,15 +160,18 @@ def apt_install(packages: Sequence[str], why: str) -> bool:
     return True
 
 
-def find_kamailio(wanted: bool) -> Path | None:
-    """The kamailio binary, installed with apt as root when missing; None without it."""
+def find_program(name: str, package: str, wanted: bool, without: str) -> Path | None:
+    """The binary ``name``, apt-installed from ``package`` as root when missing; None
+    (having printed ``without``, what the run does instead) when it is not wanted or
+    cannot be had."""
     if not wanted:
         return None
-    found = shutil.which("kamailio") or shutil.which("kamailio", path="/usr/sbin:/sbin")
-    if found is None and apt_install(["kamailio"], "Kamailio is not installed"):
-        found = shutil.which("kamailio", path="/usr/sbin:/sbin:/usr/bin")
+    path = "/usr/sbin:/sbin:/usr/bin"
+    found = shutil.which(name) or shutil.which(name, path=path)
+    if found is None and apt_install([package], f"{name} is not installed"):
+        found = shutil.which(name, path=path)
     if found is None:
-        print("running sipreg alone")
+        print(without)
         return None
     return Path(found)
 
@@ -184,7 +187,7 @@ def find_tools(args: argparse.Namespace) -> Tools:
         sipload=build_sipload(),
         sipreg=sipreg,
         sipreg_python=python if python.exists() else Path(sys.executable),
-        kamailio=find_kamailio(not args.no_kamailio),
+        kamailio=find_program("kamailio", "kamailio", not args.no_kamailio, "running sipreg alone"),
         workers="--workers" in helped,
     )
 
@@ -631,96 +634,57 @@ def latency_metrics(prefix: str, load: Load) -> Metrics:
     }
 
 
+def measure(
+    lab: Lab,
+    server: Server,
+    prefix: str,
+    mode: str,
+    users: Users,
+    *,
+    auth: bool = False,
+    latency: bool = True,
+) -> Metrics:
+    """``mode`` (initial or refresh) on one running server: CPU per REGISTER and the
+    closed-loop rate of the first window without a failure; with ``latency``, then
+    p50/p99 of a run paced at half that rate.  An initial figure sums
+    --initial-batches runs of --users new users; a refresh figure is one run of
+    --duration s."""
+    a = lab.args
+    batches, duration = (
+        (a.initial_batches, a.duration * 10) if mode == "initial" else (1, a.duration)
+    )
+    key = f"{prefix}.{mode}"
+
+    def one(window: int, rate: float = 0.0) -> Load:
+        return sipload(
+            lab,
+            server,
+            mode=mode,
+            users=a.users,
+            first=users.take(a.users),
+            window=window,
+            duration=duration,
+            rate=rate,
+            auth=auth,
+        )
+
+    loads, window = closed_loop(lambda window: [one(window) for _ in range(batches)])
+    out = summarise(key, loads, window)
+    if latency:
+        out |= latency_metrics(key, one(LATENCY_WINDOW, out[f"{key}.rate"] / 2))
+    return out
+
+
 def profile(lab: Lab, server: Server, prefix: str, *, auth: bool = False) -> Metrics:
     """Initial and refresh on one running server: CPU, closed-loop rate, latency at half rate."""
-    a = lab.args
     users = Users()
-    out: Metrics = {}
-
-    def initial(window: int) -> list[Load]:
-        return [
-            sipload(
-                lab,
-                server,
-                mode="initial",
-                users=a.users,
-                first=users.take(a.users),
-                window=window,
-                duration=a.duration * 10,
-                auth=auth,
-            )
-            for _ in range(a.initial_batches)
-        ]
-
-    loads, window = closed_loop(initial)
-    out |= summarise(f"{prefix}.initial", loads, window)
-    half = out[f"{prefix}.initial.rate"] / 2
-    load = sipload(
-        lab,
-        server,
-        mode="initial",
-        users=a.users,
-        first=users.take(a.users),
-        window=LATENCY_WINDOW,
-        duration=a.duration * 10,
-        rate=half,
-        auth=auth,
-    )
-    out |= latency_metrics(f"{prefix}.initial", load)
-
-    def refresh(window: int) -> list[Load]:
-        return [
-            sipload(
-                lab,
-                server,
-                mode="refresh",
-                users=a.users,
-                first=users.take(a.users),
-                window=window,
-                duration=a.duration,
-                auth=auth,
-            )
-        ]
-
-    loads, window = closed_loop(refresh)
-    out |= summarise(f"{prefix}.refresh", loads, window)
-    half = out[f"{prefix}.refresh.rate"] / 2
-    load = sipload(
-        lab,
-        server,
-        mode="refresh",
-        users=a.users,
-        first=users.take(a.users),
-        window=LATENCY_WINDOW,
-        duration=a.duration,
-        rate=half,
-        auth=auth,
-    )
-    out |= latency_metrics(f"{prefix}.refresh", load)
-    return out
+    out = measure(lab, server, prefix, "initial", users, auth=auth)
+    return out | measure(lab, server, prefix, "refresh", users, auth=auth)
 
 
 def refresh_only(lab: Lab, server: Server, prefix: str, *, auth: bool = False) -> Metrics:
     """The closed-loop refresh figures alone."""
-    a = lab.args
-    users = Users()
-
-    def refresh(window: int) -> list[Load]:
-        return [
-            sipload(
-                lab,
-                server,
-                mode="refresh",
-                users=a.users,
-                first=users.take(a.users),
-                window=window,
-                duration=a.duration,
-                auth=auth,
-            )
-        ]
-
-    loads, window = closed_loop(refresh)
-    return summarise(f"{prefix}.refresh", loads, window)
+    return measure(lab, server, prefix, "refresh", Users(), auth=auth, latency=False)
 
 
 def storm(lab: Lab, server: Server) -> Metrics:
@@ -931,29 +895,21 @@ def run(args: argparse.Namespace) -> Report:
         for name in servers:
             server = lab.sipreg("memory:") if name == "sipreg" else lab.kamailio()
             sizes = ", ".join(f"{s:,}" for s in sorted(args.sizes))
-            got = run_step(
-                report,
-                f"memory: {name}, {sizes} bindings",
-                functools.partial(memory_row, lab, server),
-            )
-            if got is not None:
-                report.once.setdefault(name, {}).update(got)
-        got = run_step(
-            report,
-            f"soak: sipreg, SQLite, {args.soak_rate:,.0f}/s for {args.soak_duration:.0f} s",
-            lambda: soak_row(lab),
-        )
-        if got is not None:
-            report.once.setdefault("sipreg", {}).update(got)
-        got = run_step(
-            report,
-            f"start-up: sipreg, SQLite with {max(args.sizes):,} bindings",
-            lambda: startup_row(lab),
-        )
-        if got is not None:
-            report.once.setdefault("sipreg", {}).update(got)
+            what = f"memory: {name}, {sizes} bindings"
+            run_once(report, name, what, functools.partial(memory_row, lab, server))
+        what = f"soak: sipreg, SQLite, {args.soak_rate:,.0f}/s for {args.soak_duration:.0f} s"
+        run_once(report, "sipreg", what, lambda: soak_row(lab))
+        what = f"start-up: sipreg, SQLite with {max(args.sizes):,} bindings"
+        run_once(report, "sipreg", what, lambda: startup_row(lab))
     report.machine["loadavg_end"] = Path("/proc/loadavg").read_text().split()[:3]
     return report
+
+
+def run_once(report: Report, server: str, what: str, step: Callable[[], Metrics]) -> None:
+    """Run a step measured once (not in rounds); its figures go to ``server``'s."""
+    got = run_step(report, what, step)
+    if got is not None:
+        report.once.setdefault(server, {}).update(got)
 
 
 # ---- output ----
@@ -970,11 +926,27 @@ class Row:
     note: Callable[[Metrics], str] | None = None
 
 
-def _ratio_note(key: str, what: str) -> Callable[[Metrics], str]:
+def _ratio_note(*ratios: tuple[str, str]) -> Callable[[Metrics], str]:
+    """A note of those of ``ratios`` (key, what) measured: "what 1.23x, what 0.45x"."""
+
     def note(s: Metrics) -> str:
-        return f"{what} {s[key]:.2f}x" if key in s else ""
+        return ", ".join(f"{what} {s[key]:.2f}x" for key, what in ratios if key in s)
 
     return note
+
+
+def _case_rows(key: str, title: str, kamailio: str | None = None) -> list[Row]:
+    """The rows of a closed-loop case ``key`` ("memory.refresh"): CPU, rate, latency."""
+    return [
+        Row(f"{title}: CPU us/REGISTER", (f"{key}.cpu_us",), kamailio=kamailio),
+        Row(f"{title}: rate, 0 failures (/s)", (f"{key}.rate",), "{:,.0f}", kamailio),
+        Row(
+            f"{title}: p50 / p99 at half (ms)",
+            (f"{key}.p50_ms", f"{key}.p99_ms"),
+            "{:,.2f}",
+            kamailio,
+        ),
+    ]
 
 
 def rows(report: Report) -> list[Row]:
@@ -983,24 +955,14 @@ def rows(report: Report) -> list[Row]:
     out = []
     for store, title in (("memory", "memory"), ("sqlite", "SQLite")):
         for mode in ("initial", "refresh"):
-            p = f"{store}.{mode}"
             k = None if store == "memory" else no_sqlite
-            out += [
-                Row(f"{title} {mode}: CPU us/REGISTER", (f"{p}.cpu_us",), kamailio=k),
-                Row(f"{title} {mode}: rate, 0 failures (/s)", (f"{p}.rate",), "{:,.0f}", k),
-                Row(
-                    f"{title} {mode}: p50 / p99 at half (ms)",
-                    (f"{p}.p50_ms", f"{p}.p99_ms"),
-                    "{:,.2f}",
-                    k,
-                ),
-            ]
+            out += _case_rows(f"{store}.{mode}", f"{title} {mode}", k)
     out.append(
         Row(
             "auth refresh: CPU us/REGISTER",
             ("auth.refresh.cpu_us",),
             kamailio="n/a (no auth)",
-            note=_ratio_note("auth.ratio", "on/off"),
+            note=_ratio_note(("auth.ratio", "on/off")),
         )
     )
     if report.machine.get("sipreg_workers_flag"):
@@ -1010,7 +972,7 @@ def rows(report: Report) -> list[Row]:
                 ("workers2.refresh.rate",),
                 "{:,.0f}",
                 kamailio="n/a",
-                note=_ratio_note("workers.ratio", "2/1 workers on SQLite"),
+                note=_ratio_note(("workers.ratio", "2/1 workers on SQLite")),
             )
         )
     else:
