@@ -21,7 +21,8 @@ Rows, each for sipreg and, where Kamailio can do the same, for Kamailio (a plain
 
 1. memory store, ``initial`` (each user's first REGISTER) and ``refresh`` (the
    same Call-ID, CSeq + 1) with 10,000 users: CPU per REGISTER, the closed-loop
-   rate with no failure (the first window of 256, 128, 64, 32 without one),
+   rate with no failure (the first window of 256, 128, 64, 32 without one; what
+   failed in the windows before it, by status, is kept and noted beside the rate),
    p50/p99 latency at half that rate (paced by sipload's rate limit).
 2. the SQLite store, the same figures (sipreg only: Kamailio keeps usrloc in memory).
 3. Digest on (``--realm``, 10,000 users written straight into the users file):
@@ -595,14 +596,34 @@ def sipload(
 
 def closed_loop(
     run: Callable[[int], list[Load]], windows: Sequence[int] = WINDOWS
-) -> tuple[list[Load], int]:
-    """Runs of ``run(window)`` for each window in turn until one has no failure."""
+) -> tuple[list[Load], int, dict[int, list[Load]]]:
+    """Runs of ``run(window)`` for each window in turn until one has no failure; the
+    runs of the windows given up on before it, by window."""
     loads: list[Load] = []
+    given_up: dict[int, list[Load]] = {}
     for window in windows:
         loads = run(window)
         if sum(load.failures for load in loads) == 0:
-            return loads, window
-    return loads, windows[-1]
+            return loads, window, given_up
+        given_up[window] = loads
+    given_up.pop(windows[-1])
+    return loads, windows[-1], given_up
+
+
+def given_up(prefix: str, windows: dict[int, list[Load]]) -> Metrics:
+    """What the windows a closed loop gave up on got: their failures, timeouts, and the
+    count of each final status that was not a 2xx (a 401 that sipload answered with
+    credentials is not one)."""
+    out: Metrics = {}
+    for window, loads in windows.items():
+        key = f"{prefix}.w{window}"
+        out[f"{key}.failures"] = float(sum(load.failures for load in loads))
+        out[f"{key}.timeouts"] = sum(load.get("timeouts") for load in loads)
+        for load in loads:
+            for code, n in load.measured["status"].items():
+                if int(code) >= 300 and not (code == "401" and load.result.get("auth")):
+                    out[f"{key}.status.{code}"] = out.get(f"{key}.status.{code}", 0.0) + n
+    return out
 
 
 def summarise(prefix: str, loads: Sequence[Load], window: int) -> Metrics:
@@ -668,8 +689,8 @@ def measure(
             auth=auth,
         )
 
-    loads, window = closed_loop(lambda window: [one(window) for _ in range(batches)])
-    out = summarise(key, loads, window)
+    loads, window, failed = closed_loop(lambda window: [one(window) for _ in range(batches)])
+    out = summarise(key, loads, window) | given_up(key, failed)
     if latency:
         out |= latency_metrics(key, one(LATENCY_WINDOW, out[f"{key}.rate"] / 2))
     return out
@@ -935,11 +956,43 @@ def _ratio_note(*ratios: tuple[str, str]) -> Callable[[Metrics], str]:
     return note
 
 
+def _given_up_note(key: str) -> Callable[[Metrics], str]:
+    """The windows the closed loop of ``key`` gave up on, and what failed in each."""
+
+    def note(s: Metrics) -> str:
+        found = []
+        for window in WINDOWS:
+            w = f"{key}.w{window}"
+            if f"{w}.failures" not in s:
+                continue
+            why = [
+                f"{n:,.0f} x {k.rpartition('.')[2]}"
+                for k, n in s.items()
+                if k.startswith(f"{w}.status.")
+            ]
+            if s.get(f"{w}.timeouts"):
+                why.append(f"{s[f'{w}.timeouts']:,.0f} timeouts")
+            failed = s[f"{w}.failures"]
+            found.append(
+                f"window {window}: {failed:,.0f} failed ({', '.join(why) or 'unfinished'})"
+            )
+        return "; ".join(found)
+
+    return note
+
+
 def _case_rows(key: str, title: str, kamailio: str | None = None) -> list[Row]:
-    """The rows of a closed-loop case ``key`` ("memory.refresh"): CPU, rate, latency."""
+    """The rows of a closed-loop case ``key`` ("memory.refresh"): CPU, rate (and the
+    windows given up on), latency."""
     return [
         Row(f"{title}: CPU us/REGISTER", (f"{key}.cpu_us",), kamailio=kamailio),
-        Row(f"{title}: rate, 0 failures (/s)", (f"{key}.rate",), "{:,.0f}", kamailio),
+        Row(
+            f"{title}: rate, 0 failures (/s)",
+            (f"{key}.rate",),
+            "{:,.0f}",
+            kamailio,
+            _given_up_note(key),
+        ),
         Row(
             f"{title}: p50 / p99 at half (ms)",
             (f"{key}.p50_ms", f"{key}.p99_ms"),
