@@ -45,6 +45,10 @@ Rows, each for sipreg and, where Kamailio can do the same, for Kamailio (a plain
    the failures, the retransmissions, and the datagrams the kernel dropped for a
    full receive buffer (RcvbufErrors, machine-wide), beside each server's buffer.
 
+``--only sqlite,soak`` (any of memory, sqlite, auth, workers, storm, bindings,
+soak, startup, comma-separated) runs those parts alone, with the parts their
+ratios are taken over (auth: memory; workers: sqlite).
+
 Results go to ``bench/results/<UTC time>.json`` and ``latest.json``, a chart to
 ``latest.png`` (matplotlib).  Everything runs on loopback only; every load and
 wait is bounded, and every server is stopped (SIGTERM, then SIGKILL).
@@ -70,7 +74,7 @@ import sys
 import tempfile
 import time
 from collections.abc import Callable, Iterator, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
@@ -99,6 +103,14 @@ WINDOWS = (256, 128, 64, 32)
 LATENCY_WINDOW = 256
 #: Refresh runs are bounded by time; this only bounds their count.
 MAX_REQUESTS = 50_000_000
+#: The parts of the benchmark, in the order they run; --only picks some of them.
+PARTS = ("memory", "sqlite", "auth", "workers", "storm", "bindings", "soak", "startup")
+#: The parts whose figures a part's ratios are taken over: --only runs them too.
+NEEDS = {"auth": ("memory",), "workers": ("sqlite",)}
+#: The parts measured in each round of sipreg, and of Kamailio; all Kamailio takes part in.
+ROUND_PARTS = frozenset(("memory", "sqlite", "auth", "workers", "storm"))
+KAMAILIO_ROUND_PARTS = frozenset(("memory", "storm"))
+KAMAILIO_PARTS = KAMAILIO_ROUND_PARTS | {"bindings"}
 
 
 Metrics = dict[str, float]
@@ -188,7 +200,12 @@ def find_tools(args: argparse.Namespace) -> Tools:
         sipload=build_sipload(),
         sipreg=sipreg,
         sipreg_python=python if python.exists() else Path(sys.executable),
-        kamailio=find_program("kamailio", "kamailio", not args.no_kamailio, "running sipreg alone"),
+        kamailio=find_program(
+            "kamailio",
+            "kamailio",
+            not args.no_kamailio and bool(KAMAILIO_PARTS.intersection(args.only)),
+            "running sipreg alone",
+        ),
         workers="--workers" in helped,
     )
 
@@ -733,31 +750,40 @@ def storm(lab: Lab, server: Server) -> Metrics:
 
 
 def sipreg_round(lab: Lab) -> Metrics:
-    """One round of sipreg: memory, SQLite, auth, workers, storm; each on a fresh server."""
+    """One round of sipreg: memory, SQLite, auth, workers, storm (those of --only), each
+    on a fresh server."""
+    parts = lab.args.only
     out: Metrics = {}
-    with running(lab.sipreg("memory:")) as server:
-        out |= profile(lab, server, "memory")
-    with running(lab.sipreg("sqlite")) as server:
-        out |= profile(lab, server, "sqlite")
-    with running(lab.sipreg("memory:", auth=True)) as server:
-        out |= refresh_only(lab, server, "auth", auth=True)
-    out["auth.ratio"] = out["auth.refresh.cpu_us"] / out["memory.refresh.cpu_us"]
-    if lab.tools.workers:  # workers share a SQLite file (memory: is refused with workers)
+    if "memory" in parts:
+        with running(lab.sipreg("memory:")) as server:
+            out |= profile(lab, server, "memory")
+    if "sqlite" in parts:
+        with running(lab.sipreg("sqlite")) as server:
+            out |= profile(lab, server, "sqlite")
+    if "auth" in parts:
+        with running(lab.sipreg("memory:", auth=True)) as server:
+            out |= refresh_only(lab, server, "auth", auth=True)
+        out["auth.ratio"] = out["auth.refresh.cpu_us"] / out["memory.refresh.cpu_us"]
+    if "workers" in parts and lab.tools.workers:
+        # Workers share a SQLite file (memory: is refused with workers).
         with running(lab.sipreg("sqlite", workers=2)) as server:
             out |= refresh_only(lab, server, "workers2")
         out["workers.ratio"] = out["workers2.refresh.rate"] / out["sqlite.refresh.rate"]
-    with running(lab.sipreg("memory:")) as server:
-        out |= storm(lab, server)
+    if "storm" in parts:
+        with running(lab.sipreg("memory:")) as server:
+            out |= storm(lab, server)
     return out
 
 
 def kamailio_round(lab: Lab) -> Metrics:
-    """One round of Kamailio: memory (usrloc db_mode=0) and the storm."""
+    """One round of Kamailio: memory (usrloc db_mode=0) and the storm (those of --only)."""
     out: Metrics = {}
-    with running(lab.kamailio()) as server:
-        out |= profile(lab, server, "memory")
-    with running(lab.kamailio()) as server:
-        out |= storm(lab, server)
+    if "memory" in lab.args.only:
+        with running(lab.kamailio()) as server:
+            out |= profile(lab, server, "memory")
+    if "storm" in lab.args.only:
+        with running(lab.kamailio()) as server:
+            out |= storm(lab, server)
     return out
 
 
@@ -894,9 +920,10 @@ def run_step(report: Report, what: str, step: Callable[[], Metrics]) -> Metrics 
 
 
 def run(args: argparse.Namespace) -> Report:
-    """Every row, the servers alternating round after round."""
+    """Every row of --only, the servers alternating round after round."""
     tools = find_tools(args)
     servers = ["sipreg"] + (["kamailio"] if tools.kamailio else [])
+    rounds = {"sipreg": ROUND_PARTS, "kamailio": KAMAILIO_ROUND_PARTS}
     settings = {k: v for k, v in vars(args).items() if k != "func"}
     report = Report(machine_info(tools), settings)
     print(
@@ -908,20 +935,24 @@ def run(args: argparse.Namespace) -> Report:
         lab = Lab(tools, Path(tmp), args)
         for r in range(args.rounds):
             for name in servers:
+                if not rounds[name].intersection(args.only):
+                    continue
                 step = sipreg_round if name == "sipreg" else kamailio_round
                 what = f"round {r + 1}/{args.rounds}: {name}"
                 got = run_step(report, what, functools.partial(step, lab))
                 if got is not None:
                     report.rounds.setdefault(name, []).append(got)
-        for name in servers:
+        for name in servers if "bindings" in args.only else []:
             server = lab.sipreg("memory:") if name == "sipreg" else lab.kamailio()
             sizes = ", ".join(f"{s:,}" for s in sorted(args.sizes))
             what = f"memory: {name}, {sizes} bindings"
             run_once(report, name, what, functools.partial(memory_row, lab, server))
-        what = f"soak: sipreg, SQLite, {args.soak_rate:,.0f}/s for {args.soak_duration:.0f} s"
-        run_once(report, "sipreg", what, lambda: soak_row(lab))
-        what = f"start-up: sipreg, SQLite with {max(args.sizes):,} bindings"
-        run_once(report, "sipreg", what, lambda: startup_row(lab))
+        if "soak" in args.only:
+            what = f"soak: sipreg, SQLite, {args.soak_rate:,.0f}/s for {args.soak_duration:.0f} s"
+            run_once(report, "sipreg", what, lambda: soak_row(lab))
+        if "startup" in args.only:
+            what = f"start-up: sipreg, SQLite with {max(args.sizes):,} bindings"
+            run_once(report, "sipreg", what, lambda: startup_row(lab))
     report.machine["loadavg_end"] = Path("/proc/loadavg").read_text().split()[:3]
     return report
 
@@ -938,13 +969,14 @@ def run_once(report: Report, server: str, what: str, step: Callable[[], Metrics]
 
 @dataclass(frozen=True)
 class Row:
-    """A line of the table: a label, the figures it shows and how."""
+    """A line of the table: a label, the figures it shows and how, the part it is of."""
 
     label: str
     keys: tuple[str, ...]
     fmt: str = "{:,.1f}"
     kamailio: str | None = None  # why Kamailio has no figure here
     note: Callable[[Metrics], str] | None = None
+    part: str = "memory"  # the rows of parts not run (--only) are left out
 
 
 def _ratio_note(*ratios: tuple[str, str]) -> Callable[[Metrics], str]:
@@ -981,10 +1013,10 @@ def _given_up_note(key: str) -> Callable[[Metrics], str]:
     return note
 
 
-def _case_rows(key: str, title: str, kamailio: str | None = None) -> list[Row]:
+def _case_rows(key: str, title: str, part: str, kamailio: str | None = None) -> list[Row]:
     """The rows of a closed-loop case ``key`` ("memory.refresh"): CPU, rate (and the
     windows given up on), latency."""
-    return [
+    out = [
         Row(f"{title}: CPU us/REGISTER", (f"{key}.cpu_us",), kamailio=kamailio),
         Row(
             f"{title}: rate, 0 failures (/s)",
@@ -1000,6 +1032,7 @@ def _case_rows(key: str, title: str, kamailio: str | None = None) -> list[Row]:
             kamailio,
         ),
     ]
+    return [replace(row, part=part) for row in out]
 
 
 def rows(report: Report) -> list[Row]:
@@ -1009,13 +1042,14 @@ def rows(report: Report) -> list[Row]:
     for store, title in (("memory", "memory"), ("sqlite", "SQLite")):
         for mode in ("initial", "refresh"):
             k = None if store == "memory" else no_sqlite
-            out += _case_rows(f"{store}.{mode}", f"{title} {mode}", k)
+            out += _case_rows(f"{store}.{mode}", f"{title} {mode}", store, k)
     out.append(
         Row(
             "auth refresh: CPU us/REGISTER",
             ("auth.refresh.cpu_us",),
             kamailio="n/a (no auth)",
             note=_ratio_note(("auth.ratio", "on/off")),
+            part="auth",
         )
     )
     if report.machine.get("sipreg_workers_flag"):
@@ -1026,20 +1060,43 @@ def rows(report: Report) -> list[Row]:
                 "{:,.0f}",
                 kamailio="n/a",
                 note=_ratio_note(("workers.ratio", "2/1 workers on SQLite")),
+                part="workers",
             )
         )
     else:
-        out.append(Row("2 workers: rate", (), kamailio="n/a", note=lambda _: "n/a (no --workers)"))
+        out.append(
+            Row(
+                "2 workers: rate",
+                (),
+                kamailio="n/a",
+                note=lambda _: "n/a (no --workers)",
+                part="workers",
+            )
+        )
     sizes = sorted(report.settings["sizes"])
     for size in sizes:
-        out.append(Row(f"memory per binding, {size:,} (B)", (f"rss.{size}.bytes",), "{:,.0f}"))
+        out.append(
+            Row(
+                f"memory per binding, {size:,} (B)",
+                (f"rss.{size}.bytes",),
+                "{:,.0f}",
+                part="bindings",
+            )
+        )
     for size in sizes:
 
         def scale(s: Metrics, size: int = size) -> str:
             low, here = s.get(f"scale.{sizes[0]}.cpu_us"), s.get(f"scale.{size}.cpu_us")
             return f"{here / low:.2f}x of {sizes[0]:,}" if low and here and size != sizes[0] else ""
 
-        out.append(Row(f"refresh CPU us, {size:,} stored", (f"scale.{size}.cpu_us",), note=scale))
+        out.append(
+            Row(
+                f"refresh CPU us, {size:,} stored",
+                (f"scale.{size}.cpu_us",),
+                note=scale,
+                part="bindings",
+            )
+        )
     out.append(
         Row(
             f"SQLite soak {report.settings['soak_rate']:,.0f}/s: p50 / p99 (ms)",
@@ -1049,6 +1106,7 @@ def rows(report: Report) -> list[Row]:
             note=lambda s: (
                 f"{s.get('soak.failures', 0):.0f} failures" if "soak.p99_ms" in s else ""
             ),
+            part="soak",
         )
     )
     biggest = max(report.settings["sizes"])
@@ -1062,20 +1120,27 @@ def rows(report: Report) -> list[Row]:
                 f"empty file {s.get('startup.empty_s', 0):.2f} s,"
                 f" filled via store API in {s.get('startup.fill_s', 0):.0f} s"
             ),
+            part="startup",
         )
     )
     n = report.settings["storm"]
     out += [
-        Row(f"storm {n:,} new: time to all 200 (s)", ("storm.time_s",), "{:,.1f}"),
-        Row(f"storm {n:,} new: failures", ("storm.failures",), "{:,.0f}"),
-        Row(f"storm {n:,} new: retransmissions", ("storm.retransmissions",), "{:,.0f}"),
+        Row(f"storm {n:,} new: time to all 200 (s)", ("storm.time_s",), "{:,.1f}", part="storm"),
+        Row(f"storm {n:,} new: failures", ("storm.failures",), "{:,.0f}", part="storm"),
+        Row(
+            f"storm {n:,} new: retransmissions",
+            ("storm.retransmissions",),
+            "{:,.0f}",
+            part="storm",
+        ),
         Row(
             f"storm {n:,} new: UDP drops, full buffer",
             ("storm.udp_drops",),
             "{:,.0f}",
             note=lambda _: "RcvbufErrors of the whole machine",
+            part="storm",
         ),
-        Row("UDP receive buffer (bytes)", ("udp_rcvbuf",), "{:,.0f}"),
+        Row("UDP receive buffer (bytes)", ("udp_rcvbuf",), "{:,.0f}", part="bindings"),
         Row("generator CPU us/REGISTER (refresh)", ("memory.refresh.generator_cpu_us",)),
     ]
     return out
@@ -1096,7 +1161,8 @@ def table(report: Report) -> str:
     sip, kam = report.summary("sipreg"), report.summary("kamailio")
     have_kam = "kamailio" in report.rounds or "kamailio" in report.once
     lines = [["", "sipreg", "kamailio", "sipreg/kamailio", ""]]
-    for row in rows(report):
+    parts = report.settings.get("only", PARTS)
+    for row in (row for row in rows(report) if row.part in parts):
         k_text = row.kamailio or (_cell(kam, row.keys, row.fmt) if have_kam else "not run")
         ratio = "-"
         if row.kamailio is None and row.keys and all(k in sip and k in kam for k in row.keys):
@@ -1150,7 +1216,7 @@ def chart(report: Report, path: Path) -> bool:
         )
         ax.set_xticks(list(xs), [label for _, label in cases])
         ax.set_title(title)
-        ax.legend()
+        _legend(ax)
 
     bars(axes[0][0], "cpu_us", "server CPU µs per REGISTER (lower is better)")
     bars(axes[0][1], "rate", "closed-loop REGISTERs/s with 0 failures")
@@ -1182,7 +1248,7 @@ def chart(report: Report, path: Path) -> bool:
     ax.set_xticks(range(len(lat)), [label for _, label in lat])
     ax.set_yscale("log")
     ax.set_title("latency at half the closed-loop rate (ms)")
-    ax.legend()
+    _legend(ax)
     ax = axes[1][1]
     sizes = sorted(report.settings["sizes"])
     for s, name in ((sip, "sipreg"), (kam, "kamailio")):
@@ -1192,7 +1258,7 @@ def chart(report: Report, path: Path) -> bool:
     ax.set_xscale("log")
     ax.set_ylim(bottom=0)
     ax.set_title("resident memory per binding (bytes)")
-    ax.legend()
+    _legend(ax)
     m = report.machine
     fig.suptitle(
         f"{m['sipreg']} ({m['sipreg_event_loop']}) vs {m['kamailio']}, "
@@ -1204,6 +1270,12 @@ def chart(report: Report, path: Path) -> bool:
     fig.savefig(path, dpi=100)
     plt.close(fig)
     return True
+
+
+def _legend(ax: Any) -> None:
+    """The legend of ``ax``, if anything was drawn on it (a part not run draws nothing)."""
+    if ax.get_legend_handles_labels()[0]:
+        ax.legend()
 
 
 def write(report: Report) -> Path:
@@ -1252,7 +1324,19 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--soak-duration", type=float, help="soak: seconds (60; quick 10)")
     parser.add_argument("--sipreg", help="the sipreg to run (default: this venv's)")
     parser.add_argument("--no-kamailio", action="store_true", help="run sipreg alone")
+    parser.add_argument(
+        "--only",
+        type=_parts,
+        metavar="PARTS",
+        help=(
+            f"run only these parts, comma-separated, of {','.join(PARTS)} (default: all);"
+            " with those their ratios are taken over (auth: memory; workers: sqlite)"
+        ),
+    )
     args = parser.parse_args(argv)
+    chosen = set(args.only or PARTS)
+    chosen.update(need for part in list(chosen) for need in NEEDS.get(part, ()))
+    args.only = [part for part in PARTS if part in chosen]
     quick = args.quick
     if args.rounds is None:
         args.rounds = 1 if quick else 3
@@ -1271,6 +1355,16 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
         parser.error("--duration must be from 0 to 3600 seconds")
     args.started = datetime.datetime.now(datetime.UTC).strftime("%Y%m%dT%H%M%SZ")
     return args
+
+
+def _parts(text: str) -> list[str]:
+    parts = [part.strip() for part in text.split(",") if part.strip()]
+    unknown = sorted(set(parts) - set(PARTS))
+    if not parts or unknown:
+        raise argparse.ArgumentTypeError(
+            f"not a part: {', '.join(unknown) or repr(text)} (parts: {', '.join(PARTS)})"
+        )
+    return parts
 
 
 def _sizes(text: str) -> list[int]:
