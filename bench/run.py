@@ -29,7 +29,17 @@ Rows, each for sipreg and, where Kamailio can do the same, for Kamailio (a plain
    refresh CPU per REGISTER, sipload reusing each nonce with nc + 1, over the
    same without authentication.
 4. ``sipreg serve --workers 2`` over one worker, both on SQLite, when sipreg has the flag.
-5. resident memory per binding after 10k, 100k and 1M distinct users (expires
+5. the Redis store (``--store redis://``), each case on a redis-server of its own
+   started on a free loopback port in the temp dir (``--save ""``) and stopped by
+   PID: one node, the figures of rows 1-2 (the same users and runs), with
+   redis-server's CPU per REGISTER (its ``/proc`` utime + stime) beside sipreg's;
+   one node on an append-only file fsynced before every reply (``--appendonly yes
+   --appendfsync always``, the durable setting to set beside SQLite's), refresh;
+   two sipreg nodes on one Redis, sipload's users split between them, the
+   closed-loop refresh rate over one node's.  The refresh CPU of each, sipreg's
+   alone and with redis-server's, over the memory and SQLite stores'.
+   (redis-server is apt-installed as root when missing; without it, no Redis rows.)
+6. resident memory per binding after 10k, 100k and 1M distinct users (expires
    3600), from the processes' Pss (``/proc/PID/smaps_rollup``; for one process it
    moves as VmRSS does, and it does not count Kamailio's shared memory once per
    process).  sipreg's includes what its transaction cache held (the answers of
@@ -37,17 +47,17 @@ Rows, each for sipreg and, where Kamailio can do the same, for Kamailio (a plain
    weighs on the small sizes, and the largest is the one to read.
    After each size, the refresh CPU per REGISTER of --users more users: the cost
    of a refresh with that many bindings stored.
-6. a durable soak: SQLite, refreshes paced at 1,500/s for 60 s: p50/p99 latency.
-7. sipreg's start-up time on a SQLite file with the largest size of bindings,
+7. a durable soak: SQLite, refreshes paced at 1,500/s for 60 s: p50/p99 latency.
+8. sipreg's start-up time on a SQLite file with the largest size of bindings,
    written through sipreg's own store API (``bench/fill_store.py``).
-8. a registration storm: 100,000 new phones, 1,000 in flight, RFC 3261 timers
+9. a registration storm: 100,000 new phones, 1,000 in flight, RFC 3261 timers
    (T1 500 ms doubling to T2 4 s, 7 sends): the time until every one has its 200,
    the failures, the retransmissions, and the datagrams the kernel dropped for a
    full receive buffer (RcvbufErrors, machine-wide), beside each server's buffer.
 
-``--only sqlite,soak`` (any of memory, sqlite, auth, workers, storm, bindings,
+``--only redis`` (any of memory, sqlite, auth, workers, redis, storm, bindings,
 soak, startup, comma-separated) runs those parts alone, with the parts their
-ratios are taken over (auth: memory; workers: sqlite).
+ratios are taken over (auth: memory; workers: sqlite; redis: memory and sqlite).
 
 Results go to ``bench/results/<UTC time>.json`` and ``latest.json``, a chart to
 ``latest.png`` (matplotlib).  Everything runs on loopback only; every load and
@@ -76,7 +86,7 @@ import time
 from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass, field, replace
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 
 BENCH = Path(__file__).resolve().parent
 ROOT = BENCH.parent
@@ -104,11 +114,11 @@ LATENCY_WINDOW = 256
 #: Refresh runs are bounded by time; this only bounds their count.
 MAX_REQUESTS = 50_000_000
 #: The parts of the benchmark, in the order they run; --only picks some of them.
-PARTS = ("memory", "sqlite", "auth", "workers", "storm", "bindings", "soak", "startup")
+PARTS = ("memory", "sqlite", "auth", "workers", "redis", "storm", "bindings", "soak", "startup")
 #: The parts whose figures a part's ratios are taken over: --only runs them too.
-NEEDS = {"auth": ("memory",), "workers": ("sqlite",)}
+NEEDS = {"auth": ("memory",), "workers": ("sqlite",), "redis": ("memory", "sqlite")}
 #: The parts measured in each round of sipreg, and of Kamailio; all Kamailio takes part in.
-ROUND_PARTS = frozenset(("memory", "sqlite", "auth", "workers", "storm"))
+ROUND_PARTS = frozenset(("memory", "sqlite", "auth", "workers", "redis", "storm"))
 KAMAILIO_ROUND_PARTS = frozenset(("memory", "storm"))
 KAMAILIO_PARTS = KAMAILIO_ROUND_PARTS | {"bindings"}
 
@@ -131,6 +141,7 @@ class Tools:
     sipreg: Path
     sipreg_python: Path
     kamailio: Path | None
+    redis: Path | None
     workers: bool  # sipreg serve has --workers
 
 
@@ -206,6 +217,7 @@ def find_tools(args: argparse.Namespace) -> Tools:
             not args.no_kamailio and bool(KAMAILIO_PARTS.intersection(args.only)),
             "running sipreg alone",
         ),
+        redis=find_program("redis-server", "redis-server", "redis" in args.only, "no Redis rows"),
         workers="--workers" in helped,
     )
 
@@ -257,6 +269,7 @@ def machine_info(tools: Tools) -> dict[str, Any]:
         "sipreg_commit": commit + ("-dirty" if dirty else "") if commit else "",
         "sipreg_workers_flag": tools.workers,
         "kamailio": kamailio[0].removeprefix("version:").strip() if kamailio else "not run",
+        "redis": run_text([str(tools.redis), "--version"]) if tools.redis else "not run",
         "bench_commit": run_text(["git", "rev-parse", "HEAD"], cwd=BENCH),
         "cc": run_text(["cc", "--version"]).splitlines()[0:1],
         "openssl": run_text(["openssl", "version"]),
@@ -266,9 +279,9 @@ def machine_info(tools: Tools) -> dict[str, Any]:
 # ---- servers ----
 
 
-def free_port() -> int:
-    """A UDP port on 127.0.0.1 that nothing holds now."""
-    with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as s:
+def free_port(kind: socket.SocketKind = socket.SOCK_DGRAM) -> int:
+    """A UDP (or ``kind``) port on 127.0.0.1 that nothing holds now."""
+    with socket.socket(socket.AF_INET, kind) as s:
         s.bind(("127.0.0.1", 0))
         port: int = s.getsockname()[1]
         return port
@@ -403,6 +416,44 @@ class Server:
         return ""
 
 
+class RedisServer(Server):
+    """A redis-server, ready when the server answering INFO on its port has its PID."""
+
+    @property
+    def url(self) -> str:
+        """The store URL sipreg is given: ``redis://127.0.0.1:PORT/0``."""
+        return f"redis://127.0.0.1:{self.port}/0"
+
+    def wait_ready(self, started: float) -> None:
+        """Ask INFO every 10 ms until this process (not another on the port) answers, or fail."""
+        while time.perf_counter() - started < START_TIMEOUT:
+            if self.proc is None or self.proc.poll() is not None:
+                raise BenchError(f"{self.name} exited at start:\n{self.log_tail()}")
+            self.probes += 1
+            with contextlib.suppress(OSError):
+                if f"process_id:{self.proc.pid}\r\n" in _redis_info(self.port):
+                    return
+            time.sleep(0.01)
+        raise BenchError(f"{self.name} did not answer within {START_TIMEOUT:.0f} s")
+
+
+def _redis_info(port: int) -> str:
+    """The reply of ``INFO server`` on 127.0.0.1:``port``: a bulk string, read whole, or
+    the one line of an error (``-LOADING`` while the server reads its files)."""
+    with socket.create_connection(("127.0.0.1", port), timeout=1.0) as s:
+        s.sendall(b"INFO server\r\n")
+        reply = b""
+        while True:
+            head, crlf, body = reply.partition(b"\r\n")
+            size = head[1:]
+            if crlf and not (head.startswith(b"$") and size.isdigit() and len(body) < int(size)):
+                return reply.decode(errors="replace")
+            chunk = s.recv(65536)
+            if not chunk:
+                return reply.decode(errors="replace")
+            reply += chunk
+
+
 def _stat_fields(pid: int) -> list[str] | None:
     """The fields of /proc/PID/stat after the command name: [state, ppid, pgrp, session, ...]."""
     try:
@@ -412,8 +463,11 @@ def _stat_fields(pid: int) -> list[str] | None:
     return raw.rpartition(")")[2].split()
 
 
+_S = TypeVar("_S", bound=Server)
+
+
 @contextlib.contextmanager
-def running(server: Server) -> Iterator[Server]:
+def running(server: _S) -> Iterator[_S]:
     """Start ``server``, yield it, and stop it whatever happens."""
     try:
         server.start()
@@ -469,6 +523,29 @@ class Lab:
         ]  # fmt: skip
         return Server("kamailio", argv, port, self.tmp / f"{name}.log", self.tmp)
 
+    def redis(self, *, durable: bool = False) -> RedisServer:
+        """A redis-server on a free TCP port, its files in a directory of its own.
+
+        Nothing is persisted, or with ``durable`` every write is in the append-only
+        file, fsynced, before its reply (``--appendfsync always``): what SQLite's
+        durable commit is to be compared with.
+        """
+        assert self.tools.redis is not None
+        name = self._name("redis")
+        port = free_port(socket.SOCK_STREAM)
+        home = self.tmp / name
+        home.mkdir()
+        persistence = ["--appendonly", "no"]
+        if durable:
+            persistence = ["--appendonly", "yes", "--appendfsync", "always"]
+        argv = [
+            str(self.tools.redis),
+            "--port", str(port), "--bind", "127.0.0.1", "--protected-mode", "no",
+            "--dir", str(home), "--daemonize", "no", "--logfile", "", "--save", "",
+            *persistence,
+        ]  # fmt: skip
+        return RedisServer("redis-server", argv, port, self.tmp / f"{name}.log", home)
+
     def auth_users(self) -> Path:
         """The users file, written once with mode 0600: auth0, auth1, ... for every window."""
         if self.users_file is None:
@@ -498,14 +575,26 @@ def udp_drops() -> int:
     return 0
 
 
+@dataclass(frozen=True)
+class Nodes:
+    """Registrar nodes sharing one store server: sipload splits its users across the
+    nodes (at most 4: its 4 sockets spread over them), and the CPU of the store server
+    is read apart from theirs."""
+
+    servers: tuple[Server, ...]
+    store: Server | None = None
+
+
 @dataclass
 class Load:
-    """One sipload run against one server: its JSON, the server's CPU over the phase, and
-    the datagrams the machine dropped meanwhile (anyone's: the other load shows too)."""
+    """One sipload run against a server (or nodes): its JSON, the server's CPU over the
+    phase (every node's), the store server's, and the datagrams the machine dropped
+    meanwhile (anyone's: the other load shows too)."""
 
     result: dict[str, Any]
     server_cpu_s: float
     drops: int = 0
+    store_cpu_s: float | None = None  # with a store server only
 
     @property
     def measured(self) -> dict[str, Any]:
@@ -551,7 +640,7 @@ class Users:
 
 def sipload(
     lab: Lab,
-    server: Server,
+    server: Server | Nodes,
     *,
     mode: str,
     users: int,
@@ -564,9 +653,17 @@ def sipload(
     tries: int = 3,
 ) -> Load:
     """Run sipload against ``server``; server CPU is read around the measured phase only."""
-    argv = [
-        str(lab.tools.sipload),
-        "--target", f"127.0.0.1:{server.port}",
+    nodes = server if isinstance(server, Nodes) else Nodes((server,))
+    store = nodes.store
+
+    def cpu() -> tuple[float, float | None]:
+        servers = sum(node.cpu_seconds() for node in nodes.servers)
+        return servers, store.cpu_seconds() if store is not None else None
+
+    argv = [str(lab.tools.sipload)]
+    for node in nodes.servers:
+        argv += ["--target", f"127.0.0.1:{node.port}"]
+    argv += [
         "--mode", mode,
         "--users", str(users),
         "--first-user", str(first),
@@ -590,25 +687,26 @@ def sipload(
         assert proc.stdin is not None and proc.stdout is not None
         try:
             deadline = time.monotonic() + bound
-            before = server.cpu_seconds()
+            before = cpu()
             drops = udp_drops()
             if mode == "refresh":
                 line = proc.stdout.readline()  # {"warmup_done":true}
                 if not line.startswith('{"warmup_done"'):
                     raise BenchError(f"sipload did not pause: {line!r}")
-                before = server.cpu_seconds()
+                before = cpu()
                 drops = udp_drops()
                 proc.stdin.write("go\n")
                 proc.stdin.flush()
             out, err = proc.communicate(timeout=max(1.0, deadline - time.monotonic()))
-            after = server.cpu_seconds()
+            after = cpu()
             drops = udp_drops() - drops
         except BaseException:
             proc.kill()
             raise
     if proc.returncode != 0 or not out.strip():
         raise BenchError(f"sipload failed ({proc.returncode}): {err.strip()}")
-    return Load(json.loads(out.strip().splitlines()[-1]), after - before, drops)
+    stored = None if after[1] is None or before[1] is None else after[1] - before[1]
+    return Load(json.loads(out.strip().splitlines()[-1]), after[0] - before[0], drops, stored)
 
 
 def closed_loop(
@@ -649,7 +747,11 @@ def summarise(prefix: str, loads: Sequence[Load], window: int) -> Metrics:
     elapsed = sum(load.get("elapsed_s") for load in loads)
     cpu = sum(load.server_cpu_s for load in loads)
     gen = sum(load.generator_cpu_us * load.answered for load in loads)
-    return {
+    stored = [load.store_cpu_s for load in loads if load.store_cpu_s is not None]
+    out: Metrics = {}
+    if stored:  # the store server's CPU, beside the registrar's
+        out[f"{prefix}.store_cpu_us"] = sum(stored) * 1e6 / answered if answered else float("nan")
+    return out | {
         f"{prefix}.cpu_us": cpu * 1e6 / answered if answered else float("nan"),
         f"{prefix}.rate": answered / elapsed if elapsed else 0.0,
         f"{prefix}.failures": float(sum(load.failures for load in loads)),
@@ -674,7 +776,7 @@ def latency_metrics(prefix: str, load: Load) -> Metrics:
 
 def measure(
     lab: Lab,
-    server: Server,
+    server: Server | Nodes,
     prefix: str,
     mode: str,
     users: Users,
@@ -713,14 +815,14 @@ def measure(
     return out
 
 
-def profile(lab: Lab, server: Server, prefix: str, *, auth: bool = False) -> Metrics:
+def profile(lab: Lab, server: Server | Nodes, prefix: str, *, auth: bool = False) -> Metrics:
     """Initial and refresh on one running server: CPU, closed-loop rate, latency at half rate."""
     users = Users()
     out = measure(lab, server, prefix, "initial", users, auth=auth)
     return out | measure(lab, server, prefix, "refresh", users, auth=auth)
 
 
-def refresh_only(lab: Lab, server: Server, prefix: str, *, auth: bool = False) -> Metrics:
+def refresh_only(lab: Lab, server: Server | Nodes, prefix: str, *, auth: bool = False) -> Metrics:
     """The closed-loop refresh figures alone."""
     return measure(lab, server, prefix, "refresh", Users(), auth=auth, latency=False)
 
@@ -750,8 +852,8 @@ def storm(lab: Lab, server: Server) -> Metrics:
 
 
 def sipreg_round(lab: Lab) -> Metrics:
-    """One round of sipreg: memory, SQLite, auth, workers, storm (those of --only), each
-    on a fresh server."""
+    """One round of sipreg: memory, SQLite, auth, workers, Redis, storm (those of --only),
+    each on a fresh server."""
     parts = lab.args.only
     out: Metrics = {}
     if "memory" in parts:
@@ -769,9 +871,37 @@ def sipreg_round(lab: Lab) -> Metrics:
         with running(lab.sipreg("sqlite", workers=2)) as server:
             out |= refresh_only(lab, server, "workers2")
         out["workers.ratio"] = out["workers2.refresh.rate"] / out["sqlite.refresh.rate"]
+    if "redis" in parts and lab.tools.redis:
+        out |= redis_round(lab, out)
     if "storm" in parts:
         with running(lab.sipreg("memory:")) as server:
             out |= storm(lab, server)
+    return out
+
+
+def redis_round(lab: Lab, base: Metrics) -> Metrics:
+    """sipreg on the Redis store, each case on a fresh redis-server: one node (initial
+    and refresh, as the memory and SQLite rows), one node on an fsync-always AOF
+    (refresh), two nodes on one Redis (the closed-loop refresh, the load split across
+    them); the ratios to the memory and SQLite figures of ``base``."""
+    out: Metrics = {}
+    with running(lab.redis()) as redis, running(lab.sipreg(redis.url)) as node:
+        out |= profile(lab, Nodes((node,), redis), "redis")
+    with running(lab.redis(durable=True)) as redis, running(lab.sipreg(redis.url)) as node:
+        out |= measure(lab, Nodes((node,), redis), "redis_aof", "refresh", Users())
+    with (
+        running(lab.redis()) as redis,
+        running(lab.sipreg(redis.url)) as first,
+        running(lab.sipreg(redis.url)) as second,
+    ):
+        out |= refresh_only(lab, Nodes((first, second), redis), "redis2")
+    out["redis2.ratio"] = out["redis2.refresh.rate"] / out["redis.refresh.rate"]
+    for prefix in ("redis", "redis_aof", "redis2"):
+        sipreg = out[f"{prefix}.refresh.cpu_us"]
+        both = sipreg + out[f"{prefix}.refresh.store_cpu_us"]
+        for store in ("memory", "sqlite"):
+            out[f"{prefix}.refresh.cpu_ratio.{store}"] = sipreg / base[f"{store}.refresh.cpu_us"]
+            out[f"{prefix}.refresh.total_ratio.{store}"] = both / base[f"{store}.refresh.cpu_us"]
     return out
 
 
@@ -928,7 +1058,7 @@ def run(args: argparse.Namespace) -> Report:
     report = Report(machine_info(tools), settings)
     print(
         f"sipreg: {report.machine['sipreg']} ({tools.sipreg}), "
-        f"kamailio: {report.machine['kamailio']}",
+        f"kamailio: {report.machine['kamailio']}, redis: {report.machine['redis']}",
         flush=True,
     )
     with tempfile.TemporaryDirectory(prefix="sipreg-bench-") as tmp:
@@ -979,11 +1109,12 @@ class Row:
     part: str = "memory"  # the rows of parts not run (--only) are left out
 
 
-def _ratio_note(*ratios: tuple[str, str]) -> Callable[[Metrics], str]:
-    """A note of those of ``ratios`` (key, what) measured: "what 1.23x, what 0.45x"."""
+def _ratio_note(*ratios: tuple[str, str], lead: str = "") -> Callable[[Metrics], str]:
+    """A note of those of ``ratios`` (key, what) measured: ``lead`` "what 1.23x, what 0.45x"."""
 
     def note(s: Metrics) -> str:
-        return ", ".join(f"{what} {s[key]:.2f}x" for key, what in ratios if key in s)
+        found = [f"{what} {s[key]:.2f}x" for key, what in ratios if key in s]
+        return lead + ", ".join(found) if found else ""
 
     return note
 
@@ -1013,26 +1144,65 @@ def _given_up_note(key: str) -> Callable[[Metrics], str]:
     return note
 
 
-def _case_rows(key: str, title: str, part: str, kamailio: str | None = None) -> list[Row]:
+def _notes(*notes: Callable[[Metrics], str] | None) -> Callable[[Metrics], str]:
+    """The notes of ``notes`` there are, joined."""
+
+    def note(s: Metrics) -> str:
+        return "; ".join(text for n in notes if n is not None and (text := n(s)))
+
+    return note
+
+
+def _case_rows(
+    key: str,
+    title: str,
+    part: str,
+    kamailio: str | None = None,
+    *,
+    latency: bool = True,
+    cpu_note: Callable[[Metrics], str] | None = None,
+    rate_note: Callable[[Metrics], str] | None = None,
+) -> list[Row]:
     """The rows of a closed-loop case ``key`` ("memory.refresh"): CPU, rate (and the
     windows given up on), latency."""
+    rate_note = _notes(rate_note, _given_up_note(key))
     out = [
-        Row(f"{title}: CPU us/REGISTER", (f"{key}.cpu_us",), kamailio=kamailio),
-        Row(
-            f"{title}: rate, 0 failures (/s)",
-            (f"{key}.rate",),
-            "{:,.0f}",
-            kamailio,
-            _given_up_note(key),
-        ),
-        Row(
-            f"{title}: p50 / p99 at half (ms)",
-            (f"{key}.p50_ms", f"{key}.p99_ms"),
-            "{:,.2f}",
-            kamailio,
-        ),
+        Row(f"{title}: CPU us/REGISTER", (f"{key}.cpu_us",), kamailio=kamailio, note=cpu_note),
+        Row(f"{title}: rate, 0 failures (/s)", (f"{key}.rate",), "{:,.0f}", kamailio, rate_note),
     ]
+    if latency:
+        out.append(
+            Row(
+                f"{title}: p50 / p99 at half (ms)",
+                (f"{key}.p50_ms", f"{key}.p99_ms"),
+                "{:,.2f}",
+                kamailio,
+            )
+        )
     return [replace(row, part=part) for row in out]
+
+
+def _redis_rows(key: str, title: str, *, latency: bool = True) -> list[Row]:
+    """A Redis case's rows: sipreg's CPU over the memory and SQLite stores' (refresh),
+    redis-server's CPU, and sipreg's and redis-server's together over those."""
+
+    def over(ratio: str) -> tuple[tuple[str, str], ...]:
+        return ((f"{key}.{ratio}.memory", "over memory"), (f"{key}.{ratio}.sqlite", "over SQLite"))
+
+    no = "n/a (usrloc in memory)"
+    rate_note = _ratio_note(("redis2.ratio", "over 1 node")) if key.startswith("redis2.") else None
+    out = _case_rows(
+        key, title, "redis", no,
+        latency=latency, cpu_note=_ratio_note(*over("cpu_ratio")), rate_note=rate_note,
+    )  # fmt: skip
+    store = Row(
+        f"{title}: redis-server us/REGISTER",
+        (f"{key}.store_cpu_us",),
+        kamailio=no,
+        note=_ratio_note(*over("total_ratio"), lead="sipreg + redis-server "),
+        part="redis",
+    )
+    return [out[0], store, *out[1:]]
 
 
 def rows(report: Report) -> list[Row]:
@@ -1073,6 +1243,10 @@ def rows(report: Report) -> list[Row]:
                 part="workers",
             )
         )
+    out += _redis_rows("redis.initial", "Redis initial")
+    out += _redis_rows("redis.refresh", "Redis refresh")
+    out += _redis_rows("redis_aof.refresh", "Redis AOF always refresh")
+    out += _redis_rows("redis2.refresh", "Redis 2 nodes refresh", latency=False)
     sizes = sorted(report.settings["sizes"])
     for size in sizes:
         out.append(
@@ -1197,17 +1371,19 @@ def chart(report: Report, path: Path) -> bool:
         ("sqlite.initial", "SQLite\ninitial"),
         ("sqlite.refresh", "SQLite\nrefresh"),
         ("auth.refresh", "auth\nrefresh"),
+        ("redis.refresh", "Redis\nrefresh"),
+        ("redis_aof.refresh", "Redis AOF\nrefresh"),
+        ("redis2.refresh", "Redis 2\nnodes"),
     ]
     fig, axes = plt.subplots(2, 2, figsize=(13, 9))
 
     def bars(ax: Any, suffix: str, title: str) -> None:
         xs = range(len(cases))
-        ax.bar(
-            [x - 0.2 for x in xs],
-            [sip.get(f"{c}.{suffix}", 0) for c, _ in cases],
-            0.4,
-            label="sipreg",
-        )
+        ours = [sip.get(f"{c}.{suffix}", 0) for c, _ in cases]
+        ax.bar([x - 0.2 for x in xs], ours, 0.4, label="sipreg")
+        store = [sip.get(f"{c}.store_cpu_us", 0) for c, _ in cases]
+        if suffix == "cpu_us" and any(store):
+            ax.bar([x - 0.2 for x in xs], store, 0.4, bottom=ours, label="redis-server")
         ax.bar(
             [x + 0.2 for x in xs],
             [kam.get(f"{c}.{suffix}", 0) for c, _ in cases],
@@ -1226,6 +1402,8 @@ def chart(report: Report, path: Path) -> bool:
         ("memory.refresh", "mem refr"),
         ("sqlite.initial", "sql init"),
         ("sqlite.refresh", "sql refr"),
+        ("redis.refresh", "redis refr"),
+        ("redis_aof.refresh", "redis AOF"),
     ]
     for i, (c, _) in enumerate(lat):
         for off, s, name in ((-0.2, sip, "sipreg"), (0.2, kam, "kamailio")):
@@ -1312,7 +1490,7 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
     parser.add_argument(
         "--sizes", type=_sizes, help="memory row sizes (10000,100000,1000000; quick: 10000,100000)"
     )
-    parser.add_argument("--users", type=int, default=10_000, help="users of rows 1-3")
+    parser.add_argument("--users", type=int, default=10_000, help="users of rows 1-3 and 5")
     parser.add_argument("--duration", type=float, help="seconds of each refresh run (10; quick 4)")
     parser.add_argument(
         "--initial-batches", type=int, help="initial runs of --users new users, summed (3; quick 2)"
@@ -1330,7 +1508,8 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
         metavar="PARTS",
         help=(
             f"run only these parts, comma-separated, of {','.join(PARTS)} (default: all);"
-            " with those their ratios are taken over (auth: memory; workers: sqlite)"
+            " with those their ratios are taken over (auth: memory; workers: sqlite;"
+            " redis: memory and sqlite)"
         ),
     )
     args = parser.parse_args(argv)
