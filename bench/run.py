@@ -23,7 +23,8 @@ Rows, each for sipreg and, where Kamailio can do the same, for Kamailio (a plain
    same Call-ID, CSeq + 1) with 10,000 users: CPU per REGISTER, the closed-loop
    rate with no failure (the first window of 256, 128, 64, 32 without one; what
    failed in the windows before it, by status, is kept and noted beside the rate),
-   p50/p99 latency at half that rate (paced by sipload's rate limit).
+   p50/p99 latency at half that rate (paced by sipload's rate limit; of the 2xx
+   answers, and what failed in that run is noted beside it).
 2. the SQLite store, the same figures (sipreg only: Kamailio keeps usrloc in memory).
 3. Digest on (``--realm``, 10,000 users written straight into the users file):
    refresh CPU per REGISTER, sipload reusing each nonce with nc + 1, over the
@@ -725,19 +726,26 @@ def closed_loop(
     return loads, windows[-1], given_up
 
 
+def failed(key: str, loads: Sequence[Load]) -> Metrics:
+    """What failed in ``loads``: ``key.failures``, ``key.timeouts``, and ``key.status.CODE``
+    the count of each final status that was not a 2xx (a 401 that sipload answered
+    with credentials is not one)."""
+    out: Metrics = {
+        f"{key}.failures": float(sum(load.failures for load in loads)),
+        f"{key}.timeouts": sum(load.get("timeouts") for load in loads),
+    }
+    for load in loads:
+        for code, n in load.measured["status"].items():
+            if int(code) >= 300 and not (code == "401" and load.result.get("auth")):
+                out[f"{key}.status.{code}"] = out.get(f"{key}.status.{code}", 0.0) + n
+    return out
+
+
 def given_up(prefix: str, windows: dict[int, list[Load]]) -> Metrics:
-    """What the windows a closed loop gave up on got: their failures, timeouts, and the
-    count of each final status that was not a 2xx (a 401 that sipload answered with
-    credentials is not one)."""
+    """What failed in the windows a closed loop gave up on, as ``prefix.wWINDOW.*``."""
     out: Metrics = {}
     for window, loads in windows.items():
-        key = f"{prefix}.w{window}"
-        out[f"{key}.failures"] = float(sum(load.failures for load in loads))
-        out[f"{key}.timeouts"] = sum(load.get("timeouts") for load in loads)
-        for load in loads:
-            for code, n in load.measured["status"].items():
-                if int(code) >= 300 and not (code == "401" and load.result.get("auth")):
-                    out[f"{key}.status.{code}"] = out.get(f"{key}.status.{code}", 0.0) + n
+        out |= failed(f"{prefix}.w{window}", loads)
     return out
 
 
@@ -764,13 +772,12 @@ def summarise(prefix: str, loads: Sequence[Load], window: int) -> Metrics:
 
 
 def latency_metrics(prefix: str, load: Load) -> Metrics:
-    """Figures of a rate-limited run."""
-    return {
+    """Figures of a rate-limited run (its latencies are those of the 2xx answers)."""
+    return failed(f"{prefix}.latency", [load]) | {
         f"{prefix}.p50_ms": load.latency("p50"),
         f"{prefix}.p90_ms": load.latency("p90"),
         f"{prefix}.p99_ms": load.latency("p99"),
         f"{prefix}.latency_rate": load.get("rate"),
-        f"{prefix}.latency_failures": float(load.failures),
     }
 
 
@@ -1119,27 +1126,37 @@ def _ratio_note(*ratios: tuple[str, str], lead: str = "") -> Callable[[Metrics],
     return note
 
 
+def _failed_text(s: Metrics, key: str) -> str:
+    """What :func:`failed` found under ``key``: "12 failed (503 x 10, 2 timeouts)"."""
+    why = [
+        f"{n:,.0f} x {k.rpartition('.')[2]}" for k, n in s.items() if k.startswith(f"{key}.status.")
+    ]
+    if s.get(f"{key}.timeouts"):
+        why.append(f"{s[f'{key}.timeouts']:,.0f} timeouts")
+    return f"{s[f'{key}.failures']:,.0f} failed ({', '.join(why) or 'unfinished'})"
+
+
 def _given_up_note(key: str) -> Callable[[Metrics], str]:
     """The windows the closed loop of ``key`` gave up on, and what failed in each."""
 
     def note(s: Metrics) -> str:
-        found = []
-        for window in WINDOWS:
-            w = f"{key}.w{window}"
-            if f"{w}.failures" not in s:
-                continue
-            why = [
-                f"{n:,.0f} x {k.rpartition('.')[2]}"
-                for k, n in s.items()
-                if k.startswith(f"{w}.status.")
-            ]
-            if s.get(f"{w}.timeouts"):
-                why.append(f"{s[f'{w}.timeouts']:,.0f} timeouts")
-            failed = s[f"{w}.failures"]
-            found.append(
-                f"window {window}: {failed:,.0f} failed ({', '.join(why) or 'unfinished'})"
-            )
+        found = [
+            f"window {window}: {_failed_text(s, f'{key}.w{window}')}"
+            for window in WINDOWS
+            if f"{key}.w{window}.failures" in s
+        ]
         return "; ".join(found)
+
+    return note
+
+
+def _latency_note(key: str) -> Callable[[Metrics], str]:
+    """What failed in the run at half rate of ``key``, if anything did."""
+
+    def note(s: Metrics) -> str:
+        if not s.get(f"{key}.latency.failures"):
+            return ""
+        return f"at half rate {_failed_text(s, f'{key}.latency')}; latency of the 2xx"
 
     return note
 
@@ -1177,6 +1194,7 @@ def _case_rows(
                 (f"{key}.p50_ms", f"{key}.p99_ms"),
                 "{:,.2f}",
                 kamailio,
+                _latency_note(key),
             )
         )
     return [replace(row, part=part) for row in out]
