@@ -1398,14 +1398,15 @@ def chart(report: Report, path: Path) -> bool:
     def bars(ax: Any, suffix: str, title: str) -> None:
         xs = range(len(cases))
         ours = [sip.get(f"{c}.{suffix}", 0) for c, _ in cases]
-        ax.bar([x - 0.2 for x in xs], ours, 0.4, label="sipreg")
+        ax.bar([x - 0.2 for x in xs], ours, 0.4, color="C0", label="sipreg")
         store = [sip.get(f"{c}.store_cpu_us", 0) for c, _ in cases]
         if suffix == "cpu_us" and any(store):
-            ax.bar([x - 0.2 for x in xs], store, 0.4, bottom=ours, label="redis-server")
+            ax.bar([x - 0.2 for x in xs], store, 0.4, bottom=ours, color="C2", label="redis-server")
         ax.bar(
             [x + 0.2 for x in xs],
             [kam.get(f"{c}.{suffix}", 0) for c, _ in cases],
             0.4,
+            color="C1",
             label="kamailio",
         )
         ax.set_xticks(list(xs), [label for _, label in cases])
