@@ -71,8 +71,9 @@ interop: $(DEV_STAMP) system-deps browser-deps
 
 test: lint typecheck pytest
 
-# sipreg against Kamailio over loopback (bench/run.py; as root it apt-installs kamailio and
-# libssl-dev when missing).  ARGS="--quick" for a short run.  matplotlib draws the chart: a
+# sipreg against Kamailio over loopback (bench/run.py; as root it apt-installs kamailio,
+# redis-server and libssl-dev when missing).  ARGS="--quick" for a short run, ARGS="--only
+# redis" for the Redis rows and those they are compared with.  matplotlib draws the chart: a
 # benchmark tool, not a dependency of sipreg, so it is installed here only.
 bench: $(RUN_STAMP)
 	@$(BIN)/python -c 'import matplotlib' 2>/dev/null || $(BIN)/pip install -q matplotlib

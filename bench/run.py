@@ -21,14 +21,26 @@ Rows, each for sipreg and, where Kamailio can do the same, for Kamailio (a plain
 
 1. memory store, ``initial`` (each user's first REGISTER) and ``refresh`` (the
    same Call-ID, CSeq + 1) with 10,000 users: CPU per REGISTER, the closed-loop
-   rate with no failure (the first window of 256, 128, 64, 32 without one),
-   p50/p99 latency at half that rate (paced by sipload's rate limit).
+   rate with no failure (the first window of 256, 128, 64, 32 without one; what
+   failed in the windows before it, by status, is kept and noted beside the rate),
+   p50/p99 latency at half that rate (paced by sipload's rate limit; of the 2xx
+   answers, and what failed in that run is noted beside it).
 2. the SQLite store, the same figures (sipreg only: Kamailio keeps usrloc in memory).
 3. Digest on (``--realm``, 10,000 users written straight into the users file):
    refresh CPU per REGISTER, sipload reusing each nonce with nc + 1, over the
    same without authentication.
 4. ``sipreg serve --workers 2`` over one worker, both on SQLite, when sipreg has the flag.
-5. resident memory per binding after 10k, 100k and 1M distinct users (expires
+5. the Redis store (``--store redis://``), each case on a redis-server of its own
+   started on a free loopback port in the temp dir (``--save ""``) and stopped by
+   PID: one node, the figures of rows 1-2 (the same users and runs), with
+   redis-server's CPU per REGISTER (its ``/proc`` utime + stime) beside sipreg's;
+   one node on an append-only file fsynced before every reply (``--appendonly yes
+   --appendfsync always``, the durable setting to set beside SQLite's), refresh;
+   two sipreg nodes on one Redis, sipload's users split between them, the
+   closed-loop refresh rate over one node's.  The refresh CPU of each, sipreg's
+   alone and with redis-server's, over the memory and SQLite stores'.
+   (redis-server is apt-installed as root when missing; without it, no Redis rows.)
+6. resident memory per binding after 10k, 100k and 1M distinct users (expires
    3600), from the processes' Pss (``/proc/PID/smaps_rollup``; for one process it
    moves as VmRSS does, and it does not count Kamailio's shared memory once per
    process).  sipreg's includes what its transaction cache held (the answers of
@@ -36,13 +48,17 @@ Rows, each for sipreg and, where Kamailio can do the same, for Kamailio (a plain
    weighs on the small sizes, and the largest is the one to read.
    After each size, the refresh CPU per REGISTER of --users more users: the cost
    of a refresh with that many bindings stored.
-6. a durable soak: SQLite, refreshes paced at 1,500/s for 60 s: p50/p99 latency.
-7. sipreg's start-up time on a SQLite file with the largest size of bindings,
+7. a durable soak: SQLite, refreshes paced at 1,500/s for 60 s: p50/p99 latency.
+8. sipreg's start-up time on a SQLite file with the largest size of bindings,
    written through sipreg's own store API (``bench/fill_store.py``).
-8. a registration storm: 100,000 new phones, 1,000 in flight, RFC 3261 timers
+9. a registration storm: 100,000 new phones, 1,000 in flight, RFC 3261 timers
    (T1 500 ms doubling to T2 4 s, 7 sends): the time until every one has its 200,
    the failures, the retransmissions, and the datagrams the kernel dropped for a
    full receive buffer (RcvbufErrors, machine-wide), beside each server's buffer.
+
+``--only redis`` (any of memory, sqlite, auth, workers, redis, storm, bindings,
+soak, startup, comma-separated) runs those parts alone, with the parts their
+ratios are taken over (auth: memory; workers: sqlite; redis: memory and sqlite).
 
 Results go to ``bench/results/<UTC time>.json`` and ``latest.json``, a chart to
 ``latest.png`` (matplotlib).  Everything runs on loopback only; every load and
@@ -69,9 +85,9 @@ import sys
 import tempfile
 import time
 from collections.abc import Callable, Iterator, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 
 BENCH = Path(__file__).resolve().parent
 ROOT = BENCH.parent
@@ -98,6 +114,14 @@ WINDOWS = (256, 128, 64, 32)
 LATENCY_WINDOW = 256
 #: Refresh runs are bounded by time; this only bounds their count.
 MAX_REQUESTS = 50_000_000
+#: The parts of the benchmark, in the order they run; --only picks some of them.
+PARTS = ("memory", "sqlite", "auth", "workers", "redis", "storm", "bindings", "soak", "startup")
+#: The parts whose figures a part's ratios are taken over: --only runs them too.
+NEEDS = {"auth": ("memory",), "workers": ("sqlite",), "redis": ("memory", "sqlite")}
+#: The parts measured in each round of sipreg, and of Kamailio; all Kamailio takes part in.
+ROUND_PARTS = frozenset(("memory", "sqlite", "auth", "workers", "redis", "storm"))
+KAMAILIO_ROUND_PARTS = frozenset(("memory", "storm"))
+KAMAILIO_PARTS = KAMAILIO_ROUND_PARTS | {"bindings"}
 
 
 Metrics = dict[str, float]
@@ -118,6 +142,7 @@ class Tools:
     sipreg: Path
     sipreg_python: Path
     kamailio: Path | None
+    redis: Path | None
     workers: bool  # sipreg serve has --workers
 
 
@@ -160,15 +185,18 @@ def apt_install(packages: Sequence[str], why: str) -> bool:
     return True
 
 
-def find_kamailio(wanted: bool) -> Path | None:
-    """The kamailio binary, installed with apt as root when missing; None without it."""
+def find_program(name: str, package: str, wanted: bool, without: str) -> Path | None:
+    """The binary ``name``, apt-installed from ``package`` as root when missing; None
+    (having printed ``without``, what the run does instead) when it is not wanted or
+    cannot be had."""
     if not wanted:
         return None
-    found = shutil.which("kamailio") or shutil.which("kamailio", path="/usr/sbin:/sbin")
-    if found is None and apt_install(["kamailio"], "Kamailio is not installed"):
-        found = shutil.which("kamailio", path="/usr/sbin:/sbin:/usr/bin")
+    path = "/usr/sbin:/sbin:/usr/bin"
+    found = shutil.which(name) or shutil.which(name, path=path)
+    if found is None and apt_install([package], f"{name} is not installed"):
+        found = shutil.which(name, path=path)
     if found is None:
-        print("running sipreg alone")
+        print(without)
         return None
     return Path(found)
 
@@ -184,7 +212,13 @@ def find_tools(args: argparse.Namespace) -> Tools:
         sipload=build_sipload(),
         sipreg=sipreg,
         sipreg_python=python if python.exists() else Path(sys.executable),
-        kamailio=find_kamailio(not args.no_kamailio),
+        kamailio=find_program(
+            "kamailio",
+            "kamailio",
+            not args.no_kamailio and bool(KAMAILIO_PARTS.intersection(args.only)),
+            "running sipreg alone",
+        ),
+        redis=find_program("redis-server", "redis-server", "redis" in args.only, "no Redis rows"),
         workers="--workers" in helped,
     )
 
@@ -236,6 +270,7 @@ def machine_info(tools: Tools) -> dict[str, Any]:
         "sipreg_commit": commit + ("-dirty" if dirty else "") if commit else "",
         "sipreg_workers_flag": tools.workers,
         "kamailio": kamailio[0].removeprefix("version:").strip() if kamailio else "not run",
+        "redis": run_text([str(tools.redis), "--version"]) if tools.redis else "not run",
         "bench_commit": run_text(["git", "rev-parse", "HEAD"], cwd=BENCH),
         "cc": run_text(["cc", "--version"]).splitlines()[0:1],
         "openssl": run_text(["openssl", "version"]),
@@ -245,9 +280,9 @@ def machine_info(tools: Tools) -> dict[str, Any]:
 # ---- servers ----
 
 
-def free_port() -> int:
-    """A UDP port on 127.0.0.1 that nothing holds now."""
-    with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as s:
+def free_port(kind: socket.SocketKind = socket.SOCK_DGRAM) -> int:
+    """A UDP (or ``kind``) port on 127.0.0.1 that nothing holds now."""
+    with socket.socket(socket.AF_INET, kind) as s:
         s.bind(("127.0.0.1", 0))
         port: int = s.getsockname()[1]
         return port
@@ -382,6 +417,44 @@ class Server:
         return ""
 
 
+class RedisServer(Server):
+    """A redis-server, ready when the server answering INFO on its port has its PID."""
+
+    @property
+    def url(self) -> str:
+        """The store URL sipreg is given: ``redis://127.0.0.1:PORT/0``."""
+        return f"redis://127.0.0.1:{self.port}/0"
+
+    def wait_ready(self, started: float) -> None:
+        """Ask INFO every 10 ms until this process (not another on the port) answers, or fail."""
+        while time.perf_counter() - started < START_TIMEOUT:
+            if self.proc is None or self.proc.poll() is not None:
+                raise BenchError(f"{self.name} exited at start:\n{self.log_tail()}")
+            self.probes += 1
+            with contextlib.suppress(OSError):
+                if f"process_id:{self.proc.pid}\r\n" in _redis_info(self.port):
+                    return
+            time.sleep(0.01)
+        raise BenchError(f"{self.name} did not answer within {START_TIMEOUT:.0f} s")
+
+
+def _redis_info(port: int) -> str:
+    """The reply of ``INFO server`` on 127.0.0.1:``port``: a bulk string, read whole, or
+    the one line of an error (``-LOADING`` while the server reads its files)."""
+    with socket.create_connection(("127.0.0.1", port), timeout=1.0) as s:
+        s.sendall(b"INFO server\r\n")
+        reply = b""
+        while True:
+            head, crlf, body = reply.partition(b"\r\n")
+            size = head[1:]
+            if crlf and not (head.startswith(b"$") and size.isdigit() and len(body) < int(size)):
+                return reply.decode(errors="replace")
+            chunk = s.recv(65536)
+            if not chunk:
+                return reply.decode(errors="replace")
+            reply += chunk
+
+
 def _stat_fields(pid: int) -> list[str] | None:
     """The fields of /proc/PID/stat after the command name: [state, ppid, pgrp, session, ...]."""
     try:
@@ -391,8 +464,11 @@ def _stat_fields(pid: int) -> list[str] | None:
     return raw.rpartition(")")[2].split()
 
 
+_S = TypeVar("_S", bound=Server)
+
+
 @contextlib.contextmanager
-def running(server: Server) -> Iterator[Server]:
+def running(server: _S) -> Iterator[_S]:
     """Start ``server``, yield it, and stop it whatever happens."""
     try:
         server.start()
@@ -448,6 +524,29 @@ class Lab:
         ]  # fmt: skip
         return Server("kamailio", argv, port, self.tmp / f"{name}.log", self.tmp)
 
+    def redis(self, *, durable: bool = False) -> RedisServer:
+        """A redis-server on a free TCP port, its files in a directory of its own.
+
+        Nothing is persisted, or with ``durable`` every write is in the append-only
+        file, fsynced, before its reply (``--appendfsync always``): what SQLite's
+        durable commit is to be compared with.
+        """
+        assert self.tools.redis is not None
+        name = self._name("redis")
+        port = free_port(socket.SOCK_STREAM)
+        home = self.tmp / name
+        home.mkdir()
+        persistence = ["--appendonly", "no"]
+        if durable:
+            persistence = ["--appendonly", "yes", "--appendfsync", "always"]
+        argv = [
+            str(self.tools.redis),
+            "--port", str(port), "--bind", "127.0.0.1", "--protected-mode", "no",
+            "--dir", str(home), "--daemonize", "no", "--logfile", "", "--save", "",
+            *persistence,
+        ]  # fmt: skip
+        return RedisServer("redis-server", argv, port, self.tmp / f"{name}.log", home)
+
     def auth_users(self) -> Path:
         """The users file, written once with mode 0600: auth0, auth1, ... for every window."""
         if self.users_file is None:
@@ -477,14 +576,26 @@ def udp_drops() -> int:
     return 0
 
 
+@dataclass(frozen=True)
+class Nodes:
+    """Registrar nodes sharing one store server: sipload splits its users across the
+    nodes (at most 4: its 4 sockets spread over them), and the CPU of the store server
+    is read apart from theirs."""
+
+    servers: tuple[Server, ...]
+    store: Server | None = None
+
+
 @dataclass
 class Load:
-    """One sipload run against one server: its JSON, the server's CPU over the phase, and
-    the datagrams the machine dropped meanwhile (anyone's: the other load shows too)."""
+    """One sipload run against a server (or nodes): its JSON, the server's CPU over the
+    phase (every node's), the store server's, and the datagrams the machine dropped
+    meanwhile (anyone's: the other load shows too)."""
 
     result: dict[str, Any]
     server_cpu_s: float
     drops: int = 0
+    store_cpu_s: float | None = None  # with a store server only
 
     @property
     def measured(self) -> dict[str, Any]:
@@ -530,7 +641,7 @@ class Users:
 
 def sipload(
     lab: Lab,
-    server: Server,
+    server: Server | Nodes,
     *,
     mode: str,
     users: int,
@@ -543,9 +654,17 @@ def sipload(
     tries: int = 3,
 ) -> Load:
     """Run sipload against ``server``; server CPU is read around the measured phase only."""
-    argv = [
-        str(lab.tools.sipload),
-        "--target", f"127.0.0.1:{server.port}",
+    nodes = server if isinstance(server, Nodes) else Nodes((server,))
+    store = nodes.store
+
+    def cpu() -> tuple[float, float | None]:
+        servers = sum(node.cpu_seconds() for node in nodes.servers)
+        return servers, store.cpu_seconds() if store is not None else None
+
+    argv = [str(lab.tools.sipload)]
+    for node in nodes.servers:
+        argv += ["--target", f"127.0.0.1:{node.port}"]
+    argv += [
         "--mode", mode,
         "--users", str(users),
         "--first-user", str(first),
@@ -569,37 +688,65 @@ def sipload(
         assert proc.stdin is not None and proc.stdout is not None
         try:
             deadline = time.monotonic() + bound
-            before = server.cpu_seconds()
+            before = cpu()
             drops = udp_drops()
             if mode == "refresh":
                 line = proc.stdout.readline()  # {"warmup_done":true}
                 if not line.startswith('{"warmup_done"'):
                     raise BenchError(f"sipload did not pause: {line!r}")
-                before = server.cpu_seconds()
+                before = cpu()
                 drops = udp_drops()
                 proc.stdin.write("go\n")
                 proc.stdin.flush()
             out, err = proc.communicate(timeout=max(1.0, deadline - time.monotonic()))
-            after = server.cpu_seconds()
+            after = cpu()
             drops = udp_drops() - drops
         except BaseException:
             proc.kill()
             raise
     if proc.returncode != 0 or not out.strip():
         raise BenchError(f"sipload failed ({proc.returncode}): {err.strip()}")
-    return Load(json.loads(out.strip().splitlines()[-1]), after - before, drops)
+    stored = None if after[1] is None or before[1] is None else after[1] - before[1]
+    return Load(json.loads(out.strip().splitlines()[-1]), after[0] - before[0], drops, stored)
 
 
 def closed_loop(
     run: Callable[[int], list[Load]], windows: Sequence[int] = WINDOWS
-) -> tuple[list[Load], int]:
-    """Runs of ``run(window)`` for each window in turn until one has no failure."""
+) -> tuple[list[Load], int, dict[int, list[Load]]]:
+    """Runs of ``run(window)`` for each window in turn until one has no failure; the
+    runs of the windows given up on before it, by window."""
     loads: list[Load] = []
+    given_up: dict[int, list[Load]] = {}
     for window in windows:
         loads = run(window)
         if sum(load.failures for load in loads) == 0:
-            return loads, window
-    return loads, windows[-1]
+            return loads, window, given_up
+        given_up[window] = loads
+    given_up.pop(windows[-1])
+    return loads, windows[-1], given_up
+
+
+def failed(key: str, loads: Sequence[Load]) -> Metrics:
+    """What failed in ``loads``: ``key.failures``, ``key.timeouts``, and ``key.status.CODE``
+    the count of each final status that was not a 2xx (a 401 that sipload answered
+    with credentials is not one)."""
+    out: Metrics = {
+        f"{key}.failures": float(sum(load.failures for load in loads)),
+        f"{key}.timeouts": sum(load.get("timeouts") for load in loads),
+    }
+    for load in loads:
+        for code, n in load.measured["status"].items():
+            if int(code) >= 300 and not (code == "401" and load.result.get("auth")):
+                out[f"{key}.status.{code}"] = out.get(f"{key}.status.{code}", 0.0) + n
+    return out
+
+
+def given_up(prefix: str, windows: dict[int, list[Load]]) -> Metrics:
+    """What failed in the windows a closed loop gave up on, as ``prefix.wWINDOW.*``."""
+    out: Metrics = {}
+    for window, loads in windows.items():
+        out |= failed(f"{prefix}.w{window}", loads)
+    return out
 
 
 def summarise(prefix: str, loads: Sequence[Load], window: int) -> Metrics:
@@ -608,7 +755,11 @@ def summarise(prefix: str, loads: Sequence[Load], window: int) -> Metrics:
     elapsed = sum(load.get("elapsed_s") for load in loads)
     cpu = sum(load.server_cpu_s for load in loads)
     gen = sum(load.generator_cpu_us * load.answered for load in loads)
-    return {
+    stored = [load.store_cpu_s for load in loads if load.store_cpu_s is not None]
+    out: Metrics = {}
+    if stored:  # the store server's CPU, beside the registrar's
+        out[f"{prefix}.store_cpu_us"] = sum(stored) * 1e6 / answered if answered else float("nan")
+    return out | {
         f"{prefix}.cpu_us": cpu * 1e6 / answered if answered else float("nan"),
         f"{prefix}.rate": answered / elapsed if elapsed else 0.0,
         f"{prefix}.failures": float(sum(load.failures for load in loads)),
@@ -621,106 +772,66 @@ def summarise(prefix: str, loads: Sequence[Load], window: int) -> Metrics:
 
 
 def latency_metrics(prefix: str, load: Load) -> Metrics:
-    """Figures of a rate-limited run."""
-    return {
+    """Figures of a rate-limited run (its latencies are those of the 2xx answers)."""
+    return failed(f"{prefix}.latency", [load]) | {
         f"{prefix}.p50_ms": load.latency("p50"),
         f"{prefix}.p90_ms": load.latency("p90"),
         f"{prefix}.p99_ms": load.latency("p99"),
         f"{prefix}.latency_rate": load.get("rate"),
-        f"{prefix}.latency_failures": float(load.failures),
     }
 
 
-def profile(lab: Lab, server: Server, prefix: str, *, auth: bool = False) -> Metrics:
-    """Initial and refresh on one running server: CPU, closed-loop rate, latency at half rate."""
+def measure(
+    lab: Lab,
+    server: Server | Nodes,
+    prefix: str,
+    mode: str,
+    users: Users,
+    *,
+    auth: bool = False,
+    latency: bool = True,
+) -> Metrics:
+    """``mode`` (initial or refresh) on one running server: CPU per REGISTER and the
+    closed-loop rate of the first window without a failure; with ``latency``, then
+    p50/p99 of a run paced at half that rate.  An initial figure sums
+    --initial-batches runs of --users new users; a refresh figure is one run of
+    --duration s."""
     a = lab.args
-    users = Users()
-    out: Metrics = {}
-
-    def initial(window: int) -> list[Load]:
-        return [
-            sipload(
-                lab,
-                server,
-                mode="initial",
-                users=a.users,
-                first=users.take(a.users),
-                window=window,
-                duration=a.duration * 10,
-                auth=auth,
-            )
-            for _ in range(a.initial_batches)
-        ]
-
-    loads, window = closed_loop(initial)
-    out |= summarise(f"{prefix}.initial", loads, window)
-    half = out[f"{prefix}.initial.rate"] / 2
-    load = sipload(
-        lab,
-        server,
-        mode="initial",
-        users=a.users,
-        first=users.take(a.users),
-        window=LATENCY_WINDOW,
-        duration=a.duration * 10,
-        rate=half,
-        auth=auth,
+    batches, duration = (
+        (a.initial_batches, a.duration * 10) if mode == "initial" else (1, a.duration)
     )
-    out |= latency_metrics(f"{prefix}.initial", load)
+    key = f"{prefix}.{mode}"
 
-    def refresh(window: int) -> list[Load]:
-        return [
-            sipload(
-                lab,
-                server,
-                mode="refresh",
-                users=a.users,
-                first=users.take(a.users),
-                window=window,
-                duration=a.duration,
-                auth=auth,
-            )
-        ]
+    def one(window: int, rate: float = 0.0) -> Load:
+        return sipload(
+            lab,
+            server,
+            mode=mode,
+            users=a.users,
+            first=users.take(a.users),
+            window=window,
+            duration=duration,
+            rate=rate,
+            auth=auth,
+        )
 
-    loads, window = closed_loop(refresh)
-    out |= summarise(f"{prefix}.refresh", loads, window)
-    half = out[f"{prefix}.refresh.rate"] / 2
-    load = sipload(
-        lab,
-        server,
-        mode="refresh",
-        users=a.users,
-        first=users.take(a.users),
-        window=LATENCY_WINDOW,
-        duration=a.duration,
-        rate=half,
-        auth=auth,
-    )
-    out |= latency_metrics(f"{prefix}.refresh", load)
+    loads, window, failed = closed_loop(lambda window: [one(window) for _ in range(batches)])
+    out = summarise(key, loads, window) | given_up(key, failed)
+    if latency:
+        out |= latency_metrics(key, one(LATENCY_WINDOW, out[f"{key}.rate"] / 2))
     return out
 
 
-def refresh_only(lab: Lab, server: Server, prefix: str, *, auth: bool = False) -> Metrics:
-    """The closed-loop refresh figures alone."""
-    a = lab.args
+def profile(lab: Lab, server: Server | Nodes, prefix: str, *, auth: bool = False) -> Metrics:
+    """Initial and refresh on one running server: CPU, closed-loop rate, latency at half rate."""
     users = Users()
+    out = measure(lab, server, prefix, "initial", users, auth=auth)
+    return out | measure(lab, server, prefix, "refresh", users, auth=auth)
 
-    def refresh(window: int) -> list[Load]:
-        return [
-            sipload(
-                lab,
-                server,
-                mode="refresh",
-                users=a.users,
-                first=users.take(a.users),
-                window=window,
-                duration=a.duration,
-                auth=auth,
-            )
-        ]
 
-    loads, window = closed_loop(refresh)
-    return summarise(f"{prefix}.refresh", loads, window)
+def refresh_only(lab: Lab, server: Server | Nodes, prefix: str, *, auth: bool = False) -> Metrics:
+    """The closed-loop refresh figures alone."""
+    return measure(lab, server, prefix, "refresh", Users(), auth=auth, latency=False)
 
 
 def storm(lab: Lab, server: Server) -> Metrics:
@@ -748,31 +859,68 @@ def storm(lab: Lab, server: Server) -> Metrics:
 
 
 def sipreg_round(lab: Lab) -> Metrics:
-    """One round of sipreg: memory, SQLite, auth, workers, storm; each on a fresh server."""
+    """One round of sipreg: memory, SQLite, auth, workers, Redis, storm (those of --only),
+    each on a fresh server."""
+    parts = lab.args.only
     out: Metrics = {}
-    with running(lab.sipreg("memory:")) as server:
-        out |= profile(lab, server, "memory")
-    with running(lab.sipreg("sqlite")) as server:
-        out |= profile(lab, server, "sqlite")
-    with running(lab.sipreg("memory:", auth=True)) as server:
-        out |= refresh_only(lab, server, "auth", auth=True)
-    out["auth.ratio"] = out["auth.refresh.cpu_us"] / out["memory.refresh.cpu_us"]
-    if lab.tools.workers:  # workers share a SQLite file (memory: is refused with workers)
+    if "memory" in parts:
+        with running(lab.sipreg("memory:")) as server:
+            out |= profile(lab, server, "memory")
+    if "sqlite" in parts:
+        with running(lab.sipreg("sqlite")) as server:
+            out |= profile(lab, server, "sqlite")
+    if "auth" in parts:
+        with running(lab.sipreg("memory:", auth=True)) as server:
+            out |= refresh_only(lab, server, "auth", auth=True)
+        out["auth.ratio"] = out["auth.refresh.cpu_us"] / out["memory.refresh.cpu_us"]
+    if "workers" in parts and lab.tools.workers:
+        # Workers share a SQLite file (memory: is refused with workers).
         with running(lab.sipreg("sqlite", workers=2)) as server:
             out |= refresh_only(lab, server, "workers2")
         out["workers.ratio"] = out["workers2.refresh.rate"] / out["sqlite.refresh.rate"]
-    with running(lab.sipreg("memory:")) as server:
-        out |= storm(lab, server)
+    if "redis" in parts and lab.tools.redis:
+        out |= redis_round(lab, out)
+    if "storm" in parts:
+        with running(lab.sipreg("memory:")) as server:
+            out |= storm(lab, server)
+    return out
+
+
+def redis_round(lab: Lab, base: Metrics) -> Metrics:
+    """sipreg on the Redis store, each case on a fresh redis-server: one node (initial
+    and refresh, as the memory and SQLite rows), one node on an fsync-always AOF
+    (refresh), two nodes on one Redis (the closed-loop refresh, the load split across
+    them); the ratios to the memory and SQLite figures of ``base``."""
+    out: Metrics = {}
+    with running(lab.redis()) as redis, running(lab.sipreg(redis.url)) as node:
+        out |= profile(lab, Nodes((node,), redis), "redis")
+    with running(lab.redis(durable=True)) as redis, running(lab.sipreg(redis.url)) as node:
+        out |= measure(lab, Nodes((node,), redis), "redis_aof", "refresh", Users())
+    with (
+        running(lab.redis()) as redis,
+        running(lab.sipreg(redis.url)) as first,
+        running(lab.sipreg(redis.url)) as second,
+    ):
+        out |= refresh_only(lab, Nodes((first, second), redis), "redis2")
+    out["redis2.ratio"] = out["redis2.refresh.rate"] / out["redis.refresh.rate"]
+    for prefix in ("redis", "redis_aof", "redis2"):
+        sipreg = out[f"{prefix}.refresh.cpu_us"]
+        both = sipreg + out[f"{prefix}.refresh.store_cpu_us"]
+        for store in ("memory", "sqlite"):
+            out[f"{prefix}.refresh.cpu_ratio.{store}"] = sipreg / base[f"{store}.refresh.cpu_us"]
+            out[f"{prefix}.refresh.total_ratio.{store}"] = both / base[f"{store}.refresh.cpu_us"]
     return out
 
 
 def kamailio_round(lab: Lab) -> Metrics:
-    """One round of Kamailio: memory (usrloc db_mode=0) and the storm."""
+    """One round of Kamailio: memory (usrloc db_mode=0) and the storm (those of --only)."""
     out: Metrics = {}
-    with running(lab.kamailio()) as server:
-        out |= profile(lab, server, "memory")
-    with running(lab.kamailio()) as server:
-        out |= storm(lab, server)
+    if "memory" in lab.args.only:
+        with running(lab.kamailio()) as server:
+            out |= profile(lab, server, "memory")
+    if "storm" in lab.args.only:
+        with running(lab.kamailio()) as server:
+            out |= storm(lab, server)
     return out
 
 
@@ -909,51 +1057,48 @@ def run_step(report: Report, what: str, step: Callable[[], Metrics]) -> Metrics 
 
 
 def run(args: argparse.Namespace) -> Report:
-    """Every row, the servers alternating round after round."""
+    """Every row of --only, the servers alternating round after round."""
     tools = find_tools(args)
     servers = ["sipreg"] + (["kamailio"] if tools.kamailio else [])
+    rounds = {"sipreg": ROUND_PARTS, "kamailio": KAMAILIO_ROUND_PARTS}
     settings = {k: v for k, v in vars(args).items() if k != "func"}
     report = Report(machine_info(tools), settings)
     print(
         f"sipreg: {report.machine['sipreg']} ({tools.sipreg}), "
-        f"kamailio: {report.machine['kamailio']}",
+        f"kamailio: {report.machine['kamailio']}, redis: {report.machine['redis']}",
         flush=True,
     )
     with tempfile.TemporaryDirectory(prefix="sipreg-bench-") as tmp:
         lab = Lab(tools, Path(tmp), args)
         for r in range(args.rounds):
             for name in servers:
+                if not rounds[name].intersection(args.only):
+                    continue
                 step = sipreg_round if name == "sipreg" else kamailio_round
                 what = f"round {r + 1}/{args.rounds}: {name}"
                 got = run_step(report, what, functools.partial(step, lab))
                 if got is not None:
                     report.rounds.setdefault(name, []).append(got)
-        for name in servers:
+        for name in servers if "bindings" in args.only else []:
             server = lab.sipreg("memory:") if name == "sipreg" else lab.kamailio()
             sizes = ", ".join(f"{s:,}" for s in sorted(args.sizes))
-            got = run_step(
-                report,
-                f"memory: {name}, {sizes} bindings",
-                functools.partial(memory_row, lab, server),
-            )
-            if got is not None:
-                report.once.setdefault(name, {}).update(got)
-        got = run_step(
-            report,
-            f"soak: sipreg, SQLite, {args.soak_rate:,.0f}/s for {args.soak_duration:.0f} s",
-            lambda: soak_row(lab),
-        )
-        if got is not None:
-            report.once.setdefault("sipreg", {}).update(got)
-        got = run_step(
-            report,
-            f"start-up: sipreg, SQLite with {max(args.sizes):,} bindings",
-            lambda: startup_row(lab),
-        )
-        if got is not None:
-            report.once.setdefault("sipreg", {}).update(got)
+            what = f"memory: {name}, {sizes} bindings"
+            run_once(report, name, what, functools.partial(memory_row, lab, server))
+        if "soak" in args.only:
+            what = f"soak: sipreg, SQLite, {args.soak_rate:,.0f}/s for {args.soak_duration:.0f} s"
+            run_once(report, "sipreg", what, lambda: soak_row(lab))
+        if "startup" in args.only:
+            what = f"start-up: sipreg, SQLite with {max(args.sizes):,} bindings"
+            run_once(report, "sipreg", what, lambda: startup_row(lab))
     report.machine["loadavg_end"] = Path("/proc/loadavg").read_text().split()[:3]
     return report
+
+
+def run_once(report: Report, server: str, what: str, step: Callable[[], Metrics]) -> None:
+    """Run a step measured once (not in rounds); its figures go to ``server``'s."""
+    got = run_step(report, what, step)
+    if got is not None:
+        report.once.setdefault(server, {}).update(got)
 
 
 # ---- output ----
@@ -961,20 +1106,121 @@ def run(args: argparse.Namespace) -> Report:
 
 @dataclass(frozen=True)
 class Row:
-    """A line of the table: a label, the figures it shows and how."""
+    """A line of the table: a label, the figures it shows and how, the part it is of."""
 
     label: str
     keys: tuple[str, ...]
     fmt: str = "{:,.1f}"
     kamailio: str | None = None  # why Kamailio has no figure here
     note: Callable[[Metrics], str] | None = None
+    part: str = "memory"  # the rows of parts not run (--only) are left out
 
 
-def _ratio_note(key: str, what: str) -> Callable[[Metrics], str]:
+def _ratio_note(*ratios: tuple[str, str], lead: str = "") -> Callable[[Metrics], str]:
+    """A note of those of ``ratios`` (key, what) measured: ``lead`` "what 1.23x, what 0.45x"."""
+
     def note(s: Metrics) -> str:
-        return f"{what} {s[key]:.2f}x" if key in s else ""
+        found = [f"{what} {s[key]:.2f}x" for key, what in ratios if key in s]
+        return lead + ", ".join(found) if found else ""
 
     return note
+
+
+def _failed_text(s: Metrics, key: str) -> str:
+    """What :func:`failed` found under ``key``: "12 failed (503 x 10, 2 timeouts)"."""
+    why = [
+        f"{n:,.0f} x {k.rpartition('.')[2]}" for k, n in s.items() if k.startswith(f"{key}.status.")
+    ]
+    if s.get(f"{key}.timeouts"):
+        why.append(f"{s[f'{key}.timeouts']:,.0f} timeouts")
+    return f"{s[f'{key}.failures']:,.0f} failed ({', '.join(why) or 'unfinished'})"
+
+
+def _given_up_note(key: str) -> Callable[[Metrics], str]:
+    """The windows the closed loop of ``key`` gave up on, and what failed in each."""
+
+    def note(s: Metrics) -> str:
+        found = [
+            f"window {window}: {_failed_text(s, f'{key}.w{window}')}"
+            for window in WINDOWS
+            if f"{key}.w{window}.failures" in s
+        ]
+        return "; ".join(found)
+
+    return note
+
+
+def _latency_note(key: str) -> Callable[[Metrics], str]:
+    """What failed in the run at half rate of ``key``, if anything did."""
+
+    def note(s: Metrics) -> str:
+        if not s.get(f"{key}.latency.failures"):
+            return ""
+        return f"at half rate {_failed_text(s, f'{key}.latency')}; latency of the 2xx"
+
+    return note
+
+
+def _notes(*notes: Callable[[Metrics], str] | None) -> Callable[[Metrics], str]:
+    """The notes of ``notes`` there are, joined."""
+
+    def note(s: Metrics) -> str:
+        return "; ".join(text for n in notes if n is not None and (text := n(s)))
+
+    return note
+
+
+def _case_rows(
+    key: str,
+    title: str,
+    part: str,
+    kamailio: str | None = None,
+    *,
+    latency: bool = True,
+    cpu_note: Callable[[Metrics], str] | None = None,
+    rate_note: Callable[[Metrics], str] | None = None,
+) -> list[Row]:
+    """The rows of a closed-loop case ``key`` ("memory.refresh"): CPU, rate (and the
+    windows given up on), latency."""
+    rate_note = _notes(rate_note, _given_up_note(key))
+    out = [
+        Row(f"{title}: CPU us/REGISTER", (f"{key}.cpu_us",), kamailio=kamailio, note=cpu_note),
+        Row(f"{title}: rate, 0 failures (/s)", (f"{key}.rate",), "{:,.0f}", kamailio, rate_note),
+    ]
+    if latency:
+        out.append(
+            Row(
+                f"{title}: p50 / p99 at half (ms)",
+                (f"{key}.p50_ms", f"{key}.p99_ms"),
+                "{:,.2f}",
+                kamailio,
+                _latency_note(key),
+            )
+        )
+    return [replace(row, part=part) for row in out]
+
+
+def _redis_rows(key: str, title: str, *, latency: bool = True) -> list[Row]:
+    """A Redis case's rows: sipreg's CPU over the memory and SQLite stores' (refresh),
+    redis-server's CPU, and sipreg's and redis-server's together over those."""
+
+    def over(ratio: str) -> tuple[tuple[str, str], ...]:
+        return ((f"{key}.{ratio}.memory", "over memory"), (f"{key}.{ratio}.sqlite", "over SQLite"))
+
+    no = "n/a (usrloc in memory)"
+    rate_note = _ratio_note(("redis2.ratio", "over 1 node")) if key.startswith("redis2.") else None
+    out = _case_rows(
+        key, title, "redis", no,
+        latency=latency, cpu_note=_ratio_note(*over("cpu_ratio")), rate_note=rate_note,
+    )  # fmt: skip
+    store = Row(
+        f"{title}: redis-server us/REGISTER",
+        (f"{key}.store_cpu_us",),
+        kamailio=no,
+        note=_ratio_note(*over("total_ratio"), lead="sipreg + redis-server "),
+        part="redis",
+    )
+    return [out[0], store, *out[1:]]
 
 
 def rows(report: Report) -> list[Row]:
@@ -983,24 +1229,15 @@ def rows(report: Report) -> list[Row]:
     out = []
     for store, title in (("memory", "memory"), ("sqlite", "SQLite")):
         for mode in ("initial", "refresh"):
-            p = f"{store}.{mode}"
             k = None if store == "memory" else no_sqlite
-            out += [
-                Row(f"{title} {mode}: CPU us/REGISTER", (f"{p}.cpu_us",), kamailio=k),
-                Row(f"{title} {mode}: rate, 0 failures (/s)", (f"{p}.rate",), "{:,.0f}", k),
-                Row(
-                    f"{title} {mode}: p50 / p99 at half (ms)",
-                    (f"{p}.p50_ms", f"{p}.p99_ms"),
-                    "{:,.2f}",
-                    k,
-                ),
-            ]
+            out += _case_rows(f"{store}.{mode}", f"{title} {mode}", store, k)
     out.append(
         Row(
             "auth refresh: CPU us/REGISTER",
             ("auth.refresh.cpu_us",),
             kamailio="n/a (no auth)",
-            note=_ratio_note("auth.ratio", "on/off"),
+            note=_ratio_note(("auth.ratio", "on/off")),
+            part="auth",
         )
     )
     if report.machine.get("sipreg_workers_flag"):
@@ -1010,21 +1247,48 @@ def rows(report: Report) -> list[Row]:
                 ("workers2.refresh.rate",),
                 "{:,.0f}",
                 kamailio="n/a",
-                note=_ratio_note("workers.ratio", "2/1 workers on SQLite"),
+                note=_ratio_note(("workers.ratio", "2/1 workers on SQLite")),
+                part="workers",
             )
         )
     else:
-        out.append(Row("2 workers: rate", (), kamailio="n/a", note=lambda _: "n/a (no --workers)"))
+        out.append(
+            Row(
+                "2 workers: rate",
+                (),
+                kamailio="n/a",
+                note=lambda _: "n/a (no --workers)",
+                part="workers",
+            )
+        )
+    out += _redis_rows("redis.initial", "Redis initial")
+    out += _redis_rows("redis.refresh", "Redis refresh")
+    out += _redis_rows("redis_aof.refresh", "Redis AOF always refresh")
+    out += _redis_rows("redis2.refresh", "Redis 2 nodes refresh", latency=False)
     sizes = sorted(report.settings["sizes"])
     for size in sizes:
-        out.append(Row(f"memory per binding, {size:,} (B)", (f"rss.{size}.bytes",), "{:,.0f}"))
+        out.append(
+            Row(
+                f"memory per binding, {size:,} (B)",
+                (f"rss.{size}.bytes",),
+                "{:,.0f}",
+                part="bindings",
+            )
+        )
     for size in sizes:
 
         def scale(s: Metrics, size: int = size) -> str:
             low, here = s.get(f"scale.{sizes[0]}.cpu_us"), s.get(f"scale.{size}.cpu_us")
             return f"{here / low:.2f}x of {sizes[0]:,}" if low and here and size != sizes[0] else ""
 
-        out.append(Row(f"refresh CPU us, {size:,} stored", (f"scale.{size}.cpu_us",), note=scale))
+        out.append(
+            Row(
+                f"refresh CPU us, {size:,} stored",
+                (f"scale.{size}.cpu_us",),
+                note=scale,
+                part="bindings",
+            )
+        )
     out.append(
         Row(
             f"SQLite soak {report.settings['soak_rate']:,.0f}/s: p50 / p99 (ms)",
@@ -1034,6 +1298,7 @@ def rows(report: Report) -> list[Row]:
             note=lambda s: (
                 f"{s.get('soak.failures', 0):.0f} failures" if "soak.p99_ms" in s else ""
             ),
+            part="soak",
         )
     )
     biggest = max(report.settings["sizes"])
@@ -1047,20 +1312,27 @@ def rows(report: Report) -> list[Row]:
                 f"empty file {s.get('startup.empty_s', 0):.2f} s,"
                 f" filled via store API in {s.get('startup.fill_s', 0):.0f} s"
             ),
+            part="startup",
         )
     )
     n = report.settings["storm"]
     out += [
-        Row(f"storm {n:,} new: time to all 200 (s)", ("storm.time_s",), "{:,.1f}"),
-        Row(f"storm {n:,} new: failures", ("storm.failures",), "{:,.0f}"),
-        Row(f"storm {n:,} new: retransmissions", ("storm.retransmissions",), "{:,.0f}"),
+        Row(f"storm {n:,} new: time to all 200 (s)", ("storm.time_s",), "{:,.1f}", part="storm"),
+        Row(f"storm {n:,} new: failures", ("storm.failures",), "{:,.0f}", part="storm"),
+        Row(
+            f"storm {n:,} new: retransmissions",
+            ("storm.retransmissions",),
+            "{:,.0f}",
+            part="storm",
+        ),
         Row(
             f"storm {n:,} new: UDP drops, full buffer",
             ("storm.udp_drops",),
             "{:,.0f}",
             note=lambda _: "RcvbufErrors of the whole machine",
+            part="storm",
         ),
-        Row("UDP receive buffer (bytes)", ("udp_rcvbuf",), "{:,.0f}"),
+        Row("UDP receive buffer (bytes)", ("udp_rcvbuf",), "{:,.0f}", part="bindings"),
         Row("generator CPU us/REGISTER (refresh)", ("memory.refresh.generator_cpu_us",)),
     ]
     return out
@@ -1081,7 +1353,8 @@ def table(report: Report) -> str:
     sip, kam = report.summary("sipreg"), report.summary("kamailio")
     have_kam = "kamailio" in report.rounds or "kamailio" in report.once
     lines = [["", "sipreg", "kamailio", "sipreg/kamailio", ""]]
-    for row in rows(report):
+    parts = report.settings.get("only", PARTS)
+    for row in (row for row in rows(report) if row.part in parts):
         k_text = row.kamailio or (_cell(kam, row.keys, row.fmt) if have_kam else "not run")
         ratio = "-"
         if row.kamailio is None and row.keys and all(k in sip and k in kam for k in row.keys):
@@ -1116,26 +1389,29 @@ def chart(report: Report, path: Path) -> bool:
         ("sqlite.initial", "SQLite\ninitial"),
         ("sqlite.refresh", "SQLite\nrefresh"),
         ("auth.refresh", "auth\nrefresh"),
+        ("redis.refresh", "Redis\nrefresh"),
+        ("redis_aof.refresh", "Redis AOF\nrefresh"),
+        ("redis2.refresh", "Redis 2\nnodes"),
     ]
     fig, axes = plt.subplots(2, 2, figsize=(13, 9))
 
     def bars(ax: Any, suffix: str, title: str) -> None:
         xs = range(len(cases))
-        ax.bar(
-            [x - 0.2 for x in xs],
-            [sip.get(f"{c}.{suffix}", 0) for c, _ in cases],
-            0.4,
-            label="sipreg",
-        )
+        ours = [sip.get(f"{c}.{suffix}", 0) for c, _ in cases]
+        ax.bar([x - 0.2 for x in xs], ours, 0.4, color="C0", label="sipreg")
+        store = [sip.get(f"{c}.store_cpu_us", 0) for c, _ in cases]
+        if suffix == "cpu_us" and any(store):
+            ax.bar([x - 0.2 for x in xs], store, 0.4, bottom=ours, color="C2", label="redis-server")
         ax.bar(
             [x + 0.2 for x in xs],
             [kam.get(f"{c}.{suffix}", 0) for c, _ in cases],
             0.4,
+            color="C1",
             label="kamailio",
         )
         ax.set_xticks(list(xs), [label for _, label in cases])
         ax.set_title(title)
-        ax.legend()
+        _legend(ax)
 
     bars(axes[0][0], "cpu_us", "server CPU µs per REGISTER (lower is better)")
     bars(axes[0][1], "rate", "closed-loop REGISTERs/s with 0 failures")
@@ -1145,6 +1421,8 @@ def chart(report: Report, path: Path) -> bool:
         ("memory.refresh", "mem refr"),
         ("sqlite.initial", "sql init"),
         ("sqlite.refresh", "sql refr"),
+        ("redis.refresh", "redis refr"),
+        ("redis_aof.refresh", "redis AOF"),
     ]
     for i, (c, _) in enumerate(lat):
         for off, s, name in ((-0.2, sip, "sipreg"), (0.2, kam, "kamailio")):
@@ -1167,7 +1445,7 @@ def chart(report: Report, path: Path) -> bool:
     ax.set_xticks(range(len(lat)), [label for _, label in lat])
     ax.set_yscale("log")
     ax.set_title("latency at half the closed-loop rate (ms)")
-    ax.legend()
+    _legend(ax)
     ax = axes[1][1]
     sizes = sorted(report.settings["sizes"])
     for s, name in ((sip, "sipreg"), (kam, "kamailio")):
@@ -1177,7 +1455,7 @@ def chart(report: Report, path: Path) -> bool:
     ax.set_xscale("log")
     ax.set_ylim(bottom=0)
     ax.set_title("resident memory per binding (bytes)")
-    ax.legend()
+    _legend(ax)
     m = report.machine
     fig.suptitle(
         f"{m['sipreg']} ({m['sipreg_event_loop']}) vs {m['kamailio']}, "
@@ -1189,6 +1467,12 @@ def chart(report: Report, path: Path) -> bool:
     fig.savefig(path, dpi=100)
     plt.close(fig)
     return True
+
+
+def _legend(ax: Any) -> None:
+    """The legend of ``ax``, if anything was drawn on it (a part not run draws nothing)."""
+    if ax.get_legend_handles_labels()[0]:
+        ax.legend()
 
 
 def write(report: Report) -> Path:
@@ -1225,7 +1509,7 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
     parser.add_argument(
         "--sizes", type=_sizes, help="memory row sizes (10000,100000,1000000; quick: 10000,100000)"
     )
-    parser.add_argument("--users", type=int, default=10_000, help="users of rows 1-3")
+    parser.add_argument("--users", type=int, default=10_000, help="users of rows 1-3 and 5")
     parser.add_argument("--duration", type=float, help="seconds of each refresh run (10; quick 4)")
     parser.add_argument(
         "--initial-batches", type=int, help="initial runs of --users new users, summed (3; quick 2)"
@@ -1237,7 +1521,20 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--soak-duration", type=float, help="soak: seconds (60; quick 10)")
     parser.add_argument("--sipreg", help="the sipreg to run (default: this venv's)")
     parser.add_argument("--no-kamailio", action="store_true", help="run sipreg alone")
+    parser.add_argument(
+        "--only",
+        type=_parts,
+        metavar="PARTS",
+        help=(
+            f"run only these parts, comma-separated, of {','.join(PARTS)} (default: all);"
+            " with those their ratios are taken over (auth: memory; workers: sqlite;"
+            " redis: memory and sqlite)"
+        ),
+    )
     args = parser.parse_args(argv)
+    chosen = set(args.only or PARTS)
+    chosen.update(need for part in list(chosen) for need in NEEDS.get(part, ()))
+    args.only = [part for part in PARTS if part in chosen]
     quick = args.quick
     if args.rounds is None:
         args.rounds = 1 if quick else 3
@@ -1256,6 +1553,16 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
         parser.error("--duration must be from 0 to 3600 seconds")
     args.started = datetime.datetime.now(datetime.UTC).strftime("%Y%m%dT%H%M%SZ")
     return args
+
+
+def _parts(text: str) -> list[str]:
+    parts = [part.strip() for part in text.split(",") if part.strip()]
+    unknown = sorted(set(parts) - set(PARTS))
+    if not parts or unknown:
+        raise argparse.ArgumentTypeError(
+            f"not a part: {', '.join(unknown) or repr(text)} (parts: {', '.join(PARTS)})"
+        )
+    return parts
 
 
 def _sizes(text: str) -> list[int]:

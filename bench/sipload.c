@@ -8,6 +8,11 @@
  * are accepted.  Every phase is bounded by a request count and a duration, so it
  * always stops by itself.
  *
+ * --target may be given up to MAX_TARGETS times (registrar nodes sharing a store):
+ * socket i sends to target i modulo their number, and a user always uses the same
+ * socket, so each node gets its own users and an equal share of them (--sockets must
+ * be a multiple of the targets).  The figures are those of all the targets together.
+ *
  * Modes:
  *   initial   each user registers once, a new Call-ID (the run's tag), CSeq 1.
  *   refresh   every user registers once first (the warm-up, reported apart and not
@@ -63,6 +68,7 @@
 #include <unistd.h>
 
 #define MAX_SOCKETS 64
+#define MAX_TARGETS 8
 #define BATCH 64          /* datagrams per recvmmsg / sendmmsg call */
 #define MSG_MAX 4096      /* one request */
 #define RECV_MAX 8192     /* one response */
@@ -134,7 +140,8 @@ struct sock {
 };
 
 static struct {
-    struct sockaddr_in target;
+    struct sockaddr_in targets[MAX_TARGETS];
+    unsigned long ntargets;
     const char *mode;
     const char *domain;
     const char *prefix;
@@ -769,8 +776,11 @@ static void print_stats(FILE *out, const char *name, struct stats *st) {
 
 /* ---- set-up ---- */
 
+/* Add target HOST:PORT. */
 static void parse_target(const char *spec) {
     char host[256];
+    if (opt.ntargets == MAX_TARGETS) usage_error("--target at most %d times", MAX_TARGETS);
+    struct sockaddr_in *target = &opt.targets[opt.ntargets++];
     const char *colon = strrchr(spec, ':');
     if (colon == NULL || (size_t)(colon - spec) >= sizeof host)
         usage_error("--target must be HOST:PORT");
@@ -780,12 +790,12 @@ static void parse_target(const char *spec) {
     char *endp;
     long port = strtol(colon + 1, &endp, 10);
     if (*endp || port < 1 || port > 65535) usage_error("bad port in --target %s", spec);
-    memset(&opt.target, 0, sizeof opt.target);
-    opt.target.sin_family = AF_INET;
-    opt.target.sin_port = htons((uint16_t)port);
-    if (inet_pton(AF_INET, host, &opt.target.sin_addr) != 1)
+    memset(target, 0, sizeof *target);
+    target->sin_family = AF_INET;
+    target->sin_port = htons((uint16_t)port);
+    if (inet_pton(AF_INET, host, &target->sin_addr) != 1)
         usage_error("--target host must be an IPv4 address on 127.0.0.0/8, not %s", host);
-    if ((ntohl(opt.target.sin_addr.s_addr) >> 24) != 127)
+    if ((ntohl(target->sin_addr.s_addr) >> 24) != 127)
         usage_error("refusing %s: only loopback (127.0.0.0/8) targets", host);
 }
 
@@ -804,7 +814,8 @@ static void open_sockets(void) {
         setsockopt(s->fd, SOL_SOCKET, SO_SNDBUF, &size, sizeof size);
         if (bind(s->fd, (struct sockaddr *)&local, sizeof local) < 0)
             die("bind 127.0.0.1: %s", strerror(errno));
-        if (connect(s->fd, (struct sockaddr *)&opt.target, sizeof opt.target) < 0)
+        const struct sockaddr_in *target = &opt.targets[i % opt.ntargets];
+        if (connect(s->fd, (struct sockaddr *)target, sizeof *target) < 0)
             die("connect: %s", strerror(errno));
         getsockname(s->fd, (struct sockaddr *)&local, &len);
         s->port = ntohs(local.sin_port);
@@ -851,7 +862,7 @@ static void on_signal(int sig) {
 }
 
 static const char help[] =
-    "usage: sipload --target 127.0.0.1:PORT [options]\n"
+    "usage: sipload --target 127.0.0.1:PORT [--target 127.0.0.1:PORT2 ...] [options]\n"
     "  --users N            distinct users (10000)\n"
     "  --first-user K       number of the first user (0): users PREFIX<K>..PREFIX<K+N-1>\n"
     "  --window W           requests in progress at most (64)\n"
@@ -865,7 +876,7 @@ static const char help[] =
     "  --user-prefix P      user names P<n> (user)\n"
     "  --password PW        answer 401s with Digest credentials for P<n> and PW\n"
     "  --algorithm A        MD5 (default) or SHA-256: the challenge to pick when both come\n"
-    "  --sockets K          local UDP ports the users share (4)\n"
+    "  --sockets K          local UDP ports the users share (4), a multiple of the targets\n"
     "  --timeout-ms T       first retransmission after T ms (T1), doubling (500)\n"
     "  --t2-ms T            ... up to T ms between sends (T2, 4000)\n"
     "  --tries N            sends of one request at most (3)\n"
@@ -910,7 +921,6 @@ int main(int argc, char **argv) {
         {"jitter", required_argument, 0, 'j'},
         {0, 0, 0, 0},
     };
-    const char *target = NULL;
     char tag[32];
     long requests = -1;
     opt.users = 10000;
@@ -933,7 +943,7 @@ int main(int argc, char **argv) {
     int c;
     while ((c = getopt_long(argc, argv, "", longs, NULL)) != -1) {
         switch (c) {
-        case 't': target = optarg; break;
+        case 't': parse_target(optarg); break;
         case 'n': opt.users = parse_count("--users", optarg, 1, 50000000); break;
         case 'F': opt.first = parse_count("--first-user", optarg, 0, 1000000000); break;
         case 'w': opt.window = parse_count("--window", optarg, 1, 100000); break;
@@ -965,7 +975,10 @@ int main(int argc, char **argv) {
         }
     }
     if (optind < argc) usage_error("unexpected argument %s", argv[optind]);
-    if (target == NULL) usage_error("--target is required");
+    if (opt.ntargets == 0) usage_error("--target is required");
+    if (opt.sockets % opt.ntargets != 0)
+        usage_error("--sockets %lu is not a multiple of the %lu targets", opt.sockets,
+                    opt.ntargets);
     if (strcmp(opt.mode, "initial") == 0) opt.refresh = 0;
     else if (strcmp(opt.mode, "refresh") == 0) opt.refresh = 1;
     else usage_error("--mode is initial or refresh");
@@ -973,7 +986,6 @@ int main(int argc, char **argv) {
         strlen(opt.user_agent) > 100 || (opt.password && strlen(opt.password) > 200))
         usage_error("an option is too long");
     if (strpbrk(opt.tag, "-@ \t\r\n")) usage_error("--tag may not hold '-', '@' or spaces");
-    parse_target(target);
     opt.requests = requests > 0 ? (unsigned long)requests : opt.users;
     if (!opt.refresh && opt.requests > opt.users) opt.requests = opt.users;
 
@@ -992,9 +1004,9 @@ int main(int argc, char **argv) {
     FILE *out = open_memstream(&json, &json_len);
     if (out == NULL) die("open_memstream: %s", strerror(errno));
     fprintf(out, "{\"mode\":\"%s\",\"users\":%lu,\"first_user\":%lu,\"window\":%lu,\"rate_target\":%.1f,"
-           "\"sockets\":%lu,\"tag\":\"%s\",\"auth\":%s,",
-           opt.mode, opt.users, opt.first, opt.window, opt.rate, opt.sockets, opt.tag,
-           opt.password ? "true" : "false");
+           "\"sockets\":%lu,\"targets\":%lu,\"tag\":\"%s\",\"auth\":%s,",
+           opt.mode, opt.users, opt.first, opt.window, opt.rate, opt.sockets, opt.ntargets,
+           opt.tag, opt.password ? "true" : "false");
     if (opt.refresh) {
         struct phase w = {"warmup", 0, opt.users, opt.warmup_duration, 0};
         run_phase(&w, &warm);
