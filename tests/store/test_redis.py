@@ -13,7 +13,15 @@ import pytest
 from redis_servers import RedisCluster, RedisServer
 from sipreg.errors import StoreConflict, StoreUnavailable
 from sipreg.store.base import Change, open_store, redacted
-from sipreg.store.redis import GROUPS, RedisStore, RedisTarget, group, parse_url
+from sipreg.store.redis import (
+    GROUPS,
+    MAX_CONNECTIONS,
+    RECOVERED_AFTER,
+    RedisStore,
+    RedisTarget,
+    group,
+    parse_url,
+)
 
 from .helpers import ALICE, BOB, binding
 
@@ -184,8 +192,9 @@ async def test_a_server_that_is_gone_gives_503_soon_and_is_logged_once(
 ) -> None:
     """Killed, then started again on its port: refused within the timeout, then back."""
     caplog.set_level(logging.WARNING, "sipreg.store")
+    clock = [0.0]
     with RedisServer.start(tmp_path) as server:
-        store = RedisStore(server.url + "?timeout=0.5")
+        store = RedisStore(server.url + "?timeout=0.5", clock=lambda: clock[0])
         await store.open()
         try:
             await store.apply(Change(ALICE, 0, upsert=(binding(),)))
@@ -196,7 +205,10 @@ async def test_a_server_that_is_gone_gives_503_soon_and_is_logged_once(
                 with pytest.raises(StoreUnavailable, match=r"Redis at redis://127\.0\.0\.1"):
                     await store.load(ALICE)
                 assert loop.time() - started < 1.5
+                clock[0] += 0.5
             server.restart()  # nothing persisted: an empty server
+            assert (await store.load(ALICE)).bindings == ()  # too soon to call it over
+            clock[0] += RECOVERED_AFTER
             assert (await store.load(ALICE)).bindings == ()
             await store.apply(Change(ALICE, 0, upsert=(binding(),)))  # its scripts load again
             assert len(await store.expire(10_000.0)) == 1
@@ -205,7 +217,48 @@ async def test_a_server_that_is_gone_gives_503_soon_and_is_logged_once(
     warnings = [r.getMessage() for r in caplog.records]
     assert len(warnings) == 2, warnings
     assert "fails" in warnings[0] and "answering 503" in warnings[0]
-    assert "answers again after" in warnings[1] and "5 operation(s) failed" in warnings[1]
+    assert "answers again after 2.0 s (5 operation(s) failed meanwhile)" in warnings[1]
+
+
+async def test_a_server_failing_on_and_off_makes_one_outage(
+    redis_db: RedisServer, caplog: pytest.LogCaptureFixture
+) -> None:
+    caplog.set_level(logging.WARNING, "sipreg.store")
+    clock = [0.0]
+    store = RedisStore(redis_db.url, clock=lambda: clock[0])
+    await store.open()
+
+    async def refused() -> None:
+        raise ConnectionError("refused")
+
+    try:
+        for _ in range(10):
+            with pytest.raises(StoreUnavailable):
+                await store.run(refused)
+            clock[0] += 0.5
+            await store.load(ALICE)  # answered, but half a second after a failure
+        clock[0] += RECOVERED_AFTER
+        await store.load(ALICE)
+    finally:
+        await store.close()
+    warnings = [r.getMessage() for r in caplog.records]
+    assert len(warnings) == 2, warnings
+    assert "answers again after 4.5 s (10 operation(s) failed meanwhile)" in warnings[1]
+
+
+async def test_more_operations_at_once_than_the_pool_holds_wait_their_turn(
+    redis_db: RedisServer,
+) -> None:
+    """redis-py refuses a command when every connection is busy: the store queues them."""
+    (store,) = await nodes(redis_db.url, 1)
+    try:
+        aors = [f"sip:u{n}@example.com" for n in range(1000)]
+        await asyncio.gather(*(store.apply(Change(a, 0, upsert=(binding(a),))) for a in aors))
+        states = await asyncio.gather(*(store.load(a) for a in aors))
+        assert all(len(state.bindings) == 1 for state in states)
+        assert redis_db.client().info("clients")["connected_clients"] <= MAX_CONNECTIONS + 1
+    finally:
+        await store.close()
 
 
 async def test_a_server_that_does_not_answer_times_out(tmp_path: Path) -> None:

@@ -21,7 +21,7 @@ index holds more than its group's share of the bindings.
 Every failure to reach the server, and every operation past ``timeout``, raises
 :class:`~sipreg.errors.StoreUnavailable` (the registrar answers 503).  The
 client reconnects by itself; the first failure after a success is logged, and
-so is the first success after failures.
+so is the first success after :data:`RECOVERED_AFTER` seconds without failures.
 """
 
 from __future__ import annotations
@@ -31,6 +31,7 @@ import functools
 import heapq
 import json
 import logging
+import math
 import random
 import time
 import zlib
@@ -65,6 +66,14 @@ SWEEP_BATCH = 1000
 SWEEP_CHUNK = 32
 #: Sweep scripts a node runs at once on a cluster.
 SWEEP_CONCURRENCY = 16
+#: Seconds without a failure after which an answer ends an outage (and is logged):
+#: a server that fails on and off makes one outage of it, not a line pair each time.
+RECOVERED_AFTER = 1.0
+#: Operations a store runs at once; more wait their turn (within their timeout).
+MAX_IN_FLIGHT = 64
+#: Connections a client keeps at most (a cluster client: to each node).  More than
+#: MAX_IN_FLIGHT operations need, one of which may be a sweep of a cluster.
+MAX_CONNECTIONS = 2 * MAX_IN_FLIGHT + SWEEP_CONCURRENCY
 #: Seconds an operation may take by default before it counts as a failure.
 DEFAULT_TIMEOUT = 2.0
 DEFAULT_PREFIX = "sipreg"
@@ -155,6 +164,7 @@ def connect(target: RedisTarget) -> _Client:
         "socket_timeout": target.timeout,
         "socket_connect_timeout": target.timeout,
         "retry": Retry(NoBackoff(), 1),
+        "max_connections": MAX_CONNECTIONS,
     }
     if target.scheme.endswith("cluster"):
         nodes = [ClusterNode(host, port) for host, port in target.hosts]
@@ -200,6 +210,8 @@ class RedisStore(BindingStore):
         self._shas: dict[str, str] = {}
         self._down_since: float | None = None
         self._failures = 0
+        self._failed_at = -math.inf
+        self._turns = asyncio.Semaphore(MAX_IN_FLIGHT)
         tags = [f"{{{self.target.prefix}:{g}}}" for g in range(GROUPS)]
         self._index = [f"{t}:x" for t in tags]
         self._names = [f"{t}:aors" for t in tags]
@@ -386,17 +398,17 @@ class RedisStore(BindingStore):
     async def run(self, operation: Callable[[], Awaitable[_T]]) -> _T:
         """``operation()`` within the timeout; any failure to reach Redis is StoreUnavailable.
 
-        The first failure after a success is logged, and the first success after.
+        The first failure of an outage is logged, and so is its end.
         """
         try:
             result = await self._bounded(operation)
         except StoreUnavailable as err:
             self._failed(err.__cause__ or err)
             raise
-        if self._down_since is not None:
+        if self._down_since is not None and self.clock() - self._failed_at >= RECOVERED_AFTER:
             log.warning(
                 "Redis at %s answers again after %.1f s (%d operation(s) failed meanwhile)",
-                self.url, self.clock() - self._down_since, self._failures,
+                self.url, self._failed_at - self._down_since, self._failures,
             )  # fmt: skip
             self._down_since, self._failures = None, 0
         return result
@@ -404,13 +416,16 @@ class RedisStore(BindingStore):
     async def _bounded(self, operation: Callable[[], Awaitable[_T]]) -> _T:
         """``operation()`` within the timeout, its failures as StoreUnavailable.
 
-        A transport runs a request eagerly, outside any task, until it first waits;
-        the timeout needs a task to cancel, so the operation then gets its own.
+        At most :data:`MAX_IN_FLIGHT` run at once (redis-py's pool refuses a
+        command, rather than wait, when every connection is busy); a wait for a
+        turn counts in the timeout.  A transport runs a request eagerly, outside
+        any task, until it first waits; the timeout needs a task to cancel, so
+        the operation then gets its own.
         """
         if asyncio.current_task() is None:
             return await asyncio.get_running_loop().create_task(self._bounded(operation))
         try:
-            async with asyncio.timeout(self.target.timeout):
+            async with asyncio.timeout(self.target.timeout), self._turns:
                 return await operation()
         except (RedisError, OSError, TimeoutError) as err:
             raise StoreUnavailable(f"Redis at {self.url}: {_reason(err)}") from err
@@ -418,8 +433,9 @@ class RedisStore(BindingStore):
     def _failed(self, err: BaseException) -> None:
         """Count a failure; log the first of an outage."""
         self._failures += 1
+        self._failed_at = self.clock()
         if self._down_since is None:
-            self._down_since = self.clock()
+            self._down_since = self._failed_at
             log.warning(
                 "Redis at %s fails (%s): answering 503 until it is back", self.url, _reason(err)
             )
