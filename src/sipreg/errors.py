@@ -14,6 +14,7 @@ from .status import reason_phrase
 
 if TYPE_CHECKING:
     from .headers import Headers
+    from .registrar.binding import AorState
 
 
 class SipError(Exception):
@@ -169,7 +170,17 @@ class Dropped(Exception):
 
 
 class StoreConflict(Exception):
-    """The AOR changed between load and apply; the caller retries."""
+    """The AOR changed between load and apply; the caller retries.
+
+    ``current`` is the AOR's state when the conflict was found, if the store read
+    it in the same step (Redis does): a retry plans on it without loading again.
+    That is what keeps nodes racing on one AOR fair: the loser's next write reaches
+    the server a round trip before the winner's next one, which loads first.
+    """
+
+    def __init__(self, message: str = "", *, current: AorState | None = None) -> None:
+        super().__init__(message)
+        self.current = current
 
 
 class StoreUnavailable(RuntimeError):

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import logging
 import re
 from dataclasses import dataclass
@@ -877,6 +878,42 @@ async def test_store_conflicts_are_retried(clock: Clock, leg: FakeLeg) -> None:
     assert await send(reg, register(C1), leg) == 200
     assert store.applies == 3
     assert await reg.query(ALICE) == [C1]
+
+
+class RacedStore(MemoryStore):
+    """A memory store where another node writes ``contact`` into the AOR just before the
+    first apply of each AOR, which then conflicts and says (as Redis does) what it found."""
+
+    def __init__(self, contact: str) -> None:
+        super().__init__()
+        self.contact = contact
+        self.loads = 0
+        self.raced: set[str] = set()
+
+    async def load(self, aor: str) -> AorState:
+        self.loads += 1
+        return await super().load(aor)
+
+    async def apply(self, change: Change) -> None:
+        if change.aor not in self.raced:
+            self.raced.add(change.aor)
+            state = await super().load(change.aor)
+            other = dataclasses.replace(
+                change.upsert[0], key=self.contact, contact=self.contact, call_id="other-node"
+            )
+            await super().apply(Change(change.aor, state.version, upsert=(other,)))
+            raise StoreConflict("raced", current=await super().load(change.aor))
+        await super().apply(change)
+
+
+async def test_a_retry_plans_on_the_state_the_conflict_carries(clock: Clock, leg: FakeLeg) -> None:
+    """No second load: the retry starts a round trip sooner than the other node's next write."""
+    store = RacedStore(C2)
+    reg = make_registrar(clock, store=store)
+    assert await send(reg, register(C1), leg) == 200
+    assert store.loads == 1
+    assert listed(leg.last()) == {C1: 300, C2: 300}  # planned on what the other node wrote
+    assert sorted(await reg.query(ALICE)) == sorted([C1, C2])
 
 
 async def test_endless_conflicts_answer_500_and_change_nothing(clock: Clock, leg: FakeLeg) -> None:

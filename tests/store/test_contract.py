@@ -361,3 +361,21 @@ async def test_pages_walk_every_binding_once_in_order(store: BindingStore) -> No
     assert await store.page(prefix="sip:nobody", limit=100) == []
     last = expected[3]
     assert await store.page(after=(last.aor, last.key), limit=2) == expected[4:6]
+
+
+async def test_a_conflict_that_tells_the_state_tells_what_a_load_gives(
+    store: BindingStore,
+) -> None:
+    """A retry may plan on ``StoreConflict.current`` (Redis gives it) instead of loading."""
+    first = await put(store, binding(contact="sip:alice@192.0.2.1"))
+    second = await put(store, binding(contact="sip:alice@192.0.2.2"))
+    with pytest.raises(StoreConflict) as conflict:
+        await store.apply(Change(ALICE, first, remove=("sip:alice@192.0.2.1",)))
+    if conflict.value.current is not None:
+        assert conflict.value.current == await store.load(ALICE)
+        assert conflict.value.current.version == second
+    await store.remove(ALICE)  # emptied by another: the conflict finds nothing, version 0
+    with pytest.raises(StoreConflict) as conflict:
+        await store.apply(Change(ALICE, second, upsert=(binding(cseq=2),)))
+    if conflict.value.current is not None:
+        assert conflict.value.current == AorState(ALICE, (), 0) == await store.load(ALICE)

@@ -147,6 +147,26 @@ async def test_two_nodes_racing_on_one_aor_keep_every_change_in_order(
             await store.close()
 
 
+async def test_a_conflict_carries_the_state_so_the_loser_plans_again_without_a_load(
+    redis_db: RedisServer,
+) -> None:
+    """Read in the script that found the conflict: what a load would give at that moment."""
+    a, b = await nodes(redis_db.url)
+    try:
+        planned = await b.load(ALICE)
+        await a.apply(Change(ALICE, planned.version, upsert=(binding(contact="sip:a@h"),)))
+        with pytest.raises(StoreConflict) as conflict:
+            await b.apply(Change(ALICE, planned.version, upsert=(binding(contact="sip:b@h"),)))
+        current = conflict.value.current
+        assert current is not None and current == await b.load(ALICE)
+        assert [x.contact for x in current.bindings] == ["sip:a@h"]
+        await b.apply(Change(ALICE, current.version, upsert=(binding(contact="sip:b@h"),)))
+        assert [x.contact for x in (await a.load(ALICE)).bindings] == ["sip:a@h", "sip:b@h"]
+    finally:
+        for store in (a, b):
+            await store.close()
+
+
 async def test_an_expiry_sweep_split_between_nodes_takes_each_binding_once(
     redis_db: RedisServer,
 ) -> None:

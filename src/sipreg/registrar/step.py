@@ -20,7 +20,7 @@ from ..errors import ServerInternalError, StoreConflict
 from ..message import Request, Response
 from ..store.base import MAX_CONFLICT_RETRIES, BindingStore, Change
 from ..uri import SipUri
-from .binding import Binding
+from .binding import AorState, Binding
 from .events import Cause, Events, change_events
 from .policy import Policy
 from .rules import RegisterPlan, Source, check_aor, check_target, plan_register
@@ -104,9 +104,11 @@ class Register(Step):
         """Plan the REGISTER against the stored state and commit it (section 10.3 steps 6-7)."""
         connection = source.connection
         async with self._aor_lock(aor):
+            state: AorState | None = None
             for _ in range(MAX_CONFLICT_RETRIES):
                 try:
-                    state = await self.store.load(aor)
+                    if state is None:  # else what the last conflict found
+                        state = await self.store.load(aor)
                     plan = plan_register(request, state, now, self.policy, source)
                     if plan.change is None or plan.change.empty:
                         return plan
@@ -117,7 +119,8 @@ class Register(Step):
                                 state, plan.change, now, evicted=(b.key for b in plan.evicted)
                             )
                         )
-                except StoreConflict:
+                except StoreConflict as conflict:
+                    state = conflict.current
                     continue
                 if connection is not None and plan.change.upsert:
                     if connection in self._closed:  # it closed while this was under way
@@ -171,15 +174,18 @@ class Register(Step):
 
         None when the AOR kept changing.
         """
+        state: AorState | None = None
         for _ in range(MAX_CONFLICT_RETRIES):
-            state = await self.store.load(aor)
+            if state is None:  # else what the last conflict found
+                state = await self.store.load(aor)
             keys = tuple(b.key for b in state.bindings if which(b))
             if not keys:
                 return 0
             change = Change(aor, state.version, remove=keys)
             try:
                 await self.store.apply(change)
-            except StoreConflict:
+            except StoreConflict as conflict:
+                state = conflict.current
                 continue
             if self.events.listening:
                 self.events.publish(change_events(state, change, now, cause=cause))

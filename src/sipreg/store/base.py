@@ -64,7 +64,9 @@ class BindingStore(abc.ABC):
         """Apply ``change`` atomically and durably, or raise ``StoreConflict``.
 
         Conflicts unless ``change.version`` is the version :meth:`load` would
-        return now.  Returns only once the change is durable for this backend.
+        return now; a backend that reads the state in the same step may put it in
+        the conflict's ``current``, and then it is what :meth:`load` returned then.
+        Returns only once the change is durable for this backend.
         On success the AOR's version changes (see :class:`AorState`), even for
         an empty change, unless the AOR has no bindings after it.
         """

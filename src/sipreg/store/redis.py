@@ -12,7 +12,9 @@ share the server without seeing each other's bindings).
 
 Each AOR is one hash, and each write one Lua script (``redis*.lua``) that checks
 the planned version, applies the change, keeps the indexes and stamps the new
-version, all at once: nodes racing on an AOR keep RFC 3261 ordering.  The AORs
+version, all at once: nodes racing on an AOR keep RFC 3261 ordering.  A script
+that finds a conflict returns the AOR's hash with it, so the loser plans again
+without another load, a round trip ahead of the winner's next write.  The AORs
 fall into :data:`GROUPS` groups by a CRC-32 of their name.  The keys of an AOR
 and its group's indexes (expiry, AOR names, connection-bound bindings) carry
 the group's hash tag, so that every script works on one Cluster slot, and no
@@ -246,10 +248,13 @@ class RedisStore(BindingStore):
         for b in change.upsert:
             args += (b.key, repr(b.expires_at), "1" if b.connection else "0", encode(b))
         keys = [self._key(aor), self._index[g], self._names[g], self._tied[g]]
-        applied, version = await self.run(lambda: self.script(APPLY, keys, args))
+        applied, version, *found = await self.run(lambda: self.script(APPLY, keys, args))
         if not applied:
+            (flat,) = found
+            current = _state(aor, dict(zip(flat[0::2], flat[1::2], strict=True)))
             raise StoreConflict(
-                f"{aor}: planned on version {change.version}, now {version.decode()}"
+                f"{aor}: planned on version {change.version}, now {version.decode()}",
+                current=current,
             )
 
     async def expire(self, now: float) -> list[Binding]:

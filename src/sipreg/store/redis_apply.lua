@@ -3,12 +3,13 @@
 -- ARGV: the AOR, the planned version, the number R of keys to remove, those R
 -- keys, then four values a binding to upsert: key, expiry time, "1" if tied to
 -- a connection (else "0"), the encoded binding.
--- Returns {1, new version} or, on a conflict, {0, current version}.
+-- Returns {1, new version} or, on a conflict, {0, current version, the AOR's
+-- hash as HGETALL gives it}: the caller plans again on that, loading nothing.
 local akey, index, aors, conns = KEYS[1], KEYS[2], KEYS[3], KEYS[4]
 local aor = ARGV[1]
 local current = redis.call("HGET", akey, "v") or "0"
 if current ~= ARGV[2] then
-    return {0, current}
+    return {0, current, redis.call("HGETALL", akey)}
 end
 local removals = tonumber(ARGV[3])
 for i = 4, 3 + removals do
