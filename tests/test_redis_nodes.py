@@ -109,9 +109,11 @@ class Nodes:
                 log = node.rest_of_log()
             else:
                 log = node.logged()
-            bad = [ln for ln in log.splitlines() if re.search(r" (ERROR|CRITICAL) |Traceback", ln)]
-            if bad:
-                failures.append("\n".join(bad[:40]))
+            errors = re.findall(
+                r"^\S+ (?:ERROR|CRITICAL) .*(?:\n(?!\d{4}-).*)*", log, re.MULTILINE
+            )  # each error with its traceback, up to the next timestamped line
+            if errors:
+                failures.append("\n".join(errors[:5]))
         assert not failures, "\n\n".join(failures)
 
 

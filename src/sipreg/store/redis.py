@@ -23,7 +23,7 @@ index holds more than its group's share of the bindings.
 Every failure to reach the server, and every operation past ``timeout``, raises
 :class:`~sipreg.errors.StoreUnavailable` (the registrar answers 503).  The
 client reconnects by itself; the first failure after a success is logged, and
-so is the first success after :data:`RECOVERED_AFTER` seconds without failures.
+so is the first success after failures.
 """
 
 from __future__ import annotations
@@ -68,9 +68,6 @@ SWEEP_BATCH = 1000
 SWEEP_CHUNK = 32
 #: Sweep scripts a node runs at once on a cluster.
 SWEEP_CONCURRENCY = 16
-#: Seconds without a failure after which an answer ends an outage (and is logged):
-#: a server that fails on and off makes one outage of it, not a line pair each time.
-RECOVERED_AFTER = 1.0
 #: Operations a store runs at once; more wait their turn (within their timeout).
 MAX_IN_FLIGHT = 64
 #: Connections a client keeps at most (a cluster client: to each node).  More than
@@ -212,7 +209,7 @@ class RedisStore(BindingStore):
         self._shas: dict[str, str] = {}
         self._down_since: float | None = None
         self._failures = 0
-        self._failed_at = -math.inf
+        self._up_since = -math.inf  # when the last outage ended
         self._turns = asyncio.Semaphore(MAX_IN_FLIGHT)
         tags = [f"{{{self.target.prefix}:{g}}}" for g in range(GROUPS)]
         self._index = [f"{t}:x" for t in tags]
@@ -405,17 +402,19 @@ class RedisStore(BindingStore):
 
         The first failure of an outage is logged, and so is its end.
         """
+        started = self.clock()
         try:
             result = await self._bounded(operation)
         except StoreUnavailable as err:
-            self._failed(err.__cause__ or err)
+            self._failed(err.__cause__ or err, started)
             raise
-        if self._down_since is not None and self.clock() - self._failed_at >= RECOVERED_AFTER:
+        if self._down_since is not None:
+            now = self.clock()
             log.warning(
                 "Redis at %s answers again after %.1f s (%d operation(s) failed meanwhile)",
-                self.url, self._failed_at - self._down_since, self._failures,
+                self.url, now - self._down_since, self._failures,
             )  # fmt: skip
-            self._down_since, self._failures = None, 0
+            self._down_since, self._up_since, self._failures = None, now, 0
         return result
 
     async def _bounded(self, operation: Callable[[], Awaitable[_T]]) -> _T:
@@ -435,12 +434,19 @@ class RedisStore(BindingStore):
         except (RedisError, OSError, TimeoutError) as err:
             raise StoreUnavailable(f"Redis at {self.url}: {_reason(err)}") from err
 
-    def _failed(self, err: BaseException) -> None:
-        """Count a failure; log the first of an outage."""
+    def _failed(self, err: BaseException, started: float) -> None:
+        """Count a failure; log the first of an outage.
+
+        An operation that started before the last outage ended, and failed just
+        after, belongs to that outage, not a new one (a server that hung is back
+        while the operations it held time out one by one).
+        """
+        if self._down_since is None and started < self._up_since:
+            log.debug("Redis at %s: an operation of the last outage failed: %s", self.url, err)
+            return
         self._failures += 1
-        self._failed_at = self.clock()
         if self._down_since is None:
-            self._down_since = self._failed_at
+            self._down_since = self.clock()
             log.warning(
                 "Redis at %s fails (%s): answering 503 until it is back", self.url, _reason(err)
             )
