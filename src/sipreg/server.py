@@ -296,23 +296,28 @@ class Server:
         state = RedisAuthState(self.store, auth)
         key = await state.nonce_key()
         authorize = Authorize(auth, policy, users, key, epoch=state.epoch(key), state=state)
-        self._key_watch = asyncio.create_task(self._watch_key(authorize, state))
+
+        def rekey(key: bytes, epoch: bytes) -> None:
+            authorize.rekey(key, epoch)
+            log.warning(
+                "the shared nonce key changed (the Redis server restarted, was restored or"
+                " failed over): the nonces issued before are refused, clients sign again"
+            )
+
+        state.on_rekey = rekey
+        self._key_watch = asyncio.create_task(self._watch_key(state))
         return authorize
 
-    async def _watch_key(self, authorize: Authorize, state: RedisAuthState) -> None:
-        """Follow the shared nonce key: a Redis that lost its data has a new one."""
+    async def _watch_key(self, state: RedisAuthState) -> None:
+        """Follow the shared nonce key, which changes with the Redis server's data."""
         while True:
             await asyncio.sleep(KEY_CHECK)
             try:
-                key = await state.key_changed()
+                await state.refresh()
             except StoreUnavailable:
                 continue  # the store logs its outage
-            if key is not None:
-                authorize.rekey(key, state.epoch(key))
-                log.warning(
-                    "the shared nonce key changed (the Redis server lost its data?): the"
-                    " nonces issued before are refused, clients are challenged again"
-                )
+            except Exception:
+                log.exception("looking at the shared nonce key failed")
 
     def reload(self) -> None:
         """SIGHUP: re-read the config, the users file and the certificate, in a task.

@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import hashlib
 from collections.abc import AsyncIterator, Callable, Coroutine
+from pathlib import Path
 from typing import Any
 
 import pytest
@@ -39,7 +41,9 @@ async def nodes(request: pytest.FixtureRequest) -> AsyncIterator[Maker]:
             store = RedisStore(server.url)
             await store.open()
             stores.append(store)
-            return RedisAuthState(store, AUTH)
+            state = RedisAuthState(store, AUTH)
+            await state.nonce_key()
+            return state
 
     yield make
     for store in stores:
@@ -123,6 +127,7 @@ async def test_nodes_on_one_redis_share_counts_and_bans(
         await store.open()
     try:
         a, b = (RedisAuthState(store, AUTH) for store in stores)
+        assert await a.nonce_key() == await b.nonce_key()
         assert await a.use("n1", NOW, 1, NOW)
         assert not await b.use("n1", NOW, 1, NOW)
         assert await b.use("n1", NOW, 2, NOW)
@@ -144,16 +149,81 @@ async def test_a_server_that_lost_its_data_gets_a_new_nonce_key(redis_db: RedisS
     await store.open()
     try:
         state = RedisAuthState(store, AUTH, clock=lambda: clock[0])
+        told: list[bytes] = []
+        state.on_rekey = lambda key, epoch: told.append(key)
         key = await state.nonce_key()
-        assert await state.key_changed() is None  # looked at a moment ago
+        assert not await state.refresh()  # looked at a moment ago
         clock[0] += KEY_CHECK
-        assert await state.key_changed() is None  # the same key
+        assert not await state.refresh()  # the same key
         redis_db.flushall()
         clock[0] += KEY_CHECK
-        new = await state.key_changed()
-        assert new is not None and new != key and state.epoch(new) != state.epoch(key)
+        assert await state.refresh()
+        assert told == [state.key] and state.key != key
     finally:
         await store.close()
+
+
+@pytest.mark.parametrize("loss", ["flushed", "restarted"])
+async def test_counts_lost_with_the_server_s_data_are_never_trusted(
+    loss: str, tmp_path: Path
+) -> None:
+    """A replay right after the server lost its counts is refused, and the key changes at once.
+
+    Flushed: the secret is gone with the counts.  Restarted from its AOF: the secret
+    and the counts are back, but its run_id is new, as after a restore from an older
+    snapshot or a failover to a replica that lagged, whose counts may be old.
+    """
+    with RedisServer.start(tmp_path, aof=True) as server:
+        store = RedisStore(server.url)
+        await store.open()
+        try:
+            state = RedisAuthState(store, AUTH)
+            told: list[bytes] = []
+            state.on_rekey = lambda key, epoch: told.append(key)
+            key = await state.nonce_key()
+            assert await state.use("n1", NOW, 1, NOW)
+            if loss == "flushed":
+                server.flushall()
+            else:
+                server.restart()
+            assert not await state.use("n1", NOW, 1, NOW)  # the replay, at once
+            assert told == [state.key] and state.key != key  # and a new key was taken
+            assert await state.use("n2", NOW, 1, NOW)  # a nonce of the new key serves
+        finally:
+            await store.close()
+
+
+async def test_a_use_run_twice_by_a_retried_command_counts_once(redis_db: RedisServer) -> None:
+    """redis-py sends a command again when its reply was lost: the same use is no replay."""
+    store = RedisStore(redis_db.url)
+    await store.open()
+    sent: list[Any] = []
+    script = store.script
+
+    async def twice(*args: Any) -> Any:
+        sent.append(await script(*args))
+        return await script(*args)
+
+    try:
+        state = RedisAuthState(store, AUTH)
+        await state.nonce_key()
+        store.script = twice  # type: ignore[method-assign,assignment]
+        assert await state.use("n1", NOW, 1, NOW)
+        assert sent == [1]
+        assert not await state.use("n1", NOW, 1, NOW)  # another use of that nc is a replay
+    finally:
+        await store.close()
+
+
+async def test_user_names_of_any_bytes_count(nodes: Maker) -> None:
+    """A name that was not UTF-8 on the wire (surrogate escapes), or has braces, or is long."""
+    state = await nodes()
+    for i, name in enumerate(("al\udcffce", "{x}", "n" * 500)):
+        source = f"198.51.100.{i + 1}"
+        for n in range(3):
+            ban = await state.failed(source, name, NOW + n)
+        assert ban is not None and ban.user == name[:64]
+        assert await state.banned(source, name, NOW + 3) == ban
 
 
 async def test_redis_auth_keys_expire_by_themselves(redis_db: RedisServer) -> None:
@@ -162,19 +232,24 @@ async def test_redis_auth_keys_expire_by_themselves(redis_db: RedisServer) -> No
     await store.open()
     try:
         state = RedisAuthState(store, AUTH)
+        await state.nonce_key()
         await state.use("n1", NOW, 1, NOW)
         await state.failed(OFFICE, "alice", NOW)
         for _ in range(3):
             await state.failed("198.51.100.9", "bob", NOW)
         client = redis_db.client()
-        keys = client.keys("sipreg:*")
+        keys = client.keys("*sipreg*")
+        bob, alice = (hashlib.sha256(n.encode()).hexdigest()[:32] for n in ("bob", "alice"))
         assert sorted(keys) == [
-            "sipreg:g:{198.51.100.9}:b:bob",  # the ban (its failures went with it)
+            "sipreg:g:{198.51.100.9}:b:" + bob,  # the ban (its failures went with it)
             "sipreg:g:{198.51.100.9}:u",
-            "sipreg:g:{203.0.113.7}:f:alice",
+            "sipreg:g:{203.0.113.7}:f:" + alice,
             "sipreg:g:{203.0.113.7}:u",
-            "sipreg:nc:n1",
+            "{sipreg:auth}:key",  # the secret: kept
+            "{sipreg:auth}:nc:n1",
         ]
-        assert all(0 < client.pttl(k) <= 300_000 + 5_000 for k in keys)
+        assert client.pttl("{sipreg:auth}:key") == -1
+        expiring = [k for k in keys if k != "{sipreg:auth}:key"]
+        assert all(0 < client.pttl(k) <= 300_000 + 5_000 for k in expiring)
     finally:
         await store.close()

@@ -1138,3 +1138,12 @@ async def test_tcp_bindings_are_tied_when_bind_to_connection(clock: Clock, bind:
     reg.closed(Closed("tcp:c#2", "tcp"))
     await reg.settle()
     assert await reg.query(ALICE) == ([] if bind else [C1])
+
+
+async def test_an_instance_that_is_no_ascii_urn_is_400(reg: Registrar, leg: FakeLeg) -> None:
+    """A +sip.instance is a URN, ASCII: bytes that were not UTF-8 never reach a store's key."""
+    contact = f'<{C1}>;+sip.instance="<urn:uuid:cafXX>";reg-id=1'
+    data = register(contact, extra=[("Supported", "outbound")])
+    assert await send(reg, data.replace(b"cafXX", b"caf\xe9"), leg) == 400
+    assert leg.sent[-1][0].startswith(b"SIP/2.0 400 Malformed +sip.instance\r\n")
+    assert await reg.store.aors() == []

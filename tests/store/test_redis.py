@@ -6,13 +6,15 @@ import asyncio
 import logging
 import signal
 import zlib
+from collections.abc import Sequence
 from pathlib import Path
 
 import pytest
+from redis.exceptions import ResponseError
 
 from redis_servers import RedisCluster, RedisServer
 from sipreg.errors import StoreConflict, StoreUnavailable
-from sipreg.store.base import Change, open_store, redacted
+from sipreg.store.base import AorState, Change, open_store, redacted
 from sipreg.store.redis import (
     GROUPS,
     MAX_CONNECTIONS,
@@ -63,6 +65,9 @@ def test_urls_parse(url: str, target: RedisTarget) -> None:
         ("redis://h:1?prefix=a{b}", "prefix must be"),
         ("redis://h:1?db=2", "unknown parameter"),
         ("redis://user:hunter2@h?x=1", "not HOST:PORT"),
+        ("redis://sipreg:hunter2#x@10.0.0.5:6379/0", "percent-encode any #"),
+        ("redis://sipreg:hun/ter2@10.0.0.5:6379/0", "percent-encode"),
+        ("redis://127.0.0.1:6379/0?password=hunter2", "unknown parameter"),
     ],
 )
 def test_bad_urls_are_refused_without_showing_a_password(url: str, complaint: str) -> None:
@@ -75,6 +80,8 @@ def test_passwords_are_redacted() -> None:
     assert redacted("redis://u:hunter2@h:1/0") == "redis://u:***@h:1/0"
     assert redacted("rediss://:hunter2@h:1") == "rediss://:***@h:1"
     assert redacted("redis://h:1/0") == "redis://h:1/0"
+    assert redacted("redis://u:hun#ter2@h:1/0") == "redis://u:***@h:1/0"
+    assert redacted("redis://h:1/0?password=hunter2&x=1") == "redis://h:1/0?password=***&x=1"
     assert RedisStore("redis://u:hunter2@h:1/0").url == "redis://u:***@h:1/0"
     with pytest.raises(ValueError) as refused:
         open_store("redix://u:hunter2@h:1")
@@ -328,3 +335,65 @@ async def test_with_an_aof_no_acknowledged_binding_is_lost_to_a_kill(tmp_path: P
                 await store.apply(Change(aors[0], 0, upsert=(binding(aors[0]),)))
         finally:
             await store.close()
+
+
+async def test_text_that_was_not_utf8_round_trips(redis_db: RedisServer) -> None:
+    """Bytes that were not UTF-8 on the wire (surrogate escapes) are kept as they came."""
+    (store,) = await nodes(redis_db.url, 1)
+    odd = "sip:caf\udce9@example.com"
+    stored = binding(odd, key="<urn:uuid:caf\udce9>;reg-id=1", user_agent="Ph\udcffne")
+    try:
+        await store.apply(Change(odd, 0, upsert=(stored,)))
+        assert (await store.load(odd)).bindings == (stored,)
+        assert await store.aors() == [odd]
+        assert await store.page(prefix="sip:caf\udce9") == [stored]
+        state = await store.load(odd)
+        await store.apply(Change(odd, state.version, remove=(stored.key,)))
+        assert await store.counts() == (0, 0)
+    finally:
+        await store.close()
+
+
+async def test_a_script_error_is_a_bug_reported_as_such_and_writes_nothing(
+    redis_db: RedisServer, caplog: pytest.LogCaptureFixture
+) -> None:
+    """Not an outage (no 503, no outage line): the error itself, and the AOR as it was."""
+    (store,) = await nodes(redis_db.url, 1)
+    try:
+        kept = binding(contact="sip:a@192.0.2.1")
+        await store.apply(Change(ALICE, 0, upsert=(kept,)))
+        before = await store.load(ALICE)
+        bad = binding(contact="sip:b@192.0.2.1", expires_at=float("nan"))
+        with pytest.raises(ResponseError, match="an expiry that is no number"):
+            await store.apply(Change(ALICE, before.version, remove=(kept.key,), upsert=(bad,)))
+        assert await store.load(ALICE) == before
+        assert await store.counts() == (1, 1)
+        assert not [r for r in caplog.records if r.name == "sipreg.store"]
+    finally:
+        await store.close()
+
+
+async def test_a_page_is_full_though_aors_go_between_its_names_and_its_bindings(
+    redis_db: RedisServer,
+) -> None:
+    """The admin API ends a walk at a short page: one must not come of a removal meanwhile."""
+    (store,) = await nodes(redis_db.url, 1)
+    aors = [f"sip:u{n:02}@example.com" for n in range(10)]
+    try:
+        for aor in aors:
+            await store.apply(Change(aor, 0, upsert=(binding(aor),)))
+        fetch = store._states
+
+        async def emptied_meanwhile(wanted: Sequence[str]) -> list[AorState]:
+            for aor in wanted[1:3]:  # two of the page go before their hashes are read
+                if aor in aors[1:3]:
+                    await store.remove(aor)
+            return await fetch(wanted)
+
+        store._states = emptied_meanwhile  # type: ignore[method-assign,assignment]
+        page = await store.page(limit=2)
+        assert [b.aor for b in page] == [aors[0], aors[3]]
+        after = (page[-1].aor, page[-1].key)
+        assert [b.aor for b in await store.page(after=after, limit=2)] == aors[4:6]
+    finally:
+        await store.close()

@@ -297,6 +297,8 @@ def _flow_key(contact: NameAddr) -> str | None:
     if not instance or not reg_id or not reg_id.isdigit():
         return None
     urn = instance[1:-1] if len(instance) > 1 and instance[0] == '"' == instance[-1] else instance
+    if not urn.isascii():  # a URN is ASCII (RFC 8141); bytes that were not UTF-8 least of all
+        raise BadRequest("Malformed +sip.instance")
     return outbound_key(urn.strip("<>").lower(), int(reg_id))
 
 

@@ -19,7 +19,6 @@ from __future__ import annotations
 import abc
 import re
 from collections.abc import Sequence
-from urllib.parse import urlsplit, urlunsplit
 
 from ..errors import StoreConflict
 from ..registrar.binding import AorState, Binding, Change
@@ -175,12 +174,21 @@ def open_store(url: str, *, shared: bool = False) -> BindingStore:
 
 
 def redacted(url: str) -> str:
-    """``url`` with any password in it replaced by ``***``: what logs and errors may show."""
-    parts = urlsplit(url)
-    userinfo, at, hosts = parts.netloc.rpartition("@")
-    if not at or ":" not in userinfo:
-        return url
-    return urlunsplit(parts._replace(netloc=f"{userinfo.partition(':')[0]}:***@{hosts}"))
+    """``url`` with any password in it replaced by ``***``: what logs and errors may show.
+
+    The user information runs from ``://`` to the last ``@``, whatever characters the
+    password holds (a ``#``, ``/`` or ``?`` that a parser would stop at included);
+    a ``password=`` parameter is hidden too.  When in doubt, more is hidden.
+    """
+    scheme, sep, rest = url.partition("://")
+    if sep and "@" in rest:
+        userinfo, _, hosts = rest.rpartition("@")
+        user, colon, _ = userinfo.partition(":")
+        url = f"{scheme}://{user}{':***' if colon else ''}@{hosts}"
+    return _PASSWORD_PARAMETER.sub(r"\1***", url)
+
+
+_PASSWORD_PARAMETER = re.compile(r"([?&;]password=)[^&#]*", re.IGNORECASE)
 
 
 #: A URL scheme (RFC 3986): what is no file path.  A one-letter one is a Windows drive.

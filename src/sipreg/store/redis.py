@@ -48,7 +48,21 @@ from redis.asyncio.cluster import ClusterNode, RedisCluster
 from redis.asyncio.retry import Retry
 from redis.asyncio.sentinel import Sentinel
 from redis.backoff import NoBackoff
-from redis.exceptions import NoScriptError, RedisError
+from redis.exceptions import (
+    ClusterDownError,
+    ClusterError,
+    MaxConnectionsError,
+    NoPermissionError,
+    NoScriptError,
+    OutOfMemoryError,
+    ReadOnlyError,
+    RedisError,
+    ResponseError,
+    SlotNotCoveredError,
+    TryAgainError,
+)
+from redis.exceptions import ConnectionError as RedisConnectionError
+from redis.exceptions import TimeoutError as RedisTimeoutError
 
 from ..errors import StoreConflict, StoreUnavailable
 from ..registrar.binding import Binding
@@ -147,6 +161,11 @@ def _host(text: str, url: str) -> tuple[str, int]:
     if host.startswith("[") and host.endswith("]"):
         host = host[1:-1]
     if not host or not port.isdigit() or not 0 < int(port) < 65536:
+        if "@" in url:  # the text may be a piece of a password: never shown
+            raise ValueError(
+                f"{redacted(url)}: a host is not HOST:PORT (percent-encode any #, /, ? or @"
+                " in the password)"
+            )
         raise ValueError(f"{redacted(url)}: {text!r} is not HOST:PORT")
     return host, int(port)
 
@@ -240,11 +259,11 @@ class RedisStore(BindingStore):
     async def apply(self, change: Change) -> None:
         aor = change.aor
         g = group(aor)
-        args: list[str | bytes] = [aor, str(change.version), str(len(change.remove))]
-        args += change.remove
+        args: list[str | bytes] = [_raw(aor), str(change.version), str(len(change.remove))]
+        args += (_raw(key) for key in change.remove)
         for b in change.upsert:
-            args += (b.key, repr(b.expires_at), "1" if b.connection else "0", encode(b))
-        keys = [self._key(aor), self._index[g], self._names[g], self._tied[g]]
+            args += (_raw(b.key), repr(b.expires_at), "1" if b.connection else "0", encode(b))
+        keys: list[str | bytes] = [self._key(aor), self._index[g], self._names[g], self._tied[g]]
         applied, version, *found = await self.run(lambda: self.script(APPLY, keys, args))
         if not applied:
             (flat,) = found
@@ -275,7 +294,7 @@ class RedisStore(BindingStore):
 
     async def aors(self) -> list[str]:
         groups = await self._each(lambda pipe, g: pipe.zrange(self._names[g], 0, -1))
-        return list(heapq.merge(*([n.decode() for n in names] for names in groups)))
+        return list(heapq.merge(*([_text(n) for n in names] for names in groups)))
 
     async def counts(self) -> tuple[int, int]:
         def count(pipe: Any, g: int) -> None:
@@ -287,30 +306,41 @@ class RedisStore(BindingStore):
 
     async def connection_bound(self) -> list[Binding]:
         groups = await self._each(lambda pipe, g: pipe.smembers(self._tied[g]))
-        aors = sorted({m.decode().partition("\n")[0] for members in groups for m in members})
+        aors = sorted({_text(m).partition("\n")[0] for members in groups for m in members})
         states = await self._states(aors)
         return [b for state in states for b in state.bindings if b.connection is not None]
 
     async def page(
         self, *, after: tuple[str, str] | None = None, prefix: str = "", limit: int = 100
     ) -> list[Binding]:
+        """The names come from the groups' AOR sets, then the AORs' hashes.
+
+        An AOR emptied in between gives nothing; the next names are then read after it.
+        """
         start = max(prefix, after[0]) if after is not None else prefix
-        low = f"[{start}".encode() if start else b"-"
+        low = b"[" + _raw(start) if start else b"-"
+        found: list[Binding] = []
+        while True:
+            wanted = await self._names_from(low, prefix, limit + 1)
+            for state in await self._states(wanted):
+                for binding in state.bindings:
+                    if after is None or (binding.aor, binding.key) > after:
+                        found.append(binding)
+                        if len(found) >= limit:
+                            return found
+            if len(wanted) <= limit:  # every AOR from ``low`` on was read
+                return found
+            low = b"(" + _raw(wanted[-1])
+
+    async def _names_from(self, low: bytes, prefix: str, count: int) -> list[str]:
+        """The first ``count`` AOR names from ``low`` (a ZRANGEBYLEX bound) with ``prefix``."""
 
         def names(pipe: Any, g: int) -> None:
-            pipe.zrangebylex(self._names[g], low, b"+", start=0, num=limit + 1)
+            pipe.zrangebylex(self._names[g], low, b"+", start=0, num=count)
 
         groups = await self._each(names)
-        merged = heapq.merge(*([n.decode() for n in names] for names in groups))
-        wanted = [aor for aor, _ in zip(_starting(merged, prefix), range(limit + 1), strict=False)]
-        found: list[Binding] = []
-        for state in await self._states(wanted):
-            for binding in state.bindings:
-                if after is None or (binding.aor, binding.key) > after:
-                    found.append(binding)
-                    if len(found) >= limit:
-                        return found
-        return found
+        merged = heapq.merge(*([_text(n) for n in names] for names in groups))
+        return [aor for aor, _ in zip(_starting(merged, prefix), range(count), strict=False)]
 
     @property
     def client(self) -> _Client:
@@ -319,8 +349,8 @@ class RedisStore(BindingStore):
             raise StoreUnavailable("RedisStore is not open")
         return self._client
 
-    def _key(self, aor: str) -> str:
-        return self._hash[group(aor)] + aor
+    def _key(self, aor: str) -> bytes:
+        return self._hash[group(aor)].encode() + _raw(aor)
 
     async def _states(self, aors: Sequence[str]) -> list[AorState]:
         """The states of ``aors``, in one round trip."""
@@ -389,7 +419,9 @@ class RedisStore(BindingStore):
             sha = self._shas[script] = await _loaded(self.client, script)
         return sha
 
-    async def script(self, script: str, keys: Sequence[str], args: Sequence[str | bytes]) -> Any:
+    async def script(
+        self, script: str, keys: Sequence[str | bytes], args: Sequence[str | bytes]
+    ) -> Any:
         """Run ``script`` (call it within :meth:`run`); a server that forgot it gets it again."""
         try:
             return await self.client.evalsha(await self._sha(script), len(keys), *keys, *args)
@@ -432,6 +464,8 @@ class RedisStore(BindingStore):
             async with asyncio.timeout(self.target.timeout), self._turns:
                 return await operation()
         except (RedisError, OSError, TimeoutError) as err:
+            if not _unavailable(err):
+                raise  # a bug (a script's error, a wrong type): a 500 with its traceback
             raise StoreUnavailable(f"Redis at {self.url}: {_reason(err)}") from err
 
     def _failed(self, err: BaseException, started: float) -> None:
@@ -456,6 +490,31 @@ async def _loaded(client: _Client, script: str) -> str:
     """Load ``script`` on ``client`` (a cluster client loads it on every master); its SHA."""
     sha = await client.script_load(script)
     return sha.decode() if isinstance(sha, bytes) else str(sha)
+
+
+def _unavailable(err: BaseException) -> bool:
+    """Whether ``err`` says the server cannot serve now (else it is a bug to report)."""
+    if isinstance(err, OSError | RedisTimeoutError | RedisConnectionError | ReadOnlyError):
+        return True
+    if isinstance(err, OutOfMemoryError | ClusterDownError | TryAgainError | NoPermissionError):
+        return True
+    if isinstance(err, ClusterError | SlotNotCoveredError | MaxConnectionsError):
+        return True
+    return isinstance(err, ResponseError) and str(err).startswith(_REFUSALS)
+
+
+#: The errors a server answers while it cannot serve: busy, loading, refusing writes.
+_REFUSALS = ("BUSY", "LOADING", "MISCONF", "NOREPLICAS", "MASTERDOWN", "READONLY", "OOM")
+
+
+def _raw(text: str) -> bytes:
+    """``text`` as Redis keeps it: UTF-8, the bytes that were not UTF-8 on the wire as they were."""
+    return text.encode("utf-8", "surrogateescape")
+
+
+def _text(raw: bytes) -> str:
+    """What :func:`_raw` made ``raw`` from."""
+    return raw.decode("utf-8", "surrogateescape")
 
 
 def _reason(err: BaseException) -> str:

@@ -12,6 +12,12 @@ if current ~= ARGV[2] then
     return {0, current, redis.call("HGETALL", akey)}
 end
 local removals = tonumber(ARGV[3])
+for i = 5 + removals, #ARGV, 4 do  -- check before the first write: a failed script keeps its writes
+    local expires = tonumber(ARGV[i])
+    if not expires or expires ~= expires then
+        return redis.error_reply("sipreg: an expiry that is no number: " .. ARGV[i])
+    end
+end
 for i = 4, 3 + removals do
     drop(akey, index, conns, aor, ARGV[i])
 end

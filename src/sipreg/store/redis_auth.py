@@ -2,25 +2,32 @@
 
 Keys, under the store's prefix:
 
-- ``PREFIX:auth:key``: the nonce key, made once by whichever node comes first
-  (``SET NX``).  Every node checks it every :data:`KEY_CHECK` seconds: a
-  server that lost its data has no key any more, and a new one is made, so
-  the nonces issued before (whose counts are gone too) are refused from then on;
-- ``PREFIX:nc:NONCE``: the highest nc used with a nonce, until the nonce is stale;
+- ``{PREFIX:auth}:key``: a secret made once by whichever node comes first
+  (``SET NX``).  The nonce key is an HMAC of it and of the ``run_id`` of the
+  Redis server holding it, which changes at every restart, restore and failover:
+- ``{PREFIX:auth}:nc:NONCE``: the highest nc used with a nonce, until the nonce
+  is stale.  The script that counts a use first checks, at once, that the secret
+  and the ``run_id`` are those the nonce key was made of.  Counts that a restart,
+  an older snapshot or a lagging replica lost are therefore never trusted: the
+  node takes the new nonce key, and the client is challenged again (``stale``);
 - ``PREFIX:g:{SOURCE}:...``: the failures and bans of one source (its address,
   or its IPv6 /64), every key of a source in its slot: failure times per user
   (a sorted set), the users that failed (a hash), the bans (expiring strings).
+  A user name counts by a hash of its bytes: any length, any bytes.
 
-Every key expires by itself once it no longer matters.  The rules are those of
-:class:`~sipreg.auth.guard.Guard` and :class:`~sipreg.auth.nonce.NonceCounts`.
+Every key but the secret expires by itself once it no longer matters.  The rules
+are those of :class:`~sipreg.auth.guard.Guard` and :class:`~sipreg.auth.nonce.NonceCounts`.
+A script that a command retried after a lost reply runs again gives the same answer.
 """
 
 from __future__ import annotations
 
 import hashlib
+import hmac
 import math
 import secrets
 import time
+from collections.abc import Callable
 from typing import Any
 
 from ..auth.guard import NAME_LENGTH, Ban, source_key
@@ -32,16 +39,37 @@ from .redis import RedisStore
 #: Seconds between two looks at the shared nonce key.
 KEY_CHECK = 1.0
 
-# KEYS[1]: a nonce's count.  ARGV: the nc, milliseconds it matters.  1 if used, 0 if replayed.
-_USE = """
-local seen = redis.call("GET", KEYS[1])
-if seen and tonumber(seen) >= tonumber(ARGV[1]) then
-    return 0
-end
-redis.call("SET", KEYS[1], ARGV[1], "PX", ARGV[2])
-return 1
+# Where the secret and the run_id come from, at once.  KEYS[1]: the secret.
+# ARGV[1]: a secret to keep if there is none.  Returns {secret, run_id}.
+_KEY = """
+redis.call("SET", KEYS[1], ARGV[1], "NX")
+return {redis.call("GET", KEYS[1]), string.match(redis.call("INFO", "server"), "run_id:(%x+)")}
 """
 
+# KEYS: a nonce's count, the secret.  ARGV: the nc, milliseconds it matters, the run_id
+# and the SHA-1 of the secret the nonce key was made of, this use's token.
+# Returns 1 if used, 0 if replayed, -1 if the nonce key is no longer the server's.
+_USE = """
+if string.match(redis.call("INFO", "server"), "run_id:(%x+)") ~= ARGV[3] then
+    return -1
+end
+local secret = redis.call("GET", KEYS[2])
+if not secret or redis.sha1hex(secret) ~= ARGV[4] then
+    return -1
+end
+local seen = redis.call("GET", KEYS[1])
+if seen then
+    local nc, token = string.match(seen, "^(%d+) (%S+)$")
+    if token == ARGV[5] then
+        return 1
+    end
+    if tonumber(nc) >= tonumber(ARGV[1]) then
+        return 0
+    end
+end
+redis.call("SET", KEYS[1], ARGV[1] .. " " .. ARGV[5], "PX", ARGV[2])
+return 1
+"""
 # KEYS: the user's failure times, the source's users, the user's ban, the source's ban.
 # ARGV: now, window, max failures, max users, ban time, user, a unique member.
 # Returns nil, or {ban until, failures, 1 if the whole source is banned}.
@@ -80,44 +108,55 @@ return nil
 
 
 class RedisAuthState:
-    """The :class:`~sipreg.auth.state.AuthState` of the nodes sharing ``store``'s server."""
+    """The :class:`~sipreg.auth.state.AuthState` of the nodes sharing ``store``'s server.
 
-    def __init__(self, store: RedisStore, auth: AuthPolicy, clock: Any = time.monotonic) -> None:
+    ``on_rekey(key, epoch)`` is told of every new nonce key after the first
+    (:meth:`nonce_key`): the Authorize step's ``rekey``.
+    """
+
+    def __init__(
+        self, store: RedisStore, auth: AuthPolicy, clock: Callable[[], float] = time.monotonic
+    ) -> None:
         self.store = store
         self.clock = clock
         self.configure(auth)
         prefix = store.target.prefix
-        self._key = f"{prefix}:auth:key"
-        self._nc = f"{prefix}:nc:"
+        self._secret = f"{{{prefix}:auth}}:key"
+        self._nc = f"{{{prefix}:auth}}:nc:"
         self._source = f"{prefix}:g:"
         self.key = b""
+        self.on_rekey: Callable[[bytes, bytes], None] | None = None
+        self._made_of = ("", "")  # the run_id and the secret's SHA-1 of the key
         self._checked = -math.inf
 
     def configure(self, auth: AuthPolicy) -> None:
         self.auth = auth
 
     async def nonce_key(self) -> bytes:
-        """The shared nonce key, made now if there is none (a new or emptied server)."""
+        """The nonce key the server's secret and ``run_id`` make now (the secret made if none)."""
         fresh = secrets.token_bytes(KEY_BYTES)
+        keys, args = [self._secret], [fresh]
+        secret, run_id = await self.store.run(lambda: self.store.script(_KEY, keys, args))
+        run_id = bytes(run_id).decode()
+        self._made_of = (run_id, hashlib.sha1(secret).hexdigest())
+        self.key = hmac.new(secret, b"sipreg nonce key\x00" + run_id.encode(), "sha256").digest()
+        self._checked = self.clock()
+        return self.key
 
-        async def get_or_make() -> Any:
-            client = self.store.client
-            await client.set(self._key, fresh, nx=True)
-            return await client.get(self._key)
+    async def refresh(self, *, now: bool = False) -> bool:
+        """Look at the server's nonce key (``now``, or once a KEY_CHECK); True if it changed.
 
-        key = await self.store.run(get_or_make)
-        if not isinstance(key, bytes) or len(key) < 16:
-            raise ValueError(f"{self._key} holds no nonce key: delete it")
-        self.key, self._checked = key, self.clock()
-        return key
-
-    async def key_changed(self) -> bytes | None:
-        """The shared key if it changed since last seen (looked at once a KEY_CHECK), else None."""
-        if self.clock() - self._checked < KEY_CHECK:
-            return None
+        A change is passed to ``on_rekey``.
+        """
+        if not now and self.clock() - self._checked < KEY_CHECK:
+            return False
         before = self.key
         key = await self.nonce_key()
-        return key if key != before else None
+        if key == before:
+            return False
+        if self.on_rekey is not None:
+            self.on_rekey(key, self.epoch(key))
+        return True
 
     @staticmethod
     def epoch(key: bytes) -> bytes:
@@ -127,7 +166,7 @@ class RedisAuthState:
     async def banned(self, address: str, user: str | None, now: float) -> Ban | None:
         source = source_key(address)
         who = [None] if user is None else [None, user[:NAME_LENGTH]]
-        keys = [self._ban(source, name) for name in who]
+        keys = [self._ban(source, None if name is None else _hashed(name)) for name in who]
         found: list[Any] = await self.store.run(lambda: self.store.client.mget(keys))
         for name, value in zip(who, found, strict=True):
             if value is not None:
@@ -138,14 +177,14 @@ class RedisAuthState:
 
     async def failed(self, address: str, user: str, now: float) -> Ban | None:
         source, name = source_key(address), user[:NAME_LENGTH]
-        auth = self.auth
+        hashed, auth = _hashed(name), self.auth
         keys = [
-            self._failures(source, name), self._users(source),
-            self._ban(source, name), self._ban(source, None),
+            self._failures(source, hashed), self._users(source),
+            self._ban(source, hashed), self._ban(source, None),
         ]  # fmt: skip
         args = [
             repr(now), repr(auth.failure_window), str(auth.max_failures), str(auth.max_users),
-            repr(auth.ban_time), name, f"{now!r} {secrets.token_hex(4)}",
+            repr(auth.ban_time), hashed, f"{now!r} {secrets.token_hex(8)}",
         ]  # fmt: skip
         found = await self.store.run(lambda: self.store.script(_FAILED, keys, args))
         if found is None:
@@ -154,20 +193,31 @@ class RedisAuthState:
         return Ban(source, None if int(whole) else name, float(until), int(failures))
 
     async def succeeded(self, address: str, user: str) -> None:
-        source, name = source_key(address), user[:NAME_LENGTH]
+        source, hashed = source_key(address), _hashed(user[:NAME_LENGTH])
 
         async def forgive() -> None:
             pipe = self.store.client.pipeline(transaction=False)
-            pipe.delete(self._failures(source, name))
-            pipe.hdel(self._users(source), name)
+            pipe.delete(self._failures(source, hashed))
+            pipe.hdel(self._users(source), hashed)
             await pipe.execute()
 
         await self.store.run(forgive)
 
     async def use(self, nonce: str, issued_at: float, nc: int, now: float) -> bool:
+        """Count the use; False for a replay, and for a nonce key the server no longer has.
+
+        In that case the new key is taken (``on_rekey``) before this returns, so the
+        challenge that answers the request carries a nonce the server counts again.
+        """
         left = issued_at + self.auth.nonce_lifetime + CLOCK_SKEW - now
-        args = [str(nc), str(max(1000, math.ceil(left * 1000)))]
-        used = await self.store.run(lambda: self.store.script(_USE, [self._nc + nonce], args))
+        run_id, secret = self._made_of
+        args = [str(nc), str(max(1000, math.ceil(left * 1000))), run_id, secret,
+                secrets.token_hex(8)]  # fmt: skip
+        keys = [self._nc + nonce, self._secret]
+        used = await self.store.run(lambda: self.store.script(_USE, keys, args))
+        if used == -1:
+            await self.refresh(now=True)
+            return False
         return bool(used)
 
     def _tag(self, source: str) -> str:
@@ -181,3 +231,8 @@ class RedisAuthState:
 
     def _ban(self, source: str, user: str | None) -> str:
         return f"{self._tag(source)}:b" if user is None else f"{self._tag(source)}:b:{user}"
+
+
+def _hashed(name: str) -> str:
+    """What a user name counts as in a key: a hash of its bytes (no length, no brace to fear)."""
+    return hashlib.sha256(name.encode("utf-8", "surrogateescape")).hexdigest()[:32]

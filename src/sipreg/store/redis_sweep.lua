@@ -9,8 +9,14 @@ for _, m in ipairs(due) do
     local cut = string.find(m, "\n", 1, true)
     local aor, key = string.sub(m, 1, cut - 1), string.sub(m, cut + 1)
     local akey = ARGV[1] .. aor
-    local blob = redis.call("HGET", akey, "b" .. key)
-    redis.call("ZREM", index, m)
+    -- pcall: a hash a cluster is moving to another node is left for a later sweep,
+    -- its index entry with it, rather than failing the script halfway.
+    local blob = redis.pcall("HGET", akey, "b" .. key)
+    if type(blob) == "table" and blob.err then
+        blob = nil
+    else
+        redis.call("ZREM", index, m)
+    end
     if blob then
         drop(akey, index, conns, aor, key)
         taken[#taken + 1] = blob
