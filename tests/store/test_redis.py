@@ -8,6 +8,7 @@ import signal
 import zlib
 from collections.abc import Sequence
 from pathlib import Path
+from typing import Any
 
 import pytest
 from redis.exceptions import ResponseError
@@ -395,5 +396,31 @@ async def test_a_page_is_full_though_aors_go_between_its_names_and_its_bindings(
         assert [b.aor for b in page] == [aors[0], aors[3]]
         after = (page[-1].aor, page[-1].key)
         assert [b.aor for b in await store.page(after=after, limit=2)] == aors[4:6]
+    finally:
+        await store.close()
+
+
+async def test_a_change_sent_twice_by_a_retried_command_is_applied_once(
+    redis_db: RedisServer,
+) -> None:
+    """redis-py sends a command again when its reply was lost: the second run says done."""
+    (store,) = await nodes(redis_db.url, 1)
+    script = store.script
+    runs: list[Any] = []
+
+    async def twice(*args: Any) -> Any:
+        runs.append(await script(*args))  # the reply that was lost
+        return await script(*args)
+
+    try:
+        await store.apply(Change(ALICE, 0, upsert=(binding(cseq=1),)))
+        state = await store.load(ALICE)
+        store.script = twice  # type: ignore[method-assign,assignment]
+        await store.apply(Change(ALICE, state.version, upsert=(binding(cseq=2),)))
+        assert runs[0][0] == 1  # the first run applied it
+        after = await store.load(ALICE)
+        assert after.bindings == (binding(cseq=2),) and after.version == int(runs[0][1])
+        with pytest.raises(StoreConflict):  # another change on the old version still conflicts
+            await store.apply(Change(ALICE, state.version, upsert=(binding(cseq=3),)))
     finally:
         await store.close()

@@ -1,7 +1,7 @@
 -- sipreg's bindings in Redis: the functions every script that writes an AOR shares.
 --
--- One AOR is one hash: field "v" holds its version, field "b" .. KEY each binding
--- (an encoded Binding).  Each AOR belongs to a group, and its group's keys carry
+-- One AOR is one hash: field "v" holds its version, field "c" the id of its last
+-- change, field "b" .. KEY each binding (an encoded Binding).  Each AOR belongs to a group, and its group's keys carry
 -- the same hash tag as the AOR's hash, so that a script touches one Cluster slot:
 --   the expiry index, a sorted set of "AOR\nKEY" scored by expiry time;
 --   the AOR set, the group's AORs with bindings (score 0, read in name order);
@@ -41,7 +41,8 @@ end
 -- clock had passed when they were written.  Returns the version, as text.
 local function stamp(akey, aors, aor)
     local last = redis.call("HGET", akey, "v")
-    local bindings = redis.call("HLEN", akey) - (last and 1 or 0)
+    local others = (last and 1 or 0) + redis.call("HEXISTS", akey, "c")
+    local bindings = redis.call("HLEN", akey) - others
     if bindings == 0 then
         redis.call("DEL", akey)
         redis.call("ZREM", aors, aor)

@@ -35,6 +35,7 @@ import json
 import logging
 import math
 import random
+import secrets
 import time
 import zlib
 from collections.abc import Awaitable, Callable, Iterable, Mapping, Sequence
@@ -78,6 +79,8 @@ SCHEMES = ("redis", "rediss", "redis+sentinel", "redis+cluster", "rediss+cluster
 GROUPS = 256
 #: Bindings one sweep script removes at most; a group with more is swept again.
 SWEEP_BATCH = 1000
+#: AORs one round trip reads at most (a start-up reading every connection-bound one).
+BATCH = 1000
 #: Groups one round trip of a sweep covers.
 SWEEP_CHUNK = 32
 #: Sweep scripts a node runs at once on a cluster.
@@ -259,7 +262,12 @@ class RedisStore(BindingStore):
     async def apply(self, change: Change) -> None:
         aor = change.aor
         g = group(aor)
-        args: list[str | bytes] = [_raw(aor), str(change.version), str(len(change.remove))]
+        args: list[str | bytes] = [
+            _raw(aor),
+            str(change.version),
+            secrets.token_hex(8),
+            str(len(change.remove)),
+        ]
         args += (_raw(key) for key in change.remove)
         for b in change.upsert:
             args += (_raw(b.key), repr(b.expires_at), "1" if b.connection else "0", encode(b))
@@ -353,18 +361,20 @@ class RedisStore(BindingStore):
         return self._hash[group(aor)].encode() + _raw(aor)
 
     async def _states(self, aors: Sequence[str]) -> list[AorState]:
-        """The states of ``aors``, in one round trip."""
-        if not aors:
-            return []
+        """The states of ``aors``: a round trip each :data:`BATCH` AORs, each in its timeout."""
+        states: list[AorState] = []
+        for first in range(0, len(aors), BATCH):
+            batch = aors[first : first + BATCH]
+            fields = await self.run(functools.partial(self._hashes, batch))
+            states += (_state(aor, f) for aor, f in zip(batch, fields, strict=True))
+        return states
 
-        async def fetch() -> list[Any]:
-            pipe = self.client.pipeline(transaction=False)
-            for aor in aors:
-                pipe.hgetall(self._key(aor))
-            return list(await pipe.execute())
-
-        fields = await self.run(fetch)
-        return [_state(aor, f) for aor, f in zip(aors, fields, strict=True)]
+    async def _hashes(self, aors: Sequence[str]) -> list[Any]:
+        """The hashes of ``aors``, in one round trip."""
+        pipe = self.client.pipeline(transaction=False)
+        for aor in aors:
+            pipe.hgetall(self._key(aor))
+        return list(await pipe.execute())
 
     async def _each(self, queue: Callable[[Any, int], object], per_group: int = 1) -> list[Any]:
         """Run the commands ``queue(pipeline, group)`` adds for every group, in one round trip."""
