@@ -1147,3 +1147,54 @@ async def test_an_instance_that_is_no_ascii_urn_is_400(reg: Registrar, leg: Fake
     assert await send(reg, data.replace(b"cafXX", b"caf\xe9"), leg) == 400
     assert leg.sent[-1][0].startswith(b"SIP/2.0 400 Malformed +sip.instance\r\n")
     assert await reg.store.aors() == []
+
+
+class CommitThenTimeOutStore(MemoryStore):
+    """A memory store whose next ``timeouts`` commits are made, then reported failed.
+
+    As a Redis that ran the script but whose answer came after the timeout.
+    """
+
+    def __init__(self, timeouts: int = 1) -> None:
+        super().__init__()
+        self.timeouts = timeouts
+        self.entered, self.gate = asyncio.Event(), asyncio.Event()
+        self.gate.set()
+
+    async def apply(self, change: Change) -> None:
+        self.entered.set()
+        await self.gate.wait()
+        await super().apply(change)
+        if self.timeouts:
+            self.timeouts -= 1
+            raise StoreUnavailable("Redis at redis://localhost: Timeout reading from socket")
+
+
+async def test_a_binding_committed_but_reported_failed_goes_with_its_connection(
+    clock: Clock,
+) -> None:
+    store = CommitThenTimeOutStore()
+    reg = make_registrar(clock, store=store)
+    ws = FakeLeg(transport="ws", connection_id="ws:c#6")
+    assert await reg.receive(register(C1), ws, CLIENT) == 503
+    assert await reg.query(ALICE) == [C1]  # made all the same
+    reg.closed(Closed("ws:c#6"))
+    await reg.settle()
+    assert await reg.query(ALICE) == []
+
+
+async def test_a_connection_closing_while_its_commit_times_out_leaves_no_binding(
+    clock: Clock,
+) -> None:
+    store = CommitThenTimeOutStore()
+    store.gate.clear()
+    reg = make_registrar(clock, store=store)
+    ws = FakeLeg(transport="ws", connection_id="ws:c#7")
+    pending = asyncio.create_task(reg.receive(register(C1), ws, CLIENT))
+    await asyncio.wait_for(store.entered.wait(), 5)
+    reg.closed(Closed("ws:c#7"))
+    await asyncio.sleep(0)  # the release waits for the AOR's lock
+    store.gate.set()
+    assert await asyncio.wait_for(pending, 5) == 503
+    await reg.settle()
+    assert await reg.query(ALICE) == []

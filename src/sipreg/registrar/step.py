@@ -112,6 +112,12 @@ class Register(Step):
                     plan = plan_register(request, state, now, self.policy, source)
                     if plan.change is None or plan.change.empty:
                         return plan
+                    if connection is not None and plan.change.upsert:
+                        # Tracked before the commit: one reported failed may have been
+                        # made all the same (a timeout after Redis ran the script), and
+                        # its binding must still go with the connection.  A spare entry
+                        # costs release() a load and removes nothing.
+                        self._tie(connection, aor)
                     await self.store.apply(plan.change)
                     if self.events.listening:
                         self.events.publish(
@@ -122,14 +128,17 @@ class Register(Step):
                 except StoreConflict as conflict:
                     state = conflict.current
                     continue
-                if connection is not None and plan.change.upsert:
-                    if connection in self._closed:  # it closed while this was under way
-                        await self._remove_tied(aor, connection, now)
-                    else:
-                        self._by_connection.setdefault(connection, set()).add(aor)
+                if connection in self._closed and plan.change.upsert:
+                    # It closed while this was under way, and was released already.
+                    await self._remove_tied(aor, connection, now)
                 return plan
         # Section 10.3 step 7: a failed back-end commit "MUST fail with a 500".
         raise ServerInternalError("The binding store is busy; try again")
+
+    def _tie(self, connection: str, aor: str) -> None:
+        """Note that ``aor`` may hold a binding tied to ``connection``."""
+        if connection not in self._closed:  # else the REGISTER removes it itself
+            self._by_connection.setdefault(connection, set()).add(aor)
 
     async def release(self, connection: str, now: float) -> int:
         """Remove the bindings tied to ``connection``, which closed; how many.
