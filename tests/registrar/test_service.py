@@ -15,6 +15,7 @@ import pytest
 from sipreg.errors import StoreConflict, StoreUnavailable
 from sipreg.message import Request, parse_message
 from sipreg.outcome import Outcome
+from sipreg.registrar.binding import Binding
 from sipreg.registrar.facade import Registrar
 from sipreg.store.base import MAX_CONFLICT_RETRIES, AorState, Change
 from sipreg.store.memory import MemoryStore
@@ -1147,3 +1148,222 @@ async def test_an_instance_that_is_no_ascii_urn_is_400(reg: Registrar, leg: Fake
     assert await send(reg, data.replace(b"cafXX", b"caf\xe9"), leg) == 400
     assert leg.sent[-1][0].startswith(b"SIP/2.0 400 Malformed +sip.instance\r\n")
     assert await reg.store.aors() == []
+
+
+class CommitThenTimeOutStore(MemoryStore):
+    """A memory store whose next ``timeouts`` commits are made, then reported failed.
+
+    As a Redis that ran the script but whose answer came after the timeout.
+    """
+
+    def __init__(self, timeouts: int = 1) -> None:
+        super().__init__()
+        self.timeouts = timeouts
+        self.entered, self.gate = asyncio.Event(), asyncio.Event()
+        self.gate.set()
+
+    async def apply(self, change: Change) -> None:
+        self.entered.set()
+        await self.gate.wait()
+        await super().apply(change)
+        if self.timeouts:
+            self.timeouts -= 1
+            raise StoreUnavailable("Redis at redis://localhost: Timeout reading from socket")
+
+
+async def test_a_binding_committed_but_reported_failed_goes_with_its_connection(
+    clock: Clock,
+) -> None:
+    store = CommitThenTimeOutStore()
+    reg = make_registrar(clock, store=store)
+    ws = FakeLeg(transport="ws", connection_id="ws:c#6")
+    assert await reg.receive(register(C1), ws, CLIENT) == 503
+    assert await reg.query(ALICE) == [C1]  # made all the same
+    reg.closed(Closed("ws:c#6"))
+    await reg.settle()
+    assert await reg.query(ALICE) == []
+
+
+async def test_a_connection_closing_while_its_commit_times_out_leaves_no_binding(
+    clock: Clock,
+) -> None:
+    store = CommitThenTimeOutStore()
+    store.gate.clear()
+    reg = make_registrar(clock, store=store)
+    ws = FakeLeg(transport="ws", connection_id="ws:c#7")
+    pending = asyncio.create_task(reg.receive(register(C1), ws, CLIENT))
+    await asyncio.wait_for(store.entered.wait(), 5)
+    reg.closed(Closed("ws:c#7"))
+    await asyncio.sleep(0)  # the release waits for the AOR's lock
+    store.gate.set()
+    assert await asyncio.wait_for(pending, 5) == 503
+    await reg.settle()
+    assert await reg.query(ALICE) == []
+
+
+class OutageStore(MemoryStore):
+    """A memory store that, while ``down``, fails as an unreachable Redis does.
+
+    ``outage_after`` operations from now it goes down; a load waits for ``gate``
+    before it reaches the store.
+    """
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.down = False
+        self.outage_after: int | None = None
+        self.gate = asyncio.Event()
+        self.gate.set()
+
+    def _reach(self) -> None:
+        if self.outage_after is not None:
+            self.down = not self.outage_after
+            self.outage_after = None if self.down else self.outage_after - 1
+        if self.down:
+            raise StoreUnavailable("Redis at redis://localhost: Connection refused")
+
+    async def load(self, aor: str) -> AorState:
+        await self.gate.wait()
+        self._reach()
+        return await super().load(aor)
+
+    async def apply(self, change: Change) -> None:
+        self._reach()
+        await super().apply(change)
+
+    async def expire(self, now: float) -> list[Binding]:
+        self._reach()
+        return await super().expire(now)
+
+
+@pytest.mark.parametrize("transport", ["ws", "tcp"])
+async def test_bindings_of_connections_closed_in_a_store_outage_go_when_it_ends(
+    clock: Clock, caplog: pytest.LogCaptureFixture, transport: str
+) -> None:
+    store = OutageStore()
+    reg = Registrar(
+        policy=policy(bind_to_connection=True), store=store, clock=clock, timer_clock=clock
+    )
+    one = FakeLeg(transport=transport, connection_id=f"{transport}:c#1")
+    two = FakeLeg(transport=transport, connection_id=f"{transport}:c#2")
+    assert await reg.receive(register(C1), one, CLIENT) == 200
+    assert await reg.receive(register(C2, aor=BOB), two, CLIENT) == 200
+    store.down = True
+    with caplog.at_level(logging.DEBUG, logger="sipreg"):
+        reg.closed(Closed(f"{transport}:c#1", transport))
+        reg.closed(Closed(f"{transport}:c#2", transport))
+        await reg.settle()
+        with pytest.raises(StoreUnavailable):
+            await reg.expire()  # a sweep in the outage: the server logs it at debug
+    assert not [r for r in caplog.records if r.levelno >= logging.ERROR or r.exc_info]
+    [warning] = [r for r in caplog.records if r.levelno == logging.WARNING]
+    assert warning.getMessage().startswith(f"{transport}:c#1 closed while the store is")
+    assert set(reg.register.unreleased) == {f"{transport}:c#1", f"{transport}:c#2"}
+    store.down = False
+    assert await reg.query(ALICE) == [C1] and await reg.query(BOB) == [C2]  # not forgotten
+    caplog.clear()
+    with caplog.at_level(logging.INFO, logger="sipreg.register"):
+        assert await reg.expire() == 0
+    assert await reg.query(ALICE) == [] and await reg.query(BOB) == []
+    assert not reg.register.unreleased
+    assert [r.getMessage() for r in caplog.records] == [
+        "removed 2 binding(s) of 2 connection(s) that closed while the store was"
+        " unavailable (0 still waiting)"
+    ]
+
+
+async def test_each_store_outage_warns_once_of_waiting_releases(
+    clock: Clock, caplog: pytest.LogCaptureFixture
+) -> None:
+    store = OutageStore()
+    reg = make_registrar(clock, store=store)
+    for n in range(4):
+        ws = FakeLeg(transport="ws", connection_id=f"ws:c#{n}")
+        assert await reg.receive(register(C1, call_id=f"c{n}"), ws, CLIENT) == 200
+    with caplog.at_level(logging.WARNING, logger="sipreg.register"):
+        store.down = True
+        reg.closed(Closed("ws:c#0"))
+        reg.closed(Closed("ws:c#1"))
+        await reg.settle()
+        store.down = False
+        await reg.expire()
+        store.down = True
+        reg.closed(Closed("ws:c#2"))
+        await reg.settle()
+        store.down = False
+        reg.closed(Closed("ws:c#3"))  # released at once: the store answers
+        await reg.settle()
+        await reg.expire()
+    assert [r.getMessage().split(" closed")[0] for r in caplog.records] == ["ws:c#0", "ws:c#2"]
+    assert await reg.query(ALICE) == [] and not reg.register.unreleased
+
+
+async def test_a_release_resumes_where_the_outage_stopped_it(clock: Clock) -> None:
+    """An AOR the store failed waits, with those after it; those done before do not."""
+    store = OutageStore()
+    reg = make_registrar(clock, store=store)
+    ws = FakeLeg(transport="ws", connection_id="ws:c#8")
+    for aor in (ALICE, BOB):
+        assert await reg.receive(register(C1, aor=aor, call_id=aor), ws, CLIENT) == 200
+    store.outage_after = 2  # alice's load and apply
+    reg.closed(Closed("ws:c#8"))
+    await reg.settle()
+    assert set(reg.register.unreleased) == {"ws:c#8"}
+    store.down = False
+    assert await reg.query(ALICE) == [] and await reg.query(BOB) == [C1]
+    await reg.expire()
+    assert await reg.query(BOB) == [] and not reg.register.unreleased
+
+
+async def test_a_release_failing_otherwise_is_logged_and_given_up(
+    clock: Clock, caplog: pytest.LogCaptureFixture
+) -> None:
+    store = FlakyStore(OSError("disk full"), failures=0)
+    reg = make_registrar(clock, store=store)
+    ws = FakeLeg(transport="ws", connection_id="ws:c#9")
+    assert await reg.receive(register(C1), ws, CLIENT) == 200
+    store.failures = 1
+    with caplog.at_level(logging.ERROR, logger="sipreg.register"):
+        reg.closed(Closed("ws:c#9"))
+        await reg.settle()
+    [error] = caplog.records
+    assert error.getMessage() == "removing the bindings of ws:c#9 failed" and error.exc_info
+    assert not reg.register.unreleased  # retrying would fail the same way
+
+
+async def test_a_register_whose_connection_closed_before_it_committed_is_retried(
+    clock: Clock,
+) -> None:
+    """It waits for the AOR's lock as its connection closes; the store goes as it commits."""
+    store = OutageStore()
+    reg = make_registrar(clock, store=store)
+    store.gate.clear()
+    udp, ws = FakeLeg(), FakeLeg(transport="ws", connection_id="ws:c#10")
+    first = asyncio.create_task(reg.receive(register(C2, call_id="udp"), udp, CLIENT))
+    second = asyncio.create_task(reg.receive(register(C1, call_id="ws"), ws, CLIENT))
+    for _ in range(10):
+        await asyncio.sleep(0)  # the first holds alice's lock, the second waits for it
+    reg.closed(Closed("ws:c#10"))
+    await reg.settle()  # nothing was bound over it yet
+    store.outage_after = 4  # the loads and applies of both REGISTERs
+    store.gate.set()
+    assert await asyncio.wait_for(first, 5) == 200
+    assert await asyncio.wait_for(second, 5) == 503  # committed; removing it failed
+    assert set(reg.register.unreleased) == {"ws:c#10"}
+    store.down = False
+    assert sorted(await reg.query(ALICE)) == sorted([C1, C2])
+    await reg.expire()
+    assert await reg.query(ALICE) == [C2] and not reg.register.unreleased
+
+
+async def test_a_release_whose_aor_kept_changing_is_retried(clock: Clock) -> None:
+    store = FlakyStore(StoreConflict("busy"), failures=0)
+    reg = make_registrar(clock, store=store)
+    ws = FakeLeg(transport="ws", connection_id="ws:c#11")
+    assert await reg.receive(register(C1), ws, CLIENT) == 200
+    store.failures = MAX_CONFLICT_RETRIES
+    reg.closed(Closed("ws:c#11"))
+    await reg.settle()
+    assert await reg.query(ALICE) == [C1] and set(reg.register.unreleased) == {"ws:c#11"}
+    await reg.expire()
+    assert await reg.query(ALICE) == [] and not reg.register.unreleased

@@ -20,7 +20,7 @@ from collections.abc import Callable, Sequence
 from typing import Any, Literal
 
 from ..chain import Chain, Step
-from ..errors import SipError
+from ..errors import SipError, StoreUnavailable
 from ..front import Dispatcher, Front
 from ..leg import Address, Leg
 from ..message import DEFAULT_LIMITS, Limits, Request
@@ -127,6 +127,7 @@ class Registrar:
         )
         self.transactions = self.front.transactions
         self._releases: set[asyncio.Task[None]] = set()
+        self._store_awaited = False  # a release waits for the store, and that was logged
 
     def set_policy(self, policy: Policy) -> None:
         """Serve by ``policy`` from now on (a reload): so does every step holding a Policy."""
@@ -183,7 +184,11 @@ class Registrar:
         return ordered((await self.store.load(key)).bindings, self.clock())
 
     async def expire(self) -> int:
-        """Remove expired bindings; the number removed.  Each AOR is logged at debug."""
+        """Remove expired bindings; the number removed.  Each AOR is logged at debug.
+
+        Then the bindings of connections that closed while the store could not be
+        reached are removed, those it can now: the sweep is what tries them again.
+        """
         now = self.clock()
         expired = await self.store.expire(now)
         if expired and self.events.listening:
@@ -194,6 +199,7 @@ class Registrar:
                 contacts.setdefault(binding.aor, []).append(binding.contact)
             for aor, gone in contacts.items():
                 log.debug("expired %s: %s", aor, ", ".join(gone))
+        await self._release_again(now)
         return len(expired)
 
     async def remove(self, aor: str, contact: str | None = None, cause: Cause = "admin") -> int:
@@ -231,13 +237,45 @@ class Registrar:
             await asyncio.wait(set(self._releases))
 
     async def _release(self, connection: Connection) -> None:
+        name = connection.connection_id
         try:
-            removed = await self.register.release(connection.connection_id, self.clock())
+            removed = await self.register.release(name, self.clock())
+        except StoreUnavailable:  # the store logs its outage; once is enough here too
+            if not self._store_awaited:
+                self._store_awaited = True
+                log.warning(
+                    "%s closed while the store is unavailable: its bindings, and those of"
+                    " the connections closing until it answers, go at the first expiry"
+                    " sweep after",
+                    name,
+                )
+            return
         except Exception:
-            log.exception("removing the bindings of %s failed", connection.connection_id)
+            log.exception("removing the bindings of %s failed", name)
             return
         if removed:
-            log.info("%s closed: removed %d binding(s)", connection.connection_id, removed)
+            log.info("%s closed: removed %d binding(s)", name, removed)
+
+    async def _release_again(self, now: float) -> None:
+        """Try again to remove the bindings of connections that closed (the store failed)."""
+        connections = removed = 0
+        for name in sorted(self.register.unreleased):
+            try:
+                removed += await self.register.release(name, now)
+            except StoreUnavailable:
+                break  # still, or again: the next sweep tries
+            except Exception:
+                log.exception("removing the bindings of %s failed", name)
+                continue
+            connections += name not in self.register.unreleased
+        if connections:
+            log.info(
+                "removed %d binding(s) of %d connection(s) that closed while the store"
+                " was unavailable (%d still waiting)",
+                removed, connections, len(self.register.unreleased),
+            )  # fmt: skip
+        if not self.register.unreleased:
+            self._store_awaited = False
 
 
 def _domains(domains: str | Sequence[str] | None, domain: str | None) -> tuple[str, ...]:

@@ -12,11 +12,11 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
-from collections.abc import AsyncIterator, Callable, Iterable
+from collections.abc import AsyncIterator, Callable, Iterable, Set
 from dataclasses import dataclass, field
 
 from ..chain import Context, Filter, Step
-from ..errors import ServerInternalError, StoreConflict
+from ..errors import ServerInternalError, StoreConflict, StoreUnavailable
 from ..message import Request, Response
 from ..store.base import MAX_CONFLICT_RETRIES, BindingStore, Change
 from ..uri import SipUri
@@ -65,6 +65,11 @@ class Register(Step):
         # closed meanwhile: such a REGISTER removes what it bound once committed.
         self._in_flight: dict[str, int] = {}
         self._closed: set[str] = set()
+        # Closed connections -> the AORs whose bindings tied to them are yet to go: what
+        # the store failed to remove (an outage) waits here to be tried again, not lost.
+        # Keyed by connection, tried however often: it holds at most the connections
+        # that had bindings, as none is made over a connection while the store is out.
+        self._unreleased: dict[str, set[str]] = {}
 
     async def handle(self, request: Request, ctx: Context) -> Response | None:
         if request.method != "REGISTER":
@@ -112,6 +117,12 @@ class Register(Step):
                     plan = plan_register(request, state, now, self.policy, source)
                     if plan.change is None or plan.change.empty:
                         return plan
+                    if connection is not None and plan.change.upsert:
+                        # Tracked before the commit: one reported failed may have been
+                        # made all the same (a timeout after Redis ran the script), and
+                        # its binding must still go with the connection.  A spare entry
+                        # costs release() a load and removes nothing.
+                        self._tie(connection, aor)
                     await self.store.apply(plan.change)
                     if self.events.listening:
                         self.events.publish(
@@ -122,27 +133,53 @@ class Register(Step):
                 except StoreConflict as conflict:
                     state = conflict.current
                     continue
-                if connection is not None and plan.change.upsert:
-                    if connection in self._closed:  # it closed while this was under way
-                        await self._remove_tied(aor, connection, now)
-                    else:
-                        self._by_connection.setdefault(connection, set()).add(aor)
+                if connection in self._closed and plan.change.upsert:
+                    # It closed while this was under way, and was released already.
+                    await self._release_aor(aor, connection, now)
                 return plan
         # Section 10.3 step 7: a failed back-end commit "MUST fail with a 500".
         raise ServerInternalError("The binding store is busy; try again")
+
+    def _tie(self, connection: str, aor: str) -> None:
+        """Note that ``aor`` may hold a binding tied to ``connection``."""
+        # One that closed was released already: the REGISTER removes what it binds
+        # itself, and until that is done the AOR waits with the unreleased.
+        tied = self._unreleased if connection in self._closed else self._by_connection
+        tied.setdefault(connection, set()).add(aor)
+
+    @property
+    def unreleased(self) -> Set[str]:
+        """The closed connections some of whose tied bindings are still to be removed.
+
+        Those the store failed to remove (``StoreUnavailable``, or an AOR that kept
+        changing); :meth:`release` tries them again.
+        """
+        return self._unreleased.keys()
 
     async def release(self, connection: str, now: float) -> int:
         """Remove the bindings tied to ``connection``, which closed; how many.
 
         Each AOR is changed through the store like any other change.  A REGISTER
-        over it still under way removes what it binds itself.
+        over it still under way removes what it binds itself.  What the store
+        fails to remove stays :attr:`unreleased` (``StoreUnavailable`` is raised
+        after the first such AOR), and calling this again tries it again; any
+        other error gives the connection up, as trying again would fail the same.
         """
         if connection in self._in_flight:
             self._closed.add(connection)
+        aors = self._by_connection.pop(connection, None)
+        if aors:
+            self._unreleased.setdefault(connection, set()).update(aors)
         removed = 0
-        for aor in sorted(self._by_connection.pop(connection, ())):
-            async with self._aor_lock(aor):
-                removed += await self._remove_tied(aor, connection, now)
+        try:
+            for aor in sorted(self._unreleased.get(connection, ())):
+                async with self._aor_lock(aor):
+                    removed += await self._release_aor(aor, connection, now)
+        except StoreUnavailable:
+            raise
+        except Exception:
+            self._unreleased.pop(connection, None)
+            raise
         return removed
 
     async def remove(
@@ -162,10 +199,22 @@ class Register(Step):
             raise StoreConflict(f"{aor}: still changing after {MAX_CONFLICT_RETRIES} attempts")
         return removed
 
-    async def _remove_tied(self, aor: str, connection: str, now: float) -> int:
-        """Remove the bindings of ``aor`` tied to ``connection`` (its lock held); how many."""
+    async def _release_aor(self, aor: str, connection: str, now: float) -> int:
+        """Remove the bindings of ``aor`` tied to ``connection``, which closed; how many.
+
+        Its lock held.  Done, the AOR no longer waits for the connection's release;
+        when it kept changing it still does.
+        """
         tied = lambda b: b.connection == connection  # noqa: E731
-        return await self._remove(aor, tied, now, "connection closed") or 0
+        removed = await self._remove(aor, tied, now, "connection closed")
+        if removed is None:
+            return 0
+        waiting = self._unreleased.get(connection)
+        if waiting is not None:
+            waiting.discard(aor)
+            if not waiting:
+                del self._unreleased[connection]
+        return removed
 
     async def _remove(
         self, aor: str, which: Callable[[Binding], bool], now: float, cause: Cause
