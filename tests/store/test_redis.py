@@ -11,7 +11,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from redis.exceptions import ResponseError
+from redis.exceptions import ReadOnlyError, ResponseError
 
 from redis_servers import RedisCluster, RedisServer
 from sipreg.errors import StoreConflict, StoreUnavailable
@@ -22,6 +22,7 @@ from sipreg.store.redis import (
     RedisStore,
     RedisTarget,
     group,
+    is_outage,
     parse_url,
 )
 
@@ -424,3 +425,29 @@ async def test_a_change_sent_twice_by_a_retried_command_is_applied_once(
             await store.apply(Change(ALICE, state.version, upsert=(binding(cseq=3),)))
     finally:
         await store.close()
+
+
+@pytest.mark.parametrize(
+    ("error", "outage"),
+    [
+        (ConnectionRefusedError(111, "refused"), True),
+        (TimeoutError(), True),
+        (ReadOnlyError("READONLY You can't write against a read only replica."), True),
+        (ResponseError("MISCONF Redis is configured to save RDB snapshots"), True),
+        (ResponseError("BUSY Redis is busy running a script"), True),
+        (
+            RuntimeError(
+                "unable to perform operation on <TCPTransport closed=True reading=False"
+                " 0x55bd90fe8f50>; the handler is closed"
+            ),
+            True,
+        ),  # uvloop, writing to a connection Redis has just closed
+        (ResponseError("WRONGTYPE Operation against a key holding the wrong kind"), False),
+        (ResponseError("Error running script: user_script:3: bad argument"), False),
+        (RuntimeError("dictionary changed size during iteration"), False),
+    ],
+)
+def test_only_what_says_the_server_cannot_serve_is_an_outage(
+    error: BaseException, outage: bool
+) -> None:
+    assert is_outage(error) is outage

@@ -8,7 +8,9 @@ URLs (``HOST`` may be ``[IPv6]``; ``USER:PASSWORD@`` may precede the hosts):
 
 Query parameters: ``timeout`` (seconds an operation may take, 2 by default),
 ``prefix`` (of every key, ``sipreg`` by default: registrars with another prefix
-share the server without seeing each other's bindings).
+share the server without seeing each other's bindings); for TLS, ``ca`` (the
+CA file that verifies the server; else the system's) and ``cert`` with ``key``
+(a client certificate, for a server that asks for one).
 
 Each AOR is one hash, and each write one Lua script (``redis*.lua``) that checks
 the planned version, applies the change, keeps the indexes and stamps the new
@@ -109,6 +111,9 @@ class RedisTarget:
     password: str | None = None
     timeout: float = DEFAULT_TIMEOUT
     prefix: str = DEFAULT_PREFIX
+    ca: str | None = None
+    cert: str | None = None
+    key: str | None = None
 
     @property
     def tls(self) -> bool:
@@ -140,7 +145,7 @@ def parse_url(url: str) -> RedisTarget:
     if len(path) > 1 or (path and not path[0].isdigit()):
         raise ValueError(f"{redacted(url)}: the database is a number, /DB")
     query = dict(parse_qsl(parts.query, keep_blank_values=True))
-    unknown = sorted(set(query) - {"timeout", "prefix"})
+    unknown = sorted(set(query) - {"timeout", "prefix", "ca", "cert", "key"})
     if unknown:
         raise ValueError(f"{redacted(url)}: unknown parameter(s) {', '.join(unknown)}")
     try:
@@ -152,10 +157,15 @@ def parse_url(url: str) -> RedisTarget:
     prefix = query.get("prefix", DEFAULT_PREFIX)
     if not prefix or any(c in prefix for c in "{}\n"):
         raise ValueError(f"{redacted(url)}: the prefix must be non-empty, without {{, }}")
+    files = {name: query.get(name) or None for name in ("ca", "cert", "key")}
+    if any(files.values()) and not scheme.startswith("rediss"):
+        raise ValueError(f"{redacted(url)}: ca, cert and key are for TLS: rediss://")
+    if (files["cert"] is None) != (files["key"] is None):
+        raise ValueError(f"{redacted(url)}: a client certificate needs both cert and key")
     return RedisTarget(
         scheme, hosts, int(path[0]) if path else 0, master,
         unquote(username) or None, unquote(password) if userinfo else None,
-        timeout, prefix,
+        timeout, prefix, **files,
     )  # fmt: skip
 
 
@@ -187,9 +197,13 @@ def connect(target: RedisTarget) -> _Client:
         "retry": Retry(NoBackoff(), 1),
         "max_connections": MAX_CONNECTIONS,
     }
+    if target.tls:
+        common.update(
+            ssl=True, ssl_ca_certs=target.ca, ssl_certfile=target.cert, ssl_keyfile=target.key
+        )
     if target.scheme.endswith("cluster"):
         nodes = [ClusterNode(host, port) for host, port in target.hosts]
-        return RedisCluster(startup_nodes=nodes, ssl=target.tls, **common)
+        return RedisCluster(startup_nodes=nodes, **common)
     if target.scheme == "redis+sentinel":
         sentinel = Sentinel(  # type: ignore[no-untyped-call]
             list(target.hosts),
@@ -199,7 +213,7 @@ def connect(target: RedisTarget) -> _Client:
         master: aioredis.Redis = sentinel.master_for(target.master, db=target.db, **common)
         return master
     (host, port), *_ = target.hosts
-    return aioredis.Redis(host=host, port=port, db=target.db, ssl=target.tls, **common)
+    return aioredis.Redis(host=host, port=port, db=target.db, **common)
 
 
 def group(aor: str) -> int:
@@ -473,8 +487,8 @@ class RedisStore(BindingStore):
         try:
             async with asyncio.timeout(self.target.timeout), self._turns:
                 return await operation()
-        except (RedisError, OSError, TimeoutError) as err:
-            if not _unavailable(err):
+        except (RedisError, OSError, TimeoutError, RuntimeError) as err:
+            if not is_outage(err):
                 raise  # a bug (a script's error, a wrong type): a 500 with its traceback
             raise StoreUnavailable(f"Redis at {self.url}: {_reason(err)}") from err
 
@@ -502,7 +516,7 @@ async def _loaded(client: _Client, script: str) -> str:
     return sha.decode() if isinstance(sha, bytes) else str(sha)
 
 
-def _unavailable(err: BaseException) -> bool:
+def is_outage(err: BaseException) -> bool:
     """Whether ``err`` says the server cannot serve now (else it is a bug to report)."""
     if isinstance(err, OSError | RedisTimeoutError | RedisConnectionError | ReadOnlyError):
         return True
@@ -510,6 +524,11 @@ def _unavailable(err: BaseException) -> bool:
         return True
     if isinstance(err, ClusterError | SlotNotCoveredError | MaxConnectionsError):
         return True
+    if isinstance(err, RuntimeError):
+        # uvloop's answer to a write on a connection the server just closed, which
+        # redis-py lets through: "unable to perform operation on <TCPTransport
+        # closed=True ...>; the handler is closed".  Any other RuntimeError is a bug.
+        return "Transport closed=True" in str(err)
     return isinstance(err, ResponseError) and str(err).startswith(_REFUSALS)
 
 
