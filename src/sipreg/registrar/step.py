@@ -109,13 +109,18 @@ class Register(Step):
         """Plan the REGISTER against the stored state and commit it (section 10.3 steps 6-7)."""
         connection = source.connection
         async with self._aor_lock(aor):
-            state: AorState | None = None
+            # A state the store remembers saves a load; apply checks its version.
+            state = self.store.remembered(aor)
+            read = state is None  # the state planned on was read from the store now
             for _ in range(MAX_CONFLICT_RETRIES):
                 try:
                     if state is None:  # else what the last conflict found
-                        state = await self.store.load(aor)
+                        state, read = await self.store.load(aor), True
                     plan = plan_register(request, state, now, self.policy, source)
                     if plan.change is None or plan.change.empty:
+                        if not read:  # an answer that changes nothing is the store's
+                            state = None
+                            continue
                         return plan
                     if connection is not None and plan.change.upsert:
                         # Tracked before the commit: one reported failed may have been
@@ -131,7 +136,7 @@ class Register(Step):
                             )
                         )
                 except StoreConflict as conflict:
-                    state = conflict.current
+                    state, read = conflict.current, True
                     continue
                 if connection in self._closed and plan.change.upsert:
                     # It closed while this was under way, and was released already.

@@ -74,6 +74,15 @@ class BindingStore(abc.ABC):
         an empty change, unless the AOR has no bindings after it.
         """
 
+    def remembered(self, aor: str) -> AorState | None:
+        """A state of ``aor`` this store keeps at hand to plan a change on, or None.
+
+        It may be out of date (another node wrote since): :meth:`apply` refuses a
+        change planned on it then, as on any earlier state.  A planner whose plan
+        changes nothing loads the state instead, to answer from what is stored.
+        """
+        return None
+
     @abc.abstractmethod
     async def expire(self, now: float) -> list[Binding]:
         """Remove and return bindings with ``expires_at <= now``.

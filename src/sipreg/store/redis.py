@@ -40,6 +40,7 @@ import random
 import secrets
 import time
 import zlib
+from collections import OrderedDict
 from collections.abc import Awaitable, Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from importlib import resources
@@ -81,6 +82,11 @@ SCHEMES = ("redis", "rediss", "redis+sentinel", "redis+cluster", "rediss+cluster
 GROUPS = 256
 #: Bindings one sweep script removes at most; a group with more is swept again.
 SWEEP_BATCH = 1000
+#: AOR states a node keeps at hand to plan refreshes on (:meth:`RedisStore.remembered`).
+REMEMBERED_AORS = 100_000
+#: What the apply script answers besides a conflict (0): applied now, or applied by
+#: an earlier run of the same change (a command sent again).
+APPLIED, APPLIED_BEFORE = 1, 2
 #: AORs one round trip reads at most (a start-up reading every connection-bound one).
 BATCH = 1000
 #: Groups one round trip of a sweep covers.
@@ -247,6 +253,7 @@ class RedisStore(BindingStore):
         self._failures = 0
         self._up_since = -math.inf  # when the last outage ended
         self._turns = asyncio.Semaphore(MAX_IN_FLIGHT)
+        self._remembered: OrderedDict[str, AorState] = OrderedDict()
         tags = [f"{{{self.target.prefix}:{g}}}" for g in range(GROUPS)]
         self._index = [f"{t}:x" for t in tags]
         self._names = [f"{t}:aors" for t in tags]
@@ -271,7 +278,18 @@ class RedisStore(BindingStore):
 
     async def load(self, aor: str) -> AorState:
         fields = await self.run(lambda: self.client.hgetall(self._key(aor)))
-        return _state(aor, fields)
+        state = _state(aor, fields)
+        self._remember(state)
+        return state
+
+    def remembered(self, aor: str) -> AorState | None:
+        """The AOR's state as this node last read or wrote it: a refresh then costs
+        one round trip (the script), and another node's write since one more (the
+        conflict brings the current state)."""
+        state = self._remembered.get(aor)
+        if state is not None:
+            self._remembered.move_to_end(aor)
+        return state
 
     async def apply(self, change: Change) -> None:
         aor = change.aor
@@ -286,14 +304,41 @@ class RedisStore(BindingStore):
         for b in change.upsert:
             args += (_raw(b.key), repr(b.expires_at), "1" if b.connection else "0", encode(b))
         keys: list[str | bytes] = [self._key(aor), self._index[g], self._names[g], self._tied[g]]
-        applied, version, *found = await self.run(lambda: self.script(APPLY, keys, args))
-        if not applied:
+        outcome, version, *found = await self.run(lambda: self.script(APPLY, keys, args))
+        if outcome == APPLIED:
+            self._remember_applied(change, int(version))
+        elif outcome == APPLIED_BEFORE:  # its first run's reply was lost: the AOR may
+            self._remembered.pop(aor, None)  # have changed since, its content unknown
+        else:
             (flat,) = found
             current = _state(aor, dict(zip(flat[0::2], flat[1::2], strict=True)))
+            self._remember(current)
             raise StoreConflict(
                 f"{aor}: planned on version {change.version}, now {version.decode()}",
                 current=current,
             )
+
+    def _remember(self, state: AorState) -> None:
+        """Keep ``state`` at hand (one without bindings is not kept), the oldest going."""
+        if not state.bindings:
+            self._remembered.pop(state.aor, None)
+            return
+        self._remembered[state.aor] = state
+        self._remembered.move_to_end(state.aor)
+        while len(self._remembered) > REMEMBERED_AORS:
+            self._remembered.popitem(last=False)
+
+    def _remember_applied(self, change: Change, version: int) -> None:
+        """The state ``change`` made, if the one it was planned on is known."""
+        before = self._remembered.get(change.aor)
+        if change.version == 0:
+            before = AorState(change.aor, (), 0)
+        if before is None or before.version != change.version:
+            self._remembered.pop(change.aor, None)
+            return
+        kept = {b.key: b for b in before.bindings if b.key not in change.remove}
+        kept.update((b.key, b) for b in change.upsert)
+        self._remember(AorState(change.aor, tuple(kept[k] for k in sorted(kept)), version))
 
     async def expire(self, now: float) -> list[Binding]:
         """Sweep every group, :data:`SWEEP_CHUNK` groups a round trip, from a random one.
@@ -312,6 +357,8 @@ class RedisStore(BindingStore):
                     taken += (decode(blob) for blob in blobs)
                 todo = [g for g, b in zip(todo, batches, strict=True) if len(b) >= SWEEP_BATCH]
         taken.sort(key=lambda b: (b.expires_at, b.aor, b.key))
+        for aor in {b.aor for b in taken}:
+            self._remembered.pop(aor, None)
         return taken
 
     async def aors(self) -> list[str]:

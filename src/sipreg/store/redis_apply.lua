@@ -6,13 +6,14 @@
 -- Returns {1, new version} or, on a conflict, {0, current version, the AOR's
 -- hash as HGETALL gives it}: the caller plans again on that, loading nothing.
 -- The hash keeps the id of its last change (field "c"): the same change sent
--- again (redis-py retries a command whose reply was lost) is answered {1, ...}.
+-- again (redis-py retries a command whose reply was lost) is answered
+-- {2, current version}.
 local akey, index, aors, conns = KEYS[1], KEYS[2], KEYS[3], KEYS[4]
 local aor = ARGV[1]
 local current = redis.call("HGET", akey, "v") or "0"
 if current ~= ARGV[2] then
     if redis.call("HGET", akey, "c") == ARGV[3] then
-        return {1, current}
+        return {2, current}
     end
     return {0, current, redis.call("HGETALL", akey)}
 end

@@ -32,6 +32,9 @@ class TimedStore(BindingStore):
         finally:
             self.observe("load", time.perf_counter() - start)
 
+    def remembered(self, aor: str) -> AorState | None:
+        return self.inner.remembered(aor)
+
     async def apply(self, change: Change) -> None:
         start = time.perf_counter()
         try:
