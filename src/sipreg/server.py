@@ -39,8 +39,7 @@ from .logs import flush as flush_logs
 from .registrar.facade import Registrar
 from .registrar.policy import Policy, checked_host
 from .store import BindingStore, open_store
-from .store.redis import RedisStore
-from .store.redis_auth import KEY_CHECK, RedisAuthState
+from .store.redis import KEY_CHECK, RedisAuthState, RedisStore
 from .store.sqlite import StoreOpenError
 from .transactions import TransactionCache, cache_bytes
 from .transport.base import InFlight, PerSource

@@ -12,8 +12,7 @@ import pytest
 from redis_servers import RedisCluster, RedisServer
 from sipreg.auth.policy import AuthPolicy
 from sipreg.auth.state import AuthState, MemoryAuthState
-from sipreg.store.redis import RedisStore
-from sipreg.store.redis_auth import KEY_CHECK, RedisAuthState
+from sipreg.store.redis import KEY_CHECK, RedisAuthState, RedisStore
 
 NOW = 1_000.0
 OFFICE = "203.0.113.7"

@@ -3,7 +3,7 @@
 :class:`AuthState` is the contract the Authorize step keeps it through.
 :class:`MemoryAuthState` holds it in process (:class:`~sipreg.auth.nonce.NonceCounts`
 and :class:`~sipreg.auth.guard.Guard`); registrar nodes sharing a Redis store
-share it there instead (:mod:`sipreg.store.redis_auth`), so that a request is
+share it there instead (:mod:`sipreg.store.redis.auth`), so that a request is
 judged the same whichever node it reaches.
 """
 

@@ -109,8 +109,12 @@ class Register(Step):
         """Plan the REGISTER against the stored state and commit it (section 10.3 steps 6-7)."""
         connection = source.connection
         async with self._aor_lock(aor):
-            # A state the store remembers saves a load; apply checks its version.
-            state = self.store.remembered(aor)
+            # A state the store remembers saves a load; apply checks its version.  Not
+            # while more REGISTERs of the AOR wait here: then others write it too, and
+            # a node writing on what it remembers, a round trip ahead of one that
+            # must take a conflict first, would win every race (the other starves).
+            alone = self._locks[aor].users == 1
+            state = self.store.remembered(aor) if alone else None
             read = state is None  # the state planned on was read from the store now
             for _ in range(MAX_CONFLICT_RETRIES):
                 try:

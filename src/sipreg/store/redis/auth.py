@@ -30,11 +30,11 @@ import time
 from collections.abc import Callable
 from typing import Any
 
-from ..auth.guard import NAME_LENGTH, Ban, source_key
-from ..auth.nonce import CLOCK_SKEW
-from ..auth.policy import AuthPolicy
-from ..keyfile import KEY_BYTES
-from .redis import RedisStore
+from ...auth.guard import NAME_LENGTH, Ban, source_key
+from ...auth.nonce import CLOCK_SKEW
+from ...auth.policy import AuthPolicy
+from ...keyfile import KEY_BYTES
+from .store import RedisStore
 
 #: Seconds between two looks at the shared nonce key.
 KEY_CHECK = 1.0
