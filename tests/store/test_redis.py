@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import signal
+import time
 import zlib
 from collections.abc import Sequence
 from pathlib import Path
@@ -451,3 +452,16 @@ def test_only_what_says_the_server_cannot_serve_is_an_outage(
     error: BaseException, outage: bool
 ) -> None:
     assert is_outage(error) is outage
+
+
+async def test_a_node_whose_clock_runs_ahead_expires_nothing_early(redis_db: RedisServer) -> None:
+    """The sweep takes the earlier of the node's now and the server's clock."""
+    (store,) = await nodes(redis_db.url, 1)
+    try:
+        soon = binding(expires_at=time.time() + 3600)
+        await store.apply(Change(ALICE, 0, upsert=(soon,)))
+        assert await store.expire(time.time() + 7200) == []  # a clock two hours fast
+        assert await store.expire(time.time() - 7200) == []
+        assert (await store.load(ALICE)).bindings == (soon,)
+    finally:
+        await store.close()

@@ -122,6 +122,10 @@ class RedisStore(BindingStore):
         client, self._client = self._client, None
         if client is not None:
             await client.aclose()
+            pool = getattr(client, "connection_pool", None)
+            sentinel = getattr(pool, "sentinel_manager", None)
+            for watcher in getattr(sentinel, "sentinels", ()):  # a Sentinel's own clients
+                await watcher.aclose()
 
     async def load(self, aor: str) -> AorState:
         fields = await self.run(lambda: self.client.hgetall(self._key(aor)))

@@ -2,8 +2,13 @@
 -- KEYS: the group's expiry index, AOR set and connection set.  ARGV[1] is the
 -- prefix of the group's AOR hashes (the AOR's name completes it: same slot).
 -- The script runs alone, so of nodes sweeping at once each binding goes to one.
+-- A node whose clock runs ahead sweeps no earlier than the server's clock says.
 local index, aors, conns = KEYS[1], KEYS[2], KEYS[3]
-local due = redis.call("ZRANGEBYSCORE", index, "-inf", ARGV[2], "LIMIT", 0, tonumber(ARGV[3]))
+local clock = redis.call("TIME")
+local now = math.min(tonumber(ARGV[2]), tonumber(clock[1]) + tonumber(clock[2]) / 1000000)
+local due = redis.call(
+    "ZRANGEBYSCORE", index, "-inf", string.format("%.17g", now), "LIMIT", 0, tonumber(ARGV[3])
+)
 local taken, touched = {}, {}
 for _, m in ipairs(due) do
     local cut = string.find(m, "\n", 1, true)
