@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import time
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -68,6 +69,8 @@ def test_failures_on_both_nodes_add_up_to_one_ban(
             assert challenge.status == 401
             wrong = phone.send(authorization=credentials(challenge, "alice", "guess"))
             assert wrong.status == 401
+        assert phones[0].login("wonderland").status == 403  # on A, which made the ban, at once
+        time.sleep(1.5)  # B looks at whether any node banned lately once a second
         for phone in phones[:2]:  # banned on each node, the right password or not
             assert phone.login("wonderland").status == 403
     finally:

@@ -130,10 +130,14 @@ async def test_nodes_on_one_redis_share_counts_and_bans(
         assert await a.use("n1", NOW, 1, NOW)
         assert not await b.use("n1", NOW, 1, NOW)
         assert await b.use("n1", NOW, 2, NOW)
+        assert not (a.any_bans or b.any_bans or a.any_failures or b.any_failures)
         await a.failed(OFFICE, "alice", NOW)
         await b.failed(OFFICE, "alice", NOW)
         ban = await a.failed(OFFICE, "alice", NOW)
-        assert ban is not None and await b.banned(OFFICE, "alice", NOW) == ban
+        assert ban is not None and await a.banned(OFFICE, "alice", NOW) == ban
+        assert not b.any_bans  # b banned nothing itself: it learns at its next look
+        assert await b.refresh(now=True) is False  # the same key, the flags read again
+        assert b.any_bans and await b.banned(OFFICE, "alice", NOW) == ban
         key = await a.nonce_key()
         assert await b.nonce_key() == key and len(key) == 32
         assert a.epoch(key) == b.epoch(key)
@@ -244,6 +248,8 @@ async def test_redis_auth_keys_expire_by_themselves(redis_db: RedisServer) -> No
             "sipreg:g:{198.51.100.9}:u",
             "sipreg:g:{203.0.113.7}:f:" + alice,
             "sipreg:g:{203.0.113.7}:u",
+            "{sipreg:auth}:bans",  # for every node: a ban was made lately
+            "{sipreg:auth}:failures",  # and failures counted
             "{sipreg:auth}:key",  # the secret: kept
             "{sipreg:auth}:nc:n1",
         ]

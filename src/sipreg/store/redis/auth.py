@@ -39,11 +39,15 @@ from .store import RedisStore
 #: Seconds between two looks at the shared nonce key.
 KEY_CHECK = 1.0
 
-# Where the secret and the run_id come from, at once.  KEYS[1]: the secret.
-# ARGV[1]: a secret to keep if there is none.  Returns {secret, run_id}.
+# Where the secret and the run_id come from, at once, and whether any node banned or
+# counted a failure lately.  KEYS: the secret, the two flags.  ARGV[1]: a secret to
+# keep if there is none.  Returns {secret, run_id, 1 if bans, 1 if failures}.
 _KEY = """
 redis.call("SET", KEYS[1], ARGV[1], "NX")
-return {redis.call("GET", KEYS[1]), string.match(redis.call("INFO", "server"), "run_id:(%x+)")}
+return {
+    redis.call("GET", KEYS[1]), string.match(redis.call("INFO", "server"), "run_id:(%x+)"),
+    redis.call("EXISTS", KEYS[2]), redis.call("EXISTS", KEYS[3]),
+}
 """
 
 # KEYS: a nonce's count, the secret.  ARGV: the nc, milliseconds it matters, the run_id
@@ -128,6 +132,11 @@ class RedisAuthState:
         self.on_rekey: Callable[[bytes, bytes], None] | None = None
         self._made_of = ("", "")  # the run_id and the secret's SHA-1 of the key
         self._checked = -math.inf
+        # Whether any node banned a source, or counted a failure, lately: set by each
+        # node that does, looked at once a KEY_CHECK.  Without either, a request
+        # needs no ban look-up and a success no forgiveness: a round trip each.
+        self._flags = f"{{{prefix}:auth}}:bans", f"{{{prefix}:auth}}:failures"
+        self.any_bans = self.any_failures = True
 
     def configure(self, auth: AuthPolicy) -> None:
         self.auth = auth
@@ -135,8 +144,10 @@ class RedisAuthState:
     async def nonce_key(self) -> bytes:
         """The nonce key the server's secret and ``run_id`` make now (the secret made if none)."""
         fresh = secrets.token_bytes(KEY_BYTES)
-        keys, args = [self._secret], [fresh]
-        secret, run_id = await self.store.run(lambda: self.store.script(_KEY, keys, args))
+        keys, args = [self._secret, *self._flags], [fresh]
+        found = await self.store.run(lambda: self.store.script(_KEY, keys, args))
+        secret, run_id, bans, failures = found
+        self.any_bans, self.any_failures = bool(bans), bool(failures)
         run_id = bytes(run_id).decode()
         self._made_of = (run_id, hashlib.sha1(secret).hexdigest())
         self.key = hmac.new(secret, b"sipreg nonce key\x00" + run_id.encode(), "sha256").digest()
@@ -164,6 +175,12 @@ class RedisAuthState:
         return hashlib.sha256(b"sipreg nonce epoch\x00" + key).digest()[:4]
 
     async def banned(self, address: str, user: str | None, now: float) -> Ban | None:
+        """The ban, if any; none is looked up while no node banned anything lately.
+
+        A ban that another node made is seen here within a KEY_CHECK.
+        """
+        if not self.any_bans:
+            return None
         source = source_key(address)
         who = [None] if user is None else [None, user[:NAME_LENGTH]]
         keys = [self._ban(source, None if name is None else _hashed(name)) for name in who]
@@ -187,12 +204,31 @@ class RedisAuthState:
             repr(auth.ban_time), hashed, f"{now!r} {secrets.token_hex(8)}",
         ]  # fmt: skip
         found = await self.store.run(lambda: self.store.script(_FAILED, keys, args))
-        if found is None:
-            return None
-        until, failures, whole = found
-        return Ban(source, None if int(whole) else name, float(until), int(failures))
+        ban = None
+        if found is not None:
+            until, failures, whole = found
+            ban = Ban(source, None if int(whole) else name, float(until), int(failures))
+        await self._flag(auth.failure_window, auth.ban_time if ban else None)
+        return ban
+
+    async def _flag(self, failures_for: float, bans_for: float | None) -> None:
+        """Tell every node that failures (and bans) were counted, for as long as they count."""
+        self.any_failures = True
+        self.any_bans = self.any_bans or bans_for is not None
+
+        async def set_flags() -> None:
+            pipe = self.store.client.pipeline(transaction=False)
+            pipe.set(self._flags[1], b"1", px=math.ceil(failures_for * 1000))
+            if bans_for is not None:
+                pipe.set(self._flags[0], b"1", px=math.ceil(bans_for * 1000))
+            await pipe.execute()
+
+        await self.store.run(set_flags)
 
     async def succeeded(self, address: str, user: str) -> None:
+        """Forgive the failures, if any node counted one lately."""
+        if not self.any_failures:
+            return
         source, hashed = source_key(address), _hashed(user[:NAME_LENGTH])
 
         async def forgive() -> None:
