@@ -56,6 +56,7 @@ def event_json(event: BindingEvent) -> dict[str, Any]:
         "expires": None if gone else binding.expires_at,
         "source": _source(binding),
         "user_agent": binding.user_agent,
+        "node": binding.node,
     }
 
 
@@ -63,6 +64,12 @@ def sse(event: BindingEvent) -> bytes:
     """One server-sent event (``event: binding``) for ``event``."""
     data = json.dumps(event_json(event), separators=(",", ":"))
     return f"id: {event.id}\nevent: binding\ndata: {data}\n\n".encode()
+
+
+def remote_sse(event: dict[str, Any]) -> bytes:
+    """One server-sent event for another node's ``event`` (its JSON): no id, numbered there."""
+    data = json.dumps(event, separators=(",", ":"))
+    return f"event: binding\ndata: {data}\n\n".encode()
 
 
 def _source(binding: Binding) -> str | None:

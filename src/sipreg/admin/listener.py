@@ -25,9 +25,9 @@ from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 from .. import __version__
 from ..errors import ParseError, StoreConflict, StoreUnavailable
 from ..metrics import HISTORY_STEP, Metrics
-from ..registrar.events import BindingEvent
 from ..registrar.facade import Registrar
-from .api import binding_json, encode_cursor, page_query, sse
+from .api import binding_json, encode_cursor, page_query, remote_sse, sse
+from .relay import EventRelay
 
 log = logging.getLogger("sipreg.admin")
 
@@ -57,8 +57,10 @@ class AdminListener:
         *,
         event_backlog: int = EVENT_BACKLOG,
         keepalive: float = KEEPALIVE,
+        relay: EventRelay | None = None,
     ) -> None:
         self.registrar = registrar
+        self.relay = relay
         self.metrics = metrics
         self.describe = describe
         self.event_backlog = event_backlog
@@ -205,19 +207,22 @@ class AdminListener:
         return web.json_response({"removed": removed})
 
     async def _stream(self, request: web.Request) -> web.StreamResponse:
-        backlog: collections.deque[BindingEvent] = collections.deque()
+        backlog: collections.deque[bytes] = collections.deque()
         wake = asyncio.Event()
         behind = False
 
-        def enqueue(event: BindingEvent) -> None:
+        def enqueue(frame: bytes) -> None:
             nonlocal behind
             if len(backlog) >= self.event_backlog:
                 behind = True
             else:
-                backlog.append(event)
+                backlog.append(frame)
             wake.set()
 
-        stop_listening = self.registrar.events.listen(enqueue)
+        stop_listening = self.registrar.events.listen(lambda event: enqueue(sse(event)))
+        stop_relay = (
+            None if self.relay is None else self.relay.listen(lambda e: enqueue(remote_sse(e)))
+        )
         self._wakes.add(wake)
         response = web.StreamResponse(headers=_STREAM_HEADERS)
         try:
@@ -235,11 +240,13 @@ class AdminListener:
                     await response.write(b"event: overflow\ndata: {}\n\n")
                     break
                 while backlog:
-                    await response.write(sse(backlog.popleft()))  # waits while the peer is slow
+                    await response.write(backlog.popleft())  # waits while the peer is slow
         except ConnectionError:
             pass
         finally:
             stop_listening()
+            if stop_relay is not None:
+                stop_relay()
             self._wakes.discard(wake)
         return response
 

@@ -22,11 +22,13 @@ from ..metrics import Metrics
 from ..outcome import Outcome, OutcomeLog
 from ..registrar.facade import Registrar
 from ..store.base import BindingStore
+from ..store.redis import RedisStore
 from ..store.sqlite import SqliteStore
 from ..store.timed import TimedStore
 from ..transport.stream import StreamListener
 from ..transport.udp import UdpLeg
 from .listener import AdminListener
+from .relay import EventRelay
 from .webhooks import Webhooks
 
 log = logging.getLogger("sipreg.admin")
@@ -41,6 +43,7 @@ class AdminService:
         self.config = config
         self.metrics = Metrics()
         self.listener: AdminListener | None = None
+        self.relay: EventRelay | None = None
         self.webhooks = Webhooks(config.webhooks, timeout=config.webhook_timeout)
         self._log = OutcomeLog()
 
@@ -79,7 +82,12 @@ class AdminService:
                 "connections": _connections(streams),
             }
 
-        listener = AdminListener(registrar, metrics, token, describe)
+        store = registrar.store.inner if isinstance(registrar.store, TimedStore) else None
+        if isinstance(store, RedisStore):  # the other nodes' events too
+            self.relay = EventRelay(store, config.node_id or "")
+            registrar.events.listen(self.relay.publish)
+            await self.relay.start()
+        listener = AdminListener(registrar, metrics, token, describe, relay=self.relay)
         address = config.admin_address
         assert address is not None
         try:
@@ -100,6 +108,8 @@ class AdminService:
     async def stop(self) -> None:
         if self.listener is not None:
             await self.listener.stop()
+        if self.relay is not None:
+            await self.relay.stop()
         await self.webhooks.stop()
 
     def _token(self) -> tuple[str, bool]:
