@@ -16,6 +16,7 @@ Without ``redis-server`` or ``redis-cli`` a test skips, or fails when ``CI=true`
 
 from __future__ import annotations
 
+import abc
 import atexit
 import shutil
 import signal
@@ -153,7 +154,26 @@ def _fields(text: Any) -> dict[str, str]:
     return dict(line.strip().split(":", 1) for line in lines if ":" in line)
 
 
-class RedisServer:
+class _Stopped(abc.ABC):
+    """Stopped on leaving a ``with`` block."""
+
+    @abc.abstractmethod
+    def stop(self) -> None:
+        """Stop what runs."""
+
+    def __enter__(self) -> Self:
+        return self
+
+    def __exit__(
+        self,
+        kind: type[BaseException] | None,
+        value: BaseException | None,
+        traceback: TracebackType | None,
+    ) -> None:
+        self.stop()
+
+
+class RedisServer(_Stopped):
     """One ``redis-server`` on ``HOST:port``, its files in ``directory``.
 
     ``start()`` makes and starts one; ``kill()`` (SIGKILL), ``stop()`` (SIGTERM) and
@@ -304,19 +324,8 @@ class RedisServer:
         self.stop()
         self._spawn()
 
-    def __enter__(self) -> Self:
-        return self
 
-    def __exit__(
-        self,
-        kind: type[BaseException] | None,
-        value: BaseException | None,
-        traceback: TracebackType | None,
-    ) -> None:
-        self.stop()
-
-
-class RedisCluster:
+class RedisCluster(_Stopped):
     """Three (or ``masters``) cluster-enabled servers sharing every slot, no replicas."""
 
     def __init__(self, nodes: Sequence[RedisServer]) -> None:
@@ -416,17 +425,6 @@ class RedisCluster:
         """Stop every node (SIGTERM, then SIGKILL after STOP_TIMEOUT)."""
         for node in self.nodes:
             node.stop()
-
-    def __enter__(self) -> Self:
-        return self
-
-    def __exit__(
-        self,
-        kind: type[BaseException] | None,
-        value: BaseException | None,
-        traceback: TracebackType | None,
-    ) -> None:
-        self.stop()
 
 
 _CLUSTER_FLAGS: Final = (

@@ -4,10 +4,12 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import contextlib
 import dataclasses
 import re
 import socket
 import time
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -311,12 +313,18 @@ def test_check_proves_a_redis_store_writable_and_leaves_nothing(
     assert redis_db.client().dbsize() == 0
 
 
+@contextlib.contextmanager
+def closed_redis(user: str) -> Iterator[str]:
+    """A Redis URL, with the password ``hunter2``, of a loopback port nothing listens on."""
+    with socket.socket() as closed:
+        closed.bind(("127.0.0.1", 0))
+        yield f"redis://{user}:hunter2@127.0.0.1:{closed.getsockname()[1]}/0?timeout=0.5"
+
+
 def test_check_fails_in_one_line_for_a_redis_store_not_there(
     capsys: pytest.CaptureFixture[str],
 ) -> None:
-    with socket.socket() as closed:
-        closed.bind(("127.0.0.1", 0))
-        url = f"redis://sipreg:hunter2@127.0.0.1:{closed.getsockname()[1]}/0?timeout=0.5"
+    with closed_redis("sipreg") as url:
         assert main(["check", "--store", url, "--listen", "udp:127.0.0.1:0"]) == 1
     out, err = capsys.readouterr()
     assert out == ""
@@ -328,9 +336,7 @@ def test_check_fails_in_one_line_for_a_redis_store_not_there(
 def test_serve_without_its_redis_exits_1_in_one_line(
     capsys: pytest.CaptureFixture[str],
 ) -> None:
-    with socket.socket() as closed:
-        closed.bind(("127.0.0.1", 0))
-        url = f"redis://u:hunter2@127.0.0.1:{closed.getsockname()[1]}/0?timeout=0.5"
+    with closed_redis("u") as url:
         assert main(["serve", "--store", url, "--listen", "udp:127.0.0.1:0"]) == 1
     err = capsys.readouterr().err
     assert "sipreg: error: Redis at redis://u:***@127.0.0.1:" in err
