@@ -250,11 +250,7 @@ class Server:
         """
         assert self.registrar is not None
         node = self.config.policy.node
-        stale = [
-            b
-            for b in await self.store.connection_bound()
-            if b.node in ("", node) and self._outlived(b.connection)
-        ]
+        stale = [b for b in await self.store.connection_bound(node) if self._outlived(b.connection)]
         for aor in sorted({b.aor for b in stale}):
             keys = [b.key for b in stale if b.aor == aor]
             await self.registrar.register.remove(aor, keys, self.registrar.clock(), "startup")

@@ -325,6 +325,26 @@ async def test_connection_bound_bindings_are_found(store: BindingStore) -> None:
     assert (await store.load(ALICE)).bindings[0].connection == ws.connection
 
 
+async def test_connection_bound_bindings_of_one_node(store: BindingStore) -> None:
+    """A node's own, and those that name no node; not another node's, nor untied ones."""
+    tied = "ws:127.0.0.1:80<-x#1"
+    a1 = binding(contact="sip:a@h1;transport=ws", node="a", connection=tied)
+    b1 = binding(contact="sip:a@h2;transport=ws", node="b", connection=tied)
+    old = binding(BOB, contact="sip:b@h3;transport=ws", connection=tied)
+    untied = binding(BOB, contact="sip:b@h4", node="a")
+    await put(store, a1, b1)
+    await put(store, old, untied)
+    assert await store.connection_bound("a") == [a1, old]
+    assert await store.connection_bound("b") == [b1, old]
+    assert await store.connection_bound() == [a1, b1, old]
+    # The index follows changes: a1 untied, b1 gone.
+    state = await store.load(ALICE)
+    moved = binding(contact="sip:a@h1;transport=ws", node="a", cseq=2)
+    await store.apply(Change(ALICE, state.version, remove=(b1.key,), upsert=(moved,)))
+    assert await store.connection_bound("a") == [old]
+    assert await store.connection_bound("b") == [old]
+
+
 async def test_counts_follow_writes_and_expiry(store: BindingStore) -> None:
     assert await store.counts() == (0, 0)
     await put(store, binding(), binding(contact="sip:alice@192.0.2.2", expires_at=50.0))

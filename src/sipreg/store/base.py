@@ -97,10 +97,12 @@ class BindingStore(abc.ABC):
         """Every AOR with at least one stored binding, sorted."""
 
     @abc.abstractmethod
-    async def connection_bound(self) -> list[Binding]:
+    async def connection_bound(self, node: str | None = None) -> list[Binding]:
         """Every binding tied to a connection (``Binding.connection`` set), by AOR and key.
 
-        A server that starts has no connections yet: it removes these.
+        With ``node``, only those that node took, and those that name no node (made
+        before nodes were recorded).  A server that starts has no connections yet:
+        it removes its own.
         """
 
     @abc.abstractmethod

@@ -107,12 +107,12 @@ class MemoryStore(BindingStore):
                         return found
         return found
 
-    async def connection_bound(self) -> list[Binding]:
+    async def connection_bound(self, node: str | None = None) -> list[Binding]:
         return [
             binding
             for _, state in sorted(self._states.items())
             for binding in state.bindings
-            if binding.connection is not None
+            if binding.connection is not None and (node is None or binding.node in (node, ""))
         ]
 
     def _stamp(self, aor: str, bindings: dict[str, Binding], version: int) -> None:

@@ -160,6 +160,10 @@ _SELECT_EXPIRED = (
 _SELECT_CONNECTION_BOUND = (
     f"SELECT {_COLUMNS} FROM bindings WHERE connection IS NOT NULL ORDER BY aor, key"
 )
+_SELECT_CONNECTION_BOUND_OF = (
+    f"SELECT {_COLUMNS} FROM bindings WHERE connection IS NOT NULL AND node IN (?, '')"
+    " ORDER BY aor, key"
+)
 
 
 class SqliteStore(BindingStore):
@@ -285,8 +289,8 @@ class SqliteStore(BindingStore):
     async def aors(self) -> list[str]:
         return await self._call(_aors)
 
-    async def connection_bound(self) -> list[Binding]:
-        return await self._call(_connection_bound)
+    async def connection_bound(self, node: str | None = None) -> list[Binding]:
+        return await self._call(_connection_bound, node)
 
     async def counts(self) -> tuple[int, int]:
         return await self._call(_counts)
@@ -613,8 +617,10 @@ def _stamp(con: sqlite3.Connection, aors: Iterable[str], version: int) -> None:
             con.execute("DELETE FROM aors WHERE aor = ?", (aor,))
 
 
-def _connection_bound(con: sqlite3.Connection) -> list[Binding]:
-    return [_from_row(r) for r in con.execute(_SELECT_CONNECTION_BOUND)]
+def _connection_bound(con: sqlite3.Connection, node: str | None) -> list[Binding]:
+    if node is None:
+        return [_from_row(r) for r in con.execute(_SELECT_CONNECTION_BOUND)]
+    return [_from_row(r) for r in con.execute(_SELECT_CONNECTION_BOUND_OF, (node,))]
 
 
 def _counts(con: sqlite3.Connection) -> tuple[int, int]:

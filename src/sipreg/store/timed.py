@@ -52,8 +52,8 @@ class TimedStore(BindingStore):
     async def aors(self) -> list[str]:
         return await self.inner.aors()
 
-    async def connection_bound(self) -> list[Binding]:
-        return await self.inner.connection_bound()
+    async def connection_bound(self, node: str | None = None) -> list[Binding]:
+        return await self.inner.connection_bound(node)
 
     async def counts(self) -> tuple[int, int]:
         start = time.perf_counter()

@@ -1,8 +1,8 @@
 -- Apply one Change to one AOR, if it was planned on the AOR's current version.
--- KEYS: the AOR's hash, its group's expiry index, AOR set and connection set.
+-- KEYS: the AOR's hash, its group's expiry index, AOR set and connection index.
 -- ARGV: the AOR, the planned version, the change's id, the number R of keys to
 -- remove, those R keys, then four values a binding to upsert: key, expiry time,
--- "1" if tied to a connection (else "0"), the encoded binding.
+-- "1" and its node if tied to a connection (else "0"), the encoded binding.
 -- Returns {1, new version} or, on a conflict, {0, current version, the AOR's
 -- hash as HGETALL gives it}: the caller plans again on that, loading nothing.
 -- The hash keeps the id of its last change (field "c"): the same change sent

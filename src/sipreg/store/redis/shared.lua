@@ -5,7 +5,7 @@
 -- the same hash tag as the AOR's hash, so that a script touches one Cluster slot:
 --   the expiry index, a sorted set of "AOR\nKEY" scored by expiry time;
 --   the AOR set, the group's AORs with bindings (score 0, read in name order);
---   the connection set, the "AOR\nKEY" of bindings tied to a connection.
+--   the connection index, a hash of "AOR\nKEY" -> node of bindings tied to a connection.
 -- put, drop and stamp are the only code that changes them: the apply script
 -- (REGISTER, eviction, connection close, removal by the CLI) and the sweep
 -- script (expiry) both go through them.
@@ -19,19 +19,20 @@ local function drop(akey, index, conns, aor, key)
     if redis.call("HDEL", akey, "b" .. key) == 1 then
         local m = member(aor, key)
         redis.call("ZREM", index, m)
-        redis.call("SREM", conns, m)
+        redis.call("HDEL", conns, m)
     end
 end
 
--- Store binding KEY of AOR (replacing one with that key), expiring at EXPIRES.
+-- Store binding KEY of AOR (replacing one with that key), expiring at EXPIRES.  TIED
+-- is "1" and the name of the node that took it for one tied to a connection, else "0".
 local function put(akey, index, conns, aor, key, expires, tied, blob)
     redis.call("HSET", akey, "b" .. key, blob)
     local m = member(aor, key)
     redis.call("ZADD", index, expires, m)
-    if tied == "1" then
-        redis.call("SADD", conns, m)
+    if string.sub(tied, 1, 1) == "1" then
+        redis.call("HSET", conns, m, string.sub(tied, 2))
     else
-        redis.call("SREM", conns, m)
+        redis.call("HDEL", conns, m)
     end
 end
 

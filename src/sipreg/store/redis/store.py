@@ -153,7 +153,8 @@ class RedisStore(BindingStore):
         ]
         args += (to_bytes(key) for key in change.remove)
         for b in change.upsert:
-            args += (to_bytes(b.key), repr(b.expires_at), "1" if b.connection else "0", encode(b))
+            tied = b"1" + to_bytes(b.node) if b.connection else b"0"
+            args += (to_bytes(b.key), repr(b.expires_at), tied, encode(b))
         keys: list[str | bytes] = [self._key(aor), self._index[g], self._names[g], self._tied[g]]
         outcome, version, *found = await self.run(lambda: self.script(APPLY, keys, args))
         if outcome == APPLIED:
@@ -224,11 +225,26 @@ class RedisStore(BindingStore):
         found = await self._each(count, per_group=2)
         return sum(found[0::2]), sum(found[1::2])
 
-    async def connection_bound(self) -> list[Binding]:
-        groups = await self._each(lambda pipe, g: pipe.smembers(self._tied[g]))
-        aors = sorted({to_text(m).partition("\n")[0] for members in groups for m in members})
+    async def connection_bound(self, node: str | None = None) -> list[Binding]:
+        """Each group's connection index names the node of each binding: only the AORs
+        holding one of ``node``'s (or of no node) are read."""
+        groups = await self._each(lambda pipe, g: pipe.hgetall(self._tied[g]))
+        mine = None if node is None else {b"", to_bytes(node)}
+        aors = sorted(
+            {
+                to_text(member).partition("\n")[0]
+                for tied in groups
+                for member, owner in tied.items()
+                if mine is None or owner in mine
+            }
+        )
         states = await self._states(aors)
-        return [b for state in states for b in state.bindings if b.connection is not None]
+        return [
+            b
+            for state in states
+            for b in state.bindings
+            if b.connection is not None and (node is None or b.node in (node, ""))
+        ]
 
     async def page(
         self, *, after: tuple[str, str] | None = None, prefix: str = "", limit: int = 100

@@ -1,5 +1,5 @@
 -- Remove up to ARGV[3] bindings of one group that expire by ARGV[2]; return them.
--- KEYS: the group's expiry index, AOR set and connection set.  ARGV[1] is the
+-- KEYS: the group's expiry index, AOR set and connection index.  ARGV[1] is the
 -- prefix of the group's AOR hashes (the AOR's name completes it: same slot).
 -- The script runs alone, so of nodes sweeping at once each binding goes to one.
 -- A node whose clock runs ahead sweeps no earlier than the server's clock says.
