@@ -4,12 +4,13 @@ from __future__ import annotations
 
 import base64
 from collections.abc import Callable
+from typing import Any
 
 import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from sipreg.auth.nonce import CLOCK_SKEW, Freshness, NonceCounts, Nonces
+from sipreg.auth.nonce import CLOCK_SKEW, VERIFIED, Freshness, NonceCounts, Nonces
 
 KEY = b"k" * 32
 NOW = 1_000_000.0
@@ -151,3 +152,33 @@ def test_no_nc_is_ever_accepted_twice_for_one_nonce(uses: list[tuple[int, int]])
             assert all(not (n == nonce and c >= nc) for n, c in accepted), (nonce, nc)
             accepted.add((nonce, nc))
         assert len(counts) <= 4
+
+
+def test_a_genuine_nonce_is_checked_once_and_judged_at_every_use() -> None:
+    """The MAC of a nonce found genuine is not checked again; its age still is, each time."""
+    nonces = Nonces(KEY, lifetime=60)
+    nonce = nonces.issue(NOW, "r", "192.0.2.1")
+    macs = 0
+    mac = nonces._mac
+
+    def counted(*args: Any) -> bytes:
+        nonlocal macs
+        macs += 1
+        return mac(*args)
+
+    nonces._mac = counted  # type: ignore[method-assign,assignment]
+    for later in (0, 10, 59):
+        assert nonces.check(nonce, NOW + later, "r", "192.0.2.1").freshness is Freshness.FRESH
+    assert macs == 1
+    assert nonces.check(nonce, NOW + 60, "r", "192.0.2.1").freshness is Freshness.STALE
+    # Remembered for its realm and address only: elsewhere it is checked, and forged.
+    assert nonces.check(nonce, NOW, "r", "192.0.2.2").freshness is Freshness.FORGED
+    assert nonces.check(nonce, NOW, "other", "192.0.2.1").freshness is Freshness.FORGED
+    assert macs == 3
+    forged = nonce[:-1] + ("A" if nonce[-1] != "A" else "B")
+    for _ in range(2):  # a forged nonce is never remembered
+        assert nonces.check(forged, NOW, "r", "192.0.2.1").freshness is Freshness.FORGED
+    for n in range(VERIFIED + 10):  # and the memory is bounded
+        nonces.check(nonces.issue(NOW, "r", f"10.0.{n // 256}.{n % 256}"), NOW, "r", "x")
+        nonces.check(nonces.issue(NOW, "r", "y"), NOW, "r", "y")
+    assert len(nonces._verified) == VERIFIED
