@@ -270,7 +270,9 @@ def _parser() -> argparse.ArgumentParser:
 
     common = argparse.ArgumentParser(add_help=False)
     common.add_argument("--config", metavar="FILE", help="TOML config file; flags override it")
-    common.add_argument("--store", metavar="URL", help="sqlite:PATH (default) or memory:")
+    common.add_argument(
+        "--store", metavar="URL", help="sqlite:PATH (default), memory: or a redis:// URL"
+    )
     common.add_argument("--data-dir", metavar="DIR", help="where the default sipreg.db lives")
     common.add_argument("--log-level", type=str.lower, choices=LOG_LEVELS, help="default info")
     common.add_argument(
@@ -310,7 +312,7 @@ def _parser() -> argparse.ArgumentParser:
     )
     serving.add_argument(
         "--workers", type=int, metavar="N",
-        help="serve with N processes on the same ports (SO_REUSEPORT; needs a sqlite store)",
+        help="serve with N processes on the same ports (SO_REUSEPORT; not with memory:)",
     )  # fmt: skip
     serving.add_argument(
         "--node-id", metavar="NAME",

@@ -144,7 +144,7 @@ class Config:
     max_contact_length: int = 1024
     max_contacts_policy: str = "reject"
     bind_to_connection: bool = False
-    store: str | None = None
+    store: str | None = field(default=None, repr=False)  # a Redis URL may hold a password
     data_dir: str | None = None
     log_level: str = "info"
     log_format: str = "text"
@@ -214,7 +214,7 @@ class Config:
         if self.workers > 1 and self.store_url.startswith("memory:"):
             raise ConfigError(
                 "workers: memory: keeps the bindings inside one process, so each worker would"
-                " see its own; use a sqlite: store with more than one worker"
+                " see its own; use a sqlite: or redis:// store with more than one worker"
             )
         if not 1024 <= self.max_message_size <= 16 * 1024 * 1024:
             raise ConfigError("max_message_size: must be between 1024 and 16777216")

@@ -118,6 +118,15 @@ class Change:
         """True when the change writes nothing."""
         return not self.remove and not self.upsert
 
+    def applied_to(self, before: AorState, version: int) -> AorState:
+        """The state this change makes of ``before`` (the state it was planned on).
+
+        ``version`` is the one the store stamped; with no binding left it is 0.
+        """
+        kept = {b.key: b for b in before.bindings if b.key not in self.remove}
+        kept.update((b.key, b) for b in self.upsert)
+        return AorState(self.aor, tuple(kept[k] for k in sorted(kept)), version if kept else 0)
+
 
 def outbound_key(instance: str, reg_id: int) -> str:
     """The key of an outbound binding: its ``+sip.instance`` and ``reg-id`` (RFC 5626 6).

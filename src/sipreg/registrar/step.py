@@ -28,7 +28,6 @@ from .rules import RegisterPlan, Source, check_aor, check_target, plan_register
 log = logging.getLogger("sipreg.register")
 
 
-#: The Retry-After of a 503 while the store is unavailable.
 @dataclass
 class _AorLock:
     """A per-AOR lock and how many requests hold or wait for it."""

@@ -267,14 +267,11 @@ class SqliteStore(BindingStore):
         if cached is None or cached.version != change.version:
             self._cache.pop(change.aor, None)
             return
-        kept = {b.key: b for b in cached.bindings if b.key not in change.remove}
-        kept.update((b.key, b) for b in change.upsert)
-        if not kept:  # an AOR without bindings is not cached
+        after = change.applied_to(cached, version)
+        if not after.bindings:  # an AOR without bindings is not cached
             del self._cache[change.aor]
             return
-        self._cache[change.aor] = AorState(
-            change.aor, tuple(kept[key] for key in sorted(kept)), version
-        )
+        self._cache[change.aor] = after
 
     async def expire(self, now: float) -> list[Binding]:
         expired, data_version = await self._call(_expire, now)

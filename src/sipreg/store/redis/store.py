@@ -188,9 +188,7 @@ class RedisStore(BindingStore):
         if before is None or before.version != change.version:
             self._remembered.pop(change.aor, None)
             return
-        kept = {b.key: b for b in before.bindings if b.key not in change.remove}
-        kept.update((b.key, b) for b in change.upsert)
-        self._remember(AorState(change.aor, tuple(kept[k] for k in sorted(kept)), version))
+        self._remember(change.applied_to(before, version))
 
     async def expire(self, now: float) -> list[Binding]:
         """Sweep every group, :data:`SWEEP_CHUNK` groups a round trip, from a random one.
