@@ -451,6 +451,88 @@ async def test_reads_come_from_the_cache_and_see_other_writers(
         await other.close()
 
 
+async def test_a_refresh_is_planned_on_the_cached_state_and_its_commit_checks_it(
+    path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """remembered() asks the file nothing; a change planned on what another process
+    changed still fails, and the AOR is read again."""
+    store, other = SqliteStore(path), SqliteStore(path)
+    await store.open()
+    await other.open()
+    try:
+        await store.apply(Change(ALICE, 0, upsert=(binding(ALICE),)))  # planned on empty
+        looks: list[int] = []
+        real = sqlite_module._data_version
+
+        def counted(con: sqlite3.Connection) -> int:
+            looks.append(1)
+            return real(con)
+
+        monkeypatch.setattr(sqlite_module, "_data_version", counted)
+        cached = store.remembered(ALICE)
+        assert cached is not None and cached.bindings == (binding(ALICE),) and looks == []
+        assert store.remembered(BOB) is None
+        assert await other.remove(ALICE) == 1
+        stale = store.remembered(ALICE)
+        assert stale == cached  # not checked: the commit is
+        with pytest.raises(StoreConflict):
+            await store.apply(Change(ALICE, cached.version, upsert=(binding(ALICE, "sip:b@h"),)))
+        assert store.remembered(ALICE) is None
+        assert (await store.load(ALICE)).bindings == ()
+    finally:
+        await store.close()
+        await other.close()
+
+
+async def test_loads_during_our_own_commits_come_from_the_cache(
+    path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Our commits move the watcher's data_version too: a load meanwhile keeps the cache."""
+    reads: list[str] = []
+    real = sqlite_module._load
+
+    def counted(con: sqlite3.Connection, aor: str) -> tuple[AorState, int]:
+        reads.append(aor)
+        return real(con, aor)
+
+    monkeypatch.setattr(sqlite_module, "_load", counted)
+    store = SqliteStore(path)
+    await store.open()
+
+    async def phone(n: int) -> None:
+        aor = f"sip:u{n}@example.com"
+        for cseq in range(1, 11):
+            state = await store.load(aor)
+            change = Change(aor, state.version, upsert=(binding(aor, cseq=cseq),))
+            await store.apply(change)
+
+    try:
+        await asyncio.gather(*(phone(n) for n in range(50)))
+        assert store.commits < 500 / 4  # grouped, so loads met commits under way
+    finally:
+        await store.close()
+    assert sorted(reads) == sorted(f"sip:u{n}@example.com" for n in range(50))
+
+
+async def test_the_cache_holds_what_the_file_holds(path: Path) -> None:
+    """Header text that was not UTF-8 is cached as the file stores it."""
+    store = SqliteStore(path)
+    await store.open()
+    try:
+        ua = b"Phone \xe9dition".decode("utf-8", "surrogateescape")
+        await store.apply(Change(ALICE, 0, upsert=(binding(user_agent=ua),)))
+        cached = store.remembered(ALICE)
+    finally:
+        await store.close()
+    fresh = SqliteStore(path)
+    await fresh.open()
+    try:
+        assert cached == await fresh.load(ALICE)
+        assert cached.bindings[0].user_agent == "Phone \ufffddition"
+    finally:
+        await fresh.close()
+
+
 def _open_and_close(path: str, go: Any) -> None:
     go.wait()
     store = SqliteStore(path)

@@ -17,11 +17,15 @@ older file up to :data:`SCHEMA_VERSION` and refuses a newer one.
 
 Reads come from a cache of the AORs this store read or wrote last (an LRU of
 ``cache_size`` AORs), kept up to date by its own writes and expiries, so a
-refresh costs no read of the file.  Another process's writes (``sipreg
-bindings remove`` beside the server) empty the cache.  Each read asks a second,
-read-only connection for ``PRAGMA data_version`` (about 1.5 µs, no lock held),
-which moves with every commit; the store notes its value after each of its own
-commits, so a move it did not note is another writer's.  A commit of another
+refresh costs no read of the file: it is planned on the cached state
+(:meth:`~SqliteStore.remembered`), and its commit checks that state's version in
+the file.  Another process's writes (``sipreg bindings remove`` beside the
+server) empty the cache.  Each read (:meth:`~SqliteStore.load`) asks a second,
+read-only connection for ``PRAGMA data_version`` (a read of the WAL index, whose
+locks are system calls), which moves with every commit; the store notes its
+value after each of its own commits, so a move it did not note is another
+writer's (while a commit of its own is under way, a move may be that commit's:
+the writer connection's data_version decides when it ends).  A commit of another
 process that lands in the instant between one of ours and that note is caught by
 the writer connection's own ``data_version`` (which only others move) at the
 next commit, or within ``CACHE_CHECK`` seconds.  A change planned on a stale
@@ -42,6 +46,7 @@ from collections import OrderedDict
 from collections.abc import Callable, Iterable, Iterator, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from contextlib import contextmanager, suppress
+from dataclasses import replace
 from typing import Any, TypeVar, TypeVarTuple
 
 from ..errors import StoreConflict, StoreUnavailable
@@ -191,6 +196,7 @@ class SqliteStore(BindingStore):
         self._data_version: int | None = None
         self._watcher: sqlite3.Connection | None = None  # on the event loop's thread
         self._watched: int | None = None  # its data_version after our last commit
+        self._writing = 0  # our write transactions under way on the SQLite thread
         self._executor: ThreadPoolExecutor | None = None
         self._con: sqlite3.Connection | None = None
         self._pending: list[tuple[Change, asyncio.Future[int]]] = []
@@ -234,10 +240,20 @@ class SqliteStore(BindingStore):
                     with suppress(FileNotFoundError):
                         os.remove(path)
 
+    def remembered(self, aor: str) -> AorState | None:
+        # Not checked for other writers, which costs a read of the file's shared memory
+        # (locks are system calls): apply checks the version in the file.
+        state = self._cache.get(aor)
+        if state is not None:
+            self._cache.move_to_end(aor)
+        return state
+
     async def load(self, aor: str) -> AorState:
         if self.cache_size:
             seen = self._watch()
-            if seen is None or seen != self._watched:
+            # While a write of ours is under way the move may be its own: its end asks
+            # the writer connection, whose data_version only others move.
+            if (seen is None or seen != self._watched) and not self._writing:
                 self._cache.clear()
                 self._watched = seen
             if time.monotonic() - self._checked >= CACHE_CHECK:
@@ -254,6 +270,8 @@ class SqliteStore(BindingStore):
     async def apply(self, change: Change) -> None:
         if self._con is None or self._closer is not None:
             raise StoreUnavailable("SqliteStore is not open")
+        if not all(map(_storable, change.upsert)):  # cache what the file holds
+            change = replace(change, upsert=tuple(map(_as_stored, change.upsert)))
         future: asyncio.Future[int] = asyncio.get_running_loop().create_future()
         self._pending.append((change, future))
         if self._committer is None or self._committer.done():
@@ -264,17 +282,23 @@ class SqliteStore(BindingStore):
             self._cache.pop(change.aor, None)  # planned on a state another process changed
             raise
         cached = self._cache.get(change.aor)
+        if cached is None and change.version == 0 and self.cache_size:
+            cached = AorState(change.aor, (), 0)  # planned on the empty state (not cached)
         if cached is None or cached.version != change.version:
             self._cache.pop(change.aor, None)
             return
         after = change.applied_to(cached, version)
         if not after.bindings:  # an AOR without bindings is not cached
-            del self._cache[change.aor]
+            self._cache.pop(change.aor, None)
             return
-        self._cache[change.aor] = after
+        self._remember(after)
 
     async def expire(self, now: float) -> list[Binding]:
-        expired, data_version = await self._call(_expire, now)
+        self._writing += 1
+        try:
+            expired, data_version = await self._call(_expire, now)
+        finally:
+            self._writing -= 1
         self._others_wrote(data_version)
         self._watched = self._watch()
         if expired:
@@ -357,6 +381,7 @@ class SqliteStore(BindingStore):
             self._pending = []
             if not group:
                 continue
+            self._writing += 1
             try:
                 outcomes, data_version = await self._call(_commit, [c for c, _ in group])
             except Exception as exc:  # the transaction failed: every change in it did
@@ -374,6 +399,8 @@ class SqliteStore(BindingStore):
                     self.on_commit(len(group))
                 self._others_wrote(data_version)
                 self._watched = self._watch()
+            finally:
+                self._writing -= 1
             for (_, future), outcome in zip(group, outcomes, strict=True):
                 if future.done():
                     continue
@@ -538,16 +565,17 @@ def _transaction(con: sqlite3.Connection, mode: str = "IMMEDIATE") -> Iterator[N
 def _commit(
     con: sqlite3.Connection, changes: Sequence[Change]
 ) -> tuple[list[Exception | int], int]:
-    """Apply ``changes`` in one transaction, each in a savepoint.
+    """Apply ``changes`` in one transaction, each in a savepoint, all at one new version.
 
     Returns each one's error or new version, and the file's data version.
     """
     outcomes: list[Exception | int] = []
     with _transaction(con):
+        version = _tick(con)
         for change in changes:
             con.execute("SAVEPOINT change")
             try:
-                outcomes.append(_apply(con, change))
+                outcomes.append(_apply(con, change, version))
             except Exception as exc:
                 con.execute("ROLLBACK TO change")
                 outcomes.append(exc)
@@ -561,17 +589,26 @@ def _data_version(con: sqlite3.Connection) -> int:
     return value
 
 
-def _apply(con: sqlite3.Connection, change: Change) -> int:
-    version = _version(con, change.aor)
-    if change.version != version:
-        raise StoreConflict(f"{change.aor}: planned on version {change.version}, now {version}")
-    con.executemany(
-        "DELETE FROM bindings WHERE aor = ? AND key = ?",
-        [(change.aor, key) for key in change.remove],
-    )
-    con.executemany(_UPSERT, [_to_row(binding) for binding in change.upsert])
-    version = _tick(con)
-    _stamp(con, (change.aor,), version)
+def _apply(con: sqlite3.Connection, change: Change, version: int) -> int:
+    """Check ``change``'s version and stamp the AOR with ``version`` (one statement), then
+    write its bindings.  Returns ``version``."""
+    aor = change.aor
+    if change.version:
+        claim = "UPDATE aors SET version = ? WHERE aor = ? AND version = ?"
+        claimed = con.execute(claim, (version, aor, change.version)).rowcount
+    else:  # planned on the empty AOR, which has no row
+        claim = "INSERT OR IGNORE INTO aors (aor, version) VALUES (?, ?)"
+        claimed = con.execute(claim, (aor, version)).rowcount
+    if not claimed:
+        raise StoreConflict(f"{aor}: planned on version {change.version}, now {_version(con, aor)}")
+    if change.remove:
+        con.executemany(
+            "DELETE FROM bindings WHERE aor = ? AND key = ?", [(aor, key) for key in change.remove]
+        )
+    if change.upsert:
+        con.executemany(_UPSERT, [_to_row(binding) for binding in change.upsert])
+    if change.remove or not change.upsert:  # it may hold none now, and then has no row
+        _stamp(con, (aor,), version)
     return version
 
 
@@ -658,18 +695,34 @@ def _to_row(b: Binding) -> tuple[object, ...]:
         b.call_id,
         b.cseq,
         b.q,
-        json.dumps(b.params),
+        _json(b.params),
         b.registered_at,
         *b.source,
         b.transport,
         *b.local,
-        _text(b.user_agent),
-        _text(b.instance),
+        b.user_agent,
+        b.instance,
         b.reg_id,
-        json.dumps(b.path),
+        _json(b.path),
         b.connection,
         b.node,
     )
+
+
+def _json(items: tuple[object, ...]) -> str:
+    return json.dumps(items) if items else "[]"
+
+
+def _storable(b: Binding) -> bool:
+    """True when SQLite stores ``b``'s header texts as they are."""
+    return (b.user_agent is None or b.user_agent.isascii()) and (
+        b.instance is None or b.instance.isascii()
+    )
+
+
+def _as_stored(b: Binding) -> Binding:
+    """``b`` as the file keeps it: header texts with bytes that were not UTF-8 replaced."""
+    return replace(b, user_agent=_text(b.user_agent), instance=_text(b.instance))
 
 
 def _text(value: str | None) -> str | None:
