@@ -19,8 +19,9 @@ BOB = "sip:bob@example.com"
 BACKENDS: dict[str, Callable[[str | os.PathLike[str]], BindingStore]] = {
     "memory": lambda _: MemoryStore(),
     "sqlite": lambda directory: SqliteStore(os.path.join(directory, "bindings.db")),
-    # As --workers runs it: every read from the file.
     "sqlite-uncached": lambda d: SqliteStore(os.path.join(d, "bindings.db"), cache_size=0),
+    # As --workers runs it: every read from the file, refreshes planned on what it wrote.
+    "sqlite-shared": lambda d: SqliteStore(os.path.join(d, "bindings.db"), shared=True),
     # What the server's registrar writes through: the metrics' timing wrapper.
     "timed": lambda d: TimedStore(SqliteStore(os.path.join(d, "bindings.db")), _ignore),
 }

@@ -125,11 +125,18 @@ def test_memory_store_matches_the_model(ops: list[Write | Expire]) -> None:
     asyncio.run(run_history(MemoryStore(), ops))
 
 
-@pytest.mark.parametrize("cache_size", [100, 0], ids=["cached", "uncached"])
+@pytest.mark.parametrize(
+    ("cache_size", "shared"),
+    [(100, False), (0, False), (100, True)],
+    ids=["cached", "uncached", "shared"],
+)
 @settings(max_examples=100, deadline=None)
 @given(ops=OPS)
-def test_sqlite_store_matches_the_model(cache_size: int, ops: list[Write | Expire]) -> None:
-    asyncio.run(run_history(SqliteStore(":memory:", cache_size=cache_size), ops))
+def test_sqlite_store_matches_the_model(
+    cache_size: int, shared: bool, ops: list[Write | Expire]
+) -> None:
+    store = SqliteStore(":memory:", cache_size=cache_size, shared=shared)
+    asyncio.run(run_history(store, ops))
 
 
 @settings(max_examples=50, deadline=None)

@@ -514,6 +514,32 @@ async def test_loads_during_our_own_commits_come_from_the_cache(
     assert sorted(reads) == sorted(f"sip:u{n}@example.com" for n in range(50))
 
 
+async def test_workers_sharing_a_file_read_it_and_plan_refreshes_on_their_own_writes(
+    path: Path,
+) -> None:
+    """shared=True: a load always sees the other worker's write; a refresh planned on a
+    state the other changed fails and is read again."""
+    a, b = SqliteStore(path, shared=True), SqliteStore(path, shared=True)
+    await a.open()
+    await b.open()
+    try:
+        await a.apply(Change(ALICE, 0, upsert=(binding(ALICE),)))
+        mine = a.remembered(ALICE)
+        assert mine is not None and mine == await b.load(ALICE)
+        await b.apply(Change(ALICE, mine.version, upsert=(binding(ALICE, "sip:b@h"),)))
+        assert len((await a.load(ALICE)).bindings) == 2  # read from the file at once
+        await b.apply(Change(ALICE, (await b.load(ALICE)).version, remove=("sip:b@h",)))
+        stale = a.remembered(ALICE)
+        assert stale is not None and len(stale.bindings) == 2
+        with pytest.raises(StoreConflict):
+            await a.apply(Change(ALICE, stale.version, upsert=(binding(ALICE, "sip:c@h"),)))
+        assert a.remembered(ALICE) is None
+        assert [x.key for x in (await a.load(ALICE)).bindings] == ["sip:alice@192.0.2.1"]
+    finally:
+        await a.close()
+        await b.close()
+
+
 async def test_the_cache_holds_what_the_file_holds(path: Path) -> None:
     """Header text that was not UTF-8 is cached as the file stores it."""
     store = SqliteStore(path)

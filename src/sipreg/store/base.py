@@ -178,10 +178,10 @@ def open_store(url: str, *, shared: bool = False) -> BindingStore:
             f"unknown store URL {redacted(url)!r}: use memory:, sqlite:PATH, a file path,"
             " redis://, rediss://, redis+sentinel:// or redis+cluster://"
         )
-    from .sqlite import CACHE_AORS, SqliteStore
+    from .sqlite import SqliteStore
 
     path = url.removeprefix("sqlite:").removeprefix("//") if url.startswith("sqlite:") else url
-    return SqliteStore(path or "sipreg.db", cache_size=0 if shared else CACHE_AORS)
+    return SqliteStore(path or "sipreg.db", shared=shared)
 
 
 def redacted(url: str) -> str:

@@ -31,7 +31,9 @@ the writer connection's own ``data_version`` (which only others move) at the
 next commit, or within ``CACHE_CHECK`` seconds.  A change planned on a stale
 state still cannot commit (its version is checked in the file); the cache
 forgets that AOR then.  Processes that share the file all the time
-(``--workers``) run without a cache: ``cache_size=0``.
+(``--workers``) say so (``shared=True``): then every load reads the file, and the
+cache only gives each process the states it last read or wrote to plan a refresh
+on (a phone keeps to one worker, so the state is rarely out of date there).
 """
 
 from __future__ import annotations
@@ -184,10 +186,15 @@ class SqliteStore(BindingStore):
     """
 
     def __init__(
-        self, path: str | os.PathLike[str] = "sipreg.db", cache_size: int = CACHE_AORS
+        self,
+        path: str | os.PathLike[str] = "sipreg.db",
+        cache_size: int = CACHE_AORS,
+        *,
+        shared: bool = False,
     ) -> None:
         self.path = os.fspath(path)
         self.cache_size = cache_size
+        self.shared = shared
         self.commits = 0
         #: Told the number of changes of each group commit (the metrics).
         self.on_commit: Callable[[int], None] | None = None
@@ -219,7 +226,7 @@ class SqliteStore(BindingStore):
             raise
         self._executor, self._con = executor, con
         self._checkpointer = asyncio.create_task(self._checkpoint_often())
-        if self.cache_size:
+        if self.cache_size and not self.shared:
             self._watcher = sqlite3.connect(self.path, timeout=0, isolation_level=None)
             self._watched = self._watch()
 
@@ -249,7 +256,7 @@ class SqliteStore(BindingStore):
         return state
 
     async def load(self, aor: str) -> AorState:
-        if self.cache_size:
+        if self.cache_size and not self.shared:
             seen = self._watch()
             # While a write of ours is under way the move may be its own: its end asks
             # the writer connection, whose data_version only others move.
@@ -349,7 +356,7 @@ class SqliteStore(BindingStore):
         """Empty the cache if another connection committed since the last look."""
         self._checked = time.monotonic()
         if data_version is not None and data_version != self._data_version:
-            if self._data_version is not None:
+            if self._data_version is not None and not self.shared:  # else it answers no load
                 self._cache.clear()
             self._data_version = data_version
 
