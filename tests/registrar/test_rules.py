@@ -702,3 +702,17 @@ def test_bindings_share_what_they_hold_alike() -> None:
     [b] = upserted(plan(register(C1, aor="sip:bob@example.com", extra=agent))).values()
     assert a.key is a.contact
     assert a.user_agent == "Phone/1.0" and a.user_agent is b.user_agent
+
+
+def test_a_refresh_keeps_the_strings_of_the_binding_it_replaces() -> None:
+    """The store's expiry index holds the first binding's key: a refresh holds the same
+    string, not a copy; and bindings from one address share its host."""
+    [first] = upserted(plan(register(C1))).values()
+    [again] = upserted(plan(register(C1, cseq=2), first)).values()
+    assert again.cseq == 2 and again.contact is first.contact and again.key is first.key
+    host = ".".join(CLIENT[0].split("."))  # an equal host, another string
+    other = Source("udp", (host, CLIENT[1]), (SERVER_IP, 5060))
+    req = request(register(C1, aor="sip:bob@example.com"))
+    state = AorState(validate(req, policy()), (), 0)
+    [bob] = upserted(plan_register(req, state, START, policy(), other)).values()
+    assert bob.source[0] is first.source[0]

@@ -66,3 +66,30 @@ async def test_remove_gives_up_on_an_aor_that_keeps_changing() -> None:
     with pytest.raises(StoreConflict, match="still changing"):
         await store.remove(ALICE)
     assert store.applies == MAX_CONFLICT_RETRIES
+
+
+async def test_a_refresh_leaves_the_expiry_heap_alone() -> None:
+    """Moving an expiry later pushes nothing: the entry comes up and is pushed again."""
+    store = MemoryStore()
+    state = await store.load(ALICE)
+    for n in range(1, 201):
+        await store.apply(
+            Change(ALICE, state.version, upsert=(binding(ALICE, expires_at=1000.0 + n, cseq=n),))
+        )
+        state = await store.load(ALICE)
+    assert len(store._heap) == 1
+    assert await store.expire(1100.0) == []  # its entry came up early: due at 1200
+    assert len(store._heap) == 1
+    (gone,) = await store.expire(1200.0)
+    assert gone.cseq == 200 and store._heap == []
+
+
+async def test_an_expiry_moved_earlier_still_comes_on_time() -> None:
+    store = MemoryStore()
+    await store.apply(Change(ALICE, 0, upsert=(binding(ALICE, expires_at=2000.0),)))
+    state = await store.load(ALICE)
+    await store.apply(Change(ALICE, state.version, upsert=(binding(ALICE, expires_at=1500.0),)))
+    assert await store.expire(1499.0) == []
+    (gone,) = await store.expire(1500.0)
+    assert gone.expires_at == 1500.0
+    assert await store.expire(2000.0) == []  # the older entry finds nothing

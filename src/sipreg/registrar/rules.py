@@ -9,6 +9,7 @@ from __future__ import annotations
 import dataclasses
 from dataclasses import dataclass
 from functools import lru_cache
+from typing import overload
 
 from .. import _abnf
 from .._scan import Scanner
@@ -205,6 +206,10 @@ def plan_register(
         text = str(uri)
         new_key = key or text  # one string for both: a binding's memory counts
         for existing in matches:
+            if existing.contact == text:  # the old strings, which the store's index holds
+                text = existing.contact
+            if existing.key == new_key:
+                new_key = existing.key
             kept.pop(existing.key, None)
             if existing.key != new_key or expires == 0:
                 remove.append(existing.key)
@@ -342,10 +347,10 @@ def _binding(
         q=None if q is None else float(q),
         params=params,
         registered_at=now,
-        source=source.address,
+        source=(_shared(source.address[0], _HOSTS), source.address[1]),
         transport=source.transport,
         local=source.local,
-        user_agent=_shared(request.headers.get("user-agent")),
+        user_agent=_shared(request.headers.get("user-agent"), _USER_AGENTS),
         instance=contact.param("+sip.instance"),
         reg_id=int(reg_id) if reg_id and reg_id.isdigit() else None,
         path=tuple(request.headers.values("path")),
@@ -354,20 +359,26 @@ def _binding(
     )
 
 
-_SHARED: dict[str, str] = {}  # User-Agent strings, one copy each, at most SHARED_TEXTS
-#: Distinct User-Agent strings kept shared (phones of one kind send the same one).
+#: Distinct texts of each kind kept shared: phones of one kind send one User-Agent,
+#: and many phones come through one proxy or NAT.
 SHARED_TEXTS = 1024
+_USER_AGENTS: dict[str, str] = {}
+_HOSTS: dict[str, str] = {}
 
 
-def _shared(text: str | None) -> str | None:
-    """One copy of a text many bindings hold alike, so a million bindings hold a few."""
+@overload
+def _shared(text: str, copies: dict[str, str]) -> str: ...
+@overload
+def _shared(text: None, copies: dict[str, str]) -> None: ...
+def _shared(text: str | None, copies: dict[str, str]) -> str | None:
+    """One copy of a text many bindings hold alike (the first SHARED_TEXTS of ``copies``)."""
     if text is None:
         return None
-    found = _SHARED.get(text)
+    found = copies.get(text)
     if found is None:
-        if len(_SHARED) >= SHARED_TEXTS:
+        if len(copies) >= SHARED_TEXTS:
             return text
-        found = _SHARED[text] = text
+        found = copies[text] = text
     return found
 
 

@@ -22,10 +22,13 @@ class MemoryStore(BindingStore):
     """Bindings in process memory: fast, shared with nothing, lost on exit.
 
     ``apply`` never awaits, so each change is atomic on the event loop.  Expiry
-    pops a heap of ``(expires_at, aor, key)`` with lazy deletion: an entry
-    whose binding was since removed or given another expiry is skipped, and the
-    heap is rebuilt once such stale entries outnumber the live bindings, so
-    ``expire`` costs O(expired) amortised and the heap stays O(bindings).
+    pops a heap of ``(at, aor, key)``, where ``at`` is never later than the
+    binding's expiry.  A refresh that moves the expiry later leaves the heap
+    alone (most REGISTERs are such refreshes): when its entry comes up, the
+    binding is pushed again at its new expiry.  One that moves it earlier pushes
+    a new entry.  Entries of bindings since removed are skipped, and the heap is
+    rebuilt once they outnumber the live bindings, so ``expire`` costs
+    O(expired) amortised and the heap stays O(bindings).
     """
 
     def __init__(self) -> None:
@@ -56,7 +59,7 @@ class MemoryStore(BindingStore):
             bindings[binding.key] = binding
             if old is None:
                 self._count += 1
-            if old is None or old.expires_at != binding.expires_at:
+            if old is None or binding.expires_at < old.expires_at:
                 heapq.heappush(self._heap, (binding.expires_at, aor, binding.key))
         self._clock += 1
         self._stamp(aor, bindings, self._clock)
@@ -68,13 +71,18 @@ class MemoryStore(BindingStore):
         heap = self._heap
         gone: dict[str, set[str]] = {}
         while heap and heap[0][0] <= now:
-            expires_at, aor, key = heapq.heappop(heap)
+            _, aor, key = heapq.heappop(heap)
             state = self._states.get(aor)
             binding = _find(state.bindings, key) if state is not None else None
-            if binding is None or binding.expires_at != expires_at or key in gone.get(aor, ()):
-                continue  # stale: removed or refreshed since this entry was pushed
+            if binding is None or key in gone.get(aor, ()):
+                continue  # removed since this entry was pushed, or met twice
+            if binding.expires_at > now:  # refreshed since: due later (so not met again here)
+                heapq.heappush(heap, (binding.expires_at, aor, key))
+                continue
             gone.setdefault(aor, set()).add(key)
             expired.append(binding)
+        # An entry may come up before its binding's expiry (refreshed and shortened).
+        expired.sort(key=lambda b: (b.expires_at, b.aor, b.key))
         if expired:
             self._clock += 1
             for aor, keys in gone.items():
