@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import Iterator
+from collections.abc import Iterable, Iterator
 from dataclasses import dataclass
 
 from . import _abnf
@@ -61,18 +61,28 @@ class Headers:
 
     __slots__ = ("_edits", "_fields", "_index")
 
-    def __init__(self, fields: list[tuple[str, str]] | None = None) -> None:
+    def __init__(self, fields: Iterable[tuple[str, str]] = ()) -> None:
         self._fields: list[tuple[str, str, str]] = []
         self._index: dict[str, list[str]] = {}
-        self._edits: dict[str, int] = {}
-        for name, value in fields or ():
-            self.add(name, value)
+        self._edits: dict[str, int] = {}  # new fields are no edit: nothing viewed them yet
+        for name, value in fields:
+            canon = _CANONICAL.get(name) or canonical_name(name)
+            self._fields.append((name, canon, value))
+            found = self._index.get(canon)
+            if found is None:
+                self._index[canon] = [value]
+            else:
+                found.append(value)
 
     def __iter__(self) -> Iterator[tuple[str, str]]:
         return ((name, value) for name, _, value in self._fields)
 
     def __len__(self) -> int:
         return len(self._fields)
+
+    def fields(self) -> Iterator[tuple[str, str, str]]:
+        """Each field as ``(name as written, canonical name, value)``."""
+        return iter(self._fields)
 
     def __contains__(self, name: object) -> bool:
         return isinstance(name, str) and canonical_name(name) in self._index

@@ -17,7 +17,7 @@ from typing import Any, Generic, TypeVar, overload
 from . import _abnf
 from ._scan import split_commas
 from .errors import ParseError
-from .headers import CSeq, Headers, Via, canonical_name, parse_cseq, parse_via
+from .headers import CSeq, Headers, Via, parse_cseq, parse_via
 from .status import reason_phrase
 from .uri import NameAddr, SipUri, Uri, parse_name_addr, parse_uri
 
@@ -52,8 +52,7 @@ class _HeaderView(Generic[_T]):
         edits = headers.generation(self.field)
         hit = request._views.get(self.name)
         if hit is not None and hit[0] is headers and hit[1] == edits:
-            value: _T = hit[2]
-            return value
+            return hit[2]  # type: ignore[no-any-return]
         value = self.parse(request)
         request._views[self.name] = (headers, edits, value)
         return value
@@ -191,7 +190,7 @@ def _required_name_addr(headers: Headers, name: str) -> NameAddr:
 
 def _serialise(start: str, headers: Headers, body: bytes) -> bytes:
     lines = [start]
-    lines.extend(f"{n}: {v}" for n, v in headers if canonical_name(n) != "content-length")
+    lines.extend(f"{n}: {v}" for n, canon, v in headers.fields() if canon != "content-length")
     lines.append(f"Content-Length: {len(body)}")
     return _encode("\r\n".join(lines) + "\r\n\r\n") + body
 
@@ -308,14 +307,14 @@ def _unfold(lines: list[str], limits: Limits) -> list[str]:
 
 
 def _parse_headers(lines: list[str], limits: Limits) -> Headers:
-    headers = Headers()
+    fields = []
     for number, line in enumerate(_unfold(lines, limits), 2):
         m = _abnf.HEADER_LINE_RE.match(line)
         if not m:
             # The line is not echoed: it is logged, and it may hold anything (a credential).
             raise ParseError(f"Malformed header line {number}: no field name and colon")
-        headers.add(m.group(1), m.group(2).strip(" \t"))
-    return headers
+        fields.append((m.group(1), m.group(2).strip(" \t")))
+    return Headers(fields)
 
 
 def _lenient_headers(lines: list[str]) -> Headers | None:

@@ -22,16 +22,12 @@ def make_response(
     Via, From, To, Call-ID and CSeq are copied as they are; :class:`ToTags` adds
     the To tag when the response is sent.
     """
-    out = Headers()
-    for name in ("via", "from", "to", "call-id", "cseq"):
-        for value in headers.get_all(name):
-            out.add(_SPELLING[name], value)
-    for name, value in extra or []:
-        out.add(name, value)
-    return Response(status, reason, out)
+    fields = [(spelling, value) for name, spelling in _COPIED for value in headers.get_all(name)]
+    fields.extend(extra or ())
+    return Response(status, reason, Headers(fields))
 
 
-_SPELLING = {"via": "Via", "from": "From", "to": "To", "call-id": "Call-ID", "cseq": "CSeq"}
+_COPIED = (("via", "Via"), ("from", "From"), ("to", "To"), ("call-id", "Call-ID"), ("cseq", "CSeq"))
 
 _last_date: tuple[int, str] = (-1, "")
 

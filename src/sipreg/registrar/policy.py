@@ -82,6 +82,10 @@ def covers(domain: str, host: str) -> bool:
     return host == domain or host.endswith("." + domain)
 
 
+#: Hosts whose served domain a Policy remembers (a registrar serves few).
+REMEMBERED_HOSTS = 1024
+
+
 @dataclass(frozen=True, kw_only=True)
 class Policy:
     """Registrar settings, checked when built.
@@ -119,6 +123,10 @@ class Policy:
     bind_to_connection: bool = False
     node: str = ""
     supported: frozenset[str] = field(default=SUPPORTED_OPTIONS)
+    #: served_domain's answers, for the first :data:`REMEMBERED_HOSTS` hosts asked about.
+    _served: dict[str, str | None] = field(
+        default_factory=dict, init=False, repr=False, compare=False
+    )
 
     def __post_init__(self) -> None:
         for name in ("min_expires", "max_expires", "default_expires"):
@@ -156,10 +164,16 @@ class Policy:
 
     def served_domain(self, host: str) -> str | None:
         """The served domain covering ``host`` (the longest match), ``*`` when all are served."""
+        if host in self._served:
+            return self._served[host]
         if not self.domains or "*" in self.domains:
-            return "*"
-        covering = [d for d in self.domains if covers(d, host)]
-        return max(covering, key=len) if covering else None
+            found: str | None = "*"
+        else:
+            covering = [d for d in self.domains if covers(d, host)]
+            found = max(covering, key=len) if covering else None
+        if len(self._served) < REMEMBERED_HOSTS:  # hosts come from the wire: bounded
+            self._served[host] = found
+        return found
 
     def serves(self, host: str) -> bool:
         """True when ``host`` is a served domain or a subdomain of one."""
