@@ -10,6 +10,7 @@ import sqlite3
 import subprocess
 import sys
 import threading
+import time
 from collections.abc import AsyncIterator, Sequence
 from pathlib import Path
 from typing import Any
@@ -538,6 +539,49 @@ async def test_workers_sharing_a_file_read_it_and_plan_refreshes_on_their_own_wr
     finally:
         await a.close()
         await b.close()
+
+
+async def test_a_sweep_right_after_a_commit_leaves_no_expired_binding_cached(
+    path: Path,
+) -> None:
+    """The thread commits a new binding, then our sweep removes it: the cache, which
+    changes in the loop steps that follow, must end as the file did."""
+    store = SqliteStore(path)
+    await store.open()
+    try:
+        expired = binding(ALICE, "sip:a@h", expires_at=100.0)
+        applying = asyncio.create_task(store.apply(Change(ALICE, 0, upsert=(expired,))))
+        await asyncio.sleep(0)
+        await asyncio.sleep(0)  # its group is on the SQLite thread
+        sweeping = asyncio.create_task(store.expire(200.0))
+        await asyncio.sleep(0)  # the sweep queued behind it
+        time.sleep(0.5)  # the loop busy: both finish on the thread before it looks
+        await applying
+        assert await sweeping == [expired]
+        assert store.remembered(ALICE) is None
+        assert await store.load(ALICE) == AorState(ALICE, (), 0)
+    finally:
+        await store.close()
+
+
+async def test_a_cancelled_sweep_still_empties_the_cache_of_what_it_removed(
+    path: Path,
+) -> None:
+    store = SqliteStore(path)
+    await store.open()
+    try:
+        await store.apply(Change(ALICE, 0, upsert=(binding(ALICE, expires_at=100.0),)))
+        assert store.remembered(ALICE) is not None
+        sweeping = asyncio.create_task(store.expire(200.0))
+        await asyncio.sleep(0)
+        sweeping.cancel()
+        with pytest.raises(asyncio.CancelledError):
+            await sweeping
+        await asyncio.sleep(0.5)  # the shielded sweep ends on its own
+        assert store.remembered(ALICE) is None
+        assert await store.load(ALICE) == AorState(ALICE, (), 0)
+    finally:
+        await store.close()
 
 
 async def test_the_cache_holds_what_the_file_holds(path: Path) -> None:

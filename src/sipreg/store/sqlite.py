@@ -283,24 +283,14 @@ class SqliteStore(BindingStore):
         self._pending.append((change, future))
         if self._committer is None or self._committer.done():
             self._committer = asyncio.create_task(self._commit_pending())
-        try:
-            version = await future
-        except StoreConflict:
-            self._cache.pop(change.aor, None)  # planned on a state another process changed
-            raise
-        cached = self._cache.get(change.aor)
-        if cached is None and change.version == 0 and self.cache_size:
-            cached = AorState(change.aor, (), 0)  # planned on the empty state (not cached)
-        if cached is None or cached.version != change.version:
-            self._cache.pop(change.aor, None)
-            return
-        after = change.applied_to(cached, version)
-        if not after.bindings:  # an AOR without bindings is not cached
-            self._cache.pop(change.aor, None)
-            return
-        self._remember(after)
+        await future
 
     async def expire(self, now: float) -> list[Binding]:
+        # Shielded: a sweep whose caller is cancelled still commits on the thread, and
+        # the cache must still forget what it removed.
+        return await asyncio.shield(self._expire(now))
+
+    async def _expire(self, now: float) -> list[Binding]:
         self._writing += 1
         try:
             expired, data_version = await self._call(_expire, now)
@@ -328,12 +318,29 @@ class SqliteStore(BindingStore):
     ) -> list[Binding]:
         return await self._call(_page, after, prefix, limit)
 
+    def _cached_after(self, change: Change, version: int) -> None:
+        """Cache the state ``change``, committed at ``version``, made of the cached one."""
+        cached = self._cache.get(change.aor)
+        if cached is None and change.version == 0 and self.cache_size:
+            cached = AorState(change.aor, (), 0)  # planned on the empty state (not cached)
+        if cached is None or cached.version != change.version:
+            self._cache.pop(change.aor, None)
+            return
+        after = change.applied_to(cached, version)
+        if not after.bindings:  # an AOR without bindings is not cached
+            self._cache.pop(change.aor, None)
+            return
+        self._remember(after)
+
     def _remember(self, state: AorState) -> None:
         """Cache ``state`` unless the cache holds a newer one (a write won the race).
 
         An AOR without bindings is not cached, so AORs that come and go do not fill it.
         """
-        if not self.cache_size or not state.bindings:
+        if not state.bindings:  # what the cache held is older: the file answers in order
+            self._cache.pop(state.aor, None)
+            return
+        if not self.cache_size:
             return
         cached = self._cache.get(state.aor)
         if cached is not None and cached.version > state.version:
@@ -408,7 +415,13 @@ class SqliteStore(BindingStore):
                 self._watched = self._watch()
             finally:
                 self._writing -= 1
-            for (_, future), outcome in zip(group, outcomes, strict=True):
+            for (change, future), outcome in zip(group, outcomes, strict=True):
+                # The cache follows the commit here, in the loop step the thread's answer
+                # wakes, as expire()'s does: the cache changes in the order the file did.
+                if isinstance(outcome, int):
+                    self._cached_after(change, outcome)
+                elif isinstance(outcome, StoreConflict):
+                    self._cache.pop(change.aor, None)  # planned on what another process changed
                 if future.done():
                     continue
                 if isinstance(outcome, int):
