@@ -66,13 +66,7 @@ class Headers:
         self._index: dict[str, list[str]] = {}
         self._edits: dict[str, int] = {}  # new fields are no edit: nothing viewed them yet
         for name, value in fields:
-            canon = _CANONICAL.get(name) or canonical_name(name)
-            self._fields.append((name, canon, value))
-            found = self._index.get(canon)
-            if found is None:
-                self._index[canon] = [value]
-            else:
-                found.append(value)
+            self._append(name, canonical_name(name), value)
 
     def __iter__(self) -> Iterator[tuple[str, str]]:
         return ((name, value) for name, _, value in self._fields)
@@ -123,13 +117,16 @@ class Headers:
     def add(self, name: str, value: str) -> None:
         """Append a field."""
         canon = canonical_name(name)
+        self._append(name, canon, value)
+        self._edited(canon)
+
+    def _append(self, name: str, canon: str, value: str) -> None:
         self._fields.append((name, canon, value))
         found = self._index.get(canon)
         if found is None:
             self._index[canon] = [value]
         else:
             found.append(value)
-        self._edited(canon)
 
     def set(self, name: str, value: str) -> None:
         """Replace every field of ``name`` by one, at the first one's place (or appended)."""

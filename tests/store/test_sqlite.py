@@ -402,6 +402,19 @@ async def test_a_write_lock_held_past_the_busy_timeout_is_waited_out(
         await store.close()
 
 
+def file_reads(monkeypatch: pytest.MonkeyPatch) -> list[str]:
+    """The AORs the stores read from their files from now on, in order."""
+    reads: list[str] = []
+    real = sqlite_module._load
+
+    def counted(con: sqlite3.Connection, aor: str) -> tuple[AorState, int]:
+        reads.append(aor)
+        return real(con, aor)
+
+    monkeypatch.setattr(sqlite_module, "_load", counted)
+    return reads
+
+
 async def test_reads_come_from_the_cache_and_see_other_writers(
     path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
@@ -413,14 +426,7 @@ async def test_reads_come_from_the_cache_and_see_other_writers(
     try:
         await store.apply(Change(ALICE, 0, upsert=(binding(ALICE),)))
         state = await store.load(ALICE)
-        reads: list[str] = []
-        real = sqlite_module._load
-
-        def counted(con: sqlite3.Connection, aor: str) -> tuple[AorState, int]:
-            reads.append(aor)
-            return real(con, aor)
-
-        monkeypatch.setattr(sqlite_module, "_load", counted)
+        reads = file_reads(monkeypatch)
         assert await store.load(ALICE) == state and reads == []  # from the cache
         await store.apply(Change(ALICE, state.version, upsert=(binding(ALICE, "sip:b@h"),)))
         assert len((await store.load(ALICE)).bindings) == 2 and reads == []  # our own write
@@ -489,14 +495,7 @@ async def test_loads_during_our_own_commits_come_from_the_cache(
     path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     """Our commits move the watcher's data_version too: a load meanwhile keeps the cache."""
-    reads: list[str] = []
-    real = sqlite_module._load
-
-    def counted(con: sqlite3.Connection, aor: str) -> tuple[AorState, int]:
-        reads.append(aor)
-        return real(con, aor)
-
-    monkeypatch.setattr(sqlite_module, "_load", counted)
+    reads = file_reads(monkeypatch)
     store = SqliteStore(path)
     await store.open()
 
