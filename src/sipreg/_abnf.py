@@ -22,7 +22,8 @@ LWS = r"[ \t]+"
 # quoted-string = SWS DQUOTE *(qdtext / quoted-pair ) DQUOTE
 # qdtext = LWS / %x21 / %x23-5B / %x5D-7E / UTF8-NONASCII
 # quoted-pair = "\" (%x00-09 / %x0B-0C / %x0E-7F)
-QUOTED_STRING = r'"(?:[^"\\\r\n]|\\[\x00-\x09\x0b\x0c\x0e-\x7f])*"'
+# Runs of qdtext, each quoted-pair between them: the same strings, one class repeat a run.
+QUOTED_STRING = r'"[^"\\\r\n]*(?:\\[\x00-\x09\x0b\x0c\x0e-\x7f][^"\\\r\n]*)*"'
 ESCAPED = r"%[0-9A-Fa-f]{2}"
 # unreserved = alphanum / mark ; mark = "-" / "_" / "." / "!" / "~" / "*" / "'" / "(" / ")"
 UNRESERVED = r"A-Za-z0-9\-_.!~*'()"
