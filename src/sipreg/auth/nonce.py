@@ -31,8 +31,10 @@ _SALT = 6
 _MAC = 16
 _HEAD = _EPOCH + _TIME + _SALT
 _LENGTH = _HEAD + _MAC
-#: Genuine nonces a :class:`Nonces` remembers, so as not to check their MAC again.
-VERIFIED = 4096
+#: Genuine nonces a :class:`Nonces` remembers, so as not to check their MAC again
+#: (about 200 bytes each): as many as :class:`NonceCounts` follows by default.  With
+#: fewer, phones that refresh in turn push each other out and every check misses.
+VERIFIED = 100_000
 #: Seconds a nonce may seem to come from the future (clocks of a cluster's nodes differ).
 CLOCK_SKEW = 5.0
 
@@ -148,7 +150,7 @@ class NonceCounts:
     count is no longer known, and the client gets a fresh nonce instead.
     """
 
-    def __init__(self, max_entries: int = 100_000) -> None:
+    def __init__(self, max_entries: int = VERIFIED) -> None:
         if max_entries < 1:
             raise ValueError("NonceCounts needs room for at least one nonce")
         self.max_entries = max_entries
