@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import asyncio
+
 from sipreg.chain import Chain, Step
 from sipreg.front import Front
 from sipreg.registrar.step import Register
@@ -60,3 +62,27 @@ async def test_lookup_alone_rewrites_and_passes_on() -> None:
     unknown = request(build("INVITE", "sip:nobody@example.com"))
     assert await alone.receive(unknown, leg, CLIENT) is None
     assert str(unknown.uri) == "sip:nobody@example.com"
+
+
+async def test_the_aor_lock_serialises_and_goes_when_unused_even_if_a_waiter_is_cancelled() -> None:
+    step = Register(policy(), MemoryStore())
+    order: list[str] = []
+
+    async def hold(name: str, release: asyncio.Event) -> None:
+        async with step._aor_lock(ALICE):
+            order.append(name)
+            await release.wait()
+
+    go = asyncio.Event()
+    first = asyncio.create_task(hold("first", go))
+    await asyncio.sleep(0)
+    waiter = asyncio.create_task(hold("cancelled", go))
+    second = asyncio.create_task(hold("second", go))
+    await asyncio.sleep(0)
+    assert order == ["first"] and step._locks[ALICE].users == 3
+    waiter.cancel()
+    await asyncio.sleep(0)
+    assert step._locks[ALICE].users == 2
+    go.set()
+    await asyncio.gather(first, second)
+    assert order == ["first", "second"] and step._locks == {}

@@ -10,9 +10,8 @@ transaction.  Steps 3 and 4, authentication, are the
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import logging
-from collections.abc import AsyncIterator, Callable, Iterable, Set
+from collections.abc import Callable, Iterable, Set
 from dataclasses import dataclass, field
 
 from ..chain import Context, Filter, Step
@@ -34,6 +33,37 @@ class _AorLock:
 
     lock: asyncio.Lock = field(default_factory=asyncio.Lock)
     users: int = 0
+
+
+class _Holding:
+    """``async with``: hold the lock of ``aor`` in ``locks``, which lives while it is used."""
+
+    __slots__ = ("_aor", "_entry", "_locks")
+
+    def __init__(self, locks: dict[str, _AorLock], aor: str) -> None:
+        self._locks = locks
+        self._aor = aor
+        entry = locks.get(aor)
+        if entry is None:
+            entry = locks[aor] = _AorLock()
+        entry.users += 1
+        self._entry = entry
+
+    async def __aenter__(self) -> None:
+        try:
+            await self._entry.lock.acquire()
+        except BaseException:  # cancelled while waiting: never held
+            self._leave()
+            raise
+
+    async def __aexit__(self, *_: object) -> None:
+        self._entry.lock.release()
+        self._leave()
+
+    def _leave(self) -> None:
+        self._entry.users -= 1
+        if not self._entry.users:
+            del self._locks[self._aor]
 
 
 class Register(Step):
@@ -249,20 +279,9 @@ class Register(Step):
             return len(keys)
         return None
 
-    @contextlib.asynccontextmanager
-    async def _aor_lock(self, aor: str) -> AsyncIterator[None]:
+    def _aor_lock(self, aor: str) -> _Holding:
         """Serialise REGISTERs for one AOR in this process; the lock lives while it is used."""
-        entry = self._locks.get(aor)
-        if entry is None:
-            entry = self._locks[aor] = _AorLock()
-        entry.users += 1
-        try:
-            async with entry.lock:
-                yield
-        finally:
-            entry.users -= 1
-            if not entry.users:
-                del self._locks[aor]
+        return _Holding(self._locks, aor)
 
 
 def names_this_registrar(request: Request, policy: Policy) -> bool:
