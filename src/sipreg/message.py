@@ -52,7 +52,8 @@ class _HeaderView(Generic[_T]):
         edits = headers.generation(self.field)
         hit = request._views.get(self.name)
         if hit is not None and hit[0] is headers and hit[1] == edits:
-            return hit[2]  # type: ignore[no-any-return]
+            value: _T = hit[2]
+            return value
         value = self.parse(request)
         request._views[self.name] = (headers, edits, value)
         return value
