@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import ipaddress
 import re
-from dataclasses import dataclass, field, replace
+from dataclasses import dataclass, replace
 from urllib.parse import unquote_to_bytes
 
 from . import _abnf
@@ -74,7 +74,10 @@ class TelUri:
     number: str
     params: Params = ()
 
-    scheme: str = field(default="tel", init=False)
+    @property
+    def scheme(self) -> str:
+        """Always ``tel``, as for the other URI classes."""
+        return "tel"
 
     def __str__(self) -> str:
         return f"tel:{self.number}{format_params(self.params)}"

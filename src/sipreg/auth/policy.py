@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import re
-from collections.abc import Mapping
+from collections.abc import Collection, Mapping
 from dataclasses import dataclass, field
 
 from .. import _abnf
@@ -54,7 +54,7 @@ class AuthPolicy:
     allow_no_qop: bool = True
     algorithms: tuple[str, ...] = ALGORITHMS
     md5_only_agents: tuple[str, ...] = MD5_ONLY_AGENTS
-    grants: Mapping[str, frozenset[str]] = field(default_factory=dict)
+    grants: Mapping[str, Collection[str]] = field(default_factory=dict)
     max_failures: int = 10
     max_users: int = 5
     failure_window: float = 60.0

@@ -46,7 +46,7 @@ class UdpLeg(asyncio.DatagramProtocol):
         host, port = transport.get_extra_info("sockname")[:2]
         self.local = (host, port)
 
-    def datagram_received(self, data: bytes, addr: tuple[str | Any, int]) -> None:
+    def datagram_received(self, data: bytes, addr: tuple[Any, ...]) -> None:
         if not self._reading:
             return
         source = (str(addr[0]), int(addr[1]))
