@@ -3,7 +3,8 @@
 #
 #   sh scripts/install-system-deps.sh [python] [interop] [services]     (no argument: all three)
 #
-#   python   python3-venv, when `$PYTHON -m venv` cannot work (no venv/ensurepip)
+#   python   python3-venv, when `$PYTHON -m venv` cannot work (no venv/ensurepip); gcc and
+#            python3-dev, when there is no `cc` or no Python.h (mypyc compiles the core)
 #   interop  sip-tester (SIPp), sipsak, baresip, sipvicious (svwar), libnet-sip-perl (Net::SIP),
 #            libnet-dns-perl, chromium and npm: the real SIP peers the interop tests drive
 #            (the browser phone's own packages come from the npm registry: make browser-deps);
@@ -13,7 +14,7 @@
 #
 # As root, or with password-less sudo, it runs apt-get.  Otherwise it says what
 # to install and exits 0: the interop and Redis tests then skip, or fail when CI=true.
-# A failed install of the python group is fatal (no venv without it); a failed
+# A failed install of python3-venv is fatal (no venv without it); a failed
 # install of the interop or services group is left for the tests to report.
 set -eu
 PYTHON=${PYTHON:-python3}
@@ -28,6 +29,12 @@ for group in $groups; do
             missing="$missing python3-venv"
             fatal=1
         fi
+        # The C compiler and Python's headers mypyc's build needs (without them sipreg
+        # installs as pure Python).
+        command -v cc >/dev/null 2>&1 || missing="$missing gcc"
+        "$PYTHON" -c 'import os, sys, sysconfig
+sys.exit(not os.path.exists(os.path.join(sysconfig.get_paths()["include"], "Python.h")))' \
+            >/dev/null 2>&1 || missing="$missing python3-dev"
         ;;
     interop)
         command -v sipp >/dev/null 2>&1 || missing="$missing sip-tester"

@@ -16,7 +16,7 @@ from typing import Any
 import pytest
 
 from redis_servers import RedisServer
-from sipreg import __version__
+from sipreg import __version__, core_build
 from sipreg.cli import FLAGS, _parser, config_only, main
 from sipreg.config import Config
 from sipreg.registrar.binding import Binding
@@ -79,7 +79,7 @@ def test_version(capsys: pytest.CaptureFixture[str]) -> None:
     with pytest.raises(SystemExit) as exited:
         main(["--version"])
     assert exited.value.code == 0
-    assert capsys.readouterr().out == f"sipreg {__version__}\n"
+    assert capsys.readouterr().out == f"sipreg {__version__} (core: {core_build()})\n"
 
 
 def _binding(aor: str, contact: str, **fields: Any) -> Binding:

@@ -22,6 +22,14 @@ from .uri import parse_uri, uri_equal
 
 __version__ = "0.1.0"
 
+
+def core_build() -> str:
+    """Which core is installed: ``"mypyc"`` (compiled, see setup.py) or ``"pure Python"``."""
+    from . import front
+
+    return "pure Python" if front.__file__.endswith(".py") else "mypyc"
+
+
 __all__ = [
     "Binding",
     "BindingStore",
@@ -43,6 +51,7 @@ __all__ = [
     "Step",
     "__version__",
     "aor_in",
+    "core_build",
     "open_store",
     "parse_message",
     "parse_uri",

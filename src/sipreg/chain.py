@@ -17,6 +17,8 @@ import abc
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 
+from mypy_extensions import mypyc_attr
+
 from .errors import ParseError
 from .leg import Address, Leg
 from .message import Request, Response
@@ -55,6 +57,7 @@ class Context:
     guard: str | None = None
 
 
+@mypyc_attr(allow_interpreted_subclasses=True)
 class Step(abc.ABC):
     """One link of the chain.  ``when``, if given, decides whether the step applies."""
 

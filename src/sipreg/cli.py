@@ -19,7 +19,7 @@ import sqlite3
 import sys
 from collections.abc import AsyncIterator, Callable, Sequence
 
-from . import __version__
+from . import __version__, core_build
 from .auth.users import User, Users, UsersFileError, check_field, load_users, save_users
 from .config import LOG_LEVELS, Config, ConfigError, format_address, load_config
 from .errors import ParseError, StartupError
@@ -265,7 +265,8 @@ def _aor(text: str) -> str:
 
 def _parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="sipreg", description="An RFC 3261 SIP registrar.")
-    parser.add_argument("--version", action="version", version=f"sipreg {__version__}")
+    version = f"sipreg {__version__} (core: {core_build()})"
+    parser.add_argument("--version", action="version", version=version)
     commands = parser.add_subparsers(title="commands", required=True, metavar="COMMAND")
 
     common = argparse.ArgumentParser(add_help=False)

@@ -27,7 +27,7 @@ import ssl
 from collections.abc import Callable, Iterable
 from typing import TYPE_CHECKING
 
-from . import __version__
+from . import __version__, core_build
 from .auth.step import Authorize
 from .auth.users import Users, UsersFileError, load_users, too_open
 from .chain import Step
@@ -203,8 +203,8 @@ class Server:
         config, policy = self.config, registrar.policy
         loop = type(asyncio.get_running_loop())
         log.info(
-            "sipreg %s, Python %s, event loop %s.%s",
-            __version__, platform.python_version(), loop.__module__.partition(".")[0],
+            "sipreg %s (core: %s), Python %s, event loop %s.%s",
+            __version__, core_build(), platform.python_version(), loop.__module__.partition(".")[0],
             loop.__name__,
         )  # fmt: skip
         log.info("store %s, node %s", config.store_name, policy.node)

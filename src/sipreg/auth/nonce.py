@@ -24,6 +24,8 @@ import secrets
 from collections import OrderedDict
 from dataclasses import dataclass
 
+from mypy_extensions import mypyc_attr
+
 _CONTEXT = b"sipreg nonce v2\x00"
 _EPOCH = 4
 _TIME = 6  # milliseconds since 1970: enough until the year 10889
@@ -56,6 +58,7 @@ class NonceCheck:
     ours: bool = False
 
 
+@mypyc_attr(allow_interpreted_subclasses=True)
 class Nonces:
     """Issues and checks nonces keyed with ``key``; they live ``lifetime`` seconds.
 

@@ -16,6 +16,8 @@ import tempfile
 from collections.abc import Iterator
 from dataclasses import dataclass
 
+from mypy_extensions import mypyc_attr
+
 from .digest import DIGEST_LENGTH, ha1
 
 #: The HA1s of a line, in the order the file holds them.
@@ -61,6 +63,7 @@ def check_field(what: str, text: str) -> str:
     return text
 
 
+@mypyc_attr(allow_interpreted_subclasses=True)
 class Users:
     """The users of a file, looked up by (name, realm)."""
 

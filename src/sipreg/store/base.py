@@ -20,6 +20,8 @@ import abc
 import re
 from collections.abc import Sequence
 
+from mypy_extensions import mypyc_attr
+
 from ..errors import StoreConflict
 from ..registrar.binding import AorState, Binding, Change
 
@@ -45,6 +47,7 @@ MAX_CONFLICT_RETRIES = 16
 CHECK_AOR = "sipreg:check"
 
 
+@mypyc_attr(allow_interpreted_subclasses=True)
 class BindingStore(abc.ABC):
     """Where bindings live.  Every backend passes ``tests/store/test_contract.py``.
 

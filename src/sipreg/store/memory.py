@@ -10,6 +10,8 @@ from __future__ import annotations
 
 import heapq
 
+from mypy_extensions import mypyc_attr
+
 from ..errors import StoreConflict
 from ..registrar.binding import Binding
 from .base import AorState, BindingStore, Change
@@ -18,6 +20,7 @@ from .base import AorState, BindingStore, Change
 _HEAP_SLACK = 64
 
 
+@mypyc_attr(allow_interpreted_subclasses=True)
 class MemoryStore(BindingStore):
     """Bindings in process memory: fast, shared with nothing, lost on exit.
 
