@@ -109,7 +109,8 @@ class Front:
         if decision.kind is Kind.RETRANSMISSION:
             answer = decision.answer
             assert answer is not None
-            self._deliver(answer.data, answer.leg, answer.destination)
+            dest = self._destination(request, answer.leg, from_addr)
+            self._deliver(answer.data, answer.leg, dest)
             self._record(request, leg, from_addr, start, answer.status, "", repeat=True)
             return answer.status
         key = decision.key
@@ -187,7 +188,7 @@ class Front:
             # Section 17.2: a non-INVITE transaction over a reliable transport ends with
             # its answer (Timer J is zero); an INVITE one waits for its ACK (or Timer H).
             if not leg.capabilities.reliable or request.method == "INVITE":
-                answer = Answer(response.status, data, dest, leg)
+                answer = Answer(response.status, data, leg)
                 self.transactions.complete(key, answer, self.timer_clock())
             else:
                 self.transactions.forget(key)

@@ -614,6 +614,26 @@ async def test_retransmitted_register_is_answered_from_the_cache(
     assert await contacts(reg) == {C1: START + 100}
 
 
+async def test_a_retransmission_is_answered_where_it_came_from(
+    reg: Registrar, leg: FakeLeg
+) -> None:
+    """The cache keeps no destination: a copy is answered by its own Via and source.
+
+    With ``rport`` that is the copy's source port (RFC 3581), so a phone whose NAT
+    mapping moved between its copies still gets the answer; without it, the sent-by.
+    """
+    via = f"SIP/2.0/UDP {CLIENT[0]}:{CLIENT[1]};branch=z9hG4bK-nat;rport"
+    first = register(C1, via=via)
+    assert await send(reg, first, leg, source=(CLIENT[0], 40000)) == 200
+    assert await send(reg, first, leg, source=(CLIENT[0], 40001)) == 200
+    assert [addr for _, addr in leg.sent] == [(CLIENT[0], 40000), (CLIENT[0], 40001)]
+    assert leg.sent[0][0] == leg.sent[1][0]  # the first answer's bytes, rport=40000 in them
+    plain = register(C2, via=via.replace(";rport", "").replace("-nat", "-plain"))
+    for port in (40002, 40003):
+        assert await send(reg, plain, leg, source=(CLIENT[0], port)) == 200
+    assert [addr for _, addr in leg.sent[2:]] == [CLIENT, CLIENT]
+
+
 async def test_retransmission_does_not_undo_a_later_request(
     reg: Registrar, leg: FakeLeg, clock: Clock
 ) -> None:
