@@ -358,6 +358,44 @@ async def test_server_sweeps_expired_bindings() -> None:
         await server.stop()
 
 
+class SwallowingStore(MemoryStore):
+    """A store whose sweep, cancelled the first time, returns as if it had not been.
+
+    That is what a sweep on Redis was seen to do (one run in twenty stopped by
+    SIGTERM mid-sweep): the server then waited for its sweeper for ever.
+    """
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.swallowed = 0
+
+    async def expire(self, now: float) -> list[Binding]:
+        try:
+            await asyncio.sleep(1)
+        except asyncio.CancelledError:
+            if self.swallowed:
+                raise
+            self.swallowed += 1
+        return []
+
+
+async def test_a_stop_ends_a_sweep_that_swallows_its_cancellation() -> None:
+    config = Config(
+        listen=(ListenSpec("udp", "127.0.0.1", 0),), store="memory:", expire_interval=0.01
+    )
+    server = Server(config)
+    store = server.store = SwallowingStore()
+    await server.start()
+    await asyncio.sleep(0.1)  # the sweep is under way
+    started = time.monotonic()
+    stopping = asyncio.ensure_future(server.stop())
+    done, _ = await asyncio.wait({stopping}, timeout=TIMEOUT)
+    assert done, "the stop waited for the sweeper"
+    await stopping
+    assert store.swallowed == 1
+    assert time.monotonic() - started < 2.0
+
+
 async def test_bindings_of_connections_of_the_last_run_are_removed_at_start(
     tmp_path: Path,
 ) -> None:

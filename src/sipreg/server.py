@@ -444,9 +444,7 @@ class Server:
             listener.stop_reading()
         for task in (self._sweeper, self._log_writer, self._key_watch):
             if task is not None:
-                task.cancel()
-                with contextlib.suppress(asyncio.CancelledError):
-                    await task
+                await _end(task)
         cancelled = await self.in_flight.drain(self.config.shutdown_timeout)
         if cancelled:
             log.warning("shutdown: gave up on %d request(s) in progress", cancelled)
@@ -600,6 +598,20 @@ async def serve(
         for signum in (signal.SIGTERM, signal.SIGINT, signal.SIGHUP):
             loop.remove_signal_handler(signum)
         await server.stop()
+
+
+async def _end(task: asyncio.Task[None]) -> None:
+    """Cancel ``task`` and wait for it to end.
+
+    A library it awaits may swallow the cancellation: a sweep on Redis was seen
+    to return from redis-py as if never cancelled, then sleep on, and the stop
+    waited for it for ever.  So it is cancelled again until it ends.
+    """
+    while not task.done():
+        task.cancel()
+        await asyncio.wait({task}, timeout=0.1)
+    with contextlib.suppress(asyncio.CancelledError):
+        await task
 
 
 def run(
