@@ -180,7 +180,7 @@ class TransactionCache:
         """Record the final response sent for ``key`` at ``now``; it is kept for Timer J."""
         if key not in self._pending:
             return
-        self._pending.discard(key)
+        self._pending.remove(key)
         answer.expires_at = now + self.lifetime
         self._entries[key] = answer
         self._bytes += len(answer.data) + ENTRY_OVERHEAD
