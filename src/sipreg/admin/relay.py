@@ -116,7 +116,7 @@ class EventRelay:
             async for message in pubsub.listen():
                 self._deliver(message.get("data"))
         finally:
-            await pubsub.aclose()  # type: ignore[no-untyped-call]
+            await pubsub.aclose()
             if own is not None:
                 await own.aclose()
 

@@ -149,7 +149,7 @@ def connect(target: RedisTarget) -> Client:
         nodes = [ClusterNode(host, port) for host, port in target.hosts]
         return RedisCluster(startup_nodes=nodes, **common)
     if target.scheme == "redis+sentinel":
-        sentinel = Sentinel(  # type: ignore[no-untyped-call]
+        sentinel = Sentinel(
             list(target.hosts),
             socket_timeout=target.timeout,
             socket_connect_timeout=target.timeout,
