@@ -24,6 +24,7 @@ from setuptools.command.build_ext import build_ext
 COMPILED = [
     "_abnf.py",
     "_scan.py",
+    "_value.py",
     "chain.py",
     "framing.py",
     "front.py",

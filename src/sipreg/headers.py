@@ -3,10 +3,11 @@
 from __future__ import annotations
 
 from collections.abc import Iterable, Iterator
-from dataclasses import dataclass
+from typing import Final
 
 from . import _abnf
 from ._scan import Scanner, split_commas
+from ._value import Value
 from .errors import ParseError
 from .uri import NameAddr, Params, format_params, parse_name_addr
 
@@ -186,14 +187,20 @@ def display_name(name: str) -> str:
 # --- typed values ------------------------------------------------------------------------
 
 
-@dataclass(frozen=True)
-class Via:
+class Via(Value):
     """One Via value: ``SIP/2.0/UDP host:port;params``."""
 
-    transport: str
-    host: str
-    port: int | None
-    params: Params
+    __slots__ = ("host", "params", "port", "transport")
+    transport: Final[str]
+    host: Final[str]
+    port: Final[int | None]
+    params: Final[Params]
+
+    def __init__(self, transport: str, host: str, port: int | None, params: Params) -> None:
+        self.transport = transport
+        self.host = host
+        self.port = port
+        self.params = params
 
     def param(self, name: str) -> str | None:
         """The value of a Via parameter; '' for a flag, None if absent."""
@@ -241,12 +248,16 @@ def parse_via(value: str) -> Via:
     return Via(m.group(3).upper(), sb.group(1), port, tuple(params))
 
 
-@dataclass(frozen=True)
-class CSeq:
+class CSeq(Value):
     """``CSeq: number METHOD``."""
 
-    number: int
-    method: str
+    __slots__ = ("method", "number")
+    number: Final[int]
+    method: Final[str]
+
+    def __init__(self, number: int, method: str) -> None:
+        self.number = number
+        self.method = method
 
 
 def parse_cseq(value: str) -> CSeq:

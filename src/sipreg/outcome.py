@@ -11,8 +11,9 @@ the record's fields in a JSON line.
 from __future__ import annotations
 
 import logging
-from dataclasses import dataclass
+from typing import Final
 
+from ._value import Value
 from .config import format_address
 from .logs import Fields
 from .networks import format_endpoint
@@ -21,8 +22,7 @@ from .throttle import Throttle
 log = logging.getLogger("sipreg.register")
 
 
-@dataclass(frozen=True, slots=True, kw_only=True)
-class Outcome:
+class Outcome(Value):
     """What became of one message.
 
     ``method`` is None for a message that could not be parsed as a request;
@@ -33,20 +33,69 @@ class Outcome:
     ``guard`` are what the steps learnt (see :class:`~sipreg.chain.Context`).
     """
 
-    at: float
-    method: str | None
-    status: int | None
-    reason: str
-    transport: str
-    source: tuple[str, int]
-    duration: float
-    retransmission: bool = False
-    aor: str | None = None
-    auth: str | None = None
-    user: str | None = None
-    contacts: int | None = None
-    bindings: int | None = None
-    guard: str | None = None
+    __slots__ = (
+        "aor",
+        "at",
+        "auth",
+        "bindings",
+        "contacts",
+        "duration",
+        "guard",
+        "method",
+        "reason",
+        "retransmission",
+        "source",
+        "status",
+        "transport",
+        "user",
+    )
+    at: Final[float]
+    method: Final[str | None]
+    status: Final[int | None]
+    reason: Final[str]
+    transport: Final[str]
+    source: Final[tuple[str, int]]
+    duration: Final[float]
+    retransmission: Final[bool]
+    aor: Final[str | None]
+    auth: Final[str | None]
+    user: Final[str | None]
+    contacts: Final[int | None]
+    bindings: Final[int | None]
+    guard: Final[str | None]
+
+    def __init__(
+        self,
+        *,
+        at: float,
+        method: str | None,
+        status: int | None,
+        reason: str,
+        transport: str,
+        source: tuple[str, int],
+        duration: float,
+        retransmission: bool = False,
+        aor: str | None = None,
+        auth: str | None = None,
+        user: str | None = None,
+        contacts: int | None = None,
+        bindings: int | None = None,
+        guard: str | None = None,
+    ) -> None:
+        self.at = at
+        self.method = method
+        self.status = status
+        self.reason = reason
+        self.transport = transport
+        self.source = source
+        self.duration = duration
+        self.retransmission = retransmission
+        self.aor = aor
+        self.auth = auth
+        self.user = user
+        self.contacts = contacts
+        self.bindings = bindings
+        self.guard = guard
 
     @property
     def refused(self) -> bool:

@@ -4,11 +4,12 @@ from __future__ import annotations
 
 import ipaddress
 import re
-from dataclasses import dataclass, replace
+from typing import Final
 from urllib.parse import unquote_to_bytes
 
 from . import _abnf
 from ._scan import Scanner, unquote
+from ._value import Value
 from .errors import ParseError
 
 Params = tuple[tuple[str, str | None], ...]
@@ -26,17 +27,35 @@ def format_params(params: Params) -> str:
     return "".join(f";{n}" if v is None else f";{n}={v}" for n, v in params)
 
 
-@dataclass(frozen=True)
-class SipUri:
+class SipUri(Value):
     """``sip:`` or ``sips:`` URI; parts are kept as written (escaped)."""
 
-    scheme: str
-    host: str
-    user: str | None = None
-    password: str | None = None
-    port: int | None = None
-    params: Params = ()
-    headers: tuple[tuple[str, str], ...] = ()
+    __slots__ = ("headers", "host", "params", "password", "port", "scheme", "user")
+    scheme: Final[str]
+    host: Final[str]
+    user: Final[str | None]
+    password: Final[str | None]
+    port: Final[int | None]
+    params: Final[Params]
+    headers: Final[tuple[tuple[str, str], ...]]
+
+    def __init__(
+        self,
+        scheme: str,
+        host: str,
+        user: str | None = None,
+        password: str | None = None,
+        port: int | None = None,
+        params: Params = (),
+        headers: tuple[tuple[str, str], ...] = (),
+    ) -> None:
+        self.scheme = scheme
+        self.host = host
+        self.user = user
+        self.password = password
+        self.port = port
+        self.params = params
+        self.headers = headers
 
     def __str__(self) -> str:
         userinfo = ""
@@ -67,12 +86,16 @@ class SipUri:
         return f"{self.scheme}:{user}{self.host_key}{port}"
 
 
-@dataclass(frozen=True)
-class TelUri:
+class TelUri(Value):
     """``tel:`` URI (RFC 3966): the number and its parameters."""
 
-    number: str
-    params: Params = ()
+    __slots__ = ("number", "params")
+    number: Final[str]
+    params: Final[Params]
+
+    def __init__(self, number: str, params: Params = ()) -> None:
+        self.number = number
+        self.params = params
 
     @property
     def scheme(self) -> str:
@@ -83,12 +106,16 @@ class TelUri:
         return f"tel:{self.number}{format_params(self.params)}"
 
 
-@dataclass(frozen=True)
-class AbsoluteUri:
+class AbsoluteUri(Value):
     """A URI of a scheme this server does not interpret."""
 
-    scheme: str
-    rest: str
+    __slots__ = ("rest", "scheme")
+    scheme: Final[str]
+    rest: Final[str]
+
+    def __init__(self, scheme: str, rest: str) -> None:
+        self.scheme = scheme
+        self.rest = rest
 
     def __str__(self) -> str:
         return f"{self.scheme}:{self.rest}"
@@ -269,14 +296,26 @@ def _tel_key(uri: TelUri) -> tuple[str, frozenset[tuple[str, str | None]]]:
 # --- name-addr / addr-spec -------------------------------------------------------------
 
 
-@dataclass(frozen=True)
-class NameAddr:
+class NameAddr(Value):
     """``[display-name] <URI>`` or a bare addr-spec, plus the header parameters after it."""
 
-    uri: Uri
-    display_name: str | None = None
-    params: Params = ()
-    bracketed: bool = True
+    __slots__ = ("bracketed", "display_name", "params", "uri")
+    uri: Final[Uri]
+    display_name: Final[str | None]
+    params: Final[Params]
+    bracketed: Final[bool]
+
+    def __init__(
+        self,
+        uri: Uri,
+        display_name: str | None = None,
+        params: Params = (),
+        bracketed: bool = True,
+    ) -> None:
+        self.uri = uri
+        self.display_name = display_name
+        self.params = params
+        self.bracketed = bracketed
 
     def param(self, name: str) -> str | None:
         """Header parameter ``name`` (case-insensitive); '' for a flag, None if absent."""
@@ -288,7 +327,7 @@ class NameAddr:
     def with_param(self, name: str, value: str | None) -> NameAddr:
         """A copy with ``name`` set (replacing an existing value)."""
         kept = tuple((n, v) for n, v in self.params if n.lower() != name.lower())
-        return replace(self, params=(*kept, (name, value)))
+        return self.replace(params=(*kept, (name, value)))
 
     def __str__(self) -> str:
         if self.display_name is not None:

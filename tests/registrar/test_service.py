@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import asyncio
-import dataclasses
 import logging
 import re
 from dataclasses import dataclass
@@ -919,8 +918,8 @@ class RacedStore(MemoryStore):
         if change.aor not in self.raced:
             self.raced.add(change.aor)
             state = await super().load(change.aor)
-            other = dataclasses.replace(
-                change.upsert[0], key=self.contact, contact=self.contact, call_id="other-node"
+            other = change.upsert[0].replace(
+                key=self.contact, contact=self.contact, call_id="other-node"
             )
             await super().apply(Change(change.aor, state.version, upsert=(other,)))
             raise StoreConflict("raced", current=await super().load(change.aor))

@@ -3,14 +3,14 @@
 from __future__ import annotations
 
 import math
-from dataclasses import dataclass, field
+from typing import Final
 
+from .._value import Value
 from ..errors import ParseError
 from ..uri import parse_uri, uri_equal
 
 
-@dataclass(frozen=True, kw_only=True, slots=True)
-class Binding:
+class Binding(Value):
     """A contact address bound to an AOR until ``expires_at`` (seconds since the epoch).
 
     ``contact`` is the contact URI as the client sent it.  ``key`` tells the
@@ -27,28 +27,85 @@ class Binding:
     their own bindings from the others'.
     """
 
-    aor: str
-    contact: str
-    expires_at: float
-    call_id: str
-    cseq: int
-    q: float | None = None
-    params: tuple[tuple[str, str | None], ...] = ()
-    registered_at: float = 0.0
-    source: tuple[str, int] = ("", 0)
-    transport: str = "udp"
-    local: tuple[str, int] = ("", 0)
-    user_agent: str | None = None
-    instance: str | None = None
-    reg_id: int | None = None
-    path: tuple[str, ...] = field(default=())
-    key: str = ""
-    connection: str | None = None
-    node: str = ""
+    __slots__ = (
+        "aor",
+        "call_id",
+        "connection",
+        "contact",
+        "cseq",
+        "expires_at",
+        "instance",
+        "key",
+        "local",
+        "node",
+        "params",
+        "path",
+        "q",
+        "reg_id",
+        "registered_at",
+        "source",
+        "transport",
+        "user_agent",
+    )
+    aor: Final[str]
+    contact: Final[str]
+    expires_at: Final[float]
+    call_id: Final[str]
+    cseq: Final[int]
+    q: Final[float | None]
+    params: Final[tuple[tuple[str, str | None], ...]]
+    registered_at: Final[float]
+    source: Final[tuple[str, int]]
+    transport: Final[str]
+    local: Final[tuple[str, int]]
+    user_agent: Final[str | None]
+    instance: Final[str | None]
+    reg_id: Final[int | None]
+    path: Final[tuple[str, ...]]
+    key: Final[str]
+    connection: Final[str | None]
+    node: Final[str]
 
-    def __post_init__(self) -> None:
-        if not self.key:
-            object.__setattr__(self, "key", self.contact)
+    def __init__(
+        self,
+        *,
+        aor: str,
+        contact: str,
+        expires_at: float,
+        call_id: str,
+        cseq: int,
+        q: float | None = None,
+        params: tuple[tuple[str, str | None], ...] = (),
+        registered_at: float = 0.0,
+        source: tuple[str, int] = ("", 0),
+        transport: str = "udp",
+        local: tuple[str, int] = ("", 0),
+        user_agent: str | None = None,
+        instance: str | None = None,
+        reg_id: int | None = None,
+        path: tuple[str, ...] = (),
+        key: str = "",
+        connection: str | None = None,
+        node: str = "",
+    ) -> None:
+        self.aor = aor
+        self.contact = contact
+        self.expires_at = expires_at
+        self.call_id = call_id
+        self.cseq = cseq
+        self.q = q
+        self.params = params
+        self.registered_at = registered_at
+        self.source = source
+        self.transport = transport
+        self.local = local
+        self.user_agent = user_agent
+        self.instance = instance
+        self.reg_id = reg_id
+        self.path = path
+        self.key = key or contact
+        self.connection = connection
+        self.node = node
 
     def remaining(self, now: float) -> int:
         """Whole seconds left before expiry, rounded up: a live binding never shows 0."""
@@ -76,8 +133,7 @@ class Binding:
             return self.contact == text
 
 
-@dataclass(frozen=True, slots=True)
-class AorState:
+class AorState(Value):
     """An AOR's stored bindings (expired ones included, sorted by key) and its version.
 
     The version is 0 exactly while the AOR has no bindings.  Every successful
@@ -88,13 +144,18 @@ class AorState:
     it had waited its turn.  Nothing but a change to the AOR moves its version.
     """
 
-    aor: str
-    bindings: tuple[Binding, ...]
-    version: int
+    __slots__ = ("aor", "bindings", "version")
+    aor: Final[str]
+    bindings: Final[tuple[Binding, ...]]
+    version: Final[int]
+
+    def __init__(self, aor: str, bindings: tuple[Binding, ...], version: int) -> None:
+        self.aor = aor
+        self.bindings = bindings
+        self.version = version
 
 
-@dataclass(frozen=True)
-class Change:
+class Change(Value):
     """What one REGISTER does to one AOR: remove these bindings, then upsert those.
 
     ``remove`` holds stored ``Binding.key`` strings.  ``upsert`` replaces a
@@ -103,15 +164,22 @@ class Change:
     upsert belongs to another AOR.
     """
 
-    aor: str
-    version: int
-    remove: tuple[str, ...] = ()
-    upsert: tuple[Binding, ...] = ()
+    __slots__ = ("aor", "remove", "upsert", "version")
+    aor: Final[str]
+    version: Final[int]
+    remove: Final[tuple[str, ...]]
+    upsert: Final[tuple[Binding, ...]]
 
-    def __post_init__(self) -> None:
-        strangers = [b.contact for b in self.upsert if b.aor != self.aor]
+    def __init__(
+        self, aor: str, version: int, remove: tuple[str, ...] = (), upsert: tuple[Binding, ...] = ()
+    ) -> None:
+        strangers = [b.contact for b in upsert if b.aor != aor]
         if strangers:
-            raise ValueError(f"change for {self.aor!r} upserts other AORs' bindings: {strangers}")
+            raise ValueError(f"change for {aor!r} upserts other AORs' bindings: {strangers}")
+        self.aor = aor
+        self.version = version
+        self.remove = remove
+        self.upsert = upsert
 
     @property
     def empty(self) -> bool:

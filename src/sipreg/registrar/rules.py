@@ -6,13 +6,12 @@ stored state are arguments.  Every refusal is a :class:`~sipreg.errors.SipError`
 
 from __future__ import annotations
 
-import dataclasses
-from dataclasses import dataclass
 from functools import lru_cache
-from typing import overload
+from typing import Final, overload
 
 from .. import _abnf
 from .._scan import Scanner
+from .._value import Value
 from ..errors import (
     BadExtension,
     BadRequest,
@@ -34,22 +33,33 @@ from .policy import Policy, covers
 _ONE_HOUR = 3600
 
 
-@dataclass(frozen=True)
-class Source:
+class Source(Value):
     """Where a request came from, on which local socket, and the connection to tie it to.
 
     ``connection`` is set when the bindings it makes live only as long as the
     connection they came over (see :attr:`Binding.connection`).
     """
 
-    transport: str
-    address: tuple[str, int]
-    local: tuple[str, int]
-    connection: str | None = None
+    __slots__ = ("address", "connection", "local", "transport")
+    transport: Final[str]
+    address: Final[tuple[str, int]]
+    local: Final[tuple[str, int]]
+    connection: Final[str | None]
+
+    def __init__(
+        self,
+        transport: str,
+        address: tuple[str, int],
+        local: tuple[str, int],
+        connection: str | None = None,
+    ) -> None:
+        self.transport = transport
+        self.address = address
+        self.local = local
+        self.connection = connection
 
 
-@dataclass(frozen=True)
-class RegisterPlan:
+class RegisterPlan(Value):
     """The outcome of a REGISTER: the change to store (None for a query) and the 200 to send.
 
     ``bindings`` are those the 200 lists; ``asked`` is how many contacts the
@@ -57,12 +67,29 @@ class RegisterPlan:
     change removes to make room (``max_contacts_policy`` ``replace-oldest``).
     """
 
-    aor: str
-    change: Change | None
-    bindings: tuple[Binding, ...]
-    response: Response
-    evicted: tuple[Binding, ...] = ()
-    asked: int = 0
+    __slots__ = ("aor", "asked", "bindings", "change", "evicted", "response")
+    aor: Final[str]
+    change: Final[Change | None]
+    bindings: Final[tuple[Binding, ...]]
+    response: Final[Response]
+    evicted: Final[tuple[Binding, ...]]
+    asked: Final[int]
+
+    def __init__(
+        self,
+        aor: str,
+        change: Change | None,
+        bindings: tuple[Binding, ...],
+        response: Response,
+        evicted: tuple[Binding, ...] = (),
+        asked: int = 0,
+    ) -> None:
+        self.aor = aor
+        self.change = change
+        self.bindings = bindings
+        self.response = response
+        self.evicted = evicted
+        self.asked = asked
 
 
 @lru_cache(maxsize=8192)
@@ -231,7 +258,7 @@ def plan_register(
         request, state, now, tuple(remove), tuple(upsert), tuple(kept.values()), flows,
         len(contacts),
     )  # fmt: skip
-    return dataclasses.replace(plan, evicted=evicted) if evicted else plan
+    return plan.replace(evicted=evicted) if evicted else plan
 
 
 def _matches(live: list[Binding], uri: Uri, key: str | None) -> list[Binding]:

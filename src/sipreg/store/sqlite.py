@@ -48,7 +48,6 @@ from collections import OrderedDict
 from collections.abc import Callable, Iterable, Iterator, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from contextlib import contextmanager, suppress
-from dataclasses import replace
 from typing import Any, TypeVar, TypeVarTuple
 
 from ..errors import StoreConflict, StoreUnavailable
@@ -278,7 +277,7 @@ class SqliteStore(BindingStore):
         if self._con is None or self._closer is not None:
             raise StoreUnavailable("SqliteStore is not open")
         if not all(map(_storable, change.upsert)):  # cache what the file holds
-            change = replace(change, upsert=tuple(map(_as_stored, change.upsert)))
+            change = change.replace(upsert=tuple(map(_as_stored, change.upsert)))
         future: asyncio.Future[int] = asyncio.get_running_loop().create_future()
         self._pending.append((change, future))
         if self._committer is None or self._committer.done():
@@ -742,7 +741,7 @@ def _storable(b: Binding) -> bool:
 
 def _as_stored(b: Binding) -> Binding:
     """``b`` as the file keeps it: header texts with bytes that were not UTF-8 replaced."""
-    return replace(b, user_agent=_text(b.user_agent), instance=_text(b.instance))
+    return b.replace(user_agent=_text(b.user_agent), instance=_text(b.instance))
 
 
 def _text(value: str | None) -> str | None:
