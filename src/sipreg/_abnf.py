@@ -8,6 +8,7 @@ unfolding, so ``LWS`` here is plain white space.  ``DIGIT`` is written ``[0-9]``
 from __future__ import annotations
 
 import re
+from typing import Final
 
 # alphanum / "-" / "." / "!" / "%" / "*" / "_" / "+" / "`" / "'" / "~"
 TOKEN = r"[A-Za-z0-9\-.!%*_+`'~]+"
@@ -68,29 +69,27 @@ URIC = rf"(?:[{UNRESERVED};/?:@&=+$,\[\]]|{ESCAPED})"
 # --- composite rules -------------------------------------------------------------------
 
 # sent-protocol = protocol-name SLASH protocol-version SLASH transport   (SLASH = SWS "/" SWS)
-SENT_PROTOCOL_RE = re.compile(rf"({TOKEN}){SWS}/{SWS}({TOKEN}){SWS}/{SWS}({TOKEN})")
+SENT_PROTOCOL_RE: Final = re.compile(rf"({TOKEN}){SWS}/{SWS}({TOKEN}){SWS}/{SWS}({TOKEN})")
 # sent-by = host [ COLON port ]   (COLON = SWS ":" SWS)
-SENT_BY_RE = re.compile(rf"({HOST})(?:{SWS}:{SWS}({PORT}))?")
+SENT_BY_RE: Final = re.compile(rf"({HOST})(?:{SWS}:{SWS}({PORT}))?")
 # CSeq = "CSeq" HCOLON 1*DIGIT LWS Method   (at most ten digits are read)
-CSEQ_RE = re.compile(rf"{SWS}([0-9]{{1,10}}){LWS}({TOKEN}){SWS}\Z")
+CSEQ_RE: Final = re.compile(rf"{SWS}([0-9]{{1,10}}){LWS}({TOKEN}){SWS}\Z")
 # hostport = host [ ":" port ]   (the port's digits are checked by the caller)
-HOSTPORT_RE = re.compile(rf"({HOST})(?::([0-9]*))?")
+HOSTPORT_RE: Final = re.compile(rf"({HOST})(?::([0-9]*))?")
 # display-name = *(token LWS) / quoted-string   (the token form)
-DISPLAY_TOKENS_RE = re.compile(rf"{TOKEN}(?:{LWS}{TOKEN})*")
+DISPLAY_TOKENS_RE: Final = re.compile(rf"{TOKEN}(?:{LWS}{TOKEN})*")
 # RFC 3966: global-number-digits = "+" *phonedigit DIGIT *phonedigit, or a local number;
 # written so that it matches in linear time.
-TEL_NUMBER_RE = re.compile(r"(\+[\-.()]*[0-9][0-9\-.()]*|[0-9A-Fa-f*#\-.()pw]+)")
+TEL_NUMBER_RE: Final = re.compile(r"(\+[\-.()]*[0-9][0-9\-.()]*|[0-9A-Fa-f*#\-.()pw]+)")
 # gen-value = token / host / quoted-string; a bare IPv6address is accepted too, as
 # via-received has it (RFC 5118 section 4.5).
 GEN_VALUE = rf"{QUOTED_STRING}|\[[0-9A-Fa-f:.]+\]|[0-9A-Fa-f]*:[0-9A-Fa-f:.]+|{TOKEN}"
 # SEMI generic-param, with SEMI = SWS ";" SWS and generic-param = token [ EQUAL gen-value ]
-SEMI_GENERIC_PARAM_RE = re.compile(rf"{SWS};{SWS}({TOKEN})(?:{SWS}={SWS}({GEN_VALUE}))?")
+SEMI_GENERIC_PARAM_RE: Final = re.compile(rf"{SWS};{SWS}({TOKEN})(?:{SWS}={SWS}({GEN_VALUE}))?")
 # Request-Line = Method SP Request-URI SP SIP-Version CRLF
-REQUEST_LINE_RE = re.compile(rf"({METHOD}) (\S+) ({SIP_VERSION})\Z")
+REQUEST_LINE_RE: Final = re.compile(rf"({METHOD}) (\S+) ({SIP_VERSION})\Z")
 # Status-Line = SIP-Version SP Status-Code SP Reason-Phrase CRLF   (Status-Code checked after)
-STATUS_LINE_RE = re.compile(rf"({SIP_VERSION}) ([0-9]+) ([^\r\n]*)\Z")
-# message-header: field-name HCOLON field-value, HCOLON = *( SP / HTAB ) ":" SWS
-HEADER_LINE_RE = re.compile(rf"({TOKEN})[ \t]*:[ \t]*(.*)\Z", re.DOTALL)
+STATUS_LINE_RE: Final = re.compile(rf"({SIP_VERSION}) ([0-9]+) ([^\r\n]*)\Z")
 
 
 def full(pattern: str) -> re.Pattern[str]:
@@ -98,32 +97,34 @@ def full(pattern: str) -> re.Pattern[str]:
     return re.compile(rf"(?:{pattern})\Z")
 
 
-TOKEN_RE = full(TOKEN)
-TOKEN_PREFIX_RE = re.compile(TOKEN)
-CALLID_RE = full(CALLID)
-USER_RE = full(USER)
-PASSWORD_RE = full(PASSWORD)
-HOST_RE = full(HOST)
-PORT_RE = full(PORT)
-PARAMCHARS_RE = full(PARAMCHARS)
-HNAME_RE = full(rf"{HNVCHARS}+")
-HVALUE_RE = full(rf"{HNVCHARS}*")
-METHOD_RE = full(METHOD)
-SIP_VERSION_RE = full(SIP_VERSION)
-QVALUE_RE = full(QVALUE)
-DELTA_SECONDS_RE = full(DELTA_SECONDS)
-SCHEME_RE = full(SCHEME)
-URIC_RE = full(rf"{URIC}+")
-QUOTED_STRING_RE = re.compile(QUOTED_STRING)
+TOKEN_RE: Final = full(TOKEN)
+TOKEN_PREFIX_RE: Final = re.compile(TOKEN)
+CALLID_RE: Final = full(CALLID)
+USER_RE: Final = full(USER)
+PASSWORD_RE: Final = full(PASSWORD)
+HOST_RE: Final = full(HOST)
+PORT_RE: Final = full(PORT)
+PARAMCHARS_RE: Final = full(PARAMCHARS)
+HNAME_RE: Final = full(rf"{HNVCHARS}+")
+HVALUE_RE: Final = full(rf"{HNVCHARS}*")
+METHOD_RE: Final = full(METHOD)
+SIP_VERSION_RE: Final = full(SIP_VERSION)
+QVALUE_RE: Final = full(QVALUE)
+DELTA_SECONDS_RE: Final = full(DELTA_SECONDS)
+SCHEME_RE: Final = full(SCHEME)
+URIC_RE: Final = full(rf"{URIC}+")
+QUOTED_STRING_RE: Final = re.compile(QUOTED_STRING)
 
 # --- authentication (RFC 3261 section 25, RFC 7616 section 3) --------------------------
 
 # auth-param = auth-param-name EQUAL ( token / quoted-string ), after the scheme or a COMMA;
 # COMMA = SWS "," SWS.  The digest parameters (dig-resp) have this shape too.
-AUTH_PARAM_RE = re.compile(rf"{SWS}({TOKEN}){SWS}={SWS}({QUOTED_STRING}|{TOKEN})")
+AUTH_PARAM_RE: Final = re.compile(rf"{SWS}({TOKEN}){SWS}={SWS}({QUOTED_STRING}|{TOKEN})")
 #: An auth-param and what ends it: a COMMA, or the end of the value.
-AUTH_PARAM_ITEM_RE = re.compile(rf"{SWS}({TOKEN}){SWS}={SWS}({QUOTED_STRING}|{TOKEN}){SWS}(,|\Z)")
+AUTH_PARAM_ITEM_RE: Final = re.compile(
+    rf"{SWS}({TOKEN}){SWS}={SWS}({QUOTED_STRING}|{TOKEN}){SWS}(,|\Z)"
+)
 # request-digest = LDQUOT 32LHEX RDQUOT (MD5); SHA-256 digests are 64 hex digits (RFC 7616)
-LHEX_RE = re.compile(r"[0-9a-f]+\Z")
+LHEX_RE: Final = re.compile(r"[0-9a-f]+\Z")
 # nc-value = 8LHEX
-NC_VALUE_RE = re.compile(r"[0-9a-fA-F]{8}\Z")
+NC_VALUE_RE: Final = re.compile(r"[0-9a-fA-F]{8}\Z")

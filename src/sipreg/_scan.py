@@ -7,8 +7,6 @@ import re
 from . import _abnf
 from .errors import ParseError
 
-_WS = re.compile(_abnf.SWS)
-
 
 class Scanner:
     """Reads a header value left to right; every failure is a :class:`ParseError`."""
@@ -24,9 +22,7 @@ class Scanner:
 
     def skip_ws(self) -> None:
         """Skip optional white space (SWS)."""
-        m = _WS.match(self.text, self.pos)
-        if m:
-            self.pos = m.end()
+        self.pos = _after_ws(self.text, self.pos)
 
     def at_end(self) -> bool:
         """True when only white space is left."""
@@ -84,13 +80,27 @@ class Scanner:
     def params(self) -> list[tuple[str, str | None]]:
         """``*( SEMI generic-param )`` with ``generic-param = token [ EQUAL gen-value ]``."""
         out: list[tuple[str, str | None]] = []
-        while m := _abnf.SEMI_GENERIC_PARAM_RE.match(self.text, self.pos):
+        while self._semicolon_next():
+            m = _abnf.SEMI_GENERIC_PARAM_RE.match(self.text, self.pos)
+            if not m:  # a ';' that starts no parameter: a malformed one
+                self.accept(";")
+                raise self.fail(f"bad parameter at offset {self.pos}")
             self.pos = m.end()
             out.append((m.group(1), m.group(2)))
-        # What follows is no parameter: a ';' there is a malformed one.
-        if self.accept(";"):
-            raise self.fail(f"bad parameter at offset {self.pos}")
         return out
+
+    def _semicolon_next(self) -> bool:
+        """True when a ';' comes next, after white space (which is not consumed)."""
+        pos = _after_ws(self.text, self.pos)
+        return pos < len(self.text) and self.text[pos] == ";"
+
+
+def _after_ws(text: str, pos: int) -> int:
+    """Where the white space (SWS: spaces and tabs, as unfolded) at ``pos`` ends."""
+    end = len(text)
+    while pos < end and (text[pos] == " " or text[pos] == "\t"):
+        pos += 1
+    return pos
 
 
 def split_commas(value: str, what: str) -> list[str]:

@@ -15,7 +15,6 @@ from __future__ import annotations
 
 import abc
 from collections.abc import Callable, Iterable
-from dataclasses import dataclass
 
 from mypy_extensions import mypyc_attr
 
@@ -30,7 +29,6 @@ from .uri import SipUri, parse_uri
 Filter = Callable[[Request, Address], bool]
 
 
-@dataclass(slots=True, kw_only=True)
 class Context:
     """What a step knows of a request besides the request itself.
 
@@ -45,16 +43,33 @@ class Context:
     ``scanner``).
     """
 
-    leg: Leg
-    source: Address
-    now: float
-    transactions: TransactionCache
-    aor: str | None = None
-    user: str | None = None
-    auth: str | None = None
-    contacts: int | None = None
-    bindings: int | None = None
-    guard: str | None = None
+    __slots__ = ("aor", "auth", "bindings", "contacts", "guard", "leg", "now", "source",
+                 "transactions", "user")  # fmt: skip
+
+    def __init__(
+        self,
+        *,
+        leg: Leg,
+        source: Address,
+        now: float,
+        transactions: TransactionCache,
+        aor: str | None = None,
+        user: str | None = None,
+        auth: str | None = None,
+        contacts: int | None = None,
+        bindings: int | None = None,
+        guard: str | None = None,
+    ) -> None:
+        self.leg = leg
+        self.source = source
+        self.now = now
+        self.transactions = transactions
+        self.aor = aor
+        self.user = user
+        self.auth = auth
+        self.contacts = contacts
+        self.bindings = bindings
+        self.guard = guard
 
 
 @mypyc_attr(allow_interpreted_subclasses=True)

@@ -16,7 +16,7 @@ import logging
 import secrets
 import time
 from collections.abc import Callable
-from typing import Protocol
+from typing import Final, Protocol
 
 from .chain import Context, Step
 from .errors import (
@@ -39,7 +39,7 @@ from .via import response_destination, stamp_received, stamp_request, via_destin
 
 log = logging.getLogger("sipreg.front")
 #: Seconds a 503 asks the client to wait when the store cannot be reached.
-RETRY_AFTER = 5
+RETRY_AFTER: Final = 5
 
 
 class Dispatcher(Protocol):

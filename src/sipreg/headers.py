@@ -11,7 +11,7 @@ from ._value import Value
 from .errors import ParseError
 from .uri import NameAddr, Params, format_params, parse_name_addr
 
-COMPACT_FORMS: dict[str, str] = {
+COMPACT_FORMS: Final[dict[str, str]] = {
     "a": "accept-contact",
     "b": "referred-by",
     "c": "content-type",
@@ -35,7 +35,7 @@ COMPACT_FORMS: dict[str, str] = {
 }
 
 
-_CANONICAL: dict[str, str] = {}  # spellings seen, bounded: see canonical_name
+_CANONICAL: Final[dict[str, str]] = {}  # spellings seen, bounded: see canonical_name
 
 
 def canonical_name(name: str) -> str:
@@ -170,7 +170,7 @@ class Headers:
         self._edits[canon] = self._edits.get(canon, 0) + 1
 
 
-_DISPLAY = {
+_DISPLAY: Final = {
     "call-id": "Call-ID",
     "cseq": "CSeq",
     "www-authenticate": "WWW-Authenticate",

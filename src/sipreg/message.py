@@ -11,8 +11,8 @@ from __future__ import annotations
 
 import re
 from collections.abc import Callable
-from dataclasses import dataclass, field
-from typing import Any, Generic, TypeVar, overload
+from dataclasses import dataclass
+from typing import Any, Final, Generic, TypeVar, overload
 
 from . import _abnf
 from ._scan import split_commas
@@ -22,7 +22,7 @@ from .status import reason_phrase
 from .uri import NameAddr, SipUri, Uri, parse_name_addr, parse_uri
 
 # One white space character before "SIP/" (not ``[ \t]+``) keeps the match linear in time.
-_LOOKS_LIKE_REQUEST = re.compile(rf"{_abnf.TOKEN}[ \t]+\S.*[ \t][Ss][Ii][Pp]/\S+[ \t]*\Z")
+_LOOKS_LIKE_REQUEST: Final = re.compile(rf"{_abnf.TOKEN}[ \t]+\S.*[ \t][Ss][Ii][Pp]/\S+[ \t]*\Z")
 
 
 _T = TypeVar("_T")
@@ -76,20 +76,34 @@ def _encode(text: str) -> bytes:
     return text.encode("utf-8", "surrogateescape")
 
 
-@dataclass(eq=False)
 class Request:
-    """A SIP request.  ``uri`` may be replaced (a proxy step rewrites it)."""
+    """A SIP request.  ``uri`` may be replaced (a proxy step rewrites it).
 
-    method: str
-    uri: Uri
-    headers: Headers
-    body: bytes = b""
-    version: str = "SIP/2.0"
-    #: The Request-URI came in <> (RFC 4475 3.1.2.7); it is sent on without them.
-    bracketed_uri: bool = field(default=False, kw_only=True)
-    _views: dict[str, tuple[Headers, int, Any]] = field(
-        default_factory=dict, init=False, repr=False
-    )
+    ``bracketed_uri``: the Request-URI came in <> (RFC 4475 3.1.2.7); it is sent
+    on without them.  (A written class, not a dataclass: mypyc compiles its
+    ``__init__``, as for :class:`~sipreg._value.Value`.)
+    """
+
+    def __init__(
+        self,
+        method: str,
+        uri: Uri,
+        headers: Headers,
+        body: bytes = b"",
+        version: str = "SIP/2.0",
+        *,
+        bracketed_uri: bool = False,
+    ) -> None:
+        self.method = method
+        self.uri = uri
+        self.headers = headers
+        self.body = body
+        self.version = version
+        self.bracketed_uri = bracketed_uri
+        self._views: dict[str, tuple[Headers, int, Any]] = {}
+
+    def __repr__(self) -> str:
+        return f"Request({self.method!r}, {str(self.uri)!r}, {len(self.headers)} header fields)"
 
     def to_bytes(self) -> bytes:
         """The wire form, with Content-Length set to the body's length."""
@@ -160,19 +174,25 @@ class Request:
             raise ParseError("CSeq method does not match the request method")
 
 
-@dataclass(eq=False)
 class Response:
-    """A SIP response."""
+    """A SIP response; without a ``reason`` it gets the status's standard phrase."""
 
-    status: int
-    reason: str = ""
-    headers: Headers = field(default_factory=Headers)
-    body: bytes = b""
-    version: str = "SIP/2.0"
+    def __init__(
+        self,
+        status: int,
+        reason: str = "",
+        headers: Headers | None = None,
+        body: bytes = b"",
+        version: str = "SIP/2.0",
+    ) -> None:
+        self.status = status
+        self.reason = reason or reason_phrase(status)
+        self.headers = headers if headers is not None else Headers()
+        self.body = body
+        self.version = version
 
-    def __post_init__(self) -> None:
-        if not self.reason:
-            self.reason = reason_phrase(self.status)
+    def __repr__(self) -> str:
+        return f"Response({self.status}, {self.reason!r}, {len(self.headers)} header fields)"
 
     def to_bytes(self) -> bytes:
         """The wire form, with Content-Length set to the body's length."""
@@ -235,7 +255,7 @@ def parse_message(
     past ``limits`` is an error too.
     """
     head_bytes, rest = split_head(data)
-    lines = re.split(r"\r?\n", _decode(head_bytes))
+    lines = _lines(_decode(head_bytes))
     start = lines[0]
     request_line = _abnf.REQUEST_LINE_RE.match(start)
     status_line = None if request_line else _abnf.STATUS_LINE_RE.match(start)
@@ -275,9 +295,7 @@ def _request(m: re.Match[str], headers: Headers, body: bytes) -> Request:
     uri = parse_uri(uri_text[1:-1] if bracketed else uri_text)
     if isinstance(uri, SipUri) and uri.headers:
         raise ParseError("Request-URI must not carry headers")
-    request = Request(method, uri, headers, body, "SIP/2.0")
-    request.bracketed_uri = bracketed
-    return request
+    return Request(method, uri, headers, body, "SIP/2.0", bracketed_uri=bracketed)
 
 
 def _response(m: re.Match[str], headers: Headers, body: bytes) -> Response:
@@ -307,14 +325,40 @@ def _unfold(lines: list[str], limits: Limits) -> list[str]:
     return out
 
 
+def _lines(head: str) -> list[str]:
+    """The lines of a message head, split at LF with the CR before it (``\\r?\\n``)."""
+    return [line[:-1] if line.endswith("\r") else line for line in head.split("\n")]
+
+
+_FIELD_NAMES: Final[set[str]] = set()  # field names seen to be tokens, bounded: see _header_field
+
+
+def _header_field(line: str) -> tuple[str, str] | None:
+    """``field-name HCOLON field-value`` as name and value, or None when it is not one.
+
+    HCOLON is ``*( SP / HTAB ) ":" SWS``; the name is a token, so it ends at the
+    first colon.  The names in use are few: each is checked against the grammar once.
+    """
+    before, colon, value = line.partition(":")
+    name = before.rstrip(" \t")
+    if not colon or not name:
+        return None
+    if name not in _FIELD_NAMES:
+        if not _abnf.TOKEN_RE.match(name):
+            return None
+        if len(_FIELD_NAMES) < 4096:
+            _FIELD_NAMES.add(name)
+    return name, value.strip(" \t")
+
+
 def _parse_headers(lines: list[str], limits: Limits) -> Headers:
     fields = []
     for number, line in enumerate(_unfold(lines, limits), 2):
-        m = _abnf.HEADER_LINE_RE.match(line)
-        if not m:
+        field = _header_field(line)
+        if field is None:
             # The line is not echoed: it is logged, and it may hold anything (a credential).
             raise ParseError(f"Malformed header line {number}: no field name and colon")
-        fields.append((m.group(1), m.group(2).strip(" \t")))
+        fields.append(field)
     return Headers(fields)
 
 
@@ -322,9 +366,9 @@ def _lenient_headers(lines: list[str]) -> Headers | None:
     """Whatever header lines can be read, for addressing a 400."""
     headers = Headers()
     for line in lines:
-        m = _abnf.HEADER_LINE_RE.match(line)
-        if m:
-            headers.add(m.group(1), m.group(2).strip(" \t"))
+        field = _header_field(line)
+        if field is not None:
+            headers.add(*field)
     return headers
 
 
@@ -336,7 +380,7 @@ def content_length(headers: Headers) -> int | None:
     if not values:
         return None
     text = values[0].strip(" \t")
-    if not re.fullmatch(r"[0-9]{1,10}", text):
+    if not 0 < len(text) <= 10 or not text.isdigit() or not text.isascii():
         raise ParseError("Malformed Content-Length")
     return int(text)
 

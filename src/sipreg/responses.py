@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import hashlib
 from email.utils import formatdate
+from typing import Final
 
 from .errors import ParseError, SipError
 from .headers import Headers
@@ -27,7 +28,13 @@ def make_response(
     return Response(status, reason, Headers(fields))
 
 
-_COPIED = (("via", "Via"), ("from", "From"), ("to", "To"), ("call-id", "Call-ID"), ("cseq", "CSeq"))
+_COPIED: Final = (
+    ("via", "Via"),
+    ("from", "From"),
+    ("to", "To"),
+    ("call-id", "Call-ID"),
+    ("cseq", "CSeq"),
+)
 
 _last_date: tuple[int, str] = (-1, "")
 

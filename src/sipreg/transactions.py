@@ -15,21 +15,22 @@ from __future__ import annotations
 import enum
 import hashlib
 from collections import OrderedDict
-from dataclasses import dataclass
+from typing import Final
 
+from ._value import Value
 from .errors import ParseError
 from .leg import Leg
 from .message import Request
 
-MAGIC_COOKIE = "z9hG4bK"
-TIMER_J = 32.0
+MAGIC_COOKIE: Final = "z9hG4bK"
+TIMER_J: Final = 32.0
 #: What an answered entry costs besides its response bytes: its key, the entry
 #: objects and the ordered dict's node (measured with tracemalloc by a test).
-ENTRY_OVERHEAD = 280
+ENTRY_OVERHEAD: Final = 280
 #: The rate whose answers the default cache keeps for all of Timer J.
-DEFAULT_RATE = 4000
+DEFAULT_RATE: Final = 4000
 #: Response bytes a REGISTER's answer takes, for sizing (a 200 with a binding).
-ANSWER_SIZE = 600
+ANSWER_SIZE: Final = 600
 
 #: A digest of the fields that identify a transaction (16 bytes of BLAKE2b: an entry
 #: keeps 49 bytes of key, not the 150 to 250 of the fields themselves).
@@ -41,7 +42,6 @@ def cache_bytes(rate: float, lifetime: float = TIMER_J) -> int:
     return int(rate * lifetime * (ANSWER_SIZE + ENTRY_OVERHEAD))
 
 
-@dataclass(slots=True)
 class Answer:
     """The final response a transaction sent: its status, bytes, and the leg it left by.
 
@@ -52,10 +52,13 @@ class Answer:
     it keeps the answer.
     """
 
-    status: int
-    data: bytes
-    leg: Leg
-    expires_at: float = 0.0
+    __slots__ = ("data", "expires_at", "leg", "status")
+
+    def __init__(self, status: int, data: bytes, leg: Leg, expires_at: float = 0.0) -> None:
+        self.status = status
+        self.data = data
+        self.leg = leg
+        self.expires_at = expires_at
 
 
 class Kind(enum.Enum):
@@ -68,13 +71,20 @@ class Kind(enum.Enum):
     ABSORBED_ACK = "absorbed ack"  #: the ACK of a final answer this server sent
 
 
-@dataclass(frozen=True)
-class Decision:
+class Decision(Value):
     """The transaction layer's call on a request: its kind, key and any answer to repeat."""
 
-    kind: Kind
-    key: TransactionKey | None = None
-    answer: Answer | None = None
+    __slots__ = ("answer", "key", "kind")
+    kind: Final[Kind]
+    key: Final[TransactionKey | None]
+    answer: Final[Answer | None]
+
+    def __init__(
+        self, kind: Kind, key: TransactionKey | None = None, answer: Answer | None = None
+    ) -> None:
+        self.kind = kind
+        self.key = key
+        self.answer = answer
 
 
 def transaction_key(request: Request, method: str | None = None) -> TransactionKey | None:

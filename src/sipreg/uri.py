@@ -124,7 +124,9 @@ class AbsoluteUri(Value):
 Uri = SipUri | TelUri | AbsoluteUri
 
 # Characters that may stand unescaped in a user part; the rest are re-escaped.
-_USER_SAFE = set("ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789-_.!~*'()&=+$,;?/")
+_USER_SAFE: Final = set(
+    "ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789-_.!~*'()&=+$,;?/"
+)
 
 
 def escape_user(user: str) -> str:
@@ -152,11 +154,11 @@ def canonical_host(host: str) -> str:
 def parse_uri(text: str) -> Uri:
     """Parse a URI; raise :class:`ParseError` when it is malformed."""
     scheme, sep, rest = text.partition(":")
+    low = scheme.lower()
+    if sep and (low == "sip" or low == "sips") and scheme.isascii():  # a scheme: no match
+        return _parse_sip(low, rest, text)
     if not sep or not _abnf.SCHEME_RE.match(scheme):
         raise ParseError(f"Malformed URI {text!r}: no scheme")
-    low = scheme.lower()
-    if low in ("sip", "sips"):
-        return _parse_sip(low, rest, text)
     if low == "tel":
         return _parse_tel(rest, text)
     if not rest or not _abnf.URIC_RE.match(rest):
@@ -226,12 +228,12 @@ def _parse_tel(rest: str, text: str) -> TelUri:
 # user, ttl and method never match when in one URI only; maddr likewise.  transport is
 # treated the same way, as the section's own examples require ("can resolve to
 # different transports"), although its bullet list leaves it out.
-_MUST_BE_IN_BOTH = frozenset({"user", "ttl", "method", "maddr", "transport"})
+_MUST_BE_IN_BOTH: Final = frozenset({"user", "ttl", "method", "maddr", "transport"})
 
 
 # RFC 2396 "reserved": an escaped reserved character is not equivalent to the character.
-_RESERVED = frozenset(";/?:@&=+$,")
-_ESCAPE = re.compile(r"%([0-9A-Fa-f]{2})")
+_RESERVED: Final = frozenset(";/?:@&=+$,")
+_ESCAPE: Final = re.compile(r"%([0-9A-Fa-f]{2})")
 
 
 def _comparable(text: str) -> str:
@@ -348,7 +350,7 @@ def parse_name_addr(value: str, what: str) -> NameAddr:
         s.skip_ws()
         if s.peek() != "<":
             raise s.fail("display name without <URI>")
-    else:
+    elif s.peek() != "<":
         # Tokens are a display name only when "<" follows; otherwise this is an addr-spec.
         m = _abnf.DISPLAY_TOKENS_RE.match(value, s.pos)
         if m and value[m.end() :].lstrip(" \t").startswith("<"):

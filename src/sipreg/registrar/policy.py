@@ -5,20 +5,21 @@ from __future__ import annotations
 import ipaddress
 import re
 from dataclasses import dataclass, field
+from typing import Final
 
 from ..uri import canonical_host
 
 #: Option tags this registrar implements: RFC 3327 Path, RFC 5626 outbound.
-SUPPORTED_OPTIONS: frozenset[str] = frozenset({"path", "outbound"})
+SUPPORTED_OPTIONS: Final[frozenset[str]] = frozenset({"path", "outbound"})
 
 #: RFC 3261 section 10.3 step 7: 423 is allowed "if and only if the expiration interval
 #: is greater than zero AND smaller than one hour AND less than a registrar-configured
 #: minimum", so a minimum above one hour could never be enforced.
-MAX_MIN_EXPIRES = 3600
+MAX_MIN_EXPIRES: Final = 3600
 
 # A host name label (RFC 1123 section 2.1: a digit may lead, unlike RFC 3261's toplabel,
 # so machine names such as container ids pass): alphanum *( alphanum / "-" ) alphanum.
-_LABEL = re.compile(r"[a-z0-9](?:[a-z0-9-]{0,61}[a-z0-9])?\Z")
+_LABEL: Final = re.compile(r"[a-z0-9](?:[a-z0-9-]{0,61}[a-z0-9])?\Z")
 
 
 def checked_host(what: str, name: str, *, wildcard: bool = False) -> str:
@@ -83,7 +84,7 @@ def covers(domain: str, host: str) -> bool:
 
 
 #: Hosts whose served domain a Policy remembers (a registrar serves few).
-REMEMBERED_HOSTS = 1024
+REMEMBERED_HOSTS: Final = 1024
 
 
 @dataclass(frozen=True, kw_only=True)

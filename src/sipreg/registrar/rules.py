@@ -30,7 +30,7 @@ from .binding import AorState, Binding, Change, outbound_key
 from .policy import Policy, covers
 
 #: Section 10.3 step 7 allows a 423 only for intervals below one hour.
-_ONE_HOUR = 3600
+_ONE_HOUR: Final = 3600
 
 
 class Source(Value):
@@ -388,9 +388,9 @@ def _binding(
 
 #: Distinct texts of each kind kept shared: phones of one kind send one User-Agent,
 #: and many phones come through one proxy or NAT.
-SHARED_TEXTS = 1024
-_USER_AGENTS: dict[str, str] = {}
-_HOSTS: dict[str, str] = {}
+SHARED_TEXTS: Final = 1024
+_USER_AGENTS: Final[dict[str, str]] = {}
+_HOSTS: Final[dict[str, str]] = {}
 
 
 @overload

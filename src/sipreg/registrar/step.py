@@ -12,7 +12,6 @@ from __future__ import annotations
 import asyncio
 import logging
 from collections.abc import Callable, Iterable, Set
-from dataclasses import dataclass, field
 
 from ..chain import Context, Filter, Step
 from ..errors import ServerInternalError, StoreConflict, StoreUnavailable
@@ -27,12 +26,14 @@ from .rules import RegisterPlan, Source, check_aor, check_target, plan_register
 log = logging.getLogger("sipreg.register")
 
 
-@dataclass
 class _AorLock:
     """A per-AOR lock and how many requests hold or wait for it."""
 
-    lock: asyncio.Lock = field(default_factory=asyncio.Lock)
-    users: int = 0
+    __slots__ = ("lock", "users")
+
+    def __init__(self) -> None:
+        self.lock = asyncio.Lock()
+        self.users = 0
 
 
 class _Holding:

@@ -19,6 +19,7 @@ from __future__ import annotations
 import abc
 import re
 from collections.abc import Sequence
+from typing import Final
 
 from mypy_extensions import mypyc_attr
 
@@ -41,7 +42,7 @@ __all__ = [
 #: phones of one AOR registering through two nodes sharing Redis got 500 for 2% of
 #: their REGISTERs with 5 tries (0.3% with the conflict's state reused), none of
 #: 2,400 with 16 (``tests/test_redis_nodes.py``).
-MAX_CONFLICT_RETRIES = 16
+MAX_CONFLICT_RETRIES: Final = 16
 
 #: The AOR ``check`` writes: no SIP URI, so no REGISTER can bind it.
 CHECK_AOR = "sipreg:check"

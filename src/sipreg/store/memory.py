@@ -9,6 +9,7 @@ however many AORs come and go.
 from __future__ import annotations
 
 import heapq
+from typing import Final
 
 from mypy_extensions import mypyc_attr
 
@@ -17,7 +18,7 @@ from ..registrar.binding import Binding
 from .base import AorState, BindingStore, Change
 
 # Rebuild the heap once it holds more than twice the live bindings plus this.
-_HEAP_SLACK = 64
+_HEAP_SLACK: Final = 64
 
 
 @mypyc_attr(allow_interpreted_subclasses=True)
