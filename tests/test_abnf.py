@@ -1,12 +1,19 @@
-"""The grammar's regular expressions against a plain reading of their rules."""
+"""The grammar's regular expressions against a plain reading of their rules, and the
+string tests that stand in for a regular expression on the request path against it."""
 
 from __future__ import annotations
+
+import re
 
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from sipreg import _abnf
 from sipreg._abnf import QUOTED_STRING_RE
+from sipreg._scan import Scanner
+from sipreg.errors import ParseError
+from sipreg.headers import Headers
+from sipreg.message import _header_field, _lines, content_length
 
 
 def quoted_string_prefix(text: str) -> str | None:
@@ -42,3 +49,48 @@ def test_a_long_quoted_string_is_read_in_linear_time() -> None:
     assert QUOTED_STRING_RE.match(text) is None  # no closing quote: still quick
     assert QUOTED_STRING_RE.match(text + '"') is not None
     assert _abnf.AUTH_PARAM_RE.match('nonce="' + "x" * 100_000 + '"') is not None
+
+
+# --- string tests that stand in for a regular expression on the request path -------------
+
+_HEADER_LINE = re.compile(rf"({_abnf.TOKEN})[ \t]*:[ \t]*(.*)\Z", re.DOTALL)
+_HEADER_TEXT = st.text(alphabet=st.sampled_from(list('Via:aZ-.! \t\r\n,;<>"é\x00')), max_size=30)
+
+
+@settings(max_examples=3000)
+@given(_HEADER_TEXT)
+def test_a_header_field_is_split_as_the_grammar_reads_it(line: str) -> None:
+    """``field-name HCOLON field-value``: the token, then the value without its white space."""
+    m = _HEADER_LINE.match(line)
+    expected = (m.group(1), m.group(2).strip(" \t")) if m else None
+    assert _header_field(line) == expected
+    assert _header_field(line) == expected  # the name, now remembered, reads the same
+
+
+@settings(max_examples=2000)
+@given(_HEADER_TEXT)
+def test_a_head_splits_into_lines_at_lf_with_the_cr_before_it(head: str) -> None:
+    assert _lines(head) == re.split(r"\r?\n", head)
+
+
+@settings(max_examples=2000)
+@given(_HEADER_TEXT, st.integers(min_value=0, max_value=30))
+def test_the_scanner_skips_white_space_as_sws(text: str, start: int) -> None:
+    s = Scanner(text, "test")
+    s.pos = min(start, len(text))
+    m = re.compile(_abnf.SWS).match(text, s.pos)
+    assert m is not None
+    s.skip_ws()
+    assert s.pos == m.end()
+
+
+@settings(max_examples=2000)
+@given(st.text(alphabet=st.sampled_from(list("0123456789 \t+-a٣²")), max_size=14))
+def test_a_content_length_is_one_to_ten_ascii_digits(text: str) -> None:
+    value = text.strip(" \t")
+    expected = int(value) if re.fullmatch(r"[0-9]{1,10}", value) else None
+    try:
+        got = content_length(Headers([("Content-Length", text)]))
+    except ParseError:
+        got = None
+    assert got == expected

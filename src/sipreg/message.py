@@ -327,7 +327,11 @@ def _unfold(lines: list[str], limits: Limits) -> list[str]:
 
 def _lines(head: str) -> list[str]:
     """The lines of a message head, split at LF with the CR before it (``\\r?\\n``)."""
-    return [line[:-1] if line.endswith("\r") else line for line in head.split("\n")]
+    lines = head.split("\n")
+    for i in range(len(lines) - 1):  # the last has no LF after it
+        if lines[i].endswith("\r"):
+            lines[i] = lines[i][:-1]
+    return lines
 
 
 _FIELD_NAMES: Final[set[str]] = set()  # field names seen to be tokens, bounded: see _header_field
