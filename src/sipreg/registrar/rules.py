@@ -216,7 +216,8 @@ def plan_register(
         wanted.append((c.uri, c, expires, key))
 
     flows = any(w[3] is not None for w in wanted)
-    matched = [_matches(live, uri, key) for uri, _, _, key in wanted]
+    texts = [str(w[0]) for w in wanted]  # each contact URI as a binding stores it
+    matched = [_matches(live, w[0], text, w[3]) for w, text in zip(wanted, texts, strict=True)]
     if _already_applied(request, wanted, matched, policy):
         change = Change(aor, state.version, remove=tuple(dead)) if dead else None
         current = sorted(live, key=Binding.preference)
@@ -225,12 +226,11 @@ def plan_register(
     remove: list[str] = list(dead)
     upsert: list[Binding] = []
     kept = {b.key: b for b in live}
-    for (uri, contact, expires, key), matches in zip(wanted, matched, strict=True):
+    for (_, contact, expires, key), text, matches in zip(wanted, texts, matched, strict=True):
         for existing in matches:
             # RFC 5626 section 6: a flow's binding is replaced whatever its Call-ID.
             if key is None or existing.call_id == request.call_id:
                 _check_order(existing, request)
-        text = str(uri)
         new_key = key or text  # one string for both: a binding's memory counts
         for existing in matches:
             if existing.contact == text:  # the old strings, which the store's index holds
@@ -261,14 +261,20 @@ def plan_register(
     return plan.replace(evicted=evicted) if evicted else plan
 
 
-def _matches(live: list[Binding], uri: Uri, key: str | None) -> list[Binding]:
+def _matches(live: list[Binding], uri: Uri, text: str, key: str | None) -> list[Binding]:
     """The live bindings a contact updates: its flow's (RFC 5626), else those of its URI.
 
-    Section 19.1.4 equality is not transitive, so one URI can match several bindings.
+    ``text`` is ``str(uri)``: a binding that stores that very text is the URI's (a URI
+    equals its own text parsed again), so a refresh parses no stored contact.  Section
+    19.1.4 equality is not transitive, so one URI can match several bindings.
     """
     if key is not None:
         return [b for b in live if b.key == key]
-    return [b for b in live if b.key == b.contact and uri_equal(parsed_contact(b.contact), uri)]
+    return [
+        b
+        for b in live
+        if b.key == b.contact and (b.contact == text or uri_equal(parsed_contact(b.contact), uri))
+    ]
 
 
 def _already_applied(
