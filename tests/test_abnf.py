@@ -94,3 +94,39 @@ def test_a_content_length_is_one_to_ten_ascii_digits(text: str) -> None:
     except ParseError:
         got = None
     assert got == expected
+
+
+# --- patterns written in runs, against the character-at-a-time patterns they replaced ------
+
+_ESC = _abnf.ESCAPED
+_U = _abnf.UNRESERVED
+_OLD_USER = re.compile(rf"(?:(?:[{_U}&=+$,;?/]|{_ESC})+)\Z")
+_OLD_PARAMCHARS = re.compile(rf"(?:(?:[{_U}\[\]/:&+$]|{_ESC})+)\Z")
+_OLD_LABEL = r"[A-Za-z0-9](?:[A-Za-z0-9\-]*[A-Za-z0-9])?"
+_OLD_TOP = r"[A-Za-z](?:[A-Za-z0-9\-]*[A-Za-z0-9])?"
+_OLD_HOST = rf"(?:{_abnf.IPV6_REFERENCE}|{_abnf.IPV4}|(?:{_OLD_LABEL}\.)*{_OLD_TOP}\.?)"
+_OLD_HOSTPORT = re.compile(rf"({_OLD_HOST})(?::([0-9]*))?")
+_OLD_SENT_BY = re.compile(rf"({_OLD_HOST})(?:[ \t]*:[ \t]*({_abnf.PORT}))?")
+
+
+@settings(max_examples=3000)
+@given(st.text(alphabet=st.sampled_from(list("aZ09-_.!%2Fg;?/&=+$,[]:@ é")), max_size=20))
+def test_user_and_paramchars_match_what_the_alternations_matched(text: str) -> None:
+    assert bool(_abnf.USER_RE.match(text)) == bool(_OLD_USER.match(text))
+    assert bool(_abnf.PARAMCHARS_RE.match(text)) == bool(_OLD_PARAMCHARS.match(text))
+
+
+@settings(max_examples=3000)
+@given(st.text(alphabet=st.sampled_from(list("aZ09-.:[]; \tx")), max_size=24))
+def test_hosts_match_what_the_backtracking_labels_matched(text: str) -> None:
+    new, old = _abnf.HOSTPORT_RE.fullmatch(text), _OLD_HOSTPORT.fullmatch(text)
+    assert (new and new.groups()) == (old and old.groups())
+    new, old = _abnf.SENT_BY_RE.match(text), _OLD_SENT_BY.match(text)
+    assert (new and new.group(0, 1, 2)) == (old and old.group(0, 1, 2))
+
+
+def test_long_users_and_hosts_are_read_in_linear_time() -> None:
+    assert _abnf.USER_RE.match("a" * 100_000 + "%4") is None
+    assert _abnf.PARAMCHARS_RE.match("a%41" * 30_000 + "%") is None
+    assert _abnf.HOSTPORT_RE.fullmatch("a-" * 50_000 + ".") is None
+    assert _abnf.HOSTPORT_RE.fullmatch("a." * 50_000 + "-") is None

@@ -28,16 +28,30 @@ QUOTED_STRING = r'"[^"\\\r\n]*(?:\\[\x00-\x09\x0b\x0c\x0e-\x7f][^"\\\r\n]*)*"'
 ESCAPED = r"%[0-9A-Fa-f]{2}"
 # unreserved = alphanum / mark ; mark = "-" / "_" / "." / "!" / "~" / "*" / "'" / "(" / ")"
 UNRESERVED = r"A-Za-z0-9\-_.!~*'()"
+
+
+def _runs(chars: str) -> str:
+    """``*( [chars] / escaped )`` as runs of ``chars`` with an escape between two runs.
+
+    The same strings as the alternation, matched a run at a time instead of a
+    character at a time, and in linear time: each character has one way to match.
+    """
+    return rf"[{chars}]*(?:{ESCAPED}[{chars}]*)*"
+
+
 # user = 1*( unreserved / escaped / user-unreserved )
 # user-unreserved = "&" / "=" / "+" / "$" / "," / ";" / "?" / "/"
-USER = rf"(?:[{UNRESERVED}&=+$,;?/]|{ESCAPED})+"
+# (the look-ahead makes it one or more; the pattern is only matched whole, USER_RE)
+_USERCHAR = UNRESERVED + "&=+$,;?/"
+USER = rf"(?=[{_USERCHAR}%]){_runs(_USERCHAR)}"
 # password = *( unreserved / escaped / "&" / "=" / "+" / "$" / "," )
 PASSWORD = rf"(?:[{UNRESERVED}&=+$,]|{ESCAPED})*"
 # hostname = *( domainlabel "." ) toplabel [ "." ]
 # domainlabel = alphanum / alphanum *( alphanum / "-" ) alphanum
 # toplabel = ALPHA / ALPHA *( alphanum / "-" ) alphanum
-_DOMAINLABEL = r"[A-Za-z0-9](?:[A-Za-z0-9\-]*[A-Za-z0-9])?"
-_TOPLABEL = r"[A-Za-z](?:[A-Za-z0-9\-]*[A-Za-z0-9])?"
+# (written as alphanumerics with hyphens between them: the same labels, no backtracking)
+_DOMAINLABEL = r"[A-Za-z0-9]+(?:-+[A-Za-z0-9]+)*"
+_TOPLABEL = r"[A-Za-z][A-Za-z0-9]*(?:-+[A-Za-z0-9]+)*"
 HOSTNAME = rf"(?:{_DOMAINLABEL}\.)*{_TOPLABEL}\.?"
 # IPv4address = 1*3DIGIT "." 1*3DIGIT "." 1*3DIGIT "." 1*3DIGIT
 IPV4 = r"[0-9]{1,3}\.[0-9]{1,3}\.[0-9]{1,3}\.[0-9]{1,3}"
@@ -47,7 +61,9 @@ HOST = rf"(?:{IPV6_REFERENCE}|{IPV4}|{HOSTNAME})"
 PORT = r"[0-9]{1,5}"
 # paramchar = param-unreserved / unreserved / escaped
 # param-unreserved = "[" / "]" / "/" / ":" / "&" / "+" / "$"
-PARAMCHARS = rf"(?:[{UNRESERVED}\[\]/:&+$]|{ESCAPED})+"
+# (one or more, matched whole only: PARAMCHARS_RE)
+_PARAMCHAR = UNRESERVED + r"\[\]/:&+$"
+PARAMCHARS = rf"(?=[{_PARAMCHAR}%]){_runs(_PARAMCHAR)}"
 # hname/hvalue = 1*( hnv-unreserved / unreserved / escaped ); hvalue may be empty
 # hnv-unreserved = "[" / "]" / "/" / "?" / ":" / "+" / "$"
 HNVCHARS = rf"(?:[{UNRESERVED}\[\]/?:+$]|{ESCAPED})"
