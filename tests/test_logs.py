@@ -206,3 +206,54 @@ async def test_expiry_names_each_aor_at_debug(caplog: pytest.LogCaptureFixture) 
         "expired sip:alice@example.com: sip:alice@192.0.2.7, sip:alice@192.0.2.8",
         "expired sip:bob@example.com: sip:bob@192.0.2.9",
     ]
+
+
+@pytest.mark.parametrize(
+    "formatter", [SecondFormatter(), SecondFormatter("w2"), JsonFormatter(), JsonFormatter("w1")]
+)
+def test_a_line_made_without_a_record_is_the_record_s_line(formatter: SecondFormatter) -> None:
+    message = OutcomeLine(outcome(auth="ok", user="alice"), held=3)
+    for created in (1_800_000_000.25, 1_800_000_000.999, 1_800_000_001.0):
+        rec = record("unused", created=created)
+        rec.msg = message
+        assert formatter.line(created, "INFO", "sipreg.register", message) == formatter.format(rec)
+
+
+def test_outcome_lines_under_configure_make_no_record(monkeypatch: pytest.MonkeyPatch) -> None:
+    """The server's set-up: the batched handler alone writes the line, and no record is made."""
+    root = logging.getLogger()
+    monkeypatch.setattr(root, "handlers", [])
+    monkeypatch.setattr(root, "level", root.level)
+    made: list[logging.LogRecord] = []
+    factory = logging.getLogRecordFactory()
+
+    def counting(*args: object, **kwargs: object) -> logging.LogRecord:
+        made.append(factory(*args, **kwargs))
+        return made[-1]
+
+    monkeypatch.setattr(logging, "_logRecordFactory", counting)
+    out = io.StringIO()
+    handler = configure("info", out)
+    log = OutcomeLog()
+    log(outcome())
+    log(outcome(status=403, reason="Forbidden"))  # a refusal, within its rate
+    log(outcome(retransmission=True))  # debug: not at info
+    handler.flush()
+    lines = out.getvalue().splitlines()
+    assert made == []
+    assert [line.split(" ", 1)[1] for line in lines] == [
+        f"INFO sipreg.register: {OutcomeLine(outcome())}",
+        f"INFO sipreg.register: {OutcomeLine(outcome(status=403, reason='Forbidden'))}",
+    ]
+    # Another handler beside it (a library user's, pytest's): every handler gets a record.
+    seen: list[logging.LogRecord] = []
+
+    class Other(logging.Handler):
+        def emit(self, record: logging.LogRecord) -> None:
+            seen.append(record)
+
+    root.addHandler(Other())
+    log(outcome())
+    handler.flush()
+    assert len(made) == 1 and seen == made
+    assert len(out.getvalue().splitlines()) == 3

@@ -15,7 +15,7 @@ from typing import Final
 
 from ._value import Value
 from .config import format_address
-from .logs import Fields
+from .logs import BatchedHandler, Fields
 from .networks import format_endpoint
 from .throttle import Throttle
 
@@ -133,14 +133,39 @@ class OutcomeLog:
             allowed, held = self._refusals.allow(outcome.at)
             if not allowed:
                 return
-            self.logger.info(OutcomeLine(outcome, held))
+            self._write(logging.INFO, OutcomeLine(outcome, held))
             return
         elif outcome.method == "REGISTER" and outcome.auth != "challenged":
             level = logging.INFO
         else:
             level = logging.DEBUG
         if self.logger.isEnabledFor(level):
-            self.logger.log(level, OutcomeLine(outcome))
+            self._write(level, OutcomeLine(outcome))
+
+    def _write(self, level: int, line: OutcomeLine) -> None:
+        """Log ``line``, straight into the batched handler when it is the only one.
+
+        That is the server's set-up (:func:`sipreg.logs.configure`): the line is
+        then the same, but no ``LogRecord`` is made, nor handled, for it.
+        """
+        handler = _sole_handler(self.logger)
+        if handler is None or not handler.write(level, self.logger.name, line):
+            self.logger.log(level, line)
+
+
+def _sole_handler(logger: logging.Logger) -> BatchedHandler | None:
+    """The batched handler that alone gets ``logger``'s records, if one does."""
+    found: BatchedHandler | None = None
+    current: logging.Logger | None = logger
+    while current is not None:
+        for handler in current.handlers:
+            if found is not None or not isinstance(handler, BatchedHandler):
+                return None
+            found = handler
+        if not current.propagate:
+            break
+        current = current.parent
+    return found
 
 
 class OutcomeLine(Fields):
