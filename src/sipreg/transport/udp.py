@@ -36,6 +36,7 @@ class UdpLeg(asyncio.DatagramProtocol):
         self.max_size = max_size
         self.local: tuple[str, int] = ("", 0)
         self._socket: asyncio.DatagramTransport | None = None
+        self._outbox: list[tuple[bytes, tuple[str, int]]] = []
         self._reading = True
         #: Datagrams dropped because too many requests were in progress.
         self.dropped = 0
@@ -63,16 +64,31 @@ class UdpLeg(asyncio.DatagramProtocol):
         log.debug("udp %s: %s", format_endpoint(*self.local), exc)
 
     def deliver(self, data: bytes, addr: tuple[str, int]) -> None:
-        """Send ``data`` to ``addr``; dropped once the socket is closed."""
+        """Send ``data`` to ``addr`` at the end of this turn of the loop; dropped once closed.
+
+        The answers to the datagrams the loop read together go out together, one
+        ``sendto`` each, once they are all handled: a client waiting for several
+        answers is woken once for them, not once for each.
+        """
+        if self._socket is None or self._socket.is_closing():
+            return
+        if not self._outbox:
+            asyncio.get_running_loop().call_soon(self._send_outbox)
+        self._outbox.append((data, addr))
+
+    def _send_outbox(self) -> None:
+        outbox, self._outbox = self._outbox, []
         if self._socket is not None and not self._socket.is_closing():
-            self._socket.sendto(data, addr)
+            for data, addr in outbox:
+                self._socket.sendto(data, addr)
 
     def stop_reading(self) -> None:
         """Drop datagrams from now on."""
         self._reading = False
 
     def close(self) -> None:
-        """Close the socket."""
+        """Send what waits to be sent, and close the socket."""
+        self._send_outbox()
         if self._socket is not None:
             self._socket.close()
 
