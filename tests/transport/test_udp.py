@@ -212,3 +212,62 @@ def test_set_receive_buffer_reports_what_the_kernel_granted() -> None:
         assert set_receive_buffer(sock, before // 4) == before  # never lowered
         granted = set_receive_buffer(sock, 2 << 20)
         assert granted == sock.getsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF) >= allowed(2 << 20)
+
+
+class _Sent(asyncio.DatagramTransport):
+    """A datagram transport that records what is sent through it."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.sent: list[tuple[bytes, tuple[str, int]]] = []
+        self.closed = False
+
+    def get_extra_info(self, name: str, default: object = None) -> object:
+        return ("127.0.0.1", 5060) if name == "sockname" else default
+
+    def sendto(self, data: bytes | bytearray | memoryview, addr: object = None) -> None:
+        assert isinstance(addr, tuple)
+        self.sent.append((bytes(data), addr))
+
+    def is_closing(self) -> bool:
+        return self.closed
+
+    def close(self) -> None:
+        self.closed = True
+
+
+class _Answering:
+    """A handler that answers each datagram at once, noting when it handled it."""
+
+    def __init__(self, events: list[str]) -> None:
+        self.events = events
+
+    async def receive(self, packet: bytes, leg: Leg, from_addr: tuple[str, int]) -> int | None:
+        self.events.append(f"handled {packet.decode()}")
+        leg.deliver(b"answer to " + packet, from_addr)
+        return 200
+
+    def reject(
+        self, error: SipError, data: bytes, leg: Leg, from_addr: tuple[str, int]
+    ) -> int | None:
+        return None
+
+
+async def test_answers_to_datagrams_read_together_go_out_together_after_them() -> None:
+    """One turn of the loop's datagrams are all handled before their answers are sent."""
+    events: list[str] = []
+    leg = UdpLeg(_Answering(events), InFlight())
+    socket_ = _Sent()
+    leg.connection_made(socket_)
+    for n in range(3):
+        leg.datagram_received(f"{n}".encode(), ("127.0.0.1", 40000 + n))
+    assert events == ["handled 0", "handled 1", "handled 2"]
+    assert socket_.sent == []  # not yet: the turn is not over
+    await asyncio.sleep(0)
+    assert socket_.sent == [(f"answer to {n}".encode(), ("127.0.0.1", 40000 + n)) for n in range(3)]
+    leg.datagram_received(b"3", ("127.0.0.1", 40003))
+    leg.close()  # what waits is sent before the socket closes
+    assert socket_.sent[-1] == (b"answer to 3", ("127.0.0.1", 40003)) and socket_.closed
+    leg.deliver(b"late", ("127.0.0.1", 40004))  # closed: dropped
+    await asyncio.sleep(0)
+    assert len(socket_.sent) == 4
