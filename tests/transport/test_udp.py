@@ -227,6 +227,8 @@ class _Sent(asyncio.DatagramTransport):
 
     def sendto(self, data: bytes | bytearray | memoryview, addr: object = None) -> None:
         assert isinstance(addr, tuple)
+        if addr[1] == 0:
+            raise OSError("port 0 refused")
         self.sent.append((bytes(data), addr))
 
     def is_closing(self) -> bool:
@@ -271,3 +273,13 @@ async def test_answers_to_datagrams_read_together_go_out_together_after_them() -
     leg.deliver(b"late", ("127.0.0.1", 40004))  # closed: dropped
     await asyncio.sleep(0)
     assert len(socket_.sent) == 4
+
+
+async def test_an_answer_that_cannot_be_sent_does_not_take_the_others_with_it() -> None:
+    leg = UdpLeg(_Answering([]), InFlight())
+    socket_ = _Sent()
+    leg.connection_made(socket_)
+    for port in (40000, 0, 40002):
+        leg.datagram_received(b"x", ("127.0.0.1", port))
+    await asyncio.sleep(0)
+    assert [addr for _, addr in socket_.sent] == [("127.0.0.1", 40000), ("127.0.0.1", 40002)]

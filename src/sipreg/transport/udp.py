@@ -78,9 +78,13 @@ class UdpLeg(asyncio.DatagramProtocol):
 
     def _send_outbox(self) -> None:
         outbox, self._outbox = self._outbox, []
-        if self._socket is not None and not self._socket.is_closing():
-            for data, addr in outbox:
+        if self._socket is None or self._socket.is_closing():
+            return
+        for data, addr in outbox:
+            try:
                 self._socket.sendto(data, addr)
+            except (OSError, ValueError, TypeError) as err:  # that answer is lost, not the rest
+                log.debug("udp %s: sending to %s: %s", format_endpoint(*self.local), addr, err)
 
     def stop_reading(self) -> None:
         """Drop datagrams from now on."""
