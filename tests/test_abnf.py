@@ -125,6 +125,14 @@ def test_hosts_match_what_the_backtracking_labels_matched(text: str) -> None:
     assert (new and new.group(0, 1, 2)) == (old and old.group(0, 1, 2))
 
 
+def test_users_and_paramchars_are_never_empty_even_inside_a_larger_pattern() -> None:
+    for pattern in (_abnf.USER, _abnf.PARAMCHARS):
+        assert re.compile(pattern).match("%zz") is None
+        assert re.compile(pattern).match("") is None
+        m = re.compile(pattern).match("a%41b%")
+        assert m is not None and m.group(0) == "a%41b"
+
+
 def test_long_users_and_hosts_are_read_in_linear_time() -> None:
     assert _abnf.USER_RE.match("a" * 100_000 + "%4") is None
     assert _abnf.PARAMCHARS_RE.match("a%41" * 30_000 + "%") is None

@@ -9,7 +9,14 @@ import time
 
 import pytest
 
-from sipreg.logs import TEXT_FORMAT, BatchedHandler, JsonFormatter, SecondFormatter, configure
+from sipreg.logs import (
+    TEXT_FORMAT,
+    BatchedHandler,
+    Fields,
+    JsonFormatter,
+    SecondFormatter,
+    configure,
+)
 from sipreg.outcome import Outcome, OutcomeLine, OutcomeLog
 from sipreg.registrar.binding import Binding
 from sipreg.registrar.facade import Registrar
@@ -257,3 +264,34 @@ def test_outcome_lines_under_configure_make_no_record(monkeypatch: pytest.Monkey
     handler.flush()
     assert len(made) == 1 and seen == made
     assert len(out.getvalue().splitlines()) == 3
+
+
+def test_a_filter_on_the_logger_is_obeyed_and_a_broken_line_reported(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """The way round ``logging`` is taken only where ``logging`` would write the same."""
+    root = logging.getLogger()
+    monkeypatch.setattr(root, "handlers", [])
+    monkeypatch.setattr(root, "level", root.level)
+    out = io.StringIO()
+    handler = configure("info", out)
+    logger = logging.getLogger("test.filtered.outcome")
+    dropped = lambda record: False  # noqa: E731
+    logger.addFilter(dropped)
+    OutcomeLog(logger)(outcome())
+    handler.flush()
+    assert out.getvalue() == ""
+    logger.removeFilter(dropped)
+
+    class Broken(Fields):  # a line that cannot be made (OutcomeLine may be compiled)
+        def __str__(self) -> str:
+            raise RuntimeError("cannot say")
+
+    reported: list[logging.LogRecord] = []
+    monkeypatch.setattr(handler, "handleError", reported.append)
+    assert handler.write(logging.INFO, "test", Broken()) is False
+    logger.info(Broken())
+    assert len(reported) == 1
+    OutcomeLog(logger)(outcome())
+    handler.flush()
+    assert out.getvalue().endswith(f"INFO test.filtered.outcome: {OutcomeLine(outcome())}\n")

@@ -31,19 +31,18 @@ UNRESERVED = r"A-Za-z0-9\-_.!~*'()"
 
 
 def _runs(chars: str) -> str:
-    """``*( [chars] / escaped )`` as runs of ``chars`` with an escape between two runs.
+    """``1*( [chars] / escaped )`` as runs of ``chars`` with an escape between two runs.
 
     The same strings as the alternation, matched a run at a time instead of a
     character at a time, and in linear time: each character has one way to match.
     """
-    return rf"[{chars}]*(?:{ESCAPED}[{chars}]*)*"
+    return rf"(?:[{chars}]|{ESCAPED})[{chars}]*(?:{ESCAPED}[{chars}]*)*"
 
 
 # user = 1*( unreserved / escaped / user-unreserved )
 # user-unreserved = "&" / "=" / "+" / "$" / "," / ";" / "?" / "/"
-# (the look-ahead makes it one or more; the pattern is only matched whole, USER_RE)
 _USERCHAR = UNRESERVED + "&=+$,;?/"
-USER = rf"(?=[{_USERCHAR}%]){_runs(_USERCHAR)}"
+USER = _runs(_USERCHAR)
 # password = *( unreserved / escaped / "&" / "=" / "+" / "$" / "," )
 PASSWORD = rf"(?:[{UNRESERVED}&=+$,]|{ESCAPED})*"
 # hostname = *( domainlabel "." ) toplabel [ "." ]
@@ -61,9 +60,8 @@ HOST = rf"(?:{IPV6_REFERENCE}|{IPV4}|{HOSTNAME})"
 PORT = r"[0-9]{1,5}"
 # paramchar = param-unreserved / unreserved / escaped
 # param-unreserved = "[" / "]" / "/" / ":" / "&" / "+" / "$"
-# (one or more, matched whole only: PARAMCHARS_RE)
 _PARAMCHAR = UNRESERVED + r"\[\]/:&+$"
-PARAMCHARS = rf"(?=[{_PARAMCHAR}%]){_runs(_PARAMCHAR)}"
+PARAMCHARS = _runs(_PARAMCHAR)
 # hname/hvalue = 1*( hnv-unreserved / unreserved / escaped ); hvalue may be empty
 # hnv-unreserved = "[" / "]" / "/" / "?" / ":" / "+" / "$"
 HNVCHARS = rf"(?:[{UNRESERVED}\[\]/?:+$]|{ESCAPED})"

@@ -130,14 +130,18 @@ class BatchedHandler(logging.Handler):
 
         The outcome lines' way round ``logging``: no record is made.  False, and
         nothing kept, when this handler would not write such a record as it is
-        (a filter, a level above ``levelno``, a formatter of another kind).
+        (a filter, a level above ``levelno``, a formatter of another kind) or the
+        line cannot be made (then a record reports why).
         """
         formatter = self.formatter
         if self.filters or levelno < self.level or not isinstance(formatter, SecondFormatter):
             return False
         self.acquire()  # as Handler.handle holds it around emit
         try:
-            line = formatter.line(time.time(), logging.getLevelName(levelno), name, message)
+            try:
+                line = formatter.line(time.time(), logging.getLevelName(levelno), name, message)
+            except Exception:  # the record's way reports it (handleError)
+                return False
             self._keep(line, levelno)
         finally:
             self.release()

@@ -154,7 +154,13 @@ class OutcomeLog:
 
 
 def _sole_handler(logger: logging.Logger) -> BatchedHandler | None:
-    """The batched handler that alone gets ``logger``'s records, if one does."""
+    """The batched handler that alone gets ``logger``'s records, if one does.
+
+    None as well when ``logger`` filters its records (its parents' filters do not
+    apply to what propagates to them, as in ``logging``).
+    """
+    if logger.filters:
+        return None
     found: BatchedHandler | None = None
     current: logging.Logger | None = logger
     while current is not None:

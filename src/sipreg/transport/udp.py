@@ -83,8 +83,10 @@ class UdpLeg(asyncio.DatagramProtocol):
         for data, addr in outbox:
             try:
                 self._socket.sendto(data, addr)
-            except (OSError, ValueError, TypeError) as err:  # that answer is lost, not the rest
+            except OSError as err:  # that answer is lost, not the rest (as error_received)
                 log.debug("udp %s: sending to %s: %s", format_endpoint(*self.local), addr, err)
+            except Exception:  # a bug: said loudly, and still only that answer is lost
+                log.exception("udp %s: sending to %s failed", format_endpoint(*self.local), addr)
 
     def stop_reading(self) -> None:
         """Drop datagrams from now on."""
