@@ -5,15 +5,16 @@ from __future__ import annotations
 
 import re
 
-from hypothesis import given, settings
+import pytest
+from hypothesis import example, given, settings
 from hypothesis import strategies as st
 
 from sipreg import _abnf
 from sipreg._abnf import QUOTED_STRING_RE
 from sipreg._scan import Scanner
 from sipreg.errors import ParseError
-from sipreg.headers import Headers
-from sipreg.message import _header_field, _lines, content_length
+from sipreg.headers import Headers, _parse_via, _plain_via, parse_cseq
+from sipreg.message import _header_field, _lines, _request_line, content_length
 
 
 def quoted_string_prefix(text: str) -> str | None:
@@ -106,7 +107,7 @@ _OLD_LABEL = r"[A-Za-z0-9](?:[A-Za-z0-9\-]*[A-Za-z0-9])?"
 _OLD_TOP = r"[A-Za-z](?:[A-Za-z0-9\-]*[A-Za-z0-9])?"
 _OLD_HOST = rf"(?:{_abnf.IPV6_REFERENCE}|{_abnf.IPV4}|(?:{_OLD_LABEL}\.)*{_OLD_TOP}\.?)"
 _OLD_HOSTPORT = re.compile(rf"({_OLD_HOST})(?::([0-9]*))?")
-_OLD_SENT_BY = re.compile(rf"({_OLD_HOST})(?:[ \t]*:[ \t]*({_abnf.PORT}))?")
+_OLD_SENT_BY = re.compile(rf"({_OLD_HOST})(?![A-Za-z0-9\-.])(?:[ \t]*:[ \t]*({_abnf.PORT}))?")
 
 
 @settings(max_examples=3000)
@@ -138,3 +139,135 @@ def test_long_users_and_hosts_are_read_in_linear_time() -> None:
     assert _abnf.PARAMCHARS_RE.match("a%41" * 30_000 + "%") is None
     assert _abnf.HOSTPORT_RE.fullmatch("a-" * 50_000 + ".") is None
     assert _abnf.HOSTPORT_RE.fullmatch("a." * 50_000 + "-") is None
+
+
+# --- string tests for the usual forms, against the expressions they stand for ------------
+
+
+def _pieces(*pieces: str, max_size: int = 12) -> st.SearchStrategy[str]:
+    """Texts joined from ``pieces``: the grammar's shapes come up, and their near misses."""
+    return st.lists(st.sampled_from(pieces), max_size=max_size).map("".join)
+
+
+_CHARS = st.text(alphabet=st.sampled_from(list("aZ09-_.!%2Fg;?/&=+$,[]:@ \t\"()<>é\x7f~`'*{}")))
+
+
+@settings(max_examples=4000)
+@given(_CHARS)
+def test_the_character_run_tests_answer_as_their_expressions(text: str) -> None:
+    assert _abnf.is_token(text) == bool(_abnf.TOKEN_RE.match(text))
+    assert _abnf.is_digits(text) == bool(_abnf.DELTA_SECONDS_RE.match(text))
+    assert _abnf.is_callid(text) == bool(_abnf.CALLID_RE.match(text))
+    assert _abnf.is_user(text) == bool(_abnf.USER_RE.match(text))
+    assert _abnf.is_paramchars(text) == bool(_abnf.PARAMCHARS_RE.match(text))
+
+
+@given(st.text(alphabet=st.sampled_from(list("0123456789٣²a ")), max_size=6))
+def test_digits_are_ascii_digits_only(text: str) -> None:
+    assert _abnf.is_digits(text) == bool(_abnf.DELTA_SECONDS_RE.match(text))
+
+
+_HOSTS = _pieces("a", "Z", "0", "1", "255", "1234", "-", ".", ":", "5060", "[::1]", "é", " ")
+
+
+@settings(max_examples=4000)
+@given(_HOSTS)
+def test_host_port_answers_as_the_hostport_expression(text: str) -> None:
+    m = _abnf.HOSTPORT_RE.fullmatch(text)
+    assert _abnf.host_port(text) == (m and (m.group(1), m.group(2)))
+
+
+def _regex_params(text: str) -> list[tuple[str, str | None]] | None:
+    """The generic-params the expression reads from ``text``, None unless it reads all."""
+    s = Scanner(text, "test")
+    out: list[tuple[str, str | None]] = []
+    while s._semicolon_next():
+        m = _abnf.SEMI_GENERIC_PARAM_RE.match(text, s.pos)
+        if not m:
+            return None
+        s.pos = m.end()
+        out.append((m.group(1), m.group(2)))
+    return out if s.at_end() else None
+
+
+_PARAMS = _pieces(";", "=", "a", "b1", "z9hG4bK-x.y", "rport", " ", '"q"', "[::1]", "::1", ",")
+
+
+@settings(max_examples=4000)
+@given(_PARAMS)
+@example(";a=b=c")
+@example(";a=")
+@example(";;a")
+@example("a;b")
+@example(";a;b=c")
+def test_token_params_are_what_the_expression_reads(text: str) -> None:
+    plain = _abnf.token_params(text)
+    if plain is not None:
+        assert plain == _regex_params(text)
+    s = Scanner(text, "test")  # the scanner reads the same, either way
+    try:
+        params = s.params()
+    except ParseError:
+        assert plain is None
+    else:
+        assert plain is None or (params == plain and s.at_end())
+
+
+_VIAS = _pieces(
+    "SIP/2.0/", "sip/2.0/", "SIP/2.1/", "SIP / 2.0 / ", "UDP", "tls", " ", "\t", "host.example",
+    "1.2.3.4", "1.2.3.4.example", "[::1]", ":", "5060", "99999", ";", "branch=z9hG4bK-1", "rport",
+    "=", "(c)", '"q"', "é",
+    max_size=10,
+)  # fmt: skip
+
+
+@settings(max_examples=5000)
+@given(_VIAS)
+@example("SIP/2.0/UDP host.example:99999;branch=z9hG4bK-1")
+@example("SIP/2.0/UDP host.example:5060;branch=z9hG4bK-1=2")
+@example("sip/2.0/udp [::1]:5060;rport")
+@example("SIP/2.0/UDP 1.2.3.4.example:0;rport")
+def test_a_plain_via_is_what_the_full_parser_reads(text: str) -> None:
+    plain = _plain_via(text)
+    try:
+        full = _parse_via(text)
+    except ParseError:
+        assert plain is None
+    else:
+        assert plain is None or plain == full
+
+
+def test_a_via_host_that_begins_like_an_ipv4_address_is_a_hostname() -> None:
+    """The whole sent-by host is read: not an IPv4address and then stray text."""
+    for value in ("SIP/2.0/UDP 1.2.3.4.example;branch=z9hG4bK-1", "SIP/2.0/UDP 1.2.3.4.example"):
+        assert _parse_via(value).host == "1.2.3.4.example"
+        assert _parse_via(value + " ").host == "1.2.3.4.example"
+    with pytest.raises(ParseError):
+        _parse_via("SIP/2.0/UDP 1.2.3.4x ;branch=z9hG4bK-1")
+
+
+@settings(max_examples=3000)
+@given(_pieces(" ", "\t", "1", "0", "2147483648", "12345678901", "REGISTER", "a", "٣", ","))
+def test_a_cseq_is_read_as_the_expression_reads_it(text: str) -> None:
+    m = _abnf.CSEQ_RE.match(text)
+    expected = (int(m.group(1)), m.group(2)) if m and int(m.group(1)) < 2**31 else None
+    try:
+        cseq = parse_cseq(text)
+    except ParseError:
+        assert expected is None
+    else:
+        assert (cseq.number, cseq.method) == expected
+
+
+_LINES = _pieces(
+    "REGISTER", "a", " ", "\t", "sip:example.com", "<sip:x>", "SIP/2.0", "sip/2.0", "SIP/3.0",
+    "é", "\x7f", "\x1c", "\xa0",
+    max_size=7,
+)  # fmt: skip
+
+
+@settings(max_examples=4000)
+@given(_LINES)
+def test_a_request_line_is_split_as_the_expression_splits_it(text: str) -> None:
+    m = _abnf.REQUEST_LINE_RE.match(text)
+    assert _request_line(text) == (m and m.groups())

@@ -85,7 +85,8 @@ URIC = rf"(?:[{UNRESERVED};/?:@&=+$,\[\]]|{ESCAPED})"
 # sent-protocol = protocol-name SLASH protocol-version SLASH transport   (SLASH = SWS "/" SWS)
 SENT_PROTOCOL_RE: Final = re.compile(rf"({TOKEN}){SWS}/{SWS}({TOKEN}){SWS}/{SWS}({TOKEN})")
 # sent-by = host [ COLON port ]   (COLON = SWS ":" SWS)
-SENT_BY_RE: Final = re.compile(rf"({HOST})(?:{SWS}:{SWS}({PORT}))?")
+# (the whole host: "1.2.3.4.example" is a hostname, not an IPv4address and ".example")
+SENT_BY_RE: Final = re.compile(rf"({HOST})(?![A-Za-z0-9\-.])(?:{SWS}:{SWS}({PORT}))?")
 # CSeq = "CSeq" HCOLON 1*DIGIT LWS Method   (at most ten digits are read)
 CSEQ_RE: Final = re.compile(rf"{SWS}([0-9]{{1,10}}){LWS}({TOKEN}){SWS}\Z")
 # hostport = host [ ":" port ]   (the port's digits are checked by the caller)
@@ -142,3 +143,102 @@ AUTH_PARAM_ITEM_RE: Final = re.compile(
 LHEX_RE: Final = re.compile(r"[0-9a-f]+\Z")
 # nc-value = 8LHEX
 NC_VALUE_RE: Final = re.compile(r"[0-9a-fA-F]{8}\Z")
+
+# --- string tests on the request path ---------------------------------------------------
+# Each answers as the regular expression named in its docstring, for every string (held
+# to it by tests/test_abnf.py), without a regular expression call: the forms a request
+# carries most are checked with str methods, the rest go to the expression.
+
+_ALNUM: Final = "ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789"
+_TOKEN_CHARS: Final = _ALNUM + "-.!%*_+`'~"
+_WORD_CHARS: Final = _TOKEN_CHARS + '()<>:\\"/[]?{}'
+_USER_CHARS: Final = _ALNUM + "-_.!~*'()&=+$,;?/"
+_PARAM_CHARS: Final = _ALNUM + "-_.!~*'()[]/:&+$"
+#: The characters of a run of generic-params whose values are tokens.
+_TOKEN_PARAMS_CHARS: Final = _TOKEN_CHARS + ";="
+
+
+def _only(text: str, chars: str) -> bool:
+    """``text`` is one or more of ``chars`` (which hold every ASCII letter and digit)."""
+    if text.isalnum():  # the usual word: one quick pass
+        return text.isascii()
+    return text != "" and not text.strip(chars)
+
+
+def is_token(text: str) -> bool:
+    """``TOKEN_RE.match(text)``."""
+    return _only(text, _TOKEN_CHARS)
+
+
+def is_digits(text: str) -> bool:
+    """``DELTA_SECONDS_RE.match(text)``: one or more ASCII digits."""
+    return text.isascii() and text.isdigit()
+
+
+def is_callid(text: str) -> bool:
+    """``CALLID_RE.match(text)``."""
+    word, at, domain = text.partition("@")
+    return _only(word, _WORD_CHARS) and (not at or _only(domain, _WORD_CHARS))
+
+
+def is_user(text: str) -> bool:
+    """``USER_RE.match(text)``."""
+    if "%" in text:
+        return USER_RE.match(text) is not None
+    return _only(text, _USER_CHARS)
+
+
+def is_paramchars(text: str) -> bool:
+    """``PARAMCHARS_RE.match(text)``."""
+    if "%" in text:
+        return PARAMCHARS_RE.match(text) is not None
+    return _only(text, _PARAM_CHARS)
+
+
+def host_port(text: str) -> tuple[str, str | None] | None:
+    """The host and port text of ``HOSTPORT_RE.fullmatch(text)``, or None."""
+    if text.startswith("["):
+        m = HOSTPORT_RE.fullmatch(text)
+        return (m.group(1), m.group(2)) if m else None
+    host, colon, port = text.partition(":")
+    if colon and port and not is_digits(port):
+        return None
+    if not _is_ipv4_or_hostname(host):
+        return None
+    return host, port if colon else None
+
+
+def _is_ipv4_or_hostname(host: str) -> bool:
+    """``IPv4address / hostname``, the whole of ``host``."""
+    if not host.isascii():
+        return False
+    labels = host.split(".")
+    if len(labels) == 4 and all(0 < len(label) <= 3 and label.isdigit() for label in labels):
+        return True
+    if labels[-1] == "":  # hostname = *( domainlabel "." ) toplabel [ "." ]
+        labels.pop()
+    for label in labels:
+        # alphanumerics with hyphens between them
+        if not (label[:1].isalnum() and label[-1].isalnum() and label.replace("-", "").isalnum()):
+            return False
+    return bool(labels) and labels[-1][0].isalpha()
+
+
+def token_params(text: str) -> list[tuple[str, str | None]] | None:
+    """``*( SEMI generic-param )`` matched to the end of ``text``, where every value is a token.
+
+    The pairs :data:`SEMI_GENERIC_PARAM_RE` reads from all of ``text``; None when
+    ``text`` is not of that plain form (white space, quoted or host values, a
+    malformed parameter), which leaves it to the expression.
+    """
+    if text == "":
+        return []
+    if text[0] != ";" or text.strip(_TOKEN_PARAMS_CHARS):
+        return None
+    out: list[tuple[str, str | None]] = []
+    for item in text[1:].split(";"):
+        name, eq, value = item.partition("=")
+        if not name or (eq and (not value or "=" in value)):
+            return None
+        out.append((name, value if eq else None))
+    return out

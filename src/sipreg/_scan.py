@@ -79,6 +79,10 @@ class Scanner:
 
     def params(self) -> list[tuple[str, str | None]]:
         """``*( SEMI generic-param )`` with ``generic-param = token [ EQUAL gen-value ]``."""
+        plain = _abnf.token_params(self.text[self.pos :])
+        if plain is not None:
+            self.pos = len(self.text)
+            return plain
         out: list[tuple[str, str | None]] = []
         while self._semicolon_next():
             m = _abnf.SEMI_GENERIC_PARAM_RE.match(self.text, self.pos)

@@ -221,6 +221,34 @@ class Via(Value):
 
 def parse_via(value: str) -> Via:
     """Parse one Via element (after comma splitting)."""
+    via = _plain_via(value)
+    return via if via is not None else _parse_via(value)
+
+
+def _plain_via(value: str) -> Via | None:
+    """``SIP/2.0/transport host[:port]`` and token parameters, read with string tests.
+
+    The Via :func:`_parse_via` reads from such a value; None for any other form
+    (white space, a comment, quoted or host values, anything malformed).
+    """
+    if value[:8].upper() != "SIP/2.0/":
+        return None
+    transport, space, rest = value[8:].partition(" ")
+    sent_by, semicolon, params_text = rest.partition(";")
+    host_port = _abnf.host_port(sent_by)
+    params = _abnf.token_params(semicolon + params_text)
+    if not space or not _abnf.is_token(transport) or host_port is None or params is None:
+        return None
+    host, port_text = host_port
+    port = None
+    if port_text is not None:
+        if not 0 < len(port_text) <= 5 or int(port_text) > 65535:
+            return None
+        port = int(port_text)
+    return Via(transport.upper(), host, port, tuple(params))
+
+
+def _parse_via(value: str) -> Via:
     s = Scanner(value, "Via")
     s.skip_ws()
     m = _abnf.SENT_PROTOCOL_RE.match(value, s.pos)
@@ -262,16 +290,21 @@ class CSeq(Value):
 
 def parse_cseq(value: str) -> CSeq:
     """Parse a CSeq value; the number must be below 2**31 (RFC 3261 section 8.1.1.5)."""
-    m = _abnf.CSEQ_RE.match(value)
-    if not m or int(m.group(1)) >= 2**31:
+    number, space, method = value.partition(" ")
+    if not (space and len(number) <= 10 and _abnf.is_digits(number) and _abnf.is_token(method)):
+        m = _abnf.CSEQ_RE.match(value)  # white space around, or malformed
+        if not m:
+            raise ParseError("Malformed CSeq")
+        number, method = m.group(1), m.group(2)
+    if int(number) >= 2**31:
         raise ParseError("Malformed CSeq")
-    return CSeq(int(m.group(1)), m.group(2))
+    return CSeq(int(number), method)
 
 
 def parse_delta_seconds(value: str, what: str) -> int:
     """A ``delta-seconds`` value, clamped to 2**32-1 as RFC 3261 section 10.2.1.1 allows."""
     text = value.strip(" \t")
-    if not _abnf.DELTA_SECONDS_RE.match(text):
+    if not _abnf.is_digits(text):
         raise ParseError(f"Malformed {what}: {value!r} is not a number of seconds")
     digits = text.lstrip("0") or "0"
     return 2**32 - 1 if len(digits) > 10 else min(int(digits), 2**32 - 1)
@@ -300,7 +333,7 @@ def parse_option_tags(values: list[str], what: str) -> list[str]:
     tags = []
     for v in values:
         tag = v.strip(" \t")
-        if not _abnf.TOKEN_RE.match(tag):
+        if not _abnf.is_token(tag):
             raise ParseError(f"Malformed {what}: {v!r}")
         tags.append(tag)
     return tags

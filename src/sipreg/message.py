@@ -135,7 +135,7 @@ class Request:
         if value is None:
             raise ParseError("Missing Call-ID header field")
         value = value.strip(" \t")
-        if not _abnf.CALLID_RE.match(value):
+        if not _abnf.is_callid(value):
             raise ParseError("Malformed Call-ID")
         return value
 
@@ -155,7 +155,7 @@ class Request:
             return None
         text = value.strip(" \t")
         digits = text.lstrip("0") or "0"
-        if not _abnf.DELTA_SECONDS_RE.match(text) or len(digits) > 3 or int(digits) > 255:
+        if not _abnf.is_digits(text) or len(digits) > 3 or int(digits) > 255:
             raise ParseError("Malformed Max-Forwards")
         return int(digits)
 
@@ -257,7 +257,7 @@ def parse_message(
     head_bytes, rest = split_head(data)
     lines = _lines(_decode(head_bytes))
     start = lines[0]
-    request_line = _abnf.REQUEST_LINE_RE.match(start)
+    request_line = _request_line(start)
     status_line = None if request_line else _abnf.STATUS_LINE_RE.match(start)
     if not request_line and not status_line:
         if _LOOKS_LIKE_REQUEST.match(start):
@@ -285,8 +285,24 @@ def parse_message(
         raise
 
 
-def _request(m: re.Match[str], headers: Headers, body: bytes) -> Request:
-    method, uri_text, version = m.groups()
+def _request_line(start: str) -> tuple[str, str, str] | None:
+    """Method, Request-URI and version, as ``REQUEST_LINE_RE`` reads them; None if not one."""
+    parts = start.split(" ")
+    if len(parts) == 3:  # the usual line: string tests
+        method, uri, version = parts
+        if version == "SIP/2.0" and _abnf.is_token(method) and _printable_ascii(uri):
+            return method, uri, version
+    m = _abnf.REQUEST_LINE_RE.match(start)
+    return (m.group(1), m.group(2), m.group(3)) if m else None
+
+
+def _printable_ascii(text: str) -> bool:
+    """``text`` is one or more ASCII characters, none of them white space or a control."""
+    return text != "" and text.isascii() and text.isprintable()
+
+
+def _request(line: tuple[str, str, str], headers: Headers, body: bytes) -> Request:
+    method, uri_text, version = line
     if version.upper() != "SIP/2.0":
         raise ParseError(f"SIP version {version} is not supported", status=505)
     # RFC 4475 section 3.1.2.7: an element "may choose to ignore the brackets" of a

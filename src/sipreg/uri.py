@@ -173,16 +173,16 @@ def _parse_sip(scheme: str, rest: str, text: str) -> SipUri:
         user, colon, pw = userinfo.partition(":")
         if colon:
             password = pw
-        if not _abnf.USER_RE.match(user) or (
+        if not _abnf.is_user(user) or (
             password is not None and not _abnf.PASSWORD_RE.match(password)
         ):
             raise ParseError(f"Malformed URI {text!r}: bad user part")
     rest, qmark, headers_text = rest.partition("?")
     hostport, *param_texts = rest.split(";")
-    m = _abnf.HOSTPORT_RE.fullmatch(hostport)
-    if not m:
+    host_port = _abnf.host_port(hostport)
+    if host_port is None:
         raise ParseError(f"Malformed URI {text!r}: bad host")
-    host, port_text = m.group(1), m.group(2)
+    host, port_text = host_port
     if host.startswith("["):
         try:
             ipaddress.IPv6Address(host[1:-1])
@@ -210,7 +210,7 @@ def _uri_params(texts: list[str], uri: str) -> Params:
     params: list[tuple[str, str | None]] = []
     for p in texts:
         name, eq, value = p.partition("=")
-        if not _abnf.PARAMCHARS_RE.match(name) or (eq and not _abnf.PARAMCHARS_RE.match(value)):
+        if not _abnf.is_paramchars(name) or (eq and not _abnf.is_paramchars(value)):
             raise ParseError(f"Malformed URI {uri!r}: bad parameter {p!r}")
         params.append((name, value if eq else None))
     return tuple(params)
