@@ -25,6 +25,7 @@ from sipreg.message import (
     split_head,
 )
 from sipreg.responses import ToTags, error_response, make_response
+from sipreg.transactions import transaction_key
 from sipreg.uri import SipUri, parse_uri
 
 CRLF: Final = "\r\n"
@@ -534,6 +535,17 @@ def test_to_tag_is_stable_keyed_and_added_once() -> None:
     assert tagged_to(tags, r, 100) == "Bob <sip:bob@example.com>"
     broken = Request("OPTIONS", parse_uri("sip:a@b"), Headers([("To", "not a uri <")]))
     assert tagged_to(tags, broken, 400) == "not a uri <"
+    # With a transaction key, the tag is the key's MAC: each transaction its own.
+    key = transaction_key(r)
+    assert key is not None
+    response = make_response(r.headers, 200)
+    tags.stamp(response, r, key)
+    assert response.headers.get("to") == f"Bob <sip:bob@example.com>;tag={tags.tag(r.headers, key)}"
+    assert tags.tag(r.headers, key) == tags.tag(other.headers, key) != first.rpartition("=")[2]
+    assert tags.tag(r.headers, key) != tags.tag(
+        r.headers, transaction_key(register("CSeq: 1827 REGISTER", drop="CSeq"))
+    )
+    assert len(tags.tag(r.headers, key)) == 16
     with pytest.raises(ValueError, match="16 bytes"):
         ToTags(b"short")
 

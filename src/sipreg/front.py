@@ -181,7 +181,7 @@ class Front:
                 self.transactions.forget(key)
             self._record(request, leg, from_addr, start, None, reason, ctx=ctx)
             return None
-        self._tags.stamp(response, request)
+        self._tags.stamp(response, request, key)
         data = response.to_bytes()
         dest = self._destination(request, leg, from_addr)
         if key is not None:

@@ -59,27 +59,40 @@ class ToTags:
 
     Every answer to one request carries the same tag, and a tag is unpredictable
     from outside, as RFC 3261 section 19.3 asks ("cryptographically random with at
-    least 32 bits of randomness"): 64 bits of keyed BLAKE2b, a MAC in one call.
+    least 32 bits of randomness"): 64 bits of keyed BLAKE2b.  It is a MAC of the
+    request's transaction key (:func:`~sipreg.transactions.transaction_key`) when
+    it has one, which its retransmissions share; else of its Via, Call-ID and From.
     The key is the caller's: a server injects it.
     """
 
     def __init__(self, key: bytes) -> None:
         if len(key) < 16:
             raise ValueError("a To tag key needs at least 16 bytes")
-        self._key = key[:64]  # BLAKE2b takes keys of up to 64 bytes
+        # BLAKE2b takes keys of up to 64 bytes; each tag starts from a copy of the keyed state.
+        self._keyed = hashlib.blake2b(digest_size=8, key=key[:64])
 
-    def tag(self, headers: Headers) -> str:
-        """The tag for a request with these header fields."""
-        seed = "|".join(
-            [*headers.get_all("via")[:1], headers.get("call-id") or "", headers.get("from") or ""]
-        )
-        data = seed.encode("utf-8", "surrogateescape")
-        return hashlib.blake2b(data, digest_size=8, key=self._key).hexdigest()
+    def tag(self, headers: Headers, transaction: bytes | None = None) -> str:
+        """The tag for a request with these header fields, or with this transaction key."""
+        if transaction is None:
+            seed = "|".join(
+                [
+                    *headers.get_all("via")[:1],
+                    headers.get("call-id") or "",
+                    headers.get("from") or "",
+                ]
+            )
+            transaction = seed.encode("utf-8", "surrogateescape")
+        mac = self._keyed.copy()
+        mac.update(transaction)
+        return mac.hexdigest()
 
-    def stamp(self, response: Response, request: Request | Headers) -> None:
+    def stamp(
+        self, response: Response, request: Request | Headers, transaction: bytes | None = None
+    ) -> None:
         """Tag the To of a final or non-100 ``response`` to ``request`` unless it has a tag.
 
-        A To that cannot be read is left as it is.
+        ``transaction`` is the request's transaction key, if it has one.  A To that
+        cannot be read is left as it is.
         """
         if response.status <= 100:
             return
@@ -95,4 +108,5 @@ class ToTags:
             return
         if to.param("tag") is None:
             headers = request.headers if isinstance(request, Request) else request
-            response.headers.replace_first("to", f"{value};tag={self.tag(headers)}")
+            tag = self.tag(headers, transaction)
+            response.headers.replace_first("to", f"{value};tag={tag}")
