@@ -22,7 +22,7 @@ class Scanner:
 
     def skip_ws(self) -> None:
         """Skip optional white space (SWS)."""
-        self.pos = _after_ws(self.text, self.pos)
+        self.pos = after_ws(self.text, self.pos)
 
     def at_end(self) -> bool:
         """True when only white space is left."""
@@ -95,11 +95,11 @@ class Scanner:
 
     def _semicolon_next(self) -> bool:
         """True when a ';' comes next, after white space (which is not consumed)."""
-        pos = _after_ws(self.text, self.pos)
+        pos = after_ws(self.text, self.pos)
         return pos < len(self.text) and self.text[pos] == ";"
 
 
-def _after_ws(text: str, pos: int) -> int:
+def after_ws(text: str, pos: int) -> int:
     """Where the white space (SWS: spaces and tabs, as unfolded) at ``pos`` ends."""
     end = len(text)
     while pos < end and (text[pos] == " " or text[pos] == "\t"):

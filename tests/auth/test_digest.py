@@ -5,11 +5,15 @@ from __future__ import annotations
 import hashlib
 
 import pytest
-from hypothesis import HealthCheck, given, settings
+from hypothesis import HealthCheck, example, given, settings
 from hypothesis import strategies as st
 
+from sipreg import _abnf
+from sipreg._scan import unquote
+from sipreg.auth import digest
 from sipreg.auth.digest import (
     Credentials,
+    _plain_auth_params,
     canonical_algorithm,
     challenge,
     check_shape,
@@ -223,3 +227,55 @@ def test_round_trip(params: dict[str, str], comma: str) -> None:
     quoted = [f'{n}="{v.replace(chr(92), chr(92) * 2).replace(chr(34), chr(92) + chr(34))}"'
               for n, v in params.items()]  # fmt: skip
     assert dict(parse_credentials("Digest " + comma.join(quoted)).params) == params
+
+
+def _loop_params(value: str, pos: int) -> dict[str, str] | None:
+    """The auth-params the expression loop reads from ``pos`` on; None where it refuses."""
+    params: dict[str, str] = {}
+    while True:
+        m = _abnf.AUTH_PARAM_ITEM_RE.match(value, pos)
+        if m is None or m.group(1).lower() in params:
+            return None
+        pos = m.end()
+        raw = m.group(2)
+        params[m.group(1).lower()] = unquote(raw) if raw.startswith('"') else raw
+        if not m.group(3):
+            return params
+
+
+_PARAM_TEXT = st.lists(
+    st.sampled_from(
+        ["username", "NC", "=", '"', '"a,b"', "00000001", ",", " ", "\t", "auth", "x y",
+         "\\", "\n", "K", "é", "sip:a@b;c", "=="]
+    ),
+    max_size=14,
+).map("".join)  # fmt: skip
+
+
+@settings(max_examples=5000)
+@given(_PARAM_TEXT)
+@example('username="a", realm="b",nc=00000001 , qop=auth')
+@example('a="1", A="2"')
+@example("a=1,")
+@example("\u212a=1")
+def test_plain_auth_params_are_what_the_expression_loop_reads(text: str) -> None:
+    plain = _plain_auth_params(text, 0)
+    if plain is not None:
+        assert plain == _loop_params(text, 0)
+    try:
+        credentials = parse_credentials("Digest " + text)
+    except ParseError:
+        assert _loop_params(text, 0) is None
+    else:
+        assert dict(credentials.params) == _loop_params(text, 0)
+
+
+def test_h_a2_is_remembered_for_a_bounded_number_of_uris() -> None:
+    a1 = ha1("MD5", "bob", "example.com", "pw")
+    first = response("MD5", a1, method="REGISTER", uri="sip:example.com", nonce="n")
+    for n in range(1100):  # the uri is the client's: the memo never grows past its bound
+        response("MD5", a1, method="REGISTER", uri=f"sip:{n}.example.com", nonce="n")
+        assert len(digest._HA2) <= 1024
+    again = response("MD5", a1, method="REGISTER", uri="sip:example.com", nonce="n")
+    ha2 = hashlib.md5(b"REGISTER:sip:example.com").hexdigest()
+    assert first == again == hashlib.md5(f"{a1}:n:{ha2}".encode()).hexdigest()

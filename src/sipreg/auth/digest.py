@@ -8,11 +8,11 @@ parameters in; hashes and parsed credentials out.  Every malformed header is a
 from __future__ import annotations
 
 import hashlib
-from collections.abc import Mapping
-from dataclasses import dataclass
+from typing import Final
 
 from .. import _abnf
-from .._scan import Scanner, unquote
+from .._scan import Scanner, after_ws, unquote
+from .._value import Value
 from ..errors import ParseError
 
 #: The algorithms sipreg offers and accepts, most preferred first (RFC 8760 section 2.4).
@@ -53,18 +53,37 @@ def response(
     cnonce: str | None = None,
 ) -> str:
     """The request-digest the client must send (RFC 7616 3.4.1; RFC 2069 without qop)."""
-    ha2 = hash_hex(algorithm, f"{method}:{uri}")
+    ha2 = _ha2(algorithm, method, uri)
     if qop is None:
         return hash_hex(algorithm, f"{ha1_hex}:{nonce}:{ha2}")
     return hash_hex(algorithm, f"{ha1_hex}:{nonce}:{nc}:{cnonce}:{qop}:{ha2}")
 
 
-@dataclass(frozen=True)
-class Credentials:
+#: H(A2) of the method and uri pairs seen last: phones sign one Request-URI over and over.
+_HA2: Final[dict[tuple[str, str, str], str]] = {}
+
+
+def _ha2(algorithm: str, method: str, uri: str) -> str:
+    """H(method ":" uri), remembered for up to 1,024 pairs (the uri is the client's)."""
+    key = (algorithm, method, uri)
+    found = _HA2.get(key)
+    if found is None:
+        if len(_HA2) >= 1024:
+            _HA2.clear()
+        found = _HA2[key] = hash_hex(algorithm, f"{method}:{uri}")
+    return found
+
+
+class Credentials(Value):
     """One Authorization value: its scheme and parameters (names lower case, values unquoted)."""
 
-    scheme: str
-    params: Mapping[str, str]
+    __slots__ = ("params", "scheme")
+    scheme: Final[str]
+    params: Final[dict[str, str]]
+
+    def __init__(self, scheme: str, params: dict[str, str]) -> None:
+        self.scheme = scheme
+        self.params = params
 
     @property
     def is_digest(self) -> bool:
@@ -89,6 +108,9 @@ def parse_credentials(value: str) -> Credentials:
     scheme = s.match(_abnf.TOKEN_PREFIX_RE, "auth-scheme")
     if s.peek() not in (" ", "\t"):
         raise s.fail("no white space after the auth-scheme")
+    plain = _plain_auth_params(value, s.pos)
+    if plain is not None:
+        return Credentials(scheme, plain)
     params: dict[str, str] = {}
     while True:
         m = _abnf.AUTH_PARAM_ITEM_RE.match(value, s.pos)
@@ -106,6 +128,47 @@ def parse_credentials(value: str) -> Credentials:
             return Credentials(scheme, params)
 
 
+def _plain_auth_params(value: str, pos: int) -> dict[str, str] | None:
+    """The auth-params from ``pos`` on, read with string tests; None to leave them to the loop.
+
+    The parameters the expression loop of :func:`parse_credentials` reads, where
+    no value holds a backslash or line break; None for anything else (a
+    quoted-pair, a repeated or malformed parameter), which the loop then reads or
+    refuses with its own message.
+    """
+    if "\\" in value or "\r" in value or "\n" in value:
+        return None
+    params: dict[str, str] = {}
+    end = len(value)
+    while True:
+        equals = value.find("=", pos)
+        if equals < 0:
+            return None
+        name = value[pos:equals].strip(" \t")
+        start = after_ws(value, equals + 1)
+        if start < end and value[start] == '"':
+            close = value.find('"', start + 1)
+            if close < 0:
+                return None
+            item, after = value[start + 1 : close], close + 1
+        else:
+            comma = value.find(",", start)
+            item = value[start : end if comma < 0 else comma].rstrip(" \t")
+            after = start + len(item)
+            if not _abnf.is_token(item):
+                return None
+        key = name.lower()
+        if not _abnf.is_token(name) or key in params:
+            return None
+        params[key] = item
+        after = after_ws(value, after)
+        if after == end:
+            return params
+        if value[after] != ",":
+            return None
+        pos = after + 1
+
+
 def challenge(realm: str, nonce: str, algorithm: str, *, qop: bool, stale: bool) -> str:
     """A ``WWW-Authenticate`` value offering ``algorithm`` (RFC 7616 section 3.3)."""
     parts = [f'Digest realm="{_quote(realm)}"']
@@ -117,6 +180,10 @@ def challenge(realm: str, nonce: str, algorithm: str, *, qop: bool, stale: bool)
     return ", ".join(parts)
 
 
+#: LHEX = DIGIT / %x61-66 (lowercase a-f)
+_LHEX: Final = "0123456789abcdef"
+
+
 def _quote(text: str) -> str:
     return text.replace("\\", "\\\\").replace('"', '\\"')
 
@@ -124,8 +191,8 @@ def _quote(text: str) -> str:
 def check_shape(credentials: Credentials, algorithm: str) -> None:
     """Raise ParseError unless the Digest response and nc have their grammar's form."""
     digest = credentials.get("response") or ""
-    if len(digest) != DIGEST_LENGTH[algorithm] or not _abnf.LHEX_RE.match(digest.lower()):
+    if len(digest) != DIGEST_LENGTH[algorithm] or digest.lower().strip(_LHEX):
         raise ParseError("Malformed Authorization: the response is no digest of its algorithm")
     nc = credentials.get("nc")
-    if nc is not None and not _abnf.NC_VALUE_RE.match(nc):
+    if nc is not None and (len(nc) != 8 or nc.lower().strip(_LHEX)):
         raise ParseError("Malformed Authorization: nc is not 8 hex digits")

@@ -22,9 +22,11 @@ import enum
 import hmac
 import secrets
 from collections import OrderedDict
-from dataclasses import dataclass
+from typing import Final
 
 from mypy_extensions import mypyc_attr
+
+from .._value import Value
 
 _CONTEXT = b"sipreg nonce v2\x00"
 _EPOCH = 4
@@ -49,13 +51,18 @@ class Freshness(enum.Enum):
     FRESH = "fresh"
 
 
-@dataclass(frozen=True)
-class NonceCheck:
+class NonceCheck(Value):
     """The verdict on a nonce; when it was issued, and whether by these Nonces (this epoch)."""
 
-    freshness: Freshness
-    issued_at: float = 0.0
-    ours: bool = False
+    __slots__ = ("freshness", "issued_at", "ours")
+    freshness: Final[Freshness]
+    issued_at: Final[float]
+    ours: Final[bool]
+
+    def __init__(self, freshness: Freshness, issued_at: float = 0.0, ours: bool = False) -> None:
+        self.freshness = freshness
+        self.issued_at = issued_at
+        self.ours = ours
 
 
 @mypyc_attr(allow_interpreted_subclasses=True)
