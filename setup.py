@@ -1,9 +1,9 @@
 """Builds the request path's modules with mypyc, from the same typed source.
 
 The compiled modules are those a REGISTER runs through: parsing, the front, the
-chain and its steps, the section 10.3 rules, Digest, the memory store and the
-UDP leg.  The rest (CLI, config, admin, logs, metrics, SQLite and Redis
-adapters) stays interpreted: they are not on the hot path, or subclass C types
+chain and its steps, the section 10.3 rules, Digest, the memory and SQLite
+stores and the UDP leg.  The rest (CLI, config, admin, logs, metrics, the Redis
+adapter) stays interpreted: they are not on the hot path, or subclass C types
 mypyc cannot.
 
 ``SIPREG_PURE=1`` builds the pure-Python package.  So does a machine without
@@ -58,6 +58,7 @@ COMPILED = [
     "routing/steps.py",
     "store/base.py",
     "store/memory.py",
+    "store/sqlite.py",
     "store/timed.py",
     "transport/base.py",
     "transport/udp.py",

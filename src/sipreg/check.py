@@ -15,8 +15,8 @@ import socket
 
 from .auth.users import UsersFileError, load_users
 from .config import Config, ListenSpec
+from .errors import StoreOpenError
 from .store import open_store
-from .store.sqlite import StoreOpenError
 from .transport.tls import TlsError, server_context
 
 

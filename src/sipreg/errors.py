@@ -187,5 +187,9 @@ class StoreUnavailable(RuntimeError):
     """The store cannot be reached now (closed, locked, unreachable); a later try may work."""
 
 
+class StoreOpenError(RuntimeError):
+    """A SQLite store that cannot be opened; the message names the file and the cause."""
+
+
 class StartupError(Exception):
     """The server cannot start: the message is one line saying what and why."""

@@ -32,7 +32,7 @@ from .auth.step import Authorize
 from .auth.users import Users, UsersFileError, load_users, too_open
 from .chain import Step
 from .config import Config, ConfigError, ListenSpec, format_address
-from .errors import StartupError, StoreUnavailable
+from .errors import StartupError, StoreOpenError, StoreUnavailable
 from .guards import RateLimit, Scanners
 from .keyfile import load_or_create_key
 from .logs import flush as flush_logs
@@ -40,7 +40,6 @@ from .registrar.facade import Registrar
 from .registrar.policy import Policy, checked_host
 from .store import BindingStore, open_store
 from .store.redis import KEY_CHECK, RedisAuthState, RedisStore
-from .store.sqlite import StoreOpenError
 from .transactions import TransactionCache, cache_bytes
 from .transport.base import InFlight, PerSource
 from .transport.stream import ContentLengthFramer, Framer, StreamListener

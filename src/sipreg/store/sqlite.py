@@ -50,7 +50,9 @@ from concurrent.futures import ThreadPoolExecutor
 from contextlib import contextmanager, suppress
 from typing import Any, TypeVar, TypeVarTuple
 
-from ..errors import StoreConflict, StoreUnavailable
+from mypy_extensions import mypyc_attr
+
+from ..errors import StoreConflict, StoreOpenError, StoreUnavailable
 from ..registrar.binding import Binding
 from .base import AorState, BindingStore, Change
 
@@ -158,7 +160,12 @@ _COLUMNS = (
     " source_port, transport, local_host, local_port, user_agent, instance, reg_id, path,"
     " connection, node"
 )
-_UPSERT = f"INSERT OR REPLACE INTO bindings ({_COLUMNS}) VALUES ({', '.join('?' * 20)})"
+# A refresh rewrites its row in place (an INSERT OR REPLACE deletes and inserts it again).
+_UPSERT = (
+    f"INSERT INTO bindings ({_COLUMNS}) VALUES ({', '.join('?' * 20)})"
+    " ON CONFLICT (aor, key) DO UPDATE SET "
+    + ", ".join(f"{c} = excluded.{c}" for c in _COLUMNS.replace(" ", "").split(",")[2:])
+)
 _SELECT_AOR = f"SELECT {_COLUMNS} FROM bindings WHERE aor = ? ORDER BY key"
 _SELECT_EXPIRED = (
     f"SELECT {_COLUMNS} FROM bindings WHERE expires_at <= ? ORDER BY expires_at, aor, key"
@@ -172,6 +179,7 @@ _SELECT_CONNECTION_BOUND_OF = (
 )
 
 
+@mypyc_attr(allow_interpreted_subclasses=True)
 class SqliteStore(BindingStore):
     """Bindings in the SQLite file at ``path``, written with group commit.
 
@@ -500,10 +508,6 @@ def migrate(con: sqlite3.Connection) -> int:
     return found
 
 
-class StoreOpenError(RuntimeError):
-    """A SQLite store that cannot be opened; the message names the file and the cause."""
-
-
 def _connect(path: str) -> sqlite3.Connection:
     try:
         con = sqlite3.connect(
@@ -584,10 +588,60 @@ def _transaction(con: sqlite3.Connection, mode: str = "IMMEDIATE") -> Iterator[N
 def _commit(
     con: sqlite3.Connection, changes: Sequence[Change]
 ) -> tuple[list[Exception | int], int]:
-    """Apply ``changes`` in one transaction, each in a savepoint, all at one new version.
+    """Apply ``changes`` in one transaction, all at one new version.
 
-    Returns each one's error or new version, and the file's data version.
+    Returns each one's error or new version, and the file's data version.  A
+    change that conflicts fails alone: its version is checked before it writes.
+    Should anything else fail, the transaction is rolled back and the changes
+    applied again each in a savepoint (:func:`_commit_each`), so that only the
+    failing one fails.
     """
+    try:
+        with _transaction(con):
+            outcomes = _apply_all(con, changes, _tick(con))
+    except sqlite3.OperationalError as err:
+        if "locked" in str(err):
+            raise  # another process holds the file: tried again as a whole (_call)
+        outcomes = _commit_each(con, changes)
+    except Exception:
+        outcomes = _commit_each(con, changes)
+    return outcomes, _data_version(con)
+
+
+def _apply_all(
+    con: sqlite3.Connection, changes: Sequence[Change], version: int
+) -> list[Exception | int]:
+    """Claim each change's AOR at ``version``, then write what the claimed ones change.
+
+    Two changes of one AOR in a group: the second conflicts (its claim finds the
+    first's version), so the writes of different AORs are independent, and
+    written together, a statement for all of them.
+    """
+    outcomes: list[Exception | int] = []
+    removed: list[tuple[str, str]] = []
+    upserted: list[tuple[object, ...]] = []
+    emptied: list[str] = []
+    for change in changes:
+        try:
+            _claim(con, change, version)
+        except StoreConflict as conflict:
+            outcomes.append(conflict)
+            continue
+        outcomes.append(version)
+        removed += [(change.aor, key) for key in change.remove]
+        upserted += [_to_row(binding) for binding in change.upsert]
+        if change.remove or not change.upsert:  # it may hold none now, and then has no row
+            emptied.append(change.aor)
+    if removed:
+        con.executemany("DELETE FROM bindings WHERE aor = ? AND key = ?", removed)
+    if upserted:
+        con.executemany(_UPSERT, upserted)
+    _stamp(con, emptied, version)
+    return outcomes
+
+
+def _commit_each(con: sqlite3.Connection, changes: Sequence[Change]) -> list[Exception | int]:
+    """Apply ``changes`` in one transaction, each in a savepoint: a failure fails its own."""
     outcomes: list[Exception | int] = []
     with _transaction(con):
         version = _tick(con)
@@ -599,7 +653,7 @@ def _commit(
                 con.execute("ROLLBACK TO change")
                 outcomes.append(exc)
             con.execute("RELEASE change")
-    return outcomes, _data_version(con)
+    return outcomes
 
 
 def _data_version(con: sqlite3.Connection) -> int:
@@ -612,14 +666,7 @@ def _apply(con: sqlite3.Connection, change: Change, version: int) -> int:
     """Check ``change``'s version and stamp the AOR with ``version`` (one statement), then
     write its bindings.  Returns ``version``."""
     aor = change.aor
-    if change.version:
-        claim = "UPDATE aors SET version = ? WHERE aor = ? AND version = ?"
-        claimed = con.execute(claim, (version, aor, change.version)).rowcount
-    else:  # planned on the empty AOR, which has no row
-        claim = "INSERT OR IGNORE INTO aors (aor, version) VALUES (?, ?)"
-        claimed = con.execute(claim, (aor, version)).rowcount
-    if not claimed:
-        raise StoreConflict(f"{aor}: planned on version {change.version}, now {_version(con, aor)}")
+    _claim(con, change, version)
     if change.remove:
         con.executemany(
             "DELETE FROM bindings WHERE aor = ? AND key = ?", [(aor, key) for key in change.remove]
@@ -629,6 +676,20 @@ def _apply(con: sqlite3.Connection, change: Change, version: int) -> int:
     if change.remove or not change.upsert:  # it may hold none now, and then has no row
         _stamp(con, (aor,), version)
     return version
+
+
+def _claim(con: sqlite3.Connection, change: Change, version: int) -> None:
+    """Stamp ``change``'s AOR with ``version`` if it is still at the one the change was
+    planned on (one statement); else raise StoreConflict, having written nothing."""
+    aor = change.aor
+    if change.version:
+        claim = "UPDATE aors SET version = ? WHERE aor = ? AND version = ?"
+        claimed = con.execute(claim, (version, aor, change.version)).rowcount
+    else:  # planned on the empty AOR, which has no row
+        claim = "INSERT OR IGNORE INTO aors (aor, version) VALUES (?, ?)"
+        claimed = con.execute(claim, (aor, version)).rowcount
+    if not claimed:
+        raise StoreConflict(f"{aor}: planned on version {change.version}, now {_version(con, aor)}")
 
 
 def _load(con: sqlite3.Connection, aor: str) -> tuple[AorState, int]:
