@@ -139,10 +139,6 @@ AUTH_PARAM_RE: Final = re.compile(rf"{SWS}({TOKEN}){SWS}={SWS}({QUOTED_STRING}|{
 AUTH_PARAM_ITEM_RE: Final = re.compile(
     rf"{SWS}({TOKEN}){SWS}={SWS}({QUOTED_STRING}|{TOKEN}){SWS}(,|\Z)"
 )
-# request-digest = LDQUOT 32LHEX RDQUOT (MD5); SHA-256 digests are 64 hex digits (RFC 7616)
-LHEX_RE: Final = re.compile(r"[0-9a-f]+\Z")
-# nc-value = 8LHEX
-NC_VALUE_RE: Final = re.compile(r"[0-9a-fA-F]{8}\Z")
 
 # --- string tests on the request path ---------------------------------------------------
 # Each answers as the regular expression named in its docstring, for every string (held

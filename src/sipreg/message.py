@@ -364,7 +364,7 @@ def _header_field(line: str) -> tuple[str, str] | None:
     if not colon or not name:
         return None
     if name not in _FIELD_NAMES:
-        if not _abnf.TOKEN_RE.match(name):
+        if not _abnf.is_token(name):
             return None
         if len(_FIELD_NAMES) < 4096:
             _FIELD_NAMES.add(name)

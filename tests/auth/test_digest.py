@@ -184,6 +184,9 @@ def test_check_shape() -> None:
         {"response": "a" * 64},
         {"response": "x" * 32},
         {"response": "a" * 32, "nc": "1"},
+        {"response": "a" * 32, "nc": "0000000g"},
+        {"response": "a" * 31 + "\u0665"},  # a digit, but not an ASCII one
+        {"response": "a" * 32, "nc": "0000000\u212a"},  # KELVIN SIGN, lower case "k"
     ]:
         with pytest.raises(ParseError):
             check_shape(Credentials("Digest", params), "MD5")

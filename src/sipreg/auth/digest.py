@@ -180,7 +180,8 @@ def challenge(realm: str, nonce: str, algorithm: str, *, qop: bool, stale: bool)
     return ", ".join(parts)
 
 
-#: LHEX = DIGIT / %x61-66 (lowercase a-f)
+#: LHEX = DIGIT / %x61-66 (lowercase a-f).  request-digest = LDQUOT 32LHEX RDQUOT (MD5;
+#: 64 for SHA-256, RFC 7616); nc-value = 8LHEX (read in either case, as clients send it).
 _LHEX: Final = "0123456789abcdef"
 
 
@@ -191,8 +192,13 @@ def _quote(text: str) -> str:
 def check_shape(credentials: Credentials, algorithm: str) -> None:
     """Raise ParseError unless the Digest response and nc have their grammar's form."""
     digest = credentials.get("response") or ""
-    if len(digest) != DIGEST_LENGTH[algorithm] or digest.lower().strip(_LHEX):
+    if len(digest) != DIGEST_LENGTH[algorithm] or _not_hex(digest):
         raise ParseError("Malformed Authorization: the response is no digest of its algorithm")
     nc = credentials.get("nc")
-    if nc is not None and (len(nc) != 8 or nc.lower().strip(_LHEX)):
+    if nc is not None and (len(nc) != 8 or _not_hex(nc)):
         raise ParseError("Malformed Authorization: nc is not 8 hex digits")
+
+
+def _not_hex(text: str) -> bool:
+    """``text`` holds something other than hex digits (of either case)."""
+    return not text.isascii() or bool(text.lower().strip(_LHEX))

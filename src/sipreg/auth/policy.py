@@ -73,7 +73,7 @@ class AuthPolicy:
             )
         object.__setattr__(self, "algorithms", algorithms)
         methods = frozenset(m.upper() for m in self.methods)
-        if not methods or not all(_abnf.TOKEN_RE.match(m) for m in methods):
+        if not methods or not all(_abnf.is_token(m) for m in methods):
             raise ValueError(f"methods: {sorted(self.methods)!r} must name SIP methods")
         if methods & {"ACK", "CANCEL"}:
             raise ValueError("methods: ACK and CANCEL cannot be challenged (RFC 3261 22.1)")
