@@ -11,7 +11,7 @@ import subprocess
 import sys
 import threading
 import time
-from collections.abc import AsyncIterator, Sequence
+from collections.abc import AsyncIterator
 from pathlib import Path
 from typing import Any
 
@@ -137,38 +137,62 @@ async def test_close_commits_queued_changes_and_is_idempotent(path: Path) -> Non
     await reopened.close()
 
 
-async def test_cancelling_the_committer_fails_the_waiting_applies(
-    store: SqliteStore, monkeypatch: pytest.MonkeyPatch
-) -> None:
-    """A committer cancelled mid-commit (at shutdown, say) leaves no apply() waiting forever."""
-    entered, release = threading.Event(), threading.Event()
-    commit = sqlite_module._commit
+def sync_child(store: SqliteStore) -> int:
+    """The pid of the process that syncs ``store``'s log."""
+    wal = store._wal
+    assert wal is not None and wal._child is not None
+    return wal._child.pid
 
-    def held_commit(
-        con: sqlite3.Connection, changes: Sequence[Change]
-    ) -> tuple[list[Exception | int], int]:
-        entered.set()
-        release.wait(10)
-        return commit(con, changes)
 
-    monkeypatch.setattr(sqlite_module, "_commit", held_commit)
-    committing = [
-        asyncio.create_task(store.apply(Change(f"sip:u{n}@h", 0, upsert=(binding(f"sip:u{n}@h"),))))
-        for n in range(3)
-    ]
-    async with asyncio.timeout(5):
-        while not entered.is_set():  # the group is in the SQLite thread
-            await asyncio.sleep(0.001)
-    queued = asyncio.create_task(store.apply(Change(ALICE, 0, upsert=(binding(),))))
-    await asyncio.sleep(0)  # queued behind the running group
-    committer = store._committer
-    assert committer is not None and not committer.done()
-    committer.cancel()
+async def test_no_change_is_answered_before_its_sync(store: SqliteStore, path: Path) -> None:
+    """The commit does not sync (synchronous=NORMAL); apply() waits for the child's fdatasync."""
+    with sqlite3.connect(path) as con:
+        assert con.execute("PRAGMA journal_mode").fetchone() == ("wal",)
+    con.close()
+    child = sync_child(store)
+    os.kill(child, signal.SIGSTOP)
     try:
+        applying = asyncio.create_task(store.apply(Change(ALICE, 0, upsert=(binding(),))))
+        done, _ = await asyncio.wait([applying], timeout=0.3)
+        assert not done  # committed, not yet synced
+        assert rows(path, "bindings") == 1
+    finally:
+        os.kill(child, signal.SIGCONT)
+    async with asyncio.timeout(5):
+        await applying
+
+
+async def test_a_sync_that_fails_fails_its_changes_and_every_later_one(store: SqliteStore) -> None:
+    os.kill(sync_child(store), signal.SIGKILL)
+    with pytest.raises(StoreUnavailable, match=r"cannot sync .*: the sync process ended"):
+        await store.apply(Change(ALICE, 0, upsert=(binding(),)))
+    with pytest.raises(StoreUnavailable, match="cannot sync"):
+        await store.apply(Change(BOB, 0, upsert=(binding(BOB),)))
+
+
+async def test_cancelling_the_committer_fails_the_waiting_applies(store: SqliteStore) -> None:
+    """A committer cancelled mid-commit (at shutdown, say) leaves no apply() waiting forever."""
+    child = sync_child(store)
+    os.kill(child, signal.SIGSTOP)  # the group commits, then waits for its sync
+    try:
+        committing = [
+            asyncio.create_task(
+                store.apply(Change(f"sip:u{n}@h", 0, upsert=(binding(f"sip:u{n}@h"),)))
+            )
+            for n in range(3)
+        ]
+        async with asyncio.timeout(5):
+            while store._wal is None or not store._wal._waiting:
+                await asyncio.sleep(0.001)
+        queued = asyncio.create_task(store.apply(Change(ALICE, 0, upsert=(binding(),))))
+        await asyncio.sleep(0)  # queued behind the running group
+        committer = store._committer
+        assert committer is not None and not committer.done()
+        committer.cancel()
         async with asyncio.timeout(5):
             results = await asyncio.gather(*committing, queued, return_exceptions=True)
     finally:
-        release.set()
+        os.kill(child, signal.SIGCONT)
     for result in results[:3]:
         assert isinstance(result, RuntimeError)
         assert str(result) == "store closed: the change may or may not have been committed"
@@ -177,7 +201,6 @@ async def test_cancelling_the_committer_fails_the_waiting_applies(
     assert committer.cancelled()
 
     # The store still works: the next apply starts a new committer.
-    monkeypatch.setattr(sqlite_module, "_commit", commit)
     await store.apply(Change(BOB, 0, upsert=(binding(BOB),)))
     assert (await store.load(BOB)).bindings == (binding(BOB),)
     assert (await store.load(ALICE)).bindings == ()  # the queued change never ran

@@ -1,11 +1,19 @@
 """A durable store in one SQLite file, with group commit.
 
-The file runs in WAL mode with ``synchronous=FULL``: once ``apply`` returns,
-the change survives a crash of the process or the machine.  All SQLite work
-happens on one dedicated thread with one connection.  Writes are grouped: every
-change queued while the previous transaction committed goes into the next one,
-each inside its own savepoint, so one fsync serves many REGISTERs and a version
-conflict fails only its own change.
+The file runs in WAL mode: once ``apply`` returns, the change survives a crash
+of the process or the machine.  Writes are grouped: every change queued while
+the previous group committed goes into the next one, so one sync serves many
+REGISTERs, and a version conflict or a failure fails only its own change.
+
+A group's transaction runs on the event loop's thread and never waits there: it
+retries another process's write lock every millisecond, and it commits without
+a sync (``synchronous=NORMAL``).  The sync of the log comes after, with the lock
+let go, from a child process (:class:`~sipreg.store.wal_sync.WalSync`), and no
+change of the group is answered before it: what ``synchronous=FULL`` promises,
+without a thread of ours waiting on the disk and then queueing for the
+interpreter lock behind the busy loop.  Reads of AORs not cached and expiry
+sweeps, which may wait for the disk, run on one dedicated thread; all use one
+connection, one user at a time.
 
 Versions follow :mod:`sipreg.store.base`: ``aors`` holds a row per AOR with
 bindings, with the value the one row of ``clock`` (a counter that never goes
@@ -55,6 +63,7 @@ from mypy_extensions import mypyc_attr
 from ..errors import StoreConflict, StoreOpenError, StoreUnavailable
 from ..registrar.binding import Binding
 from .base import AorState, BindingStore, Change
+from .wal_sync import WalSync
 
 log = logging.getLogger("sipreg.store")
 
@@ -210,8 +219,11 @@ class SqliteStore(BindingStore):
         self._data_version: int | None = None
         self._watcher: sqlite3.Connection | None = None  # on the event loop's thread
         self._watched: int | None = None  # its data_version after our last commit
-        self._writing = 0  # our write transactions under way on the SQLite thread
+        self._writing = 0  # our write transactions under way
         self._executor: ThreadPoolExecutor | None = None
+        self._wal: WalSync | None = None
+        #: Held by each use of the connection: a write transaction, or a call on the thread.
+        self._using = asyncio.Lock()
         self._con: sqlite3.Connection | None = None
         self._pending: list[tuple[Change, asyncio.Future[int]]] = []
         self._committer: asyncio.Task[None] | None = None
@@ -231,7 +243,15 @@ class SqliteStore(BindingStore):
         except BaseException:
             executor.shutdown(wait=False)
             raise
-        self._executor, self._con = executor, con
+        wal = WalSync(self.path + "-wal") if _in_wal_mode(con) else None  # not ":memory:"
+        try:
+            if wal is not None:
+                await wal.start()  # the log exists now that the connection has read the file
+        except BaseException:
+            executor.submit(con.close)
+            executor.shutdown(wait=False)
+            raise
+        self._executor, self._con, self._wal = executor, con, wal
         self._checkpointer = asyncio.create_task(self._checkpoint_often())
         if self.cache_size and not self.shared:
             self._watcher = sqlite3.connect(self.path, timeout=0, isolation_level=None)
@@ -375,25 +395,26 @@ class SqliteStore(BindingStore):
             self._data_version = data_version
 
     async def _call(self, fn: Callable[[sqlite3.Connection, *_Ts], _T], *args: *_Ts) -> _T:
-        """Run ``fn(connection, *args)`` on the SQLite thread.
+        """Run ``fn(connection, *args)`` on the SQLite thread, between write transactions.
 
         A file another process holds locked (``--workers``) past SQLite's busy
         timeout is tried again, :data:`BUSY_TRIES` times in all, before the
         store is reported unavailable.
         """
-        loop = asyncio.get_running_loop()
-        tries = 1
-        while True:
-            if self._con is None or self._executor is None:
-                raise StoreUnavailable("SqliteStore is not open")
-            try:
-                return await loop.run_in_executor(self._executor, fn, self._con, *args)
-            except sqlite3.OperationalError as err:
-                if "locked" not in str(err):  # SQLITE_BUSY: another writer held it
-                    raise
-                if tries >= BUSY_TRIES:
-                    raise StoreUnavailable(f"store unavailable: {err}") from err
-                tries += 1
+        async with self._using:
+            loop = asyncio.get_running_loop()
+            tries = 1
+            while True:
+                if self._con is None or self._executor is None:
+                    raise StoreUnavailable("SqliteStore is not open")
+                try:
+                    return await loop.run_in_executor(self._executor, fn, self._con, *args)
+                except sqlite3.OperationalError as err:
+                    if "locked" not in str(err):  # SQLITE_BUSY: another writer held it
+                        raise
+                    if tries >= BUSY_TRIES:
+                        raise StoreUnavailable(f"store unavailable: {err}") from err
+                    tries += 1
 
     async def _commit_pending(self) -> None:
         """Commit the queue group by group until it stays empty."""
@@ -404,7 +425,7 @@ class SqliteStore(BindingStore):
                 continue
             self._writing += 1
             try:
-                outcomes, data_version = await self._call(_commit, [c for c, _ in group])
+                outcomes, data_version = await self._commit_group([c for c, _ in group])
             except Exception as exc:  # the transaction failed: every change in it did
                 outcomes = [exc] * len(group)
             except BaseException:
@@ -435,6 +456,31 @@ class SqliteStore(BindingStore):
                     future.set_result(outcome)
                 else:
                     future.set_exception(outcome)
+
+    async def _commit_group(self, changes: list[Change]) -> tuple[list[Exception | int], int]:
+        """Write ``changes`` in one transaction: each one's error or new version, and the
+        file's data version after.
+
+        The transaction runs here, on the event loop's thread, where it never waits:
+        for another process's write lock it tries again every millisecond (nobody
+        holds that lock long, as nobody syncs while holding it), and the commit does
+        not sync.  The sync comes after, from :class:`~sipreg.store.wal_sync.WalSync`,
+        with the lock let go; no change is answered before it.
+        """
+        async with self._using:
+            assert self._con is not None  # _using: open
+            con, wal = self._con, self._wal
+            await _begin(con)
+            try:
+                outcomes = _write(con, changes)
+                con.execute("COMMIT")
+            except BaseException:
+                _roll_back(con)
+                raise
+            data_version = _data_version(con)
+        if wal is not None:
+            await wal.sync()
+        return outcomes, data_version
 
     async def _checkpoint_often(self) -> None:
         """Copy the WAL into the file every :data:`CHECKPOINT_INTERVAL` s, on a thread of its own.
@@ -467,8 +513,10 @@ class SqliteStore(BindingStore):
                 await self._checkpointer
         if self._committer is not None:
             await asyncio.wait([self._committer])
-        con, executor = self._con, self._executor
-        self._con = self._executor = None
+        con, executor, wal = self._con, self._executor, self._wal
+        self._con = self._executor = self._wal = None
+        if wal is not None:
+            await wal.close()
         if self._watcher is not None:
             self._watcher.close()
             self._watcher = None
@@ -537,7 +585,8 @@ def _prepare(con: sqlite3.Connection) -> None:
     while True:
         try:
             con.execute("PRAGMA journal_mode = WAL")
-            con.execute("PRAGMA synchronous = FULL")
+            # A log is synced by WalSync, after the commit; without one, the commit syncs.
+            con.execute(f"PRAGMA synchronous = {'NORMAL' if _in_wal_mode(con) else 'FULL'}")
             con.execute("PRAGMA wal_autocheckpoint = 0")  # _checkpoint_often's, off this thread
             migrate(con)
             return
@@ -545,6 +594,12 @@ def _prepare(con: sqlite3.Connection) -> None:
             if "locked" not in str(err) or time.monotonic() >= deadline:
                 raise
             time.sleep(0.05)
+
+
+def _in_wal_mode(con: sqlite3.Connection) -> bool:
+    """True when the file keeps a write-ahead log (not so in memory, ``:memory:``)."""
+    mode: str = con.execute("PRAGMA journal_mode").fetchone()[0]
+    return mode.lower() == "wal"
 
 
 def _checkpoint_connection(path: str) -> sqlite3.Connection:
@@ -585,27 +640,53 @@ def _transaction(con: sqlite3.Connection, mode: str = "IMMEDIATE") -> Iterator[N
     con.execute("COMMIT")
 
 
-def _commit(
-    con: sqlite3.Connection, changes: Sequence[Change]
-) -> tuple[list[Exception | int], int]:
-    """Apply ``changes`` in one transaction, all at one new version.
+async def _begin(con: sqlite3.Connection) -> None:
+    """Begin a write transaction without blocking the thread: while another process
+    holds the write lock, try again every millisecond, :data:`BUSY_TIMEOUT` times
+    :data:`BUSY_TRIES` in all, then report the store unavailable."""
+    deadline = time.monotonic() + BUSY_TIMEOUT * BUSY_TRIES
+    while not _begin_at_once(con):
+        if time.monotonic() >= deadline:
+            raise StoreUnavailable("store unavailable: database is locked")
+        await asyncio.sleep(0.001)
 
-    Returns each one's error or new version, and the file's data version.  A
-    change that conflicts fails alone: its version is checked before it writes.
-    Should anything else fail, the transaction is rolled back and the changes
-    applied again each in a savepoint (:func:`_commit_each`), so that only the
-    failing one fails.
-    """
+
+def _begin_at_once(con: sqlite3.Connection) -> bool:
+    """Begin a write transaction if no other process holds the lock; never waits."""
+    con.execute("PRAGMA busy_timeout = 0")
     try:
-        with _transaction(con):
-            outcomes = _apply_all(con, changes, _tick(con))
+        con.execute("BEGIN IMMEDIATE")
     except sqlite3.OperationalError as err:
-        if "locked" in str(err):
-            raise  # another process holds the file: tried again as a whole (_call)
-        outcomes = _commit_each(con, changes)
+        if "locked" not in str(err):
+            raise
+        return False
+    finally:
+        con.execute(f"PRAGMA busy_timeout = {int(BUSY_TIMEOUT * 1000)}")
+    return True
+
+
+def _roll_back(con: sqlite3.Connection) -> None:
+    if con.in_transaction:
+        con.execute("ROLLBACK")
+
+
+def _write(con: sqlite3.Connection, changes: Sequence[Change]) -> list[Exception | int]:
+    """Apply ``changes`` inside the open transaction, all at one new version.
+
+    Returns each one's error or new version.  A change that conflicts fails
+    alone: its version is checked before it writes.  Should anything else fail,
+    the group's writes are rolled back and the changes applied again each in a
+    savepoint (:func:`_apply_each`), so that only the failing one fails.
+    """
+    version = _tick(con)
+    con.execute("SAVEPOINT changes")
+    try:
+        outcomes = _apply_all(con, changes, version)
     except Exception:
-        outcomes = _commit_each(con, changes)
-    return outcomes, _data_version(con)
+        con.execute("ROLLBACK TO changes")
+        outcomes = _apply_each(con, changes, version)
+    con.execute("RELEASE changes")
+    return outcomes
 
 
 def _apply_all(
@@ -640,19 +721,19 @@ def _apply_all(
     return outcomes
 
 
-def _commit_each(con: sqlite3.Connection, changes: Sequence[Change]) -> list[Exception | int]:
-    """Apply ``changes`` in one transaction, each in a savepoint: a failure fails its own."""
+def _apply_each(
+    con: sqlite3.Connection, changes: Sequence[Change], version: int
+) -> list[Exception | int]:
+    """Apply ``changes`` at ``version``, each in a savepoint: a failure fails its own."""
     outcomes: list[Exception | int] = []
-    with _transaction(con):
-        version = _tick(con)
-        for change in changes:
-            con.execute("SAVEPOINT change")
-            try:
-                outcomes.append(_apply(con, change, version))
-            except Exception as exc:
-                con.execute("ROLLBACK TO change")
-                outcomes.append(exc)
-            con.execute("RELEASE change")
+    for change in changes:
+        con.execute("SAVEPOINT change")
+        try:
+            outcomes.append(_apply(con, change, version))
+        except Exception as exc:
+            con.execute("ROLLBACK TO change")
+            outcomes.append(exc)
+        con.execute("RELEASE change")
     return outcomes
 
 
