@@ -6,8 +6,8 @@ the previous group committed goes into the next one, so one sync serves many
 REGISTERs, and a version conflict or a failure fails only its own change.
 
 A group's transaction runs on the event loop's thread and never waits there: it
-retries another process's write lock every millisecond, and it commits without
-a sync (``synchronous=NORMAL``).  The sync of the log comes after, with the lock
+retries another process's write lock at the loop's next turns, and it commits
+without a sync (``synchronous=OFF``).  The sync of the log comes after, with the lock
 let go, from a child process (:class:`~sipreg.store.wal_sync.WalSync`), and no
 change of the group is answered before it: what ``synchronous=FULL`` promises,
 without a thread of ours waiting on the disk and then queueing for the
@@ -155,6 +155,8 @@ _MIGRATIONS: tuple[tuple[str, ...], ...] = (
 SCHEMA_VERSION = len(_MIGRATIONS)
 #: Seconds SQLite waits for another process's write lock before a statement fails.
 BUSY_TIMEOUT = 5.0
+#: Tries of a group's BEGIN at the event loop's next turns, before it waits a millisecond.
+AT_ONCE_TRIES = 16
 #: How often a statement that met a lock held past BUSY_TIMEOUT is run in all.
 BUSY_TRIES = 3
 #: Seconds between checkpoints of the WAL into the database file.
@@ -521,7 +523,7 @@ class SqliteStore(BindingStore):
             self._watcher.close()
             self._watcher = None
         if con is not None and executor is not None:
-            await asyncio.get_running_loop().run_in_executor(executor, con.close)
+            await asyncio.get_running_loop().run_in_executor(executor, _close, con)
             executor.shutdown()
 
 
@@ -585,8 +587,11 @@ def _prepare(con: sqlite3.Connection) -> None:
     while True:
         try:
             con.execute("PRAGMA journal_mode = WAL")
-            # A log is synced by WalSync, after the commit; without one, the commit syncs.
-            con.execute(f"PRAGMA synchronous = {'NORMAL' if _in_wal_mode(con) else 'FULL'}")
+            # A log is synced by WalSync, after the commit, and the file by the checkpoint
+            # (its own connection) before the log starts again: this one never syncs, not
+            # even the log's header when it starts again (NORMAL would, in a commit here).
+            # Without a log, the commit syncs.
+            con.execute(f"PRAGMA synchronous = {'OFF' if _in_wal_mode(con) else 'FULL'}")
             con.execute("PRAGMA wal_autocheckpoint = 0")  # _checkpoint_often's, off this thread
             migrate(con)
             return
@@ -603,9 +608,15 @@ def _in_wal_mode(con: sqlite3.Connection) -> bool:
 
 
 def _checkpoint_connection(path: str) -> sqlite3.Connection:
-    return sqlite3.connect(
-        path, timeout=BUSY_TIMEOUT, isolation_level=None, check_same_thread=False
-    )
+    con = sqlite3.connect(path, timeout=BUSY_TIMEOUT, isolation_level=None, check_same_thread=False)
+    con.execute("PRAGMA synchronous = FULL")  # the file before the log starts again
+    return con
+
+
+def _close(con: sqlite3.Connection) -> None:
+    """Close the writer, syncing what the checkpoint a last connection runs copies."""
+    con.execute("PRAGMA synchronous = FULL")
+    con.close()
 
 
 def _checkpoint(con: sqlite3.Connection) -> None:
@@ -642,13 +653,18 @@ def _transaction(con: sqlite3.Connection, mode: str = "IMMEDIATE") -> Iterator[N
 
 async def _begin(con: sqlite3.Connection) -> None:
     """Begin a write transaction without blocking the thread: while another process
-    holds the write lock, try again every millisecond, :data:`BUSY_TIMEOUT` times
-    :data:`BUSY_TRIES` in all, then report the store unavailable."""
+    holds the write lock, try again (at once :data:`AT_ONCE_TRIES` times, then every
+    millisecond) for :data:`BUSY_TIMEOUT` times :data:`BUSY_TRIES` in all, then
+    report the store unavailable."""
     deadline = time.monotonic() + BUSY_TIMEOUT * BUSY_TRIES
+    tries = 0
     while not _begin_at_once(con):
         if time.monotonic() >= deadline:
             raise StoreUnavailable("store unavailable: database is locked")
-        await asyncio.sleep(0.001)
+        # The lock is seldom held for long (for another worker's statements, a fraction
+        # of a millisecond): try again at the event loop's next turns, then less often.
+        tries += 1
+        await asyncio.sleep(0 if tries <= AT_ONCE_TRIES else 0.001)
 
 
 def _begin_at_once(con: sqlite3.Connection) -> bool:
