@@ -13,7 +13,8 @@ change of the group is answered before it: what ``synchronous=FULL`` promises,
 without a thread of ours waiting on the disk and then queueing for the
 interpreter lock behind the busy loop.  Reads of AORs not cached and expiry
 sweeps, which may wait for the disk, run on one dedicated thread; all use one
-connection, one user at a time.
+connection, one user at a time.  A sweep's commit is synced with the next
+group's (one lost to a crash is only done again).
 
 Versions follow :mod:`sipreg.store.base`: ``aors`` holds a row per AOR with
 bindings, with the value the one row of ``clock`` (a counter that never goes
@@ -464,9 +465,9 @@ class SqliteStore(BindingStore):
         file's data version after.
 
         The transaction runs here, on the event loop's thread, where it never waits:
-        for another process's write lock it tries again every millisecond (nobody
-        holds that lock long, as nobody syncs while holding it), and the commit does
-        not sync.  The sync comes after, from :class:`~sipreg.store.wal_sync.WalSync`,
+        another process's write lock is tried again later (see :func:`_begin`;
+        nobody holds that lock long, as nobody syncs while holding it), and the
+        commit does not sync.  The sync comes after, from :class:`~sipreg.store.wal_sync.WalSync`,
         with the lock let go; no change is answered before it.
         """
         async with self._using:
@@ -682,6 +683,7 @@ def _begin_at_once(con: sqlite3.Connection) -> bool:
 
 
 def _roll_back(con: sqlite3.Connection) -> None:
+    """End the open transaction, if any, writing nothing."""
     if con.in_transaction:
         con.execute("ROLLBACK")
 

@@ -9,7 +9,7 @@ with one ``fdatasync``; asks that arrive while one runs are answered by the
 next, which covers them all.  The event loop only writes a byte to a pipe and
 reads one back.
 
-The store commits with ``synchronous = NORMAL`` (no sync in the commit) and
+The store commits with ``synchronous = OFF`` (no sync in the commit) and
 answers no change before its sync: what SQLite's ``FULL`` does, one sync for a
 whole group, and without holding the write lock during it.
 """
