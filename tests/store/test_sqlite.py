@@ -10,7 +10,6 @@ import sqlite3
 import subprocess
 import sys
 import threading
-import time
 from collections.abc import AsyncIterator
 from pathlib import Path
 from typing import Any
@@ -564,26 +563,26 @@ async def test_workers_sharing_a_file_read_it_and_plan_refreshes_on_their_own_wr
 
 
 async def test_a_sweep_right_after_a_commit_leaves_no_expired_binding_cached(
-    path: Path,
+    store: SqliteStore,
 ) -> None:
-    """The thread commits a new binding, then our sweep removes it: the cache, which
-    changes in the loop steps that follow, must end as the file did."""
-    store = SqliteStore(path)
-    await store.open()
+    """A group commits a new binding and waits for its sync; our sweep removes the
+    binding meanwhile: the cache must end as the file did (it follows each commit in
+    the file's order, not when the group's sync comes back)."""
+    child = sync_child(store)
+    os.kill(child, signal.SIGSTOP)  # the group commits, then waits for its sync
     try:
         expired = binding(ALICE, "sip:a@h", expires_at=100.0)
         applying = asyncio.create_task(store.apply(Change(ALICE, 0, upsert=(expired,))))
-        await asyncio.sleep(0)
-        await asyncio.sleep(0)  # its group is on the SQLite thread
-        sweeping = asyncio.create_task(store.expire(200.0))
-        await asyncio.sleep(0)  # the sweep queued behind it
-        time.sleep(0.5)  # the loop busy: both finish on the thread before it looks
-        await applying
-        assert await sweeping == [expired]
-        assert store.remembered(ALICE) is None
-        assert await store.load(ALICE) == AorState(ALICE, (), 0)
+        async with asyncio.timeout(5):
+            while store._wal is None or not store._wal._waiting:
+                await asyncio.sleep(0.001)
+            assert await store.expire(200.0) == [expired]
     finally:
-        await store.close()
+        os.kill(child, signal.SIGCONT)
+    async with asyncio.timeout(5):
+        await applying
+    assert store.remembered(ALICE) is None
+    assert await store.load(ALICE) == AorState(ALICE, (), 0)
 
 
 async def test_a_cancelled_sweep_still_empties_the_cache_of_what_it_removed(

@@ -222,7 +222,7 @@ class SqliteStore(BindingStore):
         self._data_version: int | None = None
         self._watcher: sqlite3.Connection | None = None  # on the event loop's thread
         self._watched: int | None = None  # its data_version after our last commit
-        self._writing = 0  # our write transactions under way
+        self._writing = 0  # our expiry sweeps under way on the SQLite thread
         self._executor: ThreadPoolExecutor | None = None
         self._wal: WalSync | None = None
         #: Held by each use of the connection: a write transaction, or a call on the thread.
@@ -288,8 +288,9 @@ class SqliteStore(BindingStore):
     async def load(self, aor: str) -> AorState:
         if self.cache_size and not self.shared:
             seen = self._watch()
-            # While a write of ours is under way the move may be its own: its end asks
-            # the writer connection, whose data_version only others move.
+            # While a sweep of ours runs on the thread the move may be its own: its end
+            # asks the writer connection, whose data_version only others move.  (A group
+            # commits and notes the version in one loop step: no load comes between.)
             if (seen is None or seen != self._watched) and not self._writing:
                 self._cache.clear()
                 self._watched = seen
@@ -426,10 +427,9 @@ class SqliteStore(BindingStore):
             self._pending = []
             if not group:
                 continue
-            self._writing += 1
             try:
-                outcomes, data_version = await self._commit_group([c for c, _ in group])
-            except Exception as exc:  # the transaction failed: every change in it did
+                outcomes = await self._commit_group([c for c, _ in group])
+            except Exception as exc:  # the transaction or its sync failed: every change did
                 outcomes = [exc] * len(group)
             except BaseException:
                 # Cancelled (at shutdown, say): nobody will resolve these futures now, so
@@ -438,21 +438,7 @@ class SqliteStore(BindingStore):
                 _abandon(group, "the change may or may not have been committed")
                 _abandon(queued, "the change was not committed")
                 raise
-            else:
-                self.commits += 1
-                if self.on_commit is not None:
-                    self.on_commit(len(group))
-                self._others_wrote(data_version)
-                self._watched = self._watch()
-            finally:
-                self._writing -= 1
-            for (change, future), outcome in zip(group, outcomes, strict=True):
-                # The cache follows the commit here, in the loop step the thread's answer
-                # wakes, as expire()'s does: the cache changes in the order the file did.
-                if isinstance(outcome, int):
-                    self._cached_after(change, outcome)
-                elif isinstance(outcome, StoreConflict):
-                    self._cache.pop(change.aor, None)  # planned on what another process changed
+            for (_, future), outcome in zip(group, outcomes, strict=True):
                 if future.done():
                     continue
                 if isinstance(outcome, int):
@@ -460,14 +446,15 @@ class SqliteStore(BindingStore):
                 else:
                     future.set_exception(outcome)
 
-    async def _commit_group(self, changes: list[Change]) -> tuple[list[Exception | int], int]:
-        """Write ``changes`` in one transaction: each one's error or new version, and the
-        file's data version after.
+    async def _commit_group(self, changes: list[Change]) -> list[Exception | int]:
+        """Write ``changes`` in one transaction: each one's error or new version.
 
         The transaction runs here, on the event loop's thread, where it never waits:
         another process's write lock is tried again later (see :func:`_begin`;
         nobody holds that lock long, as nobody syncs while holding it), and the
-        commit does not sync.  The sync comes after, from :class:`~sipreg.store.wal_sync.WalSync`,
+        commit does not sync.  The cache follows the commit before anyone else uses
+        the connection (an expiry sweep, say), so it changes in the order the file
+        did.  The sync comes after, from :class:`~sipreg.store.wal_sync.WalSync`,
         with the lock let go; no change is answered before it.
         """
         async with self._using:
@@ -480,10 +467,25 @@ class SqliteStore(BindingStore):
             except BaseException:
                 _roll_back(con)
                 raise
-            data_version = _data_version(con)
+            self._committed(changes, outcomes, _data_version(con))
         if wal is not None:
             await wal.sync()
-        return outcomes, data_version
+        return outcomes
+
+    def _committed(
+        self, changes: list[Change], outcomes: list[Exception | int], data_version: int
+    ) -> None:
+        """Count a group just committed, and make the cache follow it."""
+        self.commits += 1
+        if self.on_commit is not None:
+            self.on_commit(len(changes))
+        self._others_wrote(data_version)
+        self._watched = self._watch()
+        for change, outcome in zip(changes, outcomes, strict=True):
+            if isinstance(outcome, int):
+                self._cached_after(change, outcome)
+            elif isinstance(outcome, StoreConflict):
+                self._cache.pop(change.aor, None)  # planned on what another process changed
 
     async def _checkpoint_often(self) -> None:
         """Copy the WAL into the file every :data:`CHECKPOINT_INTERVAL` s, on a thread of its own.
