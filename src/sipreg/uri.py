@@ -58,14 +58,18 @@ class SipUri(Value):
         self.headers = headers
 
     def __str__(self) -> str:
-        userinfo = ""
+        text = self.scheme + ":"
         if self.user is not None:
-            userinfo = self.user + ("" if self.password is None else f":{self.password}") + "@"
-        port = "" if self.port is None else f":{self.port}"
-        headers = "&".join(f"{n}={v}" for n, v in self.headers)
-        return f"{self.scheme}:{userinfo}{self.host}{port}{format_params(self.params)}" + (
-            f"?{headers}" if headers else ""
-        )
+            text += self.user if self.password is None else f"{self.user}:{self.password}"
+            text += "@"
+        text += self.host
+        if self.port is not None:
+            text += f":{self.port}"
+        if self.params:
+            text += format_params(self.params)
+        if self.headers:
+            text += "?" + "&".join(f"{n}={v}" for n, v in self.headers)
+        return text
 
     def param(self, name: str) -> str | None:
         """The value of URI parameter ``name`` (case-insensitive); '' for a flag, None if absent."""

@@ -261,6 +261,8 @@ _PARAM_TEXT = st.lists(
 @example('a="1", A="2"')
 @example("a=1,")
 @example("\u212a=1")
+@example('uri="sip:a,b", x=1')
+@example('a=",", b=1')
 def test_plain_auth_params_are_what_the_expression_loop_reads(text: str) -> None:
     plain = _plain_auth_params(text, 0)
     if plain is not None:

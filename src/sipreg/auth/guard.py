@@ -114,6 +114,8 @@ class Guard:
 
     def succeeded(self, address: str, user: str) -> None:
         """A user proved its password from ``address``: its failures there are forgiven."""
+        if not self._pairs and not self._users:  # the common case: nothing to forgive
+            return
         address, user = source_key(address), user[:NAME_LENGTH]
         self._pairs.pop((address, user), None)
         users = self._users.get(address)

@@ -15,6 +15,9 @@ from .guard import Ban, Guard
 from .nonce import NonceCounts
 from .policy import AuthPolicy
 
+#: Seconds between sweeps of the nc counts of stale nonces.
+SWEEP_INTERVAL = 1.0
+
 
 class AuthState(Protocol):
     """Replay counts of nonces and the failures and bans of sources."""
@@ -47,6 +50,7 @@ class MemoryAuthState:
             ban_time=auth.ban_time,
         )
         self.lifetime = auth.nonce_lifetime
+        self._swept_at = float("-inf")
 
     def configure(self, auth: AuthPolicy) -> None:
         guard = self.guard
@@ -64,5 +68,9 @@ class MemoryAuthState:
         self.guard.succeeded(address, user)
 
     async def use(self, nonce: str, issued_at: float, nc: int, now: float) -> bool:
-        self.counts.sweep(now - self.lifetime)
+        # What a sweep forgets is stale, so once a second will do (and at once if the
+        # clock was stepped back).
+        if not self._swept_at <= now < self._swept_at + SWEEP_INTERVAL:
+            self.counts.sweep(now - self.lifetime)
+            self._swept_at = now
         return self.counts.use(nonce, issued_at, nc)

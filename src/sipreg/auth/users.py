@@ -43,7 +43,10 @@ class User:
 
     def ha1(self, algorithm: str) -> str | None:
         """The HA1 for ``algorithm``, or None."""
-        return dict(self.ha1s).get(algorithm)
+        for name, ha1_hex in self.ha1s:
+            if name == algorithm:
+                return ha1_hex
+        return None
 
     @classmethod
     def with_password(cls, name: str, realm: str, password: str) -> User:
