@@ -258,3 +258,13 @@ async def test_redis_auth_keys_expire_by_themselves(redis_db: RedisServer) -> No
         assert all(0 < client.pttl(k) <= 300_000 + 5_000 for k in expiring)
     finally:
         await store.close()
+
+
+async def test_memory_counts_of_stale_nonces_are_swept_once_a_second() -> None:
+    state = MemoryAuthState(AUTH)
+    assert await state.use("old", NOW, 1, NOW)
+    assert await state.use("new", NOW + 200, 1, NOW + 300)  # sweeps: "old" is not yet stale
+    assert await state.use("newer", NOW + 300, 1, NOW + 300.5)  # within the second: no sweep
+    assert len(state.counts) == 3
+    assert await state.use("newest", NOW + 301, 1, NOW + 301)  # a second on: "old" is gone
+    assert len(state.counts) == 3 and state.counts.horizon == NOW
