@@ -183,6 +183,7 @@ def test_check_shape() -> None:
     for params in [
         {"response": "a" * 64},
         {"response": "x" * 32},
+        {"response": "a" * 15 + "-" + "a" * 16},  # hex at both ends, not in between
         {"response": "a" * 32, "nc": "1"},
         {"response": "a" * 32, "nc": "0000000g"},
         {"response": "a" * 31 + "\u0665"},  # a digit, but not an ASCII one

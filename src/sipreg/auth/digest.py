@@ -174,7 +174,7 @@ def _plain_auth_params(value: str, pos: int) -> dict[str, str] | None:
             return None
         name, item = name.strip(" \t"), item.strip(" \t")
         if item.startswith('"'):
-            if len(item) < 2 or not item.endswith('"') or '"' in item[1:-1]:
+            if len(item) < 2 or item.find('"', 1) != len(item) - 1:
                 return None
             item = item[1:-1]
         elif not _abnf.is_token(item):
@@ -218,4 +218,6 @@ def check_shape(credentials: Credentials, algorithm: str) -> None:
 
 def _not_hex(text: str) -> bool:
     """``text`` holds something other than hex digits (of either case)."""
+    if not text.strip(_LHEX):  # lower case, as clients send it: no copy to make
+        return False
     return not text.isascii() or bool(text.lower().strip(_LHEX))

@@ -35,7 +35,7 @@ from .digest import (
     response,
 )
 from .guard import Ban
-from .nonce import Freshness, Nonces
+from .nonce import Freshness, NonceCheck, Nonces
 from .policy import AuthPolicy
 from .state import AuthState, MemoryAuthState
 from .users import User
@@ -128,7 +128,12 @@ class Authorize(Step):
         if not _same_uri(credentials.get("uri") or "", request):
             ctx.auth = "invalid"
             raise BadRequest("The Authorization uri is not the Request-URI")
-        verdict = await self._verify(credentials, username, algorithm, request, ctx.now, address)
+        verdict, check = self._verify(credentials, username, algorithm, request, ctx.now, address)
+        if verdict == "ok":
+            nonce = credentials.get("nonce") or ""
+            nc = 1 if credentials.get("qop") is None else int(credentials.get("nc") or "1", 16)
+            if not await self.state.use(nonce, check.issued_at, nc, ctx.now):
+                verdict = "replayed"
         if verdict != "ok":
             ctx.auth = verdict
             if verdict == "failed":
@@ -180,7 +185,7 @@ class Authorize(Step):
         check_shape(credentials, algorithm)
         return params["username"], algorithm
 
-    async def _verify(
+    def _verify(
         self,
         credentials: Credentials,
         username: str,
@@ -188,13 +193,14 @@ class Authorize(Step):
         request: Request,
         now: float,
         address: str,
-    ) -> str:
-        """``ok``, ``failed`` (a wrong password), ``invalid``, ``stale`` or ``replayed``.
+    ) -> tuple[str, NonceCheck]:
+        """``ok``, ``failed`` (a wrong password), ``invalid`` or ``stale``, and the nonce's check.
 
         Only a wrong digest on a nonce issued to this address counts as ``failed``:
         that nonce proves the client receives what is sent to the address, so a
         spoofed datagram cannot make failures (and bans) for somebody else.  The
         digest is computed in every case, so that every answer costs the same.
+        ``ok`` is not final: the nc must still be new (``replayed`` otherwise).
         """
         nonce = credentials.get("nonce") or ""
         check = self.nonces.check(nonce, now, self.auth.realm, address)
@@ -216,15 +222,12 @@ class Authorize(Step):
             # Not issued to this address (or at all): a plain fresh challenge, whether the
             # digest was right or not, so that it is no oracle for guesses the guard does
             # not count.  A client whose address changed meanwhile just signs again.
-            return "invalid"
+            return "invalid", check
         if not right:
-            return "failed"
+            return "failed", check
         if check.freshness is Freshness.STALE or not check.ours:
-            return "stale"  # too old, or issued before this process started
-        nc = 1 if credentials.get("qop") is None else int(credentials.get("nc") or "1", 16)
-        if not await self.state.use(nonce, check.issued_at, nc, now):
-            return "replayed"
-        return "ok"
+            return "stale", check  # too old, or issued before this process started
+        return "ok", check
 
     def _may_bind(self, username: str, request: Request) -> bool:
         to = request.to.uri
