@@ -83,7 +83,9 @@ class Nonces:
         self.epoch = secrets.token_bytes(_EPOCH) if epoch is None else epoch
         if len(self.epoch) != _EPOCH:
             raise ValueError(f"a nonce epoch has {_EPOCH} bytes")
-        self._verified: OrderedDict[tuple[str, str, str], tuple[float, bool]] = OrderedDict()
+        #: nonce -> (realm, address, issued, ours): keyed by the nonce alone, which is
+        #: cheaper to hash than a tuple; the realm and address are compared on a hit.
+        self._verified: OrderedDict[str, tuple[str, str, float, bool]] = OrderedDict()
 
     def issue(self, now: float, realm: str, address: str, salt: bytes | None = None) -> str:
         """A new nonce for a client at ``address`` in ``realm``, at ``now``.
@@ -103,8 +105,8 @@ class Nonces:
         A nonce found genuine is remembered (:data:`VERIFIED` of them): a phone
         signs many requests with one nonce, and its MAC is checked once.
         """
-        known = self._verified.get((nonce, realm, address))
-        if known is None:
+        known = self._verified.get(nonce)
+        if known is None or known[0] != realm or known[1] != address:
             raw = _decode(nonce)
             if raw is None:
                 return NonceCheck(Freshness.FORGED)
@@ -112,11 +114,11 @@ class Nonces:
             if not hmac.compare_digest(mac, self._mac(head, realm, address)):
                 return NonceCheck(Freshness.FORGED)
             issued = int.from_bytes(head[_EPOCH : _EPOCH + _TIME], "big") / 1000
-            known = issued, hmac.compare_digest(head[:_EPOCH], self.epoch)
-            self._verified[(nonce, realm, address)] = known
+            known = realm, address, issued, hmac.compare_digest(head[:_EPOCH], self.epoch)
+            self._verified[nonce] = known
             if len(self._verified) > VERIFIED:
                 self._verified.popitem(last=False)
-        issued, ours = known
+        _, _, issued, ours = known
         age = now - issued
         if age >= self.lifetime or age < -CLOCK_SKEW:
             return NonceCheck(Freshness.STALE, issued, ours)
