@@ -78,6 +78,16 @@ async def test_a_success_forgives_earlier_failures(nodes: Maker) -> None:
     assert await state.failed(OFFICE, "alice", NOW) is None
 
 
+async def test_the_hints_are_true_whenever_there_is_a_failure_or_a_ban(nodes: Maker) -> None:
+    state = await nodes()
+    assert not state.any_bans and not state.any_failures  # nothing yet: both calls skipped
+    await state.failed(OFFICE, "alice", NOW)
+    assert state.any_failures and not state.any_bans
+    for _ in range(2):
+        await state.failed(OFFICE, "alice", NOW)
+    assert state.any_bans and await state.banned(OFFICE, "alice", NOW) is not None
+
+
 async def test_failing_for_many_users_bans_the_address(nodes: Maker) -> None:
     state = await nodes()
     assert await state.failed(OFFICE, "u1", NOW) is None

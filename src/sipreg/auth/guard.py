@@ -74,6 +74,16 @@ class Guard:
         self._users: OrderedDict[str, OrderedDict[str, float]] = OrderedDict()
         self._bans: OrderedDict[tuple[str, str | None], Ban] = OrderedDict()
 
+    @property
+    def any_bans(self) -> bool:
+        """False when no ban is held (one held may have run out)."""
+        return bool(self._bans)
+
+    @property
+    def any_failures(self) -> bool:
+        """False when no failure is counted (one counted may be out of the window)."""
+        return bool(self._pairs or self._users)
+
     def banned(self, address: str, user: str | None, now: float) -> Ban | None:
         """The ban that refuses ``user`` (None: anyone) from ``address`` at ``now``, if any."""
         if not self._bans:  # the common case, asked twice a request
@@ -114,8 +124,6 @@ class Guard:
 
     def succeeded(self, address: str, user: str) -> None:
         """A user proved its password from ``address``: its failures there are forgiven."""
-        if not self._pairs and not self._users:  # the common case: nothing to forgive
-            return
         address, user = source_key(address), user[:NAME_LENGTH]
         self._pairs.pop((address, user), None)
         users = self._users.get(address)

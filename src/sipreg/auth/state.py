@@ -20,7 +20,20 @@ SWEEP_INTERVAL = 1.0
 
 
 class AuthState(Protocol):
-    """Replay counts of nonces and the failures and bans of sources."""
+    """Replay counts of nonces and the failures and bans of sources.
+
+    ``any_bans`` and ``any_failures`` may be true when there are none (they are
+    hints), never false when there are some: while false, :meth:`banned` has no
+    ban to find and :meth:`succeeded` nothing to forgive, so a caller skips them.
+    """
+
+    @property
+    def any_bans(self) -> bool:
+        """False when no ban is in force anywhere."""
+
+    @property
+    def any_failures(self) -> bool:
+        """False when no failure is counted anywhere."""
 
     def configure(self, auth: AuthPolicy) -> None:
         """Take new limits and lifetimes (a reload), keeping what is counted."""
@@ -51,6 +64,14 @@ class MemoryAuthState:
         )
         self.lifetime = auth.nonce_lifetime
         self._swept_at = float("-inf")
+
+    @property
+    def any_bans(self) -> bool:
+        return self.guard.any_bans
+
+    @property
+    def any_failures(self) -> bool:
+        return self.guard.any_failures
 
     def configure(self, auth: AuthPolicy) -> None:
         guard = self.guard

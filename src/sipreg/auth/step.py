@@ -112,8 +112,10 @@ class Authorize(Step):
             except ParseError:
                 readable = None  # answered with a fresh challenge
         # One look answers both: the address banned, or this user from it.
+        state = self.state
         if (
-            await self.state.banned(address, None if readable is None else readable[0], ctx.now)
+            state.any_bans
+            and await state.banned(address, None if readable is None else readable[0], ctx.now)
             is not None
         ):
             ctx.auth = "banned"
@@ -144,7 +146,8 @@ class Authorize(Step):
                         self.on_ban(ban)
             stale = verdict in ("stale", "replayed")
             return self._challenge(request, ctx.now, address, stale=stale)
-        await self.state.succeeded(address, username)
+        if state.any_failures:
+            await state.succeeded(address, username)
         ctx.user = username
         if request.method == "REGISTER" and not self._may_bind(username, request):
             ctx.auth = "forbidden"
