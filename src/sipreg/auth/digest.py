@@ -7,6 +7,7 @@ parameters in; hashes and parsed credentials out.  Every malformed header is a
 
 from __future__ import annotations
 
+import binascii
 import hashlib
 from collections.abc import Callable
 from typing import Any, Final
@@ -169,10 +170,10 @@ def _plain_auth_params(value: str, pos: int) -> dict[str, str] | None:
         return None
     params: dict[str, str] = {}
     for part in value[pos:].split(","):
-        name, equals, item = part.partition("=")
-        if not equals:
+        equals = part.find("=")
+        if equals < 0:
             return None
-        name, item = name.strip(" \t"), item.strip(" \t")
+        name, item = part[:equals].strip(" \t"), part[equals + 1 :].strip(" \t")
         if item.startswith('"'):
             if len(item) < 2 or item.find('"', 1) != len(item) - 1:
                 return None
@@ -197,9 +198,8 @@ def challenge(realm: str, nonce: str, algorithm: str, *, qop: bool, stale: bool)
     return ", ".join(parts)
 
 
-#: LHEX = DIGIT / %x61-66 (lowercase a-f).  request-digest = LDQUOT 32LHEX RDQUOT (MD5;
-#: 64 for SHA-256, RFC 7616); nc-value = 8LHEX (read in either case, as clients send it).
-_LHEX: Final = "0123456789abcdef"
+#: request-digest = LDQUOT 32LHEX RDQUOT (MD5; 64 for SHA-256, RFC 7616); nc-value =
+#: 8LHEX.  LHEX is lower case, but both are read in either case, as clients send them.
 
 
 def _quote(text: str) -> str:
@@ -217,7 +217,9 @@ def check_shape(credentials: Credentials, algorithm: str) -> None:
 
 
 def _not_hex(text: str) -> bool:
-    """``text`` holds something other than hex digits (of either case)."""
-    if not text.strip(_LHEX):  # lower case, as clients send it: no copy to make
-        return False
-    return not text.isascii() or bool(text.lower().strip(_LHEX))
+    """``text``, of even length, holds something other than hex digits (of either case)."""
+    try:
+        binascii.unhexlify(text)  # one pass in C; refuses white space, signs and non-ASCII
+    except (binascii.Error, ValueError):
+        return True
+    return False
