@@ -104,6 +104,23 @@ async def test_a_conflict_fails_only_its_own_change(store: SqliteStore) -> None:
     assert (await store.load(BOB)).bindings == also_good.upsert
 
 
+async def test_two_changes_of_one_aor_in_a_group_the_second_conflicts(store: SqliteStore) -> None:
+    await store.apply(Change(BOB, 0, upsert=(binding(BOB, "sip:old@h"),)))
+    before = store.commits
+    first = Change(BOB, 1, upsert=(binding(BOB, "sip:b@h"),))
+    second = Change(BOB, 1, remove=("sip:old@h",))
+    new = Change(ALICE, 0, upsert=(binding(ALICE, "sip:a@h"),))
+    again = Change(ALICE, 0, upsert=(binding(ALICE, "sip:other@h"),))
+    results = await asyncio.gather(
+        *(store.apply(c) for c in (first, second, new, again)), return_exceptions=True
+    )
+    assert results[0] is None and results[2] is None
+    assert isinstance(results[1], StoreConflict) and isinstance(results[3], StoreConflict)
+    assert store.commits - before == 1
+    assert {b.contact for b in (await store.load(BOB)).bindings} == {"sip:old@h", "sip:b@h"}
+    assert (await store.load(ALICE)).bindings == new.upsert
+
+
 async def test_a_failing_change_fails_alone(store: SqliteStore) -> None:
     too_big = Change(BOB, 0, upsert=(binding(BOB, cseq=2**70),))
     good = Change(ALICE, 0, upsert=(binding(),))
