@@ -128,15 +128,14 @@ def parse_credentials(value: str) -> Credentials:
     although the grammar does not).  A repeated parameter is an error, as RFC
     7616 section 3.4 says of every one of them.
     """
-    if value.startswith("Digest "):  # as nearly every client writes it
-        plain = _plain_auth_params(value, 7)
-        if plain is not None:
-            return Credentials("Digest", plain)
     s = Scanner(value, "Authorization")
-    s.skip_ws()
-    scheme = s.match(_abnf.TOKEN_PREFIX_RE, "auth-scheme")
-    if s.peek() not in (" ", "\t"):
-        raise s.fail("no white space after the auth-scheme")
+    if value.startswith("Digest "):  # as nearly every client writes it
+        scheme, s.pos = "Digest", 7
+    else:
+        s.skip_ws()
+        scheme = s.match(_abnf.TOKEN_PREFIX_RE, "auth-scheme")
+        if s.peek() not in (" ", "\t"):
+            raise s.fail("no white space after the auth-scheme")
     plain = _plain_auth_params(value, s.pos)
     if plain is not None:
         return Credentials(scheme, plain)

@@ -134,12 +134,12 @@ class Authorize(Step):
         if verdict == "ok":
             nonce = credentials.get("nonce") or ""
             nc = 1 if credentials.get("qop") is None else int(credentials.get("nc") or "1", 16)
-            if not await self.state.use(nonce, check.issued_at, nc, ctx.now):
+            if not await state.use(nonce, check.issued_at, nc, ctx.now):
                 verdict = "replayed"
         if verdict != "ok":
             ctx.auth = verdict
             if verdict == "failed":
-                ban = await self.state.failed(address, username, ctx.now)
+                ban = await state.failed(address, username, ctx.now)
                 if ban is not None:
                     self._log_ban(ban)
                     if self.on_ban is not None:
