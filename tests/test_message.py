@@ -510,6 +510,19 @@ def test_make_response_copies_the_addressing_fields() -> None:
     assert response.headers.get("cseq") == "1826 REGISTER"
     assert response.headers.get("record-route") is None
     assert response.headers.get("to") == "Bob <sip:bob@example.com>"
+    assert response.echoed == 6  # the Expires that follows is the response's own
+
+
+def test_to_parts_cuts_after_the_echoed_fields() -> None:
+    r = register("Via: SIP/2.0/UDP proxy.example.com;branch=z9hG4bKp")
+    response = make_response(r.headers, 200, extra=[("Expires", "3600")])
+    response.body = b"body"
+    head, rest = response.to_parts()
+    assert head + rest == response.to_bytes()
+    assert head.startswith(b"SIP/2.0 200 OK\r\nVia: ") and head.endswith(b"REGISTER\r\n")
+    assert rest == b"Expires: 3600\r\nContent-Length: 4\r\n\r\nbody"
+    whole = Response(200, headers=Headers([("CSeq", "1 REGISTER")]))  # echoes nothing
+    assert whole.to_parts() == (b"SIP/2.0 200 OK\r\n", whole.to_bytes()[16:])
 
 
 def tagged_to(tags: ToTags, request: Request, status: int) -> str | None:

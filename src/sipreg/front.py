@@ -32,7 +32,7 @@ from .leg import Address, Leg
 from .message import DEFAULT_LIMITS, Limits, Request, Response, parse_message, split_head
 from .networks import format_endpoint
 from .outcome import Outcome, OutcomeLog
-from .responses import ToTags, error_response
+from .responses import ToTags, error_response, make_response
 from .transactions import Answer, Kind, TransactionCache, TransactionKey
 from .uri import SipUri
 from .via import response_destination, stamp_received, stamp_request, via_destination
@@ -109,8 +109,11 @@ class Front:
         if decision.kind is Kind.RETRANSMISSION:
             answer = decision.answer
             assert answer is not None
+            data = answer.data
+            if answer.reason is not None:
+                data = self._rebuilt_head(request, from_addr, decision.key, answer) + data
             dest = self._destination(request, answer.leg, from_addr)
-            self._deliver(answer.data, answer.leg, dest)
+            self._deliver(data, answer.leg, dest)
             self._record(request, leg, from_addr, start, answer.status, "", repeat=True)
             return answer.status
         key = decision.key
@@ -182,19 +185,39 @@ class Front:
             self._record(request, leg, from_addr, start, None, reason, ctx=ctx)
             return None
         self._tags.stamp(response, request, key)
-        data = response.to_bytes()
         dest = self._destination(request, leg, from_addr)
-        if key is not None:
-            # Section 17.2: a non-INVITE transaction over a reliable transport ends with
-            # its answer (Timer J is zero); an INVITE one waits for its ACK (or Timer H).
-            if not leg.capabilities.reliable or request.method == "INVITE":
-                answer = Answer(response.status, data, leg)
-                self.transactions.complete(key, answer, self.timer_clock())
+        if key is None:
+            data = response.to_bytes()
+        # Section 17.2: a non-INVITE transaction over a reliable transport ends with
+        # its answer (Timer J is zero); an INVITE one waits for its ACK (or Timer H).
+        elif not leg.capabilities.reliable or request.method == "INVITE":
+            if response.echoed:  # kept compact: a retransmission echoes the head again
+                head, rest = response.to_parts()
+                data = head + rest
+                answer = Answer(response.status, rest, leg, response.reason)
             else:
-                self.transactions.forget(key)
+                data = response.to_bytes()
+                answer = Answer(response.status, data, leg)
+            self.transactions.complete(key, answer, self.timer_clock())
+        else:
+            data = response.to_bytes()
+            self.transactions.forget(key)
         self._deliver(data, leg, dest)
         self._record(request, leg, from_addr, start, response.status, response.reason, ctx=ctx)
         return response.status
+
+    def _rebuilt_head(
+        self, request: Request, from_addr: Address, key: TransactionKey | None, answer: Answer
+    ) -> bytes:
+        """The start and echoed fields of a compact answer, from a copy of its request.
+
+        The copy is stamped from its own source, as the server transport stamps
+        every request it receives (section 18.2.1), and gets the same To tag.
+        """
+        stamp_request(request, from_addr)
+        response = make_response(request.headers, answer.status, answer.reason or "")
+        self._tags.stamp(response, request, key)
+        return response.to_parts()[0]
 
     async def _run(self, request: Request, ctx: Context) -> Response | None:
         """The chain's answer, with every error it raises made into a response."""

@@ -175,7 +175,14 @@ class Request:
 
 
 class Response:
-    """A SIP response; without a ``reason`` it gets the status's standard phrase."""
+    """A SIP response; without a ``reason`` it gets the status's standard phrase.
+
+    ``echoed`` counts the leading header fields that echo the request's (Via,
+    From, To, Call-ID and CSeq, as :func:`~sipreg.responses.make_response` copies
+    them; the To may gain its tag): the same request's copy gives them again, so a
+    retransmission's answer can be rebuilt from the rest (:meth:`to_parts`).
+    Whoever edits those fields otherwise sets it to 0.
+    """
 
     def __init__(
         self,
@@ -184,12 +191,14 @@ class Response:
         headers: Headers | None = None,
         body: bytes = b"",
         version: str = "SIP/2.0",
+        echoed: int = 0,
     ) -> None:
         self.status = status
         self.reason = reason or reason_phrase(status)
         self.headers = headers if headers is not None else Headers()
         self.body = body
         self.version = version
+        self.echoed = echoed
 
     def __repr__(self) -> str:
         return f"Response({self.status}, {self.reason!r}, {len(self.headers)} header fields)"
@@ -197,6 +206,13 @@ class Response:
     def to_bytes(self) -> bytes:
         """The wire form, with Content-Length set to the body's length."""
         return _serialise(f"{self.version} {self.status} {self.reason}", self.headers, self.body)
+
+    def to_parts(self) -> tuple[bytes, bytes]:
+        """The wire form in two: the start line and the ``echoed`` fields, then the rest."""
+        lines = _wire_lines(f"{self.version} {self.status} {self.reason}", self.headers, self.body)
+        cut = 1 + self.echoed
+        head = _encode("\r\n".join(lines[:cut]) + "\r\n")
+        return head, _encode("\r\n".join(lines[cut:]) + "\r\n\r\n") + self.body
 
 
 Message = Request | Response
@@ -210,10 +226,15 @@ def _required_name_addr(headers: Headers, name: str) -> NameAddr:
 
 
 def _serialise(start: str, headers: Headers, body: bytes) -> bytes:
+    return _encode("\r\n".join(_wire_lines(start, headers, body)) + "\r\n\r\n") + body
+
+
+def _wire_lines(start: str, headers: Headers, body: bytes) -> list[str]:
+    """The start line and the header lines, Content-Length set to the body's length."""
     lines = [start]
     lines.extend(f"{n}: {v}" for n, canon, v in headers.fields() if canon != "content-length")
     lines.append(f"Content-Length: {len(body)}")
-    return _encode("\r\n".join(lines) + "\r\n\r\n") + body
+    return lines
 
 
 def split_head(data: bytes) -> tuple[bytes, bytes]:

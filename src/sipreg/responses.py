@@ -20,12 +20,13 @@ def make_response(
 ) -> Response:
     """A response to a request with these header fields (RFC 3261 section 8.2.6.2).
 
-    Via, From, To, Call-ID and CSeq are copied as they are; :class:`ToTags` adds
-    the To tag when the response is sent.
+    Via, From, To, Call-ID and CSeq are copied as they are (the response's
+    ``echoed`` fields); :class:`ToTags` adds the To tag when the response is sent.
     """
     fields = [(spelling, value) for name, spelling in _COPIED for value in headers.get_all(name)]
+    echoed = len(fields)
     fields.extend(extra or ())
-    return Response(status, reason, Headers(fields))
+    return Response(status, reason, Headers(fields), echoed=echoed)
 
 
 _COPIED: Final = (

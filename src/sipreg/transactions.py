@@ -29,8 +29,10 @@ TIMER_J: Final = 32.0
 ENTRY_OVERHEAD: Final = 280
 #: The rate whose answers the default cache keeps for all of Timer J.
 DEFAULT_RATE: Final = 4000
-#: Response bytes a REGISTER's answer takes, for sizing (a 200 with a binding).
-ANSWER_SIZE: Final = 600
+#: Bytes a REGISTER's compact answer keeps, for sizing: what follows the echoed
+#: fields of a 200 with one binding (127 for sipload's; a phone's Contact with
+#: ``+sip.instance`` and ``reg-id`` and a Supported field take more).
+ANSWER_SIZE: Final = 250
 
 #: A digest of the fields that identify a transaction (16 bytes of BLAKE2b: an entry
 #: keeps 49 bytes of key, not the 150 to 250 of the fields themselves).
@@ -50,14 +52,28 @@ class Answer:
     it goes is worked out again from the copy's Via and source, as for the first
     (section 18.2.2), so no address is kept.  The cache sets ``expires_at`` when
     it keeps the answer.
+
+    A compact answer has a ``reason``: ``data`` then holds only what follows the
+    fields echoed from the request (:attr:`~sipreg.message.Response.echoed`), and
+    the copy's own fields give the start again (:meth:`Response.to_parts`), with
+    that status and reason.  A 200 to a REGISTER keeps its Contact, Date and
+    Content-Length lines, a third of its bytes.  Without one ``data`` is whole.
     """
 
-    __slots__ = ("data", "expires_at", "leg", "status")
+    __slots__ = ("data", "expires_at", "leg", "reason", "status")
 
-    def __init__(self, status: int, data: bytes, leg: Leg, expires_at: float = 0.0) -> None:
+    def __init__(
+        self,
+        status: int,
+        data: bytes,
+        leg: Leg,
+        reason: str | None = None,
+        expires_at: float = 0.0,
+    ) -> None:
         self.status = status
         self.data = data
         self.leg = leg
+        self.reason = reason
         self.expires_at = expires_at
 
 

@@ -9,10 +9,11 @@ import pytest
 from sipreg.chain import Chain, Context, Filter, Step, aor_in, source_in, unless
 from sipreg.errors import Forbidden
 from sipreg.front import Front
+from sipreg.headers import Headers
 from sipreg.message import Request, Response
 from sipreg.responses import make_response
 from sipreg.store.memory import MemoryStore
-from sipreg.transactions import TransactionCache
+from sipreg.transactions import ENTRY_OVERHEAD, TransactionCache
 
 from .helpers import (
     ALICE,
@@ -65,6 +66,26 @@ async def test_steps_run_in_order_until_one_answers() -> None:
     assert first.seen == ["INVITE"] and last.seen == []
     assert leg.last().status == 486
     assert (leg.last().headers.get("to") or "").count(";tag=") == 1  # the front tags it
+
+
+class HandMade(Step):
+    """Answers with a response of its own making, which echoes nothing it knows of."""
+
+    async def handle(self, request: Request, ctx: Context) -> Response | None:
+        fields = [(name, value) for name, value in request.headers if name != "Contact"]
+        return Response(202, "Taken", Headers(fields))
+
+
+async def test_a_step_s_own_response_is_repeated_whole() -> None:
+    cache = TransactionCache()
+    front = Front(Chain([HandMade()]), transactions=cache)
+    leg = FakeLeg()
+    data = build("OPTIONS", ALICE)
+    assert await front.receive(data, leg, CLIENT) == 202
+    first = leg.sent[0][0]
+    assert cache.kept_bytes == len(first) + ENTRY_OVERHEAD  # kept as it was sent
+    assert await front.receive(data, leg, CLIENT) == 202
+    assert leg.sent[1][0] == first
 
 
 async def test_a_chain_that_passes_everything_on_answers_nothing() -> None:

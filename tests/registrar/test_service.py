@@ -613,6 +613,21 @@ async def test_retransmitted_register_is_answered_from_the_cache(
     assert await contacts(reg) == {C1: START + 100}
 
 
+async def test_an_answer_is_kept_compact_and_repeated_whole(
+    reg: Registrar, leg: FakeLeg, clock: Clock
+) -> None:
+    """The cache keeps what follows the fields the request gives again (CSeq and before)."""
+    first = register(C1, expires=100)
+    assert await send(reg, first, leg) == 200
+    whole = leg.sent[0][0]
+    kept = len(whole) - (whole.index(b"\r\nContact: ") + 2)
+    assert reg.transactions.kept_bytes == kept + ENTRY_OVERHEAD
+    assert kept < len(whole) / 2
+    clock.advance(2)
+    assert await send(reg, first, leg) == 200
+    assert leg.sent[1][0] == whole  # To tag, Via stamp and all
+
+
 async def test_a_retransmission_is_answered_where_it_came_from(
     reg: Registrar, leg: FakeLeg
 ) -> None:
@@ -620,13 +635,16 @@ async def test_a_retransmission_is_answered_where_it_came_from(
 
     With ``rport`` that is the copy's source port (RFC 3581), so a phone whose NAT
     mapping moved between its copies still gets the answer; without it, the sent-by.
+    The answer's Via is the copy's, stamped as the transport stamps every request it
+    receives (section 18.2.1): its ``rport`` names the port the copy came from.
     """
     via = f"SIP/2.0/UDP {CLIENT[0]}:{CLIENT[1]};branch=z9hG4bK-nat;rport"
     first = register(C1, via=via)
     assert await send(reg, first, leg, source=(CLIENT[0], 40000)) == 200
     assert await send(reg, first, leg, source=(CLIENT[0], 40001)) == 200
     assert [addr for _, addr in leg.sent] == [(CLIENT[0], 40000), (CLIENT[0], 40001)]
-    assert leg.sent[0][0] == leg.sent[1][0]  # the first answer's bytes, rport=40000 in them
+    assert b";rport=40000;" in leg.sent[0][0]
+    assert leg.sent[1][0] == leg.sent[0][0].replace(b";rport=40000;", b";rport=40001;")
     plain = register(C2, via=via.replace(";rport", "").replace("-nat", "-plain"))
     for port in (40002, 40003):
         assert await send(reg, plain, leg, source=(CLIENT[0], port)) == 200
