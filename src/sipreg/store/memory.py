@@ -1,4 +1,4 @@
-"""An in-process store: each AOR's state as one frozen value, expiry from a heap.
+"""An in-process store: each AOR's state as one frozen value, expiry from a wheel of seconds.
 
 Versions follow :mod:`sipreg.store.base`: an AOR with bindings holds the value
 of a counter at its last write (the counter never goes back, so neither does a
@@ -9,6 +9,7 @@ however many AORs come and go.
 from __future__ import annotations
 
 import heapq
+import math
 from typing import Final
 
 from mypy_extensions import mypyc_attr
@@ -17,8 +18,8 @@ from ..errors import StoreConflict
 from ..registrar.binding import Binding
 from .base import AorState, BindingStore, Change
 
-# Rebuild the heap once it holds more than twice the live bindings plus this.
-_HEAP_SLACK: Final = 64
+# Rebuild the wheel once it holds more than twice the AORs plus this.
+_WHEEL_SLACK: Final = 64
 
 
 @mypyc_attr(allow_interpreted_subclasses=True)
@@ -26,13 +27,15 @@ class MemoryStore(BindingStore):
     """Bindings in process memory: fast, shared with nothing, lost on exit.
 
     ``apply`` never awaits, so each change is atomic on the event loop.  Expiry
-    pops a heap of ``(at, aor, key)``, where ``at`` is never later than the
-    binding's expiry.  A refresh that moves the expiry later leaves the heap
-    alone (most REGISTERs are such refreshes): when its entry comes up, the
-    binding is pushed again at its new expiry.  One that moves it earlier pushes
-    a new entry.  Entries of bindings since removed are skipped, and the heap is
-    rebuilt once they outnumber the live bindings, so ``expire`` costs
-    O(expired) amortised and the heap stays O(bindings).
+    reads a wheel of whole seconds: each AOR with bindings is named in the
+    bucket of a second no later than its soonest expiry, and a heap orders the
+    seconds.  An AOR costs one name in a bucket, not an entry a binding.  A
+    refresh that moves the soonest expiry later leaves the wheel alone (most
+    REGISTERs are such refreshes): when its bucket comes up, the AOR is named
+    again at its new soonest expiry.  One that moves it earlier names the AOR
+    again.  Names of AORs since emptied, or met already, are skipped, and the
+    wheel is rebuilt once they outnumber the AORs, so ``expire`` costs
+    O(expired) amortised and the wheel stays O(AORs).
     """
 
     def __init__(self) -> None:
@@ -41,7 +44,9 @@ class MemoryStore(BindingStore):
         # bindings (most AORs hold one) and spares load() a sort.
         self._states: dict[str, AorState] = {}
         self._clock = 0
-        self._heap: list[tuple[float, str, str]] = []
+        self._buckets: dict[int, list[str]] = {}
+        self._seconds: list[int] = []  # a heap of the buckets' seconds
+        self._names = 0  # in all the buckets
         self._count = 0
 
     async def load(self, aor: str) -> AorState:
@@ -54,45 +59,54 @@ class MemoryStore(BindingStore):
         version = 0 if state is None else state.version
         if change.version != version:
             raise StoreConflict(f"{aor}: planned on version {change.version}, now {version}")
-        bindings = {b.key: b for b in state.bindings} if state is not None else {}
+        if state is not None:
+            bindings = {b.key: b for b in state.bindings}
+            named = _soonest(state.bindings)  # the AOR is named at this second or earlier
+        else:
+            bindings, named = {}, math.inf
         for key in change.remove:
             if bindings.pop(key, None) is not None:
                 self._count -= 1
+        soonest = named
         for binding in change.upsert:
-            old = bindings.get(binding.key)
-            bindings[binding.key] = binding
-            if old is None:
+            if bindings.get(binding.key) is None:
                 self._count += 1
-            if old is None or binding.expires_at < old.expires_at:
-                heapq.heappush(self._heap, (binding.expires_at, aor, binding.key))
+            bindings[binding.key] = binding
+            soonest = min(soonest, binding.expires_at)
+        if soonest < named:
+            self._name(aor, soonest)
         self._clock += 1
         self._stamp(aor, bindings, self._clock)
-        if len(self._heap) > 2 * self._count + _HEAP_SLACK:
-            self._rebuild_heap()
+        if self._names > 2 * len(self._states) + _WHEEL_SLACK:
+            self._rebuild_wheel()
 
     async def expire(self, now: float) -> list[Binding]:
         expired: list[Binding] = []
-        heap = self._heap
-        gone: dict[str, set[str]] = {}
-        while heap and heap[0][0] <= now:
-            _, aor, key = heapq.heappop(heap)
-            state = self._states.get(aor)
-            binding = _find(state.bindings, key) if state is not None else None
-            if binding is None or key in gone.get(aor, ()):
-                continue  # removed since this entry was pushed, or met twice
-            if binding.expires_at > now:  # refreshed since: due later (so not met again here)
-                heapq.heappush(heap, (binding.expires_at, aor, key))
-                continue
-            gone.setdefault(aor, set()).add(key)
-            expired.append(binding)
-        # An entry may come up before its binding's expiry (refreshed and shortened).
+        seconds, buckets = self._seconds, self._buckets
+        met: set[str] = set()
+        later: list[tuple[str, float]] = []  # AORs left with bindings, to name again
+        while seconds and seconds[0] <= now:
+            names = buckets.pop(heapq.heappop(seconds))
+            self._names -= len(names)
+            for aor in names:
+                state = self._states.get(aor)
+                if state is None or aor in met:
+                    continue  # emptied since this name was put, or met already
+                met.add(aor)
+                kept = {b.key: b for b in state.bindings if b.expires_at > now}
+                if len(kept) < len(state.bindings):
+                    expired.extend(b for b in state.bindings if b.expires_at <= now)
+                    self._clock += 1
+                    self._count -= len(state.bindings) - len(kept)
+                    self._stamp(aor, kept, self._clock)
+                if kept:
+                    later.append((aor, _soonest(state.bindings, after=now)))
+        for aor, soonest in later:  # a second already past comes up at the next call
+            self._name(aor, soonest)
+        if self._names > 2 * len(self._states) + _WHEEL_SLACK:
+            self._rebuild_wheel()
+        # Ordered as the contract says (an AOR's are met together, in the bucket of its first).
         expired.sort(key=lambda b: (b.expires_at, b.aor, b.key))
-        if expired:
-            self._clock += 1
-            for aor, keys in gone.items():
-                kept = {b.key: b for b in self._states[aor].bindings if b.key not in keys}
-                self._stamp(aor, kept, self._clock)
-        self._count -= len(expired)
         return expired
 
     async def aors(self) -> list[str]:
@@ -134,18 +148,28 @@ class MemoryStore(BindingStore):
         else:
             self._states.pop(aor, None)
 
-    def _rebuild_heap(self) -> None:
-        self._heap = [
-            (binding.expires_at, aor, binding.key)
-            for aor, state in self._states.items()
-            for binding in state.bindings
-        ]
-        heapq.heapify(self._heap)
+    def _name(self, aor: str, at: float) -> None:
+        """Put ``aor`` in the bucket of the second of ``at``."""
+        second = math.floor(at)
+        bucket = self._buckets.get(second)
+        if bucket is None:
+            self._buckets[second] = [aor]
+            heapq.heappush(self._seconds, second)
+        else:
+            bucket.append(aor)
+        self._names += 1
+
+    def _rebuild_wheel(self) -> None:
+        """Name each AOR once, at its soonest expiry."""
+        self._buckets, self._seconds, self._names = {}, [], 0
+        for aor, state in self._states.items():
+            self._name(aor, _soonest(state.bindings))
 
 
-def _find(bindings: tuple[Binding, ...], key: str) -> Binding | None:
-    """The binding of ``bindings`` with ``key`` (an AOR holds a few: a scan is fastest)."""
+def _soonest(bindings: tuple[Binding, ...], after: float = -math.inf) -> float:
+    """The soonest expiry of ``bindings`` later than ``after`` (inf when none is)."""
+    soonest = math.inf
     for binding in bindings:
-        if binding.key == key:
-            return binding
-    return None
+        if after < binding.expires_at < soonest:
+            soonest = binding.expires_at
+    return soonest
