@@ -237,6 +237,7 @@ class SqliteStore(BindingStore):
         self._watched: int | None = None  # its data_version after our last commit
         self._writing = 0  # our expiry sweeps under way on the SQLite thread
         self._executor: ThreadPoolExecutor | None = None
+        self._loop: asyncio.AbstractEventLoop | None = None  # the one it was opened on
         self._wal: WalSync | None = None
         #: Held by each use of the connection: a write transaction, or a call on the thread.
         self._using = asyncio.Lock()
@@ -254,8 +255,11 @@ class SqliteStore(BindingStore):
         if self._executor is not None or self._closer is not None:
             raise RuntimeError("SqliteStore.open() called twice")
         executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix="sipreg-sqlite")
+        # Its changes' futures are made on this loop: asking for the running loop costs
+        # a getpid() system call in Python 3.11 (its check against a fork).
+        self._loop = asyncio.get_running_loop()
         try:
-            con = await asyncio.get_running_loop().run_in_executor(executor, _connect, self.path)
+            con = await self._loop.run_in_executor(executor, _connect, self.path)
         except BaseException:
             executor.shutdown(wait=False)
             raise
@@ -323,10 +327,12 @@ class SqliteStore(BindingStore):
             raise StoreUnavailable("SqliteStore is not open")
         if not all(map(_storable, change.upsert)):  # cache what the file holds
             change = change.replace(upsert=tuple(map(_as_stored, change.upsert)))
-        future: asyncio.Future[int] = asyncio.get_running_loop().create_future()
+        loop = self._loop
+        assert loop is not None  # set by open()
+        future: asyncio.Future[int] = loop.create_future()
         self._pending.append((change, future))
         if self._committer is None or self._committer.done():
-            self._committer = asyncio.create_task(self._commit_pending())
+            self._committer = loop.create_task(self._commit_pending())
         await future
 
     async def expire(self, now: float) -> list[Binding]:

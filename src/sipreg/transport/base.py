@@ -151,7 +151,13 @@ class InFlight:
             waiting_on = guarded.send(None)
         except StopIteration:
             return
-        task = asyncio.get_running_loop().create_task(_resume(guarded, waiting_on))
+        # The loop of the future it waits on: asking for the running loop costs a
+        # getpid() system call in Python 3.11 (its check against a fork).
+        if isinstance(waiting_on, asyncio.Future):
+            loop = waiting_on.get_loop()
+        else:
+            loop = asyncio.get_running_loop()
+        task = loop.create_task(_resume(guarded, waiting_on))
         self._tasks.add(task)
         task.add_done_callback(self._finished)
 

@@ -36,6 +36,8 @@ class UdpLeg(asyncio.DatagramProtocol):
         self.max_size = max_size
         self.local: tuple[str, int] = ("", 0)
         self._socket: asyncio.DatagramTransport | None = None
+        # The socket's loop, known without asking (a getpid() system call in Python 3.11).
+        self._loop: asyncio.AbstractEventLoop | None = None
         self._outbox: list[tuple[bytes, tuple[str, int]]] = []
         self._reading = True
         #: Datagrams dropped because too many requests were in progress.
@@ -44,6 +46,7 @@ class UdpLeg(asyncio.DatagramProtocol):
 
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
         self._socket = cast(asyncio.DatagramTransport, transport)  # no subclass in 3.11 nor uvloop
+        self._loop = asyncio.get_running_loop()
         host, port = transport.get_extra_info("sockname")[:2]
         self.local = (host, port)
 
@@ -70,10 +73,10 @@ class UdpLeg(asyncio.DatagramProtocol):
         ``sendto`` each, once they are all handled: a client waiting for several
         answers is woken once for them, not once for each.
         """
-        if self._socket is None or self._socket.is_closing():
+        if self._socket is None or self._loop is None or self._socket.is_closing():
             return
         if not self._outbox:
-            asyncio.get_running_loop().call_soon(self._send_outbox)
+            self._loop.call_soon(self._send_outbox)
         self._outbox.append((data, addr))
 
     def _send_outbox(self) -> None:
