@@ -530,6 +530,39 @@ async def test_a_refresh_is_planned_on_the_cached_state_and_its_commit_checks_it
         await other.close()
 
 
+async def test_a_refresh_writes_its_times_and_cseq_alone(path: Path) -> None:
+    """A binding that differs from its stored row only in expires_at, cseq and
+    registered_at has those written; any other difference writes the whole row."""
+    store, reader = SqliteStore(path), SqliteStore(path, cache_size=0)  # reads the file
+    await store.open()
+    await reader.open()
+    statements: list[str] = []
+    try:
+        await store.apply(Change(ALICE, 0, upsert=(binding(ALICE, source=("192.0.2.1", 5060)),)))
+        assert store._con is not None
+        store._con.set_trace_callback(statements.append)
+        refreshed = binding(
+            ALICE, expires_at=2000.0, cseq=2, source=("192.0.2.1", 5060), registered_at=9.0
+        )
+        state = await store.load(ALICE)
+        await store.apply(Change(ALICE, state.version, upsert=(refreshed,)))
+        assert any(s.startswith("UPDATE bindings SET expires_at") for s in statements)
+        assert not any(s.startswith("INSERT INTO bindings") for s in statements)
+        assert (await reader.load(ALICE)).bindings == (refreshed,)
+        statements.clear()
+        moved = binding(
+            ALICE, expires_at=3000.0, cseq=3, source=("192.0.2.7", 5070), registered_at=9.5
+        )
+        state = await store.load(ALICE)
+        await store.apply(Change(ALICE, state.version, upsert=(moved,)))
+        assert any(s.startswith("INSERT INTO bindings") for s in statements)
+        assert (await reader.load(ALICE)).bindings == (moved,)
+        store._con.set_trace_callback(None)
+    finally:
+        await store.close()
+        await reader.close()
+
+
 async def test_loads_during_our_own_commits_come_from_the_cache(
     path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:

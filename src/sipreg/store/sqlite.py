@@ -191,6 +191,9 @@ _UPSERT = (
     " ON CONFLICT (aor, key) DO UPDATE SET "
     + ", ".join(f"{c} = excluded.{c}" for c in _COLUMNS.replace(" ", "").split(",")[2:])
 )
+_REFRESH = (
+    "UPDATE bindings SET expires_at = ?, cseq = ?, registered_at = ? WHERE aor = ? AND key = ?"
+)
 _SELECT_AOR = f"SELECT {_COLUMNS} FROM bindings WHERE aor = ? ORDER BY key"
 _SELECT_EXPIRED = (
     f"SELECT {_COLUMNS} FROM bindings WHERE expires_at <= ? ORDER BY expires_at, aor, key"
@@ -481,7 +484,7 @@ class SqliteStore(BindingStore):
             con, wal = self._con, self._wal
             await _begin(con)
             try:
-                outcomes = _write(con, changes)
+                outcomes = _write(con, changes, [self._planned_on(c) for c in changes])
                 con.execute("COMMIT")
             except BaseException:
                 _roll_back(con)
@@ -490,6 +493,12 @@ class SqliteStore(BindingStore):
         if wal is not None:
             await wal.sync()
         return outcomes
+
+    def _planned_on(self, change: Change) -> AorState | None:
+        """The state ``change`` was planned on, if the cache holds it: the file's rows
+        of the AOR, should the change's claim succeed (versions are never reused)."""
+        state = self._cache.get(change.aor)
+        return state if state is not None and state.version == change.version else None
 
     def _committed(
         self, changes: list[Change], outcomes: list[Exception | int], data_version: int
@@ -709,9 +718,12 @@ def _roll_back(con: sqlite3.Connection) -> None:
         con.execute("ROLLBACK")
 
 
-def _write(con: sqlite3.Connection, changes: Sequence[Change]) -> list[Exception | int]:
+def _write(
+    con: sqlite3.Connection, changes: Sequence[Change], planned: Sequence[AorState | None]
+) -> list[Exception | int]:
     """Apply ``changes`` inside the open transaction, all at one new version.
 
+    ``planned`` holds the state each change was planned on, where known.
     Returns each one's error or new version.  A change that conflicts fails
     alone: its version is checked before it writes.  Should anything else fail,
     the group's writes are rolled back and the changes applied again each in a
@@ -720,7 +732,7 @@ def _write(con: sqlite3.Connection, changes: Sequence[Change]) -> list[Exception
     version = _tick(con)
     con.execute("SAVEPOINT changes")
     try:
-        outcomes = _apply_all(con, changes, version)
+        outcomes = _apply_all(con, changes, planned, version)
     except Exception:
         con.execute("ROLLBACK TO changes")
         outcomes = _apply_each(con, changes, version)
@@ -729,21 +741,28 @@ def _write(con: sqlite3.Connection, changes: Sequence[Change]) -> list[Exception
 
 
 def _apply_all(
-    con: sqlite3.Connection, changes: Sequence[Change], version: int
+    con: sqlite3.Connection,
+    changes: Sequence[Change],
+    planned: Sequence[AorState | None],
+    version: int,
 ) -> list[Exception | int]:
     """Claim each change's AOR at ``version``, then write what the claimed ones change.
 
     The claims are made together (:func:`_claim_all`), and one by one only when
     one conflicts.  Two changes of one AOR in a group: the second conflicts (its
     claim finds the first's version), so the writes of different AORs are
-    independent, and written together, a statement for all of them.
+    independent, and written together, a statement for all of them.  A claimed
+    change's planned state is what the file holds of its AOR: a binding that
+    differs from its stored row only in the times and CSeq of a refresh has
+    those three columns written, not its whole row.
     """
     outcomes: list[Exception | int] = []
     removed: list[tuple[str, str]] = []
     upserted: list[tuple[object, ...]] = []
+    refreshed: list[tuple[float, int, float, str, str]] = []
     emptied: list[str] = []
     claimed = _claim_all(con, changes, version)
-    for change in changes:
+    for change, before in zip(changes, planned, strict=True):
         if not claimed:
             try:
                 _claim(con, change, version)
@@ -752,15 +771,51 @@ def _apply_all(
                 continue
         outcomes.append(version)
         removed += [(change.aor, key) for key in change.remove]
-        upserted += [_to_row(binding) for binding in change.upsert]
+        for binding in change.upsert:
+            stored = _stored(before, binding.key) if before is not None else None
+            if stored is not None and _refreshes(binding, stored):
+                b = binding
+                refreshed.append((b.expires_at, b.cseq, b.registered_at, b.aor, b.key))
+            else:
+                upserted.append(_to_row(binding))
         if change.remove or not change.upsert:  # it may hold none now, and then has no row
             emptied.append(change.aor)
     if removed:
         con.executemany("DELETE FROM bindings WHERE aor = ? AND key = ?", removed)
+    if refreshed and con.executemany(_REFRESH, refreshed).rowcount != len(refreshed):
+        raise RuntimeError("a refreshed binding's row is missing")  # each applied alone
     if upserted:
         con.executemany(_UPSERT, upserted)
     _stamp(con, emptied, version)
     return outcomes
+
+
+def _stored(state: AorState, key: str) -> Binding | None:
+    """The binding of ``state`` with ``key`` (an AOR holds a few: a scan is fastest)."""
+    for binding in state.bindings:
+        if binding.key == key:
+            return binding
+    return None
+
+
+def _refreshes(b: Binding, stored: Binding) -> bool:
+    """True when ``b`` differs from the ``stored`` binding of its key only in
+    ``expires_at``, ``cseq`` and ``registered_at``."""
+    return (
+        b.contact == stored.contact
+        and b.call_id == stored.call_id
+        and b.q == stored.q
+        and b.params == stored.params
+        and b.source == stored.source
+        and b.transport == stored.transport
+        and b.local == stored.local
+        and b.user_agent == stored.user_agent
+        and b.instance == stored.instance
+        and b.reg_id == stored.reg_id
+        and b.path == stored.path
+        and b.connection == stored.connection
+        and b.node == stored.node
+    )
 
 
 def _apply_each(
