@@ -168,7 +168,7 @@ class TransactionCache:
         self._pending: set[TransactionKey] = set()
         # Answered entries, and their keys in the order answered (an ordered dict costs
         # 40 bytes more an entry).  Entries answered within EXPIRY_STEP of each other
-        # share one expiry, a float object fewer each.
+        # share one expiry: in pure Python one float object (compiled, it is unboxed).
         self._entries: dict[TransactionKey, Answer] = {}
         self._order: deque[TransactionKey] = deque()
         self._expiry = -math.inf

@@ -101,8 +101,8 @@ def test_answers_of_one_moment_share_an_expiry() -> None:
         cache.begin(bytes([n]), at)
         cache.complete(bytes([n]), answer, at)
     first, second, third, fourth = (a.expires_at for a in answers)
-    assert first is second and first == START + TIMER_J + EXPIRY_STEP  # one float object
-    assert third == first and fourth == START + 1 + TIMER_J + EXPIRY_STEP
+    assert first == second == third == START + TIMER_J + EXPIRY_STEP  # one value (object)
+    assert fourth == START + 1 + TIMER_J + EXPIRY_STEP
     cache.sweep(first)
     assert len(cache) == 1 and bytes([3]) in cache
 
