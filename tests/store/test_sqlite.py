@@ -17,6 +17,7 @@ from typing import Any
 import pytest
 
 from sipreg.errors import StoreConflict, StoreUnavailable
+from sipreg.registrar.binding import Binding
 from sipreg.store import sqlite as sqlite_module
 from sipreg.store.base import AorState, Change, open_store
 from sipreg.store.sqlite import SCHEMA_VERSION, SqliteStore
@@ -561,6 +562,27 @@ async def test_a_refresh_writes_its_times_and_cseq_alone(path: Path) -> None:
     finally:
         await store.close()
         await reader.close()
+
+
+def test_a_refresh_is_only_a_change_of_times_and_cseq() -> None:
+    """Every other field of a binding, changed, writes the whole row (a field added to
+    Binding and not to the comparison fails here)."""
+    base = binding(ALICE, q=0.5, params=(("a", "1"),), source=("192.0.2.1", 5060),
+                   local=("192.0.2.9", 5060), user_agent="ua", instance="<urn:x>", reg_id=1,
+                   path=("<sip:p>",), connection="c1", node="n1")  # fmt: skip
+    other: dict[str, object] = {
+        "contact": "sip:alice@192.0.2.2", "call_id": "call-2", "q": 0.7,
+        "params": (("b", None),), "source": ("192.0.2.1", 5061), "transport": "tcp",
+        "local": ("192.0.2.9", 5061), "user_agent": "ua2", "instance": "<urn:y>",
+        "reg_id": 2, "path": (), "connection": "c2", "node": "n2",
+    }  # fmt: skip
+    times = {"expires_at", "cseq", "registered_at"}
+    assert set(Binding.__slots__) - {"aor", "key"} == set(other) | times
+    refreshes = sqlite_module._refreshes
+    assert refreshes(base.replace(expires_at=5.0, cseq=9, registered_at=4.0), base)
+    for name, value in other.items():
+        changed = base.replace(**{name: value})
+        assert not refreshes(changed.replace(key=base.key), base), name
 
 
 async def test_loads_during_our_own_commits_come_from_the_cache(
