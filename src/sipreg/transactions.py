@@ -14,7 +14,6 @@ from __future__ import annotations
 
 import enum
 import hashlib
-import math
 from collections import deque
 from typing import Final
 
@@ -29,8 +28,6 @@ TIMER_J: Final = 32.0
 #: object, its dict slot and its place in the order (222 measured with tracemalloc
 #: by a test).
 ENTRY_OVERHEAD: Final = 230
-#: Seconds an answer may be kept past Timer J, so that answers of one moment share an expiry.
-EXPIRY_STEP: Final = 0.01
 #: The rate whose answers the default cache keeps for all of Timer J.
 DEFAULT_RATE: Final = 4000
 #: Bytes a REGISTER's compact answer keeps, for sizing: what follows the echoed
@@ -167,11 +164,9 @@ class TransactionCache:
         self.max_bytes = max_bytes
         self._pending: set[TransactionKey] = set()
         # Answered entries, and their keys in the order answered (an ordered dict costs
-        # 40 bytes more an entry).  Entries answered within EXPIRY_STEP of each other
-        # share one expiry: in pure Python one float object (compiled, it is unboxed).
+        # 40 bytes more an entry).
         self._entries: dict[TransactionKey, Answer] = {}
         self._order: deque[TransactionKey] = deque()
-        self._expiry = -math.inf
         self._bytes = 0
 
     def __len__(self) -> int:
@@ -216,10 +211,7 @@ class TransactionCache:
         if key not in self._pending:
             return
         self._pending.remove(key)
-        expires_at = now + self.lifetime
-        if not self._expiry - EXPIRY_STEP < expires_at <= self._expiry:
-            self._expiry = expires_at + EXPIRY_STEP
-        answer.expires_at = self._expiry
+        answer.expires_at = now + self.lifetime
         self._entries[key] = answer
         self._order.append(key)
         self._bytes += len(answer.data) + ENTRY_OVERHEAD

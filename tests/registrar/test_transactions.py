@@ -11,7 +11,6 @@ from sipreg.headers import Headers
 from sipreg.transactions import (
     ANSWER_SIZE,
     ENTRY_OVERHEAD,
-    EXPIRY_STEP,
     TIMER_J,
     Answer,
     Kind,
@@ -86,25 +85,11 @@ def test_answers_live_for_timer_j_from_the_answer() -> None:
     for key, at in [(b"a", START), (b"b", START + 10)]:
         cache.begin(key, at)
         cache.complete(key, Answer(200, b"x", LEG), at + 1)
+    cache.sweep(START + 1 + TIMER_J - 0.1)
+    assert len(cache) == 2
     cache.sweep(START + 1 + TIMER_J)
-    assert len(cache) == 2  # Timer J, and up to EXPIRY_STEP more
-    cache.sweep(START + 1 + TIMER_J + EXPIRY_STEP)
     assert b"a" not in cache and b"b" in cache
-    assert cache.begin(b"a", START + 1 + TIMER_J + EXPIRY_STEP).kind is Kind.NEW  # new again
-
-
-def test_answers_of_one_moment_share_an_expiry() -> None:
-    cache = TransactionCache()
-    times = [START, START + EXPIRY_STEP / 2, START + EXPIRY_STEP, START + 1]
-    answers = [Answer(200, b"x", LEG) for _ in times]
-    for n, (at, answer) in enumerate(zip(times, answers, strict=True)):
-        cache.begin(bytes([n]), at)
-        cache.complete(bytes([n]), answer, at)
-    first, second, third, fourth = (a.expires_at for a in answers)
-    assert first == second == third == START + TIMER_J + EXPIRY_STEP  # one value (object)
-    assert fourth == START + 1 + TIMER_J + EXPIRY_STEP
-    cache.sweep(first)
-    assert len(cache) == 1 and bytes([3]) in cache
+    assert cache.begin(b"a", START + 1 + TIMER_J).kind is Kind.NEW  # new again
 
 
 def test_a_transaction_in_progress_is_never_dropped() -> None:
@@ -137,8 +122,7 @@ def test_decide_classifies_each_request() -> None:
     assert cache.decide(stray, START + 3).kind is Kind.UNTRACKED  # an ACK opens nothing
     unreadable = request(build("OPTIONS", "sip:alice@example.com", via="garbage"))
     assert cache.decide(unreadable, START).kind is Kind.UNTRACKED
-    over = START + 1 + TIMER_J + EXPIRY_STEP
-    assert cache.decide(invite, over).kind is Kind.NEW  # Timer J is over
+    assert cache.decide(invite, START + 1 + TIMER_J).kind is Kind.NEW  # Timer J is over
     assert len(cache) == 1
 
 
@@ -234,7 +218,7 @@ def test_cache_bounds_the_bytes_it_keeps() -> None:
     assert b"0" not in cache and b"4" in cache  # the oldest went first
     cache.forget(b"4")
     assert cache.kept_bytes == entry
-    cache.sweep(START + TIMER_J + EXPIRY_STEP)
+    cache.sweep(START + TIMER_J)
     assert cache.kept_bytes == 0 and len(cache) == 0
     assert not cache._order  # the forgotten one's place went too
 
