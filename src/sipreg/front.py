@@ -110,8 +110,11 @@ class Front:
             answer = decision.answer
             assert answer is not None
             data = answer.data
-            if answer.reason is not None:
-                data = self._rebuilt_head(request, from_addr, decision.key, answer) + data
+            if answer.reason is not None:  # compact: the copy gives its head again
+                head = self._rebuilt_head(
+                    request, from_addr, decision.key, answer.status, answer.reason
+                )
+                data = head + data
             dest = self._destination(request, answer.leg, from_addr)
             self._deliver(data, answer.leg, dest)
             self._record(request, leg, from_addr, start, answer.status, "", repeat=True)
@@ -207,7 +210,12 @@ class Front:
         return response.status
 
     def _rebuilt_head(
-        self, request: Request, from_addr: Address, key: TransactionKey | None, answer: Answer
+        self,
+        request: Request,
+        from_addr: Address,
+        key: TransactionKey | None,
+        status: int,
+        reason: str,
     ) -> bytes:
         """The start and echoed fields of a compact answer, from a copy of its request.
 
@@ -215,7 +223,7 @@ class Front:
         every request it receives (section 18.2.1), and gets the same To tag.
         """
         stamp_request(request, from_addr)
-        response = make_response(request.headers, answer.status, answer.reason or "")
+        response = make_response(request.headers, status, reason)
         self._tags.stamp(response, request, key)
         return response.to_parts()[0]
 
