@@ -484,7 +484,12 @@ class SqliteStore(BindingStore):
             con, wal = self._con, self._wal
             await _begin(con)
             try:
-                outcomes = _write(con, changes, [self._planned_on(c) for c in changes])
+                try:
+                    outcomes = _write_together(con, changes, [self._planned_on(c) for c in changes])
+                except Exception:  # a claim conflicted, or a write failed: each alone
+                    _roll_back(con)
+                    await _begin(con)
+                    outcomes = _apply_each(con, changes, _tick(con))
                 con.execute("COMMIT")
             except BaseException:
                 _roll_back(con)
@@ -718,58 +723,34 @@ def _roll_back(con: sqlite3.Connection) -> None:
         con.execute("ROLLBACK")
 
 
-def _write(
+def _write_together(
     con: sqlite3.Connection, changes: Sequence[Change], planned: Sequence[AorState | None]
 ) -> list[Exception | int]:
-    """Apply ``changes`` inside the open transaction, all at one new version.
+    """Apply ``changes`` inside the open transaction, all at one new version, a statement
+    for each kind of write; returns each one's new version.
 
-    ``planned`` holds the state each change was planned on, where known.
-    Returns each one's error or new version.  A change that conflicts fails
-    alone: its version is checked before it writes.  Should anything else fail,
-    the group's writes are rolled back and the changes applied again each in a
-    savepoint (:func:`_apply_each`), so that only the failing one fails.
-    """
-    version = _tick(con)
-    con.execute("SAVEPOINT changes")
-    try:
-        outcomes = _apply_all(con, changes, planned, version)
-    except Exception:
-        con.execute("ROLLBACK TO changes")
-        outcomes = _apply_each(con, changes, version)
-    con.execute("RELEASE changes")
-    return outcomes
+    ``planned`` holds the state each change was planned on, where known.  Every
+    change's AOR is claimed first (:func:`_claim_all`): should one conflict, this
+    raises StoreConflict, as it raises anything else that fails, having written
+    part of the group; the caller then rolls the transaction back and applies the
+    changes each alone (:func:`_apply_each`).  No savepoint: SQLite would copy
+    every page the group changes into a statement journal (a temporary file, past
+    64 KiB) to be able to go back to it, for a rollback that seldom comes.
 
-
-def _apply_all(
-    con: sqlite3.Connection,
-    changes: Sequence[Change],
-    planned: Sequence[AorState | None],
-    version: int,
-) -> list[Exception | int]:
-    """Claim each change's AOR at ``version``, then write what the claimed ones change.
-
-    The claims are made together (:func:`_claim_all`), and one by one only when
-    one conflicts.  Two changes of one AOR in a group: the second conflicts (its
-    claim finds the first's version), so the writes of different AORs are
-    independent, and written together, a statement for all of them.  A claimed
-    change's planned state is what the file holds of its AOR: a binding that
-    differs from its stored row only in the times and CSeq of a refresh has
+    Two changes of one AOR in a group conflict (the second's claim finds the
+    first's version), so the writes of different AORs are independent.  A
+    claimed change's planned state is what the file holds of its AOR: a binding
+    that differs from its stored row only in the times and CSeq of a refresh has
     those three columns written, not its whole row.
     """
-    outcomes: list[Exception | int] = []
+    version = _tick(con)
+    if not _claim_all(con, changes, version):
+        raise StoreConflict("a change of the group conflicts")
     removed: list[tuple[str, str]] = []
     upserted: list[tuple[object, ...]] = []
     refreshed: list[tuple[float, int, float, str, str]] = []
     emptied: list[str] = []
-    claimed = _claim_all(con, changes, version)
     for change, before in zip(changes, planned, strict=True):
-        if not claimed:
-            try:
-                _claim(con, change, version)
-            except StoreConflict as conflict:
-                outcomes.append(conflict)
-                continue
-        outcomes.append(version)
         removed += [(change.aor, key) for key in change.remove]
         for binding in change.upsert:
             stored = _stored(before, binding.key) if before is not None else None
@@ -787,6 +768,7 @@ def _apply_all(
     if upserted:
         con.executemany(_UPSERT, upserted)
     _stamp(con, emptied, version)
+    outcomes: list[Exception | int] = [version] * len(changes)
     return outcomes
 
 
@@ -858,18 +840,14 @@ def _apply(con: sqlite3.Connection, change: Change, version: int) -> int:
 
 def _claim_all(con: sqlite3.Connection, changes: Sequence[Change], version: int) -> bool:
     """Claim every change's AOR at ``version``, a statement for each kind of claim; True
-    when all were claimed, else False with none claimed (some change conflicts)."""
+    when all were claimed, else False, with those that could be claimed written."""
     updates = [(version, c.aor, c.version) for c in changes if c.version]
     inserts = [(c.aor, version) for c in changes if not c.version]
-    con.execute("SAVEPOINT claims")
     claimed = 0
     if updates:
         claimed += con.executemany(_CLAIM_UPDATE, updates).rowcount
     if inserts:
         claimed += con.executemany(_CLAIM_INSERT, inserts).rowcount
-    if claimed != len(changes):
-        con.execute("ROLLBACK TO claims")
-    con.execute("RELEASE claims")
     return claimed == len(changes)
 
 
