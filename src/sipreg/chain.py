@@ -40,11 +40,13 @@ class Context:
     ``stale``, ``replayed``, ``banned`` or ``forbidden``), ``contacts`` (how many
     contacts a REGISTER asked for), ``bindings`` (how many bindings the answer
     lists) and ``guard`` (the guard that refused or dropped it: ``rate limit`` or
-    ``scanner``).
+    ``scanner``).  ``target`` is the Request-URI once a REGISTER passed steps 1 and
+    2 of section 10.3, with the policy it passed them under
+    (:func:`~sipreg.registrar.rules.checked_target`).
     """
 
     __slots__ = ("aor", "auth", "bindings", "contacts", "guard", "leg", "now", "source",
-                 "transactions", "user")  # fmt: skip
+                 "target", "transactions", "user")  # fmt: skip
 
     def __init__(
         self,
@@ -70,6 +72,7 @@ class Context:
         self.contacts = contacts
         self.bindings = bindings
         self.guard = guard
+        self.target: tuple[object, SipUri] | None = None
 
 
 @mypyc_attr(allow_interpreted_subclasses=True)

@@ -21,7 +21,7 @@ from ..chain import Context, Filter, Step
 from ..errors import BadRequest, Forbidden, ParseError
 from ..message import Request, Response
 from ..registrar.policy import Policy
-from ..registrar.rules import check_target
+from ..registrar.rules import checked_target
 from ..responses import make_response
 from ..uri import SipUri, parse_uri, uri_equal
 from .digest import (
@@ -100,7 +100,7 @@ class Authorize(Step):
         if request.method not in self.auth.methods:
             return None
         if request.method == "REGISTER":
-            check_target(request, self.policy, secure=ctx.leg.capabilities.secure)
+            checked_target(request, ctx, self.policy)
         else:
             request.check()
         address = ctx.source[0].partition("%")[0].lower()  # an IPv6 scope is no address

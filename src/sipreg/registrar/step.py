@@ -1,7 +1,8 @@
 """The register step: RFC 3261 section 10.3 for REGISTER requests, over an async store.
 
-Steps 1 and 2 (:func:`~sipreg.registrar.rules.check_target`), then step 5
-(:func:`~sipreg.registrar.rules.check_aor`), then steps 6 to 8 planned by the
+Steps 1 and 2 (:func:`~sipreg.registrar.rules.checked_target`: not again when
+Authorize ran them), then step 5 (:func:`~sipreg.registrar.rules.check_aor`),
+then steps 6 to 8 planned by the
 pure :func:`~sipreg.registrar.rules.plan_register` and applied in one store
 transaction.  Steps 3 and 4, authentication, are the
 :class:`~sipreg.auth.step.Authorize` step's, which goes in front of this one.
@@ -21,7 +22,7 @@ from ..uri import SipUri
 from .binding import AorState, Binding
 from .events import Cause, Events, change_events
 from .policy import Policy
-from .rules import RegisterPlan, Source, check_aor, check_target, plan_register
+from .rules import RegisterPlan, Source, check_aor, checked_target, plan_register
 
 log = logging.getLogger("sipreg.register")
 
@@ -107,7 +108,7 @@ class Register(Step):
         if self.forward_foreign and not names_this_registrar(request, self.policy):
             return None
         capabilities = ctx.leg.capabilities
-        ruri = check_target(request, self.policy, secure=capabilities.secure)
+        ruri = checked_target(request, ctx, self.policy)
         ctx.aor = aor = check_aor(request, ruri, self.policy, secure=capabilities.secure)
         # A WebSocket peer cannot be reached but over its connection: its bindings go
         # with it.  Over TCP and TLS that is the operator's choice.
