@@ -727,3 +727,29 @@ def test_processes_opening_a_new_file_at_once_all_open(tmp_path: Path) -> None:
         for child in children:
             child.join(30)
         assert [child.exitcode for child in children] == [0] * 8, n
+
+
+def test_a_checkpoint_makes_a_long_log_start_again(path: Path) -> None:
+    """Past RESTART_FRAMES the checkpoint is a RESTART, so the next write starts the log
+    from its beginning; below, a passive one alone (which waits for nobody)."""
+    writer = sqlite_module._connect(str(path))
+    checkpointer = sqlite_module._checkpoint_connection(str(path))
+    statements: list[str] = []
+    checkpointer.set_trace_callback(statements.append)
+    try:
+        writer.execute("CREATE TABLE filler (x BLOB)")
+        for _ in range(40):
+            writer.execute("INSERT INTO filler VALUES (randomblob(3000))")
+        sqlite_module._checkpoint(checkpointer, restart_frames=1_000)
+        assert statements == ["PRAGMA wal_checkpoint(PASSIVE)"]
+        for _ in range(40):
+            writer.execute("INSERT INTO filler VALUES (randomblob(3000))")
+        statements.clear()
+        sqlite_module._checkpoint(checkpointer, restart_frames=20)
+        assert statements == ["PRAGMA wal_checkpoint(PASSIVE)", "PRAGMA wal_checkpoint(RESTART)"]
+        writer.execute("INSERT INTO filler VALUES (1)")
+        _, frames, _ = checkpointer.execute("PRAGMA wal_checkpoint(PASSIVE)").fetchone()
+        assert frames <= 3  # the last commit's pages alone: the log started again
+    finally:
+        writer.close()
+        checkpointer.close()
