@@ -120,9 +120,9 @@ WINDOWS = (256, 128, 64, 32)
 LATENCY_WINDOW = 256
 #: Refresh runs are bounded by time; this only bounds their count.
 MAX_REQUESTS = 50_000_000
-#: The parts of the benchmark, in the order they run; --only picks some of them.
 #: The generator's sockets in the workers row: flows enough to spread (64 is its most).
 WORKER_SOCKETS = 64
+#: The parts of the benchmark, in the order they run; --only picks some of them.
 PARTS = ("memory", "sqlite", "auth", "workers", "redis", "storm", "bindings", "soak", "startup")
 #: The parts whose figures a part's ratios are taken over: --only runs them too.
 NEEDS = {"auth": ("memory",), "redis": ("memory", "sqlite")}
