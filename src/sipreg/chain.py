@@ -42,7 +42,7 @@ class Context:
     lists) and ``guard`` (the guard that refused or dropped it: ``rate limit`` or
     ``scanner``).  ``target`` is the Request-URI once a REGISTER passed steps 1 and
     2 of section 10.3, with the policy it passed them under
-    (:func:`~sipreg.registrar.rules.checked_target`).
+    (:func:`~sipreg.registrar.step.checked_target`).
     """
 
     __slots__ = ("aor", "auth", "bindings", "contacts", "guard", "leg", "now", "source",

@@ -7,7 +7,6 @@ from typing import Any
 
 import pytest
 
-from sipreg.chain import Context
 from sipreg.errors import SipError
 from sipreg.message import Request
 from sipreg.registrar.binding import Binding, outbound_key
@@ -17,27 +16,14 @@ from sipreg.registrar.rules import (
     Source,
     check_aor,
     check_target,
-    checked_target,
     contact_value,
     format_qvalue,
     plan_register,
 )
 from sipreg.store.base import AorState
-from sipreg.transactions import TransactionCache
-from sipreg.uri import parse_name_addr, parse_uri
+from sipreg.uri import parse_name_addr
 
-from .helpers import (
-    ALICE,
-    CLIENT,
-    SERVER_IP,
-    START,
-    FakeLeg,
-    contacts_of,
-    listed,
-    policy,
-    register,
-    request,
-)
+from .helpers import ALICE, CLIENT, SERVER_IP, START, contacts_of, listed, policy, register, request
 
 SOURCE = Source("udp", CLIENT, (SERVER_IP, 5060))
 C1 = "sip:alice@198.51.100.7:5062"
@@ -118,21 +104,6 @@ def test_sips_needs_tls(ruri: str, aor: str, status: int) -> None:
 def test_to_in_an_unserved_domain_is_404() -> None:
     err = refusal(register(C1, aor="sip:alice@example.org"))
     assert err.status == 404
-
-
-def test_steps_1_and_2_are_checked_once_per_request_and_policy() -> None:
-    """Authorize checks them, then the register step takes its answer: under the same
-    policy only, which is asked again otherwise."""
-    served, other = policy(), policy(domains=("example.org",))
-    req = request(register(ruri="sip:example.com"))
-    ctx = Context(leg=FakeLeg(), source=CLIENT, now=START, transactions=TransactionCache())
-    ruri = checked_target(req, ctx, served)
-    assert str(ruri) == "sip:example.com" and ctx.target == (served, ruri)
-    req.uri = parse_uri("sip:elsewhere.example")  # not served: a new check would refuse it
-    assert checked_target(req, ctx, served) is ruri
-    with pytest.raises(SipError) as info:
-        checked_target(req, ctx, other)
-    assert info.value.status == 403
 
 
 def test_request_uri_in_an_unserved_domain_is_403() -> None:

@@ -1,16 +1,33 @@
-"""Each step alone, as the only step of a front: Register, Redirect and Lookup."""
+"""Each step alone, as the only step of a front: Register, Redirect and Lookup; and
+what steps share through the context."""
 
 from __future__ import annotations
 
 import asyncio
 
-from sipreg.chain import Chain, Step
+import pytest
+
+from sipreg.chain import Chain, Context, Step
+from sipreg.errors import SipError
 from sipreg.front import Front
-from sipreg.registrar.step import Register
+from sipreg.registrar.step import Register, checked_target
 from sipreg.routing.steps import Lookup, Redirect
 from sipreg.store.memory import MemoryStore
+from sipreg.transactions import TransactionCache
+from sipreg.uri import parse_uri
 
-from .helpers import ALICE, CLIENT, SERVER_IP, Clock, FakeLeg, build, policy, register, request
+from .helpers import (
+    ALICE,
+    CLIENT,
+    SERVER_IP,
+    START,
+    Clock,
+    FakeLeg,
+    build,
+    policy,
+    register,
+    request,
+)
 
 C1 = "sip:alice@198.51.100.7:5062"
 
@@ -86,3 +103,18 @@ async def test_the_aor_lock_serialises_and_goes_when_unused_even_if_a_waiter_is_
     go.set()
     await asyncio.gather(first, second)
     assert order == ["first", "second"] and step._locks == {}
+
+
+def test_steps_1_and_2_are_checked_once_per_request_and_policy() -> None:
+    """Authorize checks them, then the register step takes its answer: under the same
+    policy only, which is asked again otherwise."""
+    served, other = policy(), policy(domains=("example.org",))
+    req = request(register(ruri="sip:example.com"))
+    ctx = Context(leg=FakeLeg(), source=CLIENT, now=START, transactions=TransactionCache())
+    ruri = checked_target(req, ctx, served)
+    assert str(ruri) == "sip:example.com" and ctx.target == (served, ruri)
+    req.uri = parse_uri("sip:elsewhere.example")  # not served: a new check would refuse it
+    assert checked_target(req, ctx, served) is ruri
+    with pytest.raises(SipError) as info:
+        checked_target(req, ctx, other)
+    assert info.value.status == 403

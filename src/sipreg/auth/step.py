@@ -21,7 +21,7 @@ from ..chain import Context, Filter, Step
 from ..errors import BadRequest, Forbidden, ParseError
 from ..message import Request, Response
 from ..registrar.policy import Policy
-from ..registrar.rules import checked_target
+from ..registrar.step import checked_target
 from ..responses import make_response
 from ..uri import SipUri, parse_uri, uri_equal
 from .digest import (

@@ -12,7 +12,6 @@ from typing import Final, overload
 from .. import _abnf
 from .._scan import Scanner
 from .._value import Value
-from ..chain import Context
 from ..errors import (
     BadExtension,
     BadRequest,
@@ -450,17 +449,6 @@ def check_target(request: Request, policy: Policy, *, secure: bool) -> SipUri:
     request.check()
     ruri = check_request_uri(request, policy, secure=secure)  # step 1 comes before step 2
     check_required(request, policy)
-    return ruri
-
-
-def checked_target(request: Request, ctx: Context, policy: Policy) -> SipUri:
-    """:func:`check_target` once per request and policy: a step after one that checked
-    it under the same policy (the register step after Authorize) takes its answer."""
-    checked = ctx.target
-    if checked is not None and checked[0] is policy:
-        return checked[1]
-    ruri = check_target(request, policy, secure=ctx.leg.capabilities.secure)
-    ctx.target = (policy, ruri)
     return ruri
 
 

@@ -1,9 +1,8 @@
 """The register step: RFC 3261 section 10.3 for REGISTER requests, over an async store.
 
-Steps 1 and 2 (:func:`~sipreg.registrar.rules.checked_target`: not again when
-Authorize ran them), then step 5 (:func:`~sipreg.registrar.rules.check_aor`),
-then steps 6 to 8 planned by the
-pure :func:`~sipreg.registrar.rules.plan_register` and applied in one store
+Steps 1 and 2 (:func:`checked_target`: not again when Authorize ran them), then
+step 5 (:func:`~sipreg.registrar.rules.check_aor`), then steps 6 to 8 planned by
+the pure :func:`~sipreg.registrar.rules.plan_register` and applied in one store
 transaction.  Steps 3 and 4, authentication, are the
 :class:`~sipreg.auth.step.Authorize` step's, which goes in front of this one.
 """
@@ -22,7 +21,7 @@ from ..uri import SipUri
 from .binding import AorState, Binding
 from .events import Cause, Events, change_events
 from .policy import Policy
-from .rules import RegisterPlan, Source, check_aor, checked_target, plan_register
+from .rules import RegisterPlan, Source, check_aor, check_target, plan_register
 
 log = logging.getLogger("sipreg.register")
 
@@ -66,6 +65,17 @@ class _Holding:
         self._entry.users -= 1
         if not self._entry.users:
             del self._locks[self._aor]
+
+
+def checked_target(request: Request, ctx: Context, policy: Policy) -> SipUri:
+    """:func:`check_target` once per request and policy: a step after one that checked
+    it under the same policy (the register step after Authorize) takes its answer."""
+    checked = ctx.target
+    if checked is not None and checked[0] is policy:
+        return checked[1]
+    ruri = check_target(request, policy, secure=ctx.leg.capabilities.secure)
+    ctx.target = (policy, ruri)
+    return ruri
 
 
 class Register(Step):
