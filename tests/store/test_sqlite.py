@@ -10,6 +10,7 @@ import sqlite3
 import subprocess
 import sys
 import threading
+import time
 from collections.abc import AsyncIterator
 from pathlib import Path
 from typing import Any
@@ -751,5 +752,33 @@ def test_a_checkpoint_makes_a_long_log_start_again(path: Path) -> None:
         _, frames, _ = checkpointer.execute("PRAGMA wal_checkpoint(PASSIVE)").fetchone()
         assert frames <= 3  # the last commit's pages alone: the log started again
     finally:
+        writer.close()
+        checkpointer.close()
+
+
+def test_a_reader_that_stays_holds_the_restart_off_not_the_writers(path: Path) -> None:
+    """A RESTART waits for readers while it holds writers off: with a reader that
+    stays (a backup), it gives up after RESTART_WAIT, not the 5 s busy timeout, and
+    the log starts again at a checkpoint once the reader has gone."""
+    writer = sqlite_module._connect(str(path))
+    checkpointer = sqlite_module._checkpoint_connection(str(path))
+    reader = sqlite3.connect(str(path), isolation_level=None)
+    try:
+        writer.execute("CREATE TABLE filler (x BLOB)")
+        reader.execute("BEGIN")
+        reader.execute("SELECT count(*) FROM filler").fetchone()  # a snapshot it keeps
+        for _ in range(40):
+            writer.execute("INSERT INTO filler VALUES (randomblob(3000))")
+        started = time.monotonic()
+        sqlite_module._checkpoint(checkpointer, restart_frames=20)
+        assert time.monotonic() - started < sqlite_module.BUSY_TIMEOUT / 5
+        writer.execute("INSERT INTO filler VALUES (1)")  # not held off
+        reader.execute("COMMIT")
+        sqlite_module._checkpoint(checkpointer, restart_frames=20)
+        writer.execute("INSERT INTO filler VALUES (2)")
+        _, frames, _ = checkpointer.execute("PRAGMA wal_checkpoint(PASSIVE)").fetchone()
+        assert frames <= 3
+    finally:
+        reader.close()
         writer.close()
         checkpointer.close()

@@ -165,6 +165,9 @@ CHECKPOINT_INTERVAL = 1.0
 #: Frames (pages) of the WAL past which a checkpoint makes it start again (16 MiB of
 #: 4 KiB pages), holding writers off for the few frames a passive one left.
 RESTART_FRAMES = 4096
+#: Seconds a RESTART waits for the write lock and then for readers.  It holds new
+#: writers off while it waits for readers, so a long one (a backup) must not stall them.
+RESTART_WAIT = 0.02
 #: AORs whose state the store keeps in memory by default.
 CACHE_AORS = 100_000
 #: Seconds a cached state is answered without asking whether another process wrote.
@@ -648,7 +651,8 @@ def _in_wal_mode(con: sqlite3.Connection) -> bool:
 
 
 def _checkpoint_connection(path: str) -> sqlite3.Connection:
-    con = sqlite3.connect(path, timeout=BUSY_TIMEOUT, isolation_level=None, check_same_thread=False)
+    """The checkpoint thread's connection; a passive checkpoint waits for nobody anyway."""
+    con = sqlite3.connect(path, timeout=RESTART_WAIT, isolation_level=None, check_same_thread=False)
     con.execute("PRAGMA synchronous = FULL")  # the file before the log starts again
     return con
 
@@ -668,8 +672,10 @@ def _checkpoint(con: sqlite3.Connection, restart_frames: int = RESTART_FRAMES) -
     under the bench's load).  A RESTART copies the frames the passive one left,
     syncs the file and waits for the readers, holding new writers off meanwhile
     (their BEGIN is tried again), so the next write starts the log from its
-    beginning.  It fails busy, to be tried the next time, should the writer hold
-    its lock past the busy timeout.
+    beginning.  It gives up, to be tried the next time, when the writer holds its
+    lock or a reader its snapshot past :data:`RESTART_WAIT` (the connection's busy
+    timeout): a reader that stays (``sqlite3 .backup``) would otherwise hold every
+    write off for the whole busy timeout, once a checkpoint interval.
     """
     _, frames, _ = con.execute("PRAGMA wal_checkpoint(PASSIVE)").fetchone()
     if frames >= restart_frames:
